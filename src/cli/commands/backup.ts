@@ -1,0 +1,83 @@
+import type { Command } from 'commander';
+import { backup, type BackupResult } from '../../engine/backup.js';
+import { formatBytes } from '../../engine/units.js';
+import { globalsOf, splitList, type CommandContext } from '../command-context.js';
+import { withStore } from '../context.js';
+import { helpAfter } from '../help.js';
+import { printJson, type CliIo, type Globals } from '../io.js';
+import { progressView } from '../ui/progress.js';
+
+/** Parsed arguments of `backy2 backup`. */
+export interface BackupCommandOptions {
+  readonly source: string;
+  readonly image: string;
+  readonly hints?: string | undefined;
+  readonly from?: string | undefined;
+  readonly snapshot?: string | undefined;
+  readonly tags?: string | undefined;
+}
+
+/** Wires `backy2 backup` into the program. */
+export function registerBackup(program: Command, ctx: CommandContext): void {
+  program
+    .command('backup')
+    .description('back up a disk image or block device as a new version of IMAGE')
+    .argument('<source>', 'image file or block device: PATH or file:PATH')
+    .argument('<image>', 'name of the image the version belongs to, e.g. vm1')
+    .option('-r, --hints <file>', 'read only the blocks named in this `rbd diff --format=json` file (plus a verification sample)')
+    .option('-f, --from <uid>', 'base version (default: the newest valid version of IMAGE)')
+    .option('-s, --snapshot <name>', 'snapshot name to record with the version')
+    .option('-t, --tags <tags>', 'comma-separated tags (default: b_daily/b_weekly/b_monthly for the first version of a day/week/month)')
+    .option('--json', 'print the result as one JSON object')
+    .addHelpText(
+      'after',
+      helpAfter(
+        [
+          'backy2 backup /dev/vg0/vm1 vm1',
+          'backy2 backup vm1.img vm1 -t before-upgrade',
+          'rbd diff --from-snap s1 pool/vm1@s2 --format=json > hints.json && backy2 backup /dev/rbd0 vm1 -r hints.json -s s2',
+        ],
+        'Prints the uid of the new version on stdout and a summary on stderr. All-zero blocks are\nnot stored; blocks already in the store (in any image) are stored once.',
+      ),
+    )
+    .action(async (source: string, image: string, opts: { hints?: string; from?: string; snapshot?: string; tags?: string }, command: Command) => {
+      ctx.exitCode = await runBackup({ source, image, ...opts }, globalsOf(command), ctx.io);
+    });
+}
+
+/**
+ * Runs a backup and prints its result.
+ * @returns the exit status
+ */
+export async function runBackup(options: BackupCommandOptions, globals: Globals, io: CliIo): Promise<number> {
+  return withStore(globals, io, true, async (store) => {
+    const progress = progressView(io, globals, `backup ${options.image}`);
+    let result: BackupResult;
+    try {
+      result = await backup(store, {
+        source: options.source,
+        image: options.image,
+        hintsFile: options.hints,
+        baseUid: options.from,
+        snapshot: options.snapshot,
+        tags: splitList(options.tags),
+        progress,
+        signal: io.signal,
+      });
+    } finally {
+      progress.stop();
+    }
+    if (globals.json) {
+      printJson(io, result);
+    } else {
+      io.stdout(`${result.uid}\n`);
+      io.stderr(
+        `Backed up ${result.image} (${formatBytes(result.size)}) as ${result.uid} in ${result.durationSeconds.toFixed(1)}s: ` +
+          `read ${formatBytes(result.bytesRead)}, wrote ${formatBytes(result.bytesWritten)}, ` +
+          `deduplicated ${formatBytes(result.bytesDeduplicated)}, sparse ${formatBytes(result.bytesSparse)}, ` +
+          `unchanged by hints ${formatBytes(result.bytesSkipped)}\n`,
+      );
+    }
+    return 0;
+  });
+}

@@ -1,0 +1,34 @@
+import type { Command } from 'commander';
+import { setProtected } from '../../engine/versions.js';
+import { globalsOf, type CommandContext } from '../command-context.js';
+import { withStore } from '../context.js';
+import { helpAfter } from '../help.js';
+import type { CliIo, Globals } from '../io.js';
+
+/** Wires `backy2 protect` and `backy2 unprotect` into the program. */
+export function registerProtect(program: Command, ctx: CommandContext): void {
+  for (const value of [true, false]) {
+    const verb = value ? 'protect' : 'unprotect';
+    program
+      .command(verb)
+      .description(value ? 'protect versions from removal' : 'allow removing versions again')
+      .argument('<uid...>', 'versions')
+      .addHelpText('after', helpAfter([`backy2 ${verb} v1kx3f9qm7wz`]))
+      .action(async (uids: string[], _opts: unknown, command: Command) => {
+        ctx.exitCode = await runProtect({ uids, value }, globalsOf(command), ctx.io);
+      });
+  }
+}
+
+/**
+ * Protects or unprotects versions.
+ * @returns the exit status
+ */
+export async function runProtect(options: { uids: readonly string[]; value: boolean }, globals: Globals, io: CliIo): Promise<number> {
+  return withStore(globals, io, false, async (store) => {
+    for (const v of await setProtected(store, options.uids, options.value)) {
+      io.stderr(`${options.value ? 'Protected' : 'Unprotected'} ${v.uid} (${v.image})\n`);
+    }
+    return 0;
+  });
+}

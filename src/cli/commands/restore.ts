@@ -1,0 +1,70 @@
+import type { Command } from 'commander';
+import { ExitCode } from '../../engine/errors.js';
+import { restore, type RestoreResult } from '../../engine/restore.js';
+import { formatBytes } from '../../engine/units.js';
+import { globalsOf, type CommandContext } from '../command-context.js';
+import { withStore } from '../context.js';
+import { helpAfter } from '../help.js';
+import { printJson, type CliIo, type Globals } from '../io.js';
+import { progressView } from '../ui/progress.js';
+
+/** Parsed arguments of `backy2 restore`. */
+export interface RestoreCommandOptions {
+  readonly uid: string;
+  readonly target: string;
+  readonly sparse?: boolean | undefined;
+  readonly force?: boolean | undefined;
+}
+
+/** Wires `backy2 restore` into the program. */
+export function registerRestore(program: Command, ctx: CommandContext): void {
+  program
+    .command('restore')
+    .description('restore a version to a file or block device')
+    .argument('<uid>', 'version to restore (see backy2 ls)')
+    .argument('<target>', 'file to create, or (with --force) an existing file or block device')
+    .option('--sparse', 'skip all-zero blocks instead of writing zeros (holes in a file)')
+    .option('--force', 'overwrite an existing target')
+    .option('--json', 'print the result as one JSON object')
+    .addHelpText(
+      'after',
+      helpAfter(
+        ['backy2 restore v1kx3f9qm7wz /tmp/vm1.img --sparse', 'backy2 restore v1kx3f9qm7wz /dev/vg0/vm1 --force'],
+        'Every block is checked against its digest. A bad block is reported, its range is left\nzero, the restore goes on, and the exit status is 3. A target smaller than the version is\nalways refused. Versions marked invalid can be restored.',
+      ),
+    )
+    .action(async (uid: string, target: string, opts: { sparse?: boolean; force?: boolean }, command: Command) => {
+      ctx.exitCode = await runRestore({ uid, target, ...opts }, globalsOf(command), ctx.io);
+    });
+}
+
+/**
+ * Runs a restore and prints its result.
+ * @returns 0, or 3 when bad blocks were found
+ */
+export async function runRestore(options: RestoreCommandOptions, globals: Globals, io: CliIo): Promise<number> {
+  return withStore(globals, io, false, async (store) => {
+    const progress = progressView(io, globals, `restore ${options.uid}`);
+    let result: RestoreResult;
+    try {
+      result = await restore(store, { ...options, progress, signal: io.signal });
+    } finally {
+      progress.stop();
+    }
+    if (globals.json) {
+      printJson(io, result);
+    } else {
+      for (const bad of result.badBlocks) {
+        io.stderr(`warning: bad block ${bad.index} at offset ${bad.offset} (${bad.digest.slice(0, 16)}…): ${bad.message}\n`);
+      }
+      if (result.badBlockCount > result.badBlocks.length) {
+        io.stderr(`warning: ${result.badBlockCount - result.badBlocks.length} more bad blocks not shown\n`);
+      }
+      io.stderr(
+        `Restored ${result.uid} (${result.image}, ${formatBytes(result.size)}) to ${result.target} in ${result.durationSeconds.toFixed(1)}s` +
+          (result.badBlockCount > 0 ? ` with ${result.badBlockCount} bad blocks left zero\n` : '\n'),
+      );
+    }
+    return result.badBlockCount > 0 ? ExitCode.problems : ExitCode.ok;
+  });
+}

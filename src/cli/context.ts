@@ -1,0 +1,17 @@
+import { loadConfig } from '../engine/config.js';
+import { openStore, type Store } from '../engine/store.js';
+import type { CliIo, Globals } from './io.js';
+
+/**
+ * Opens the store that the global options and environment name, runs `fn`, and closes it.
+ * @param create create the store when missing (backups only)
+ */
+export async function withStore<T>(globals: Globals, io: CliIo, create: boolean, fn: (store: Store) => Promise<T>): Promise<T> {
+  const config = loadConfig({ configFile: globals.config, storePath: globals.store, env: io.env });
+  const store = await openStore(config, { create });
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}

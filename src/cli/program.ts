@@ -1,0 +1,53 @@
+import { Command, Option } from 'commander';
+import { VERSION } from '../engine/version.js';
+import type { CommandContext } from './command-context.js';
+import { registerBackup } from './commands/backup.js';
+import { registerLs } from './commands/ls.js';
+import { registerProtect } from './commands/protect.js';
+import { registerRestore } from './commands/restore.js';
+import { registerRm } from './commands/rm.js';
+import { registerStats } from './commands/stats.js';
+import { registerTag } from './commands/tag.js';
+import { EXIT_STATUS_HELP } from './help.js';
+
+/** Builds the `backy2` command line with every command registered. */
+export function buildProgram(ctx: CommandContext): Command {
+  const program = new Command('backy2')
+    .description('Deduplicating block-based backup and restore of disk images, block devices and Ceph RBD images')
+    .version(VERSION, '-V, --version', 'print the version')
+    .addOption(new Option('--store <path>', 'store directory (catalog and blocks); overrides config and BACKY2_STORE').env('BACKY2_STORE'))
+    .addOption(new Option('-c, --config <file>', 'YAML config file (default: BACKY2_CONFIG, else /etc/backy2.yaml if present)'))
+    .option('--debug', 'show stack traces of internal errors')
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => ctx.io.stdout(s),
+      writeErr: (s) => ctx.io.stderr(s),
+      outputError: () => undefined,
+    })
+    .addHelpText(
+      'after',
+      `
+Store: --store PATH, else BACKY2_STORE, else the config file's "store", else ~/.local/share/backy2.
+A store is a directory with catalog.sqlite and the blocks; it is created by the first backup.
+
+Examples:
+  backy2 backup /dev/vg0/vm1 vm1
+  backy2 ls vm1
+  backy2 restore v1kx3f9qm7wz /tmp/vm1.img --sparse
+${EXIT_STATUS_HELP}
+`,
+    );
+  registerBackup(program, ctx);
+  registerRestore(program, ctx);
+  registerLs(program, ctx);
+  registerRm(program, ctx);
+  registerProtect(program, ctx);
+  registerTag(program, ctx);
+  registerStats(program, ctx);
+  for (const command of program.commands) {
+    command.exitOverride();
+    command.configureOutput({ writeOut: (s) => ctx.io.stdout(s), writeErr: (s) => ctx.io.stderr(s), outputError: () => undefined });
+  }
+  return program;
+}

@@ -1,0 +1,92 @@
+import { LRUCache } from 'lru-cache';
+import type { BlockStore } from './blockstore/block-store.js';
+import { encodeObjectHeader } from './blockstore/object-codec.js';
+import type { Catalog } from './catalog/catalog.js';
+import { OBJECT_HEADER_LENGTH, ObjectKeys, ObjectKind } from './formats.js';
+import type { PooledBuffer } from './pipeline/buffer-pool.js';
+import { Semaphore } from './pipeline/semaphore.js';
+
+/** How many stored blocks are registered in the catalog per transaction. */
+const REGISTER_BATCH = 64;
+
+/** Options of {@link BlockWriter}. */
+export interface BlockWriterOptions {
+  /** Parallel puts to the block store. @default 8 */
+  readonly writers?: number;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Stores blocks with deduplication: a block whose digest the store already holds (valid) is
+ * only marked as referenced; any other is written, durably, and then registered in the catalog.
+ * Used by backups and copy-on-write commits.
+ *
+ * @example
+ * const writer = new BlockWriter(catalog, blocks);
+ * const written = await writer.store(digest, buf, length);
+ * await writer.flush(); // before publishing anything that refers to the blocks
+ */
+export class BlockWriter {
+  readonly #catalog: Catalog;
+  readonly #blocks: BlockStore;
+  readonly #puts: Semaphore;
+  readonly #signal: AbortSignal | undefined;
+  readonly #inFlight = new Map<string, Promise<void>>();
+  /** Digests known stored and referenced during this run, to skip catalog lookups. */
+  readonly #recent = new LRUCache<string, true>({ max: 65536 });
+  #pending: { digest: Uint8Array; length: number; storedLength: number }[] = [];
+
+  constructor(catalog: Catalog, blocks: BlockStore, options: BlockWriterOptions = {}) {
+    this.#catalog = catalog;
+    this.#blocks = blocks;
+    this.#puts = new Semaphore(options.writers ?? 8);
+    this.#signal = options.signal;
+  }
+
+  /**
+   * Makes sure the block with `digest` is stored.
+   * @param digest SHA-256 of the block
+   * @param buf pooled buffer holding the block's plaintext in `payload`; its header room is used
+   * @param length block length in bytes
+   * @returns true when the block was written, false when it was already stored
+   */
+  async store(digest: Uint8Array, buf: PooledBuffer, length: number): Promise<boolean> {
+    const hex = Buffer.from(digest).toString('hex');
+    const inFlight = this.#inFlight.get(hex);
+    if (inFlight) {
+      await inFlight;
+      return false;
+    }
+    if (this.#recent.has(hex)) return false;
+    if (await this.#catalog.touchBlock(digest)) {
+      this.#recent.set(hex, true);
+      return false;
+    }
+    const writing = this.#write(hex, digest, buf, length);
+    this.#inFlight.set(hex, writing);
+    try {
+      await writing;
+    } finally {
+      this.#inFlight.delete(hex);
+    }
+    this.#recent.set(hex, true);
+    return true;
+  }
+
+  /** Registers every written block in the catalog; call before publishing a map that uses them. */
+  async flush(): Promise<void> {
+    const batch = this.#pending;
+    this.#pending = [];
+    await this.#catalog.registerBlocks(batch);
+  }
+
+  async #write(hex: string, digest: Uint8Array, buf: PooledBuffer, length: number): Promise<void> {
+    const header = encodeObjectHeader(ObjectKind.block, digest, length);
+    buf.object.set(header, 0);
+    await this.#puts.run(() =>
+      this.#blocks.put(ObjectKeys.block(hex), [buf.object.subarray(0, OBJECT_HEADER_LENGTH + length)], { ...(this.#signal ? { signal: this.#signal } : {}) }),
+    );
+    this.#pending.push({ digest: Buffer.from(digest), length, storedLength: length });
+    if (this.#pending.length >= REGISTER_BATCH) await this.flush();
+  }
+}

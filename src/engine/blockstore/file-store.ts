@@ -1,0 +1,256 @@
+import { randomBytes } from 'node:crypto';
+import { constants as fsc, promises as fsp, type Dir } from 'node:fs';
+import path from 'node:path';
+import {
+  CorruptBlockError,
+  ObjectMissingError,
+  StoreFullError,
+  StoreUnavailableError,
+  errnoCode,
+  throwIfAborted,
+} from '../errors.js';
+import {
+  assertValidKey,
+  bodyLength,
+  type BlockStore,
+  type BlockStoreProperties,
+  type GetOptions,
+  type ObjectInfo,
+  type PutOptions,
+} from './block-store.js';
+
+/** Prefix of temp files of unfinished puts; `list` never shows them. */
+export const TEMP_PREFIX = '.tmp-';
+
+/** Options of {@link FileStore}. */
+export interface FileStoreOptions {
+  /** Parallel requests to advertise in `properties.maxConnections`. @default 8 */
+  readonly maxConnections?: number;
+}
+
+/**
+ * A block store in a local (or NFS) directory: one file per object at `<root>/<key>`.
+ *
+ * Every put writes a temp file in the target directory, fsyncs it, renames it into place and
+ * fsyncs the directory, so an object is either complete and durable or absent.
+ *
+ * @example
+ * const store = await FileStore.open('/srv/backy2');
+ * await store.put('blocks/ab/ab12', [header, payload]);
+ */
+export class FileStore implements BlockStore {
+  readonly properties: BlockStoreProperties;
+  readonly #root: string;
+  readonly #knownDirs = new Set<string>();
+  #closed = false;
+
+  private constructor(root: string, options: FileStoreOptions) {
+    this.#root = root;
+    this.properties = { location: `file:${root}`, maxConnections: options.maxConnections ?? 8, atomicOverwrite: true };
+  }
+
+  /**
+   * Opens (creating when missing) a file store rooted at `root` and checks that it is writable.
+   * @throws {StoreUnavailableError} when the directory cannot be created or written
+   */
+  static async open(root: string, options: FileStoreOptions = {}): Promise<FileStore> {
+    const abs = path.resolve(root);
+    try {
+      await fsp.mkdir(abs, { recursive: true });
+      await fsp.access(abs, fsc.W_OK | fsc.R_OK | fsc.X_OK);
+    } catch (err) {
+      throw mapFsError(err, `Cannot open block store "${abs}"`);
+    }
+    return new FileStore(abs, options);
+  }
+
+  async put(key: string, body: readonly Uint8Array[], options: PutOptions = {}): Promise<void> {
+    this.#checkOpen();
+    assertValidKey(key);
+    throwIfAborted(options.signal);
+    const file = path.join(this.#root, key);
+    const dir = path.dirname(file);
+    await this.#ensureDir(dir);
+    const tmp = path.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+    let handle: fsp.FileHandle | undefined;
+    try {
+      handle = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+      await writeAll(handle, body);
+      throwIfAborted(options.signal);
+      await handle.datasync();
+      await handle.close();
+      handle = undefined;
+      await fsp.rename(tmp, file);
+    } catch (err) {
+      await handle?.close().catch(() => undefined);
+      await fsp.unlink(tmp).catch(() => undefined);
+      throw mapFsError(err, `Cannot write object "${key}" to ${this.properties.location}`);
+    }
+    await syncDir(dir).catch((err: unknown) => {
+      throw mapFsError(err, `Cannot sync directory of object "${key}" in ${this.properties.location}`);
+    });
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Uint8Array> {
+    this.#checkOpen();
+    assertValidKey(key);
+    const offset = options.offset ?? 0;
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(path.join(this.#root, key), 'r');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') throw new ObjectMissingError(`Object "${key}" is missing from ${this.properties.location}`);
+      throw mapFsError(err, `Cannot read object "${key}" from ${this.properties.location}`);
+    }
+    try {
+      let length = options.length;
+      if (length === undefined) length = Math.max(0, (await handle.stat()).size - offset);
+      const into = options.into ?? Buffer.allocUnsafe(length);
+      if (into.length < length) throw new RangeError(`Buffer of ${into.length} bytes is too small for ${length} bytes`);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(into, done, length - done, offset + done);
+        if (bytesRead === 0) {
+          throw new CorruptBlockError(
+            `Object "${key}" in ${this.properties.location} is too short: wanted bytes ${offset}..${offset + length}, it ends at ${offset + done}`,
+          );
+        }
+        done += bytesRead;
+      }
+      return into.subarray(0, length);
+    } catch (err) {
+      if (err instanceof CorruptBlockError || err instanceof RangeError) throw err;
+      throw mapFsError(err, `Cannot read object "${key}" from ${this.properties.location}`);
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    this.#checkOpen();
+    assertValidKey(key);
+    try {
+      const st = await fsp.stat(path.join(this.#root, key));
+      return { key, size: st.size, mtimeMs: st.mtimeMs };
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw mapFsError(err, `Cannot stat object "${key}" in ${this.properties.location}`);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    this.#checkOpen();
+    // Walk from the deepest directory that the prefix names completely.
+    const slash = prefix.lastIndexOf('/');
+    const startKey = slash < 0 ? '' : prefix.slice(0, slash);
+    yield* this.#walk(startKey, prefix);
+  }
+
+  async *#walk(dirKey: string, prefix: string): AsyncGenerator<ObjectInfo> {
+    let dir: Dir;
+    try {
+      dir = await fsp.opendir(path.join(this.#root, dirKey));
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw mapFsError(err, `Cannot list ${this.properties.location}`);
+    }
+    for await (const entry of dir) {
+      if (entry.name.startsWith('.')) continue;
+      const key = dirKey === '' ? entry.name : `${dirKey}/${entry.name}`;
+      if (entry.isDirectory()) {
+        if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.#walk(key, prefix);
+      } else if (entry.isFile() && key.startsWith(prefix)) {
+        const st = await fsp.stat(path.join(this.#root, key)).catch(() => undefined);
+        if (st) yield { key, size: st.size, mtimeMs: st.mtimeMs };
+      }
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    this.#checkOpen();
+    assertValidKey(key);
+    try {
+      await fsp.unlink(path.join(this.#root, key));
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw mapFsError(err, `Cannot delete object "${key}" from ${this.properties.location}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+
+  async #ensureDir(dir: string): Promise<void> {
+    if (this.#knownDirs.has(dir)) return;
+    try {
+      await fsp.mkdir(dir, { recursive: true });
+    } catch (err) {
+      throw mapFsError(err, `Cannot create directory "${dir}" in ${this.properties.location}`);
+    }
+    this.#knownDirs.add(dir);
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new TypeError(`Block store ${this.properties.location} is closed`);
+  }
+}
+
+async function writeAll(handle: fsp.FileHandle, body: readonly Uint8Array[]): Promise<void> {
+  const total = bodyLength(body);
+  let written = 0;
+  let parts = body.filter((p) => p.length > 0);
+  while (written < total) {
+    const { bytesWritten } = await handle.writev(parts, written);
+    written += bytesWritten;
+    if (written < total) parts = dropPrefix(parts, bytesWritten);
+  }
+}
+
+function dropPrefix(parts: readonly Uint8Array[], n: number): Uint8Array[] {
+  const rest: Uint8Array[] = [];
+  let skip = n;
+  for (const part of parts) {
+    if (skip >= part.length) {
+      skip -= part.length;
+    } else {
+      rest.push(skip > 0 ? part.subarray(skip) : part);
+      skip = 0;
+    }
+  }
+  return rest;
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The one place where file-store errno values become BackyErrors. */
+function mapFsError(err: unknown, what: string): Error {
+  if (err instanceof CorruptBlockError || err instanceof ObjectMissingError) return err;
+  const code = errnoCode(err);
+  const detail = err instanceof Error ? err.message : String(err);
+  switch (code) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new StoreFullError(`${what}: no space left on device`, { cause: err, hint: 'free space or run `backy2 cleanup`' });
+    case 'EACCES':
+    case 'EPERM':
+      return new StoreUnavailableError(`${what}: permission denied`, { cause: err });
+    case 'EROFS':
+      return new StoreUnavailableError(`${what}: read-only file system`, { cause: err });
+    case 'ENOENT':
+    case 'ENOTDIR':
+      return new StoreUnavailableError(`${what}: no such directory`, { cause: err });
+    case 'EIO':
+      return new StoreUnavailableError(`${what}: input/output error`, { cause: err });
+    default:
+      return new StoreUnavailableError(`${what}: ${detail}`, { cause: err });
+  }
+}

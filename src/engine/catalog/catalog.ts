@@ -1,0 +1,164 @@
+/**
+ * The catalog: metadata of images, versions, known blocks, block map segments and locks.
+ *
+ * The interface is asynchronous although the SQLite implementation is not, so that a networked
+ * catalog (PostgreSQL) can slot in later without changing callers.
+ */
+
+export type VersionStatus = 'incomplete' | 'valid' | 'invalid';
+
+/** Figures of one backup run, stored with its version. */
+export interface VersionStats {
+  /** Bytes read from the source. */
+  readonly bytesRead: number;
+  /** Payload bytes written to the block store (new blocks). */
+  readonly bytesWritten: number;
+  /** Bytes of non-zero blocks read but already stored (in the base or elsewhere). */
+  readonly bytesDeduplicated: number;
+  /** Bytes of all-zero blocks, neither stored nor sent. */
+  readonly bytesSparse: number;
+  /** Bytes taken over from the base version without reading (hints). */
+  readonly bytesSkipped: number;
+  readonly blocksRead: number;
+  readonly blocksWritten: number;
+  readonly durationSeconds: number;
+}
+
+/** One version as the catalog knows it. */
+export interface VersionRecord {
+  readonly uid: string;
+  readonly image: string;
+  /** Creation time, ms since the epoch. */
+  readonly createdAt: number;
+  /** Image size in bytes. */
+  readonly size: number;
+  readonly blockSize: number;
+  readonly status: VersionStatus;
+  readonly protected: boolean;
+  readonly tags: readonly string[];
+  readonly snapshot: string | null;
+  readonly baseUid: string | null;
+  /** Where the data came from (a path or URL without credentials). */
+  readonly source: string | null;
+  readonly stats: VersionStats | null;
+}
+
+/** Fields given when a backup starts. */
+export interface NewVersion {
+  readonly uid: string;
+  readonly image: string;
+  readonly createdAt: number;
+  readonly size: number;
+  readonly blockSize: number;
+  readonly snapshot: string | null;
+  readonly baseUid: string | null;
+  readonly source: string | null;
+}
+
+export const BlockState = { valid: 0, invalid: 1, deleting: 2 } as const;
+export type BlockStateValue = (typeof BlockState)[keyof typeof BlockState];
+
+/** A stored block as the catalog knows it. */
+export interface BlockRecord {
+  readonly digest: Buffer;
+  readonly length: number;
+  readonly storedLength: number;
+  readonly state: BlockStateValue;
+  /** Last time a writer stored or referenced it, ms since the epoch. */
+  readonly lastRef: number;
+}
+
+export type LockMode = 'shared' | 'exclusive';
+
+/** A lock request. Resources are `image:<name>` or `version:<uid>`. */
+export interface LockRequest {
+  readonly resource: string;
+  readonly mode: LockMode;
+  /** What the holder does, shown to whoever is refused (`backup`, `restore`, ...). */
+  readonly operation: string;
+  /** Marks the holder as a writer that cleanup must respect. @default false */
+  readonly writer?: boolean;
+}
+
+/** A lock as stored, with its holder. */
+export interface LockRecord {
+  readonly id: number;
+  readonly resource: string;
+  readonly mode: LockMode;
+  readonly operation: string;
+  readonly writer: boolean;
+  readonly pid: number;
+  readonly host: string;
+  readonly acquiredAt: number;
+  readonly heartbeatAt: number;
+}
+
+/** Selects versions in {@link Catalog.listVersions}. */
+export interface VersionFilter {
+  readonly image?: string;
+  readonly tag?: string;
+  readonly status?: VersionStatus;
+}
+
+export interface Catalog {
+  /** Where the catalog lives, for messages. */
+  readonly location: string;
+
+  // Images and versions
+  /** Block size fixed for `image`, or undefined for a new image. */
+  imageBlockSize(image: string): Promise<number | undefined>;
+  /** Records a new, incomplete version (and its image when new). */
+  createVersion(version: NewVersion): Promise<void>;
+  /**
+   * Makes an incomplete version valid with its block map and figures, durably, in one transaction.
+   * @throws {NotFoundError} when the version does not exist or is not incomplete
+   */
+  commitVersion(uid: string, commit: { segments: readonly Buffer[]; stats: VersionStats; tags: readonly string[] }): Promise<void>;
+  getVersion(uid: string): Promise<VersionRecord | undefined>;
+  /** Versions ordered by creation time, oldest first. */
+  listVersions(filter?: VersionFilter): Promise<VersionRecord[]>;
+  /** Newest valid version of an image. */
+  latestValidVersion(image: string): Promise<VersionRecord | undefined>;
+  /** Segment digests of a committed version, in order (empty for an incomplete one). */
+  versionSegments(uid: string): Promise<Buffer[]>;
+  /** Removes a version and its tags (blocks stay until cleanup); removes the image with its last version. */
+  deleteVersion(uid: string): Promise<void>;
+  setProtected(uid: string, value: boolean): Promise<void>;
+  setStatus(uid: string, status: VersionStatus): Promise<void>;
+  addTags(uid: string, tags: readonly string[]): Promise<void>;
+  removeTags(uid: string, tags: readonly string[]): Promise<void>;
+
+  // Blocks
+  getBlock(digest: Uint8Array): Promise<BlockRecord | undefined>;
+  /**
+   * Marks a valid block as referenced now, which protects it from a concurrent cleanup.
+   * @returns false when the block is unknown or not valid (the caller must store it)
+   */
+  touchBlock(digest: Uint8Array): Promise<boolean>;
+  /** Records durably stored blocks as valid (new or healed). */
+  registerBlocks(blocks: readonly { digest: Uint8Array; length: number; storedLength: number }[]): Promise<void>;
+  /** Digests of every block in state invalid. */
+  invalidBlocks(): Promise<Buffer[]>;
+  /** Number and stored bytes of known blocks, and how many are invalid. */
+  blockTotals(): Promise<{ blocks: number; bytes: number; invalid: number }>;
+
+  // Map segments
+  /** Stores a segment (idempotent). */
+  putSegment(digest: Uint8Array, entries: number, data: Uint8Array): Promise<void>;
+  /** A segment's payload, or undefined when unknown. */
+  getSegment(digest: Uint8Array): Promise<Buffer | undefined>;
+
+  // Locks
+  /**
+   * Takes a lock, first releasing locks whose holder process is gone.
+   * @throws {LockedError} when a live holder has a conflicting lock
+   */
+  acquireLock(request: LockRequest): Promise<LockRecord>;
+  releaseLock(id: number): Promise<void>;
+  /** Live locks on a resource (all live locks when omitted). */
+  listLocks(resource?: string): Promise<LockRecord[]>;
+  /** Refreshes the heartbeat of our locks. */
+  heartbeat(ids: readonly number[]): Promise<void>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,70 @@
+/**
+ * Catalog schema migrations, applied in order. The catalog's `PRAGMA user_version` holds the
+ * number of migrations applied. NEVER edit a released migration; append a new one.
+ *
+ * Times are integers in ms since the epoch; digests are 32-byte BLOBs.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: initial schema
+  `
+  CREATE TABLE images (
+    name TEXT PRIMARY KEY,
+    block_size INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE versions (
+    uid TEXT PRIMARY KEY,
+    image TEXT NOT NULL REFERENCES images(name),
+    created_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    block_size INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('incomplete', 'valid', 'invalid')),
+    protected INTEGER NOT NULL DEFAULT 0,
+    snapshot TEXT,
+    base_uid TEXT,
+    source TEXT,
+    segments BLOB,
+    stats TEXT
+  ) WITHOUT ROWID;
+  CREATE INDEX versions_by_image ON versions(image, created_at);
+
+  CREATE TABLE tags (
+    uid TEXT NOT NULL REFERENCES versions(uid) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (uid, tag)
+  ) WITHOUT ROWID;
+  CREATE INDEX tags_by_tag ON tags(tag);
+
+  -- state: 0 valid, 1 invalid (failed a check), 2 being deleted by cleanup
+  CREATE TABLE blocks (
+    digest BLOB PRIMARY KEY,
+    length INTEGER NOT NULL,
+    stored_length INTEGER NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    last_ref INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX blocks_not_valid ON blocks(state) WHERE state <> 0;
+
+  CREATE TABLE segments (
+    digest BLOB PRIMARY KEY,
+    entries INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE locks (
+    id INTEGER PRIMARY KEY,
+    resource TEXT NOT NULL,
+    mode TEXT NOT NULL CHECK (mode IN ('shared', 'exclusive')),
+    operation TEXT NOT NULL,
+    writer INTEGER NOT NULL DEFAULT 0,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    stamp TEXT NOT NULL,
+    acquired_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+  );
+  CREATE INDEX locks_by_resource ON locks(resource);
+  `,
+];

@@ -1,0 +1,422 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import {
+  LockedError,
+  NotFoundError,
+  StoreFullError,
+  StoreUnavailableError,
+  UsageError,
+} from '../errors.js';
+import { DIGEST_LENGTH } from '../formats.js';
+import type {
+  BlockRecord,
+  BlockStateValue,
+  Catalog,
+  LockRecord,
+  LockRequest,
+  NewVersion,
+  VersionFilter,
+  VersionRecord,
+  VersionStats,
+  VersionStatus,
+} from './catalog.js';
+import { currentHolder, isHolderAlive, type Holder } from './holder.js';
+import { MIGRATIONS } from './migrations.js';
+
+interface VersionRow {
+  uid: string;
+  image: string;
+  created_at: number;
+  size: number;
+  block_size: number;
+  status: VersionStatus;
+  protected: number;
+  snapshot: string | null;
+  base_uid: string | null;
+  source: string | null;
+  stats: string | null;
+  tags: string | null;
+}
+
+interface LockRow {
+  id: number;
+  resource: string;
+  mode: 'shared' | 'exclusive';
+  operation: string;
+  writer: number;
+  pid: number;
+  host: string;
+  stamp: string;
+  acquired_at: number;
+  heartbeat_at: number;
+}
+
+const TAG_SEPARATOR = '\u001f';
+const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.status, v.protected, v.snapshot,
+  v.base_uid, v.source, v.stats,
+  (SELECT group_concat(t.tag, char(31)) FROM tags t WHERE t.uid = v.uid) AS tags`;
+
+/**
+ * The embedded catalog: one SQLite file in WAL mode, shared safely by concurrent processes.
+ *
+ * Ordinary writes commit with synchronous=NORMAL (ordered, not flushed); the commits that
+ * publish or remove data (version commit, deletion) are flushed to disk before returning.
+ *
+ * @example
+ * const catalog = SqliteCatalog.open('/srv/backy2/catalog.sqlite');
+ */
+export class SqliteCatalog implements Catalog {
+  readonly location: string;
+  readonly #db: Database.Database;
+  readonly #holder: Holder = currentHolder();
+  readonly #statements = new Map<string, Database.Statement>();
+
+  private constructor(file: string, db: Database.Database) {
+    this.location = file;
+    this.#db = db;
+  }
+
+  /**
+   * Opens (creating and migrating when needed) the catalog at `file`.
+   * @throws {StoreUnavailableError} when the file cannot be opened or is not a backy2 catalog
+   */
+  static open(file: string): SqliteCatalog {
+    const abs = file === ':memory:' ? file : path.resolve(file);
+    let db: Database.Database | undefined;
+    try {
+      if (abs !== ':memory:') mkdirSync(path.dirname(abs), { recursive: true });
+      db = new Database(abs);
+      db.pragma('busy_timeout = 30000');
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+      migrate(db, abs);
+    } catch (err) {
+      db?.close();
+      throw mapSqliteError(err, `Cannot open catalog "${abs}"`);
+    }
+    return new SqliteCatalog(abs, db);
+  }
+
+  async imageBlockSize(image: string): Promise<number | undefined> {
+    const row = this.#get<{ block_size: number }>('SELECT block_size FROM images WHERE name = ?', image);
+    return row?.block_size;
+  }
+
+  async createVersion(v: NewVersion): Promise<void> {
+    this.#write(() => {
+      this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
+      this.#run(
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, snapshot, base_uid, source)
+         VALUES (?, ?, ?, ?, ?, 'incomplete', ?, ?, ?)`,
+        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.snapshot, v.baseUid, v.source,
+      );
+    });
+  }
+
+  async commitVersion(uid: string, commit: { segments: readonly Buffer[]; stats: VersionStats; tags: readonly string[] }): Promise<void> {
+    this.#write(() => {
+      const changed = this.#run(
+        `UPDATE versions SET status = 'valid', segments = ?, stats = ? WHERE uid = ? AND status = 'incomplete'`,
+        Buffer.concat(commit.segments), JSON.stringify(commit.stats), uid,
+      );
+      if (changed === 0) throw new NotFoundError(`Version "${uid}" is not an incomplete version`);
+      for (const tag of commit.tags) this.#run('INSERT OR IGNORE INTO tags (uid, tag) VALUES (?, ?)', uid, tag);
+    }, true);
+  }
+
+  async getVersion(uid: string): Promise<VersionRecord | undefined> {
+    const row = this.#get<VersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE v.uid = ?`, uid);
+    return row && toVersion(row);
+  }
+
+  async listVersions(filter: VersionFilter = {}): Promise<VersionRecord[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (filter.image !== undefined) {
+      where.push('v.image = ?');
+      params.push(filter.image);
+    }
+    if (filter.status !== undefined) {
+      where.push('v.status = ?');
+      params.push(filter.status);
+    }
+    if (filter.tag !== undefined) {
+      where.push('EXISTS (SELECT 1 FROM tags t WHERE t.uid = v.uid AND t.tag = ?)');
+      params.push(filter.tag);
+    }
+    const sql = `SELECT ${VERSION_COLUMNS} FROM versions v ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY v.created_at, v.uid`;
+    return this.#all<VersionRow>(sql, ...params).map(toVersion);
+  }
+
+  async latestValidVersion(image: string): Promise<VersionRecord | undefined> {
+    const row = this.#get<VersionRow>(
+      `SELECT ${VERSION_COLUMNS} FROM versions v WHERE v.image = ? AND v.status = 'valid' ORDER BY v.created_at DESC, v.uid DESC LIMIT 1`,
+      image,
+    );
+    return row && toVersion(row);
+  }
+
+  async versionSegments(uid: string): Promise<Buffer[]> {
+    const row = this.#get<{ segments: Buffer | null }>('SELECT segments FROM versions WHERE uid = ?', uid);
+    if (!row) throw new NotFoundError(`Version "${uid}" not found`);
+    const all = row.segments ?? Buffer.alloc(0);
+    const out: Buffer[] = [];
+    for (let at = 0; at < all.length; at += DIGEST_LENGTH) out.push(all.subarray(at, at + DIGEST_LENGTH));
+    return out;
+  }
+
+  async deleteVersion(uid: string): Promise<void> {
+    this.#write(() => {
+      const row = this.#get<{ image: string }>('SELECT image FROM versions WHERE uid = ?', uid);
+      if (!row) throw new NotFoundError(`Version "${uid}" not found`);
+      this.#run('DELETE FROM versions WHERE uid = ?', uid);
+      this.#run('DELETE FROM images WHERE name = ? AND NOT EXISTS (SELECT 1 FROM versions WHERE image = ?)', row.image, row.image);
+    }, true);
+  }
+
+  async setProtected(uid: string, value: boolean): Promise<void> {
+    this.#updateVersion('UPDATE versions SET protected = ? WHERE uid = ?', uid, value ? 1 : 0);
+  }
+
+  async setStatus(uid: string, status: VersionStatus): Promise<void> {
+    this.#updateVersion('UPDATE versions SET status = ? WHERE uid = ?', uid, status);
+  }
+
+  async addTags(uid: string, tags: readonly string[]): Promise<void> {
+    this.#write(() => {
+      this.#requireVersion(uid);
+      for (const tag of tags) this.#run('INSERT OR IGNORE INTO tags (uid, tag) VALUES (?, ?)', uid, tag);
+    });
+  }
+
+  async removeTags(uid: string, tags: readonly string[]): Promise<void> {
+    this.#write(() => {
+      this.#requireVersion(uid);
+      for (const tag of tags) this.#run('DELETE FROM tags WHERE uid = ? AND tag = ?', uid, tag);
+    });
+  }
+
+  async getBlock(digest: Uint8Array): Promise<BlockRecord | undefined> {
+    const row = this.#get<{ digest: Buffer; length: number; stored_length: number; state: BlockStateValue; last_ref: number }>(
+      'SELECT digest, length, stored_length, state, last_ref FROM blocks WHERE digest = ?',
+      digest,
+    );
+    return row && { digest: row.digest, length: row.length, storedLength: row.stored_length, state: row.state, lastRef: row.last_ref };
+  }
+
+  async touchBlock(digest: Uint8Array): Promise<boolean> {
+    return this.#run('UPDATE blocks SET last_ref = ? WHERE digest = ? AND state = 0', Date.now(), digest) === 1;
+  }
+
+  async registerBlocks(blocks: readonly { digest: Uint8Array; length: number; storedLength: number }[]): Promise<void> {
+    if (blocks.length === 0) return;
+    const now = Date.now();
+    this.#write(() => {
+      for (const b of blocks) {
+        this.#run(
+          `INSERT INTO blocks (digest, length, stored_length, state, last_ref) VALUES (?, ?, ?, 0, ?)
+           ON CONFLICT (digest) DO UPDATE SET state = 0, last_ref = excluded.last_ref,
+             length = excluded.length, stored_length = excluded.stored_length`,
+          b.digest, b.length, b.storedLength, now,
+        );
+      }
+    });
+  }
+
+  async invalidBlocks(): Promise<Buffer[]> {
+    return this.#all<{ digest: Buffer }>('SELECT digest FROM blocks WHERE state = 1').map((r) => r.digest);
+  }
+
+  async blockTotals(): Promise<{ blocks: number; bytes: number; invalid: number }> {
+    const row = this.#get<{ blocks: number; bytes: number | null; invalid: number | null }>(
+      'SELECT count(*) AS blocks, sum(stored_length) AS bytes, sum(state = 1) AS invalid FROM blocks',
+    );
+    return { blocks: row?.blocks ?? 0, bytes: row?.bytes ?? 0, invalid: row?.invalid ?? 0 };
+  }
+
+  async putSegment(digest: Uint8Array, entries: number, data: Uint8Array): Promise<void> {
+    this.#run('INSERT OR IGNORE INTO segments (digest, entries, data, created_at) VALUES (?, ?, ?, ?)', digest, entries, data, Date.now());
+  }
+
+  async getSegment(digest: Uint8Array): Promise<Buffer | undefined> {
+    return this.#get<{ data: Buffer }>('SELECT data FROM segments WHERE digest = ?', digest)?.data;
+  }
+
+  async acquireLock(request: LockRequest): Promise<LockRecord> {
+    const now = Date.now();
+    const holder = this.#holder;
+    return this.#write(() => {
+      const rows = this.#all<LockRow>('SELECT * FROM locks WHERE resource = ?', request.resource);
+      for (const row of rows) {
+        if (!isHolderAlive(row, row.heartbeat_at, now)) {
+          this.#run('DELETE FROM locks WHERE id = ?', row.id);
+          continue;
+        }
+        if (request.mode === 'exclusive' || row.mode === 'exclusive') {
+          const what = request.resource.replace(/^(\w+):/, '$1 ');
+          throw new LockedError(
+            `Cannot lock ${what} for ${request.operation}: ${row.operation} by process ${row.pid} on ${row.host} holds it since ${new Date(row.acquired_at).toISOString()}`,
+            { hint: 'wait for it to finish; a lock of a dead process is released automatically' },
+          );
+        }
+      }
+      const id = Number(
+        this.#statement(
+          `INSERT INTO locks (resource, mode, operation, writer, pid, host, stamp, acquired_at, heartbeat_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(request.resource, request.mode, request.operation, request.writer ? 1 : 0, holder.pid, holder.host, holder.stamp, now, now)
+          .lastInsertRowid,
+      );
+      return {
+        id,
+        resource: request.resource,
+        mode: request.mode,
+        operation: request.operation,
+        writer: request.writer ?? false,
+        pid: holder.pid,
+        host: holder.host,
+        acquiredAt: now,
+        heartbeatAt: now,
+      };
+    });
+  }
+
+  async releaseLock(id: number): Promise<void> {
+    this.#run('DELETE FROM locks WHERE id = ?', id);
+  }
+
+  async listLocks(resource?: string): Promise<LockRecord[]> {
+    const now = Date.now();
+    const rows = resource === undefined
+      ? this.#all<LockRow>('SELECT * FROM locks ORDER BY id')
+      : this.#all<LockRow>('SELECT * FROM locks WHERE resource = ? ORDER BY id', resource);
+    return rows
+      .filter((row) => isHolderAlive(row, row.heartbeat_at, now))
+      .map((row) => ({
+        id: row.id,
+        resource: row.resource,
+        mode: row.mode,
+        operation: row.operation,
+        writer: row.writer === 1,
+        pid: row.pid,
+        host: row.host,
+        acquiredAt: row.acquired_at,
+        heartbeatAt: row.heartbeat_at,
+      }));
+  }
+
+  async heartbeat(ids: readonly number[]): Promise<void> {
+    const now = Date.now();
+    this.#write(() => {
+      for (const id of ids) this.#run('UPDATE locks SET heartbeat_at = ? WHERE id = ?', now, id);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#db.open) this.#db.close();
+  }
+
+  #requireVersion(uid: string): void {
+    if (!this.#get('SELECT 1 FROM versions WHERE uid = ?', uid)) throw new NotFoundError(`Version "${uid}" not found`);
+  }
+
+  #updateVersion(sql: string, uid: string, value: unknown): void {
+    if (this.#run(sql, value, uid) === 0) throw new NotFoundError(`Version "${uid}" not found`);
+  }
+
+  /** Runs `fn` in an IMMEDIATE transaction; `durable` flushes the commit to disk. */
+  #write<T>(fn: () => T, durable = false): T {
+    return this.#guard(() => {
+      if (!durable) return this.#db.transaction(fn).immediate();
+      this.#db.pragma('synchronous = FULL');
+      try {
+        return this.#db.transaction(fn).immediate();
+      } finally {
+        this.#db.pragma('synchronous = NORMAL');
+      }
+    });
+  }
+
+  #run(sql: string, ...params: unknown[]): number {
+    return this.#guard(() => this.#statement(sql).run(...params).changes);
+  }
+
+  #get<T>(sql: string, ...params: unknown[]): T | undefined {
+    return this.#guard(() => this.#statement(sql).get(...params) as T | undefined);
+  }
+
+  #all<T>(sql: string, ...params: unknown[]): T[] {
+    return this.#guard(() => this.#statement(sql).all(...params) as T[]);
+  }
+
+  #statement(sql: string): Database.Statement {
+    let statement = this.#statements.get(sql);
+    if (!statement) {
+      statement = this.#db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  #guard<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw mapSqliteError(err, `Catalog "${this.location}" failed`);
+    }
+  }
+}
+
+function migrate(db: Database.Database, file: string): void {
+  const applied = db.pragma('user_version', { simple: true }) as number;
+  if (applied > MIGRATIONS.length) {
+    throw new StoreUnavailableError(
+      `Cannot open catalog "${file}": it has schema version ${applied}, newer than this backy2 understands (${MIGRATIONS.length})`,
+      { hint: 'upgrade backy2' },
+    );
+  }
+  if (applied === MIGRATIONS.length) return;
+  db.transaction(() => {
+    for (let i = applied; i < MIGRATIONS.length; i++) db.exec(MIGRATIONS[i] ?? '');
+    db.pragma(`user_version = ${MIGRATIONS.length}`);
+  }).exclusive();
+}
+
+function toVersion(row: VersionRow): VersionRecord {
+  return {
+    uid: row.uid,
+    image: row.image,
+    createdAt: row.created_at,
+    size: row.size,
+    blockSize: row.block_size,
+    status: row.status,
+    protected: row.protected === 1,
+    tags: row.tags ? row.tags.split(TAG_SEPARATOR).sort() : [],
+    snapshot: row.snapshot,
+    baseUid: row.base_uid,
+    source: row.source,
+    stats: row.stats ? (JSON.parse(row.stats) as VersionStats) : null,
+  };
+}
+
+/** The one place where SQLite errors become BackyErrors. */
+function mapSqliteError(err: unknown, what: string): Error {
+  if (err instanceof Error && 'code' in err && typeof err.code === 'string' && err.code.startsWith('SQLITE_')) {
+    const code = err.code;
+    if (code === 'SQLITE_FULL') return new StoreFullError(`${what}: no space left on device`, { cause: err });
+    if (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_') || code === 'SQLITE_LOCKED') {
+      return new LockedError(`${what}: the catalog is busy`, { cause: err, hint: 'another backy2 process holds it too long; try again' });
+    }
+    if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT') {
+      return new StoreUnavailableError(`${what}: the file is not a valid catalog (${err.message})`, { cause: err });
+    }
+    if (code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE') {
+      return new UsageError(`${what}: ${err.message}`, { cause: err });
+    }
+    return new StoreUnavailableError(`${what}: ${err.message}`, { cause: err });
+  }
+  return err instanceof Error ? err : new Error(String(err));
+}

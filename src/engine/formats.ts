@@ -1,0 +1,79 @@
+/**
+ * Every on-disk (and on-S3) format of backy2: magics, versions and fixed sizes.
+ *
+ * NEVER CHANGE a value or layout in this file once released: stores written by older versions
+ * must stay readable. Add fields into reserved bytes, say in a comment which format version added
+ * them and what older data reads as, and mirror every change in docs/formats.md.
+ */
+
+/** Length of a content digest (SHA-256) in bytes. */
+export const DIGEST_LENGTH = 32;
+
+/** Hash algorithm of block and segment digests (node:crypto name). */
+export const DIGEST_ALGORITHM = 'sha256';
+
+/**
+ * Object header, at offset 0 of every stored object (block, map segment, version manifest).
+ *
+ * | offset | size | field | notes |
+ * | --- | --- | --- | --- |
+ * | 0 | 4 | magic | ASCII "BKY2" |
+ * | 4 | 1 | format version | 1 |
+ * | 5 | 1 | kind | {@link ObjectKind} |
+ * | 6 | 1 | compression | {@link Compression}; 0 = none |
+ * | 7 | 1 | encryption | {@link Encryption}; 0 = none |
+ * | 8 | 8 | plain length | u64 little-endian, length of the plaintext payload |
+ * | 16 | 8 | stored length | u64 little-endian, length of the payload as stored after the header |
+ * | 24 | 32 | plaintext digest | SHA-256 of the plaintext payload |
+ * | 56 | 8 | reserved | zero in format 1 |
+ *
+ * The payload follows immediately. 64 bytes keep the payload cache-line aligned when an object is
+ * read into a page-aligned buffer at (payload − 64), which keeps kernel copies fast.
+ */
+export const OBJECT_HEADER_LENGTH = 64;
+export const OBJECT_MAGIC = 0x3259_4b42; // "BKY2" read as u32 little-endian
+export const OBJECT_FORMAT_VERSION = 1;
+
+export const ObjectKind = {
+  block: 1,
+  segment: 2,
+  manifest: 3,
+} as const;
+export type ObjectKindValue = (typeof ObjectKind)[keyof typeof ObjectKind];
+
+export const Compression = { none: 0 } as const;
+export type CompressionValue = (typeof Compression)[keyof typeof Compression];
+
+export const Encryption = { none: 0 } as const;
+export type EncryptionValue = (typeof Encryption)[keyof typeof Encryption];
+
+/**
+ * Block map segment payload (object kind 2). A version's block map is the ordered list of its
+ * segments' digests; unchanged segments are shared between versions by reference.
+ *
+ * | offset | size | field |
+ * | --- | --- | --- |
+ * | 0 | 4 | entry count n, u32 little-endian, 1..{@link SEGMENT_ENTRIES} |
+ * | 4 | 4 | reserved, zero |
+ * | 8 | 32 × n | entries: block digest, or 32 zero bytes for a sparse (all-zero) block |
+ *
+ * Every segment but a version's last holds exactly SEGMENT_ENTRIES entries, so block i of a
+ * version is entry (i mod SEGMENT_ENTRIES) of segment floor(i / SEGMENT_ENTRIES).
+ */
+export const SEGMENT_ENTRIES = 1024;
+export const SEGMENT_HEADER_LENGTH = 8;
+
+/** Version manifest (object kind 3): UTF-8 JSON, see docs/formats.md. */
+export const MANIFEST_FORMAT_VERSION = 1;
+
+/** Block sizes we accept: powers of two between 64 KiB and 64 MiB. */
+export const MIN_BLOCK_SIZE = 64 * 1024;
+export const MAX_BLOCK_SIZE = 64 * 1024 * 1024;
+export const DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024;
+
+/** Object keys inside a block store. */
+export const ObjectKeys = {
+  block: (hex: string) => `blocks/${hex.slice(0, 2)}/${hex}`,
+  segment: (hex: string) => `segments/${hex.slice(0, 2)}/${hex}`,
+  manifest: (uid: string) => `versions/${uid}`,
+} as const;

@@ -1,0 +1,43 @@
+import { Piscina } from 'piscina';
+import type { HashResult, HashTask } from './hash-worker.js';
+import type { PooledBuffer } from './buffer-pool.js';
+
+/**
+ * Worker threads that zero-check and digest blocks in shared memory, so that hashing runs on
+ * every core while the main thread keeps the I/O going.
+ *
+ * @example
+ * const pool = new HashPool(2);
+ * const { zero, digest } = await pool.hash(buf, length);
+ */
+export class HashPool {
+  readonly #piscina: Piscina<HashTask, HashResult>;
+
+  /** @param threads worker threads to run */
+  constructor(threads: number) {
+    // Under the test runner the engine runs from TypeScript sources; workers then need a loader.
+    const fromSource = import.meta.url.endsWith('.ts');
+    this.#piscina = new Piscina<HashTask, HashResult>({
+      filename: new URL(fromSource ? './hash-worker.ts' : './hash-worker.js', import.meta.url).href,
+      minThreads: threads,
+      maxThreads: threads,
+      idleTimeout: 30_000,
+      ...(fromSource ? { execArgv: ['--import', 'tsx'] } : {}),
+    });
+  }
+
+  /**
+   * Digests the first `length` bytes of a pooled buffer.
+   * @param buf the buffer (read in place, not copied)
+   * @param length bytes of the block
+   * @param zeroCheck return `{ zero: true, digest: null }` for an all-zero block
+   */
+  async hash(buf: PooledBuffer, length: number, zeroCheck = true): Promise<HashResult> {
+    return this.#piscina.run({ memory: buf.memory, offset: buf.payloadOffset, length, zeroCheck });
+  }
+
+  /** Stops the worker threads. */
+  async close(): Promise<void> {
+    await this.#piscina.destroy();
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Background tasks that fail together: the first failure aborts `signal`, so the producer stops
+ * starting new work, and `wait` rethrows it once every task has settled (nothing keeps running
+ * behind the caller's back).
+ *
+ * @example
+ * const group = new TaskGroup(userSignal);
+ * for (const item of items) { if (group.failed) break; group.spawn(() => work(item, group.signal)); }
+ * await group.wait();
+ */
+export class TaskGroup {
+  readonly #controller = new AbortController();
+  readonly #tasks = new Set<Promise<void>>();
+  #error: unknown;
+  #failed = false;
+  #errors = 0;
+
+  constructor(parent?: AbortSignal) {
+    if (parent) {
+      if (parent.aborted) this.#controller.abort(parent.reason);
+      else parent.addEventListener('abort', () => this.#controller.abort(parent.reason), { once: true });
+    }
+  }
+
+  /** Aborted when a task failed or the parent signal fired. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** True once a task failed. */
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  /** Number of failed tasks. */
+  get errorCount(): number {
+    return this.#errors;
+  }
+
+  /** Starts `task` in the background. */
+  spawn(task: () => Promise<void>): void {
+    const running: Promise<void> = task()
+      .catch((err: unknown) => this.fail(err))
+      .finally(() => this.#tasks.delete(running));
+    this.#tasks.add(running);
+  }
+
+  /** Waits until fewer than `limit` tasks run, to bound work spawned without a buffer pool. */
+  async below(limit: number): Promise<void> {
+    while (this.#tasks.size >= limit) await Promise.race(this.#tasks);
+  }
+
+  /** Records a failure and aborts the group. */
+  fail(err: unknown): void {
+    this.#errors++;
+    if (!this.#failed) {
+      this.#failed = true;
+      this.#error = err;
+      this.#controller.abort(err);
+    }
+  }
+
+  /** Waits for every task; throws the first failure. */
+  async wait(): Promise<void> {
+    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+    if (this.#failed) throw this.#error;
+  }
+}

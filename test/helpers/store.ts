@@ -1,0 +1,24 @@
+import { MemoryStore } from '../../src/engine/blockstore/memory-store.js';
+import { SqliteCatalog } from '../../src/engine/catalog/sqlite-catalog.js';
+import { loadConfig, type Config } from '../../src/engine/config.js';
+import { assembleStore, openStore, type Store } from '../../src/engine/store.js';
+import { makeTempDir } from './temp.js';
+
+/** Small blocks keep tests fast (as restic weakens its KDF in tests). */
+export const TEST_BLOCK_SIZE = 64 * 1024;
+
+/** Config for a store in `dir` with test-sized blocks, ignoring the environment and /etc. */
+export function testConfig(dir: string, overrides: Partial<Config> = {}): Config {
+  return { ...loadConfig({ storePath: dir, env: {} }), file: undefined, blockSize: TEST_BLOCK_SIZE, ...overrides };
+}
+
+/** A store on a memory block store with an in-memory catalog. */
+export function makeMemoryStore(overrides: Partial<Config> = {}): Store {
+  return assembleStore(testConfig('/nonexistent', overrides), SqliteCatalog.open(':memory:'), new MemoryStore());
+}
+
+/** A real file store with its catalog in a temp directory. */
+export async function makeTempStore(overrides: Partial<Config> = {}): Promise<{ store: Store; dir: string }> {
+  const dir = makeTempDir('backy2-store-');
+  return { store: await openStore(testConfig(dir, overrides), { create: true }), dir };
+}

@@ -1,0 +1,117 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { backup } from '../../../src/engine/backup.js';
+import { restore } from '../../../src/engine/restore.js';
+import type { Store } from '../../../src/engine/store.js';
+import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../helpers/store.js';
+import { makeImage, sha256Small } from '../../helpers/image.js';
+import { makeTempDir } from '../../helpers/temp.js';
+
+let store: Store | undefined;
+afterEach(async () => {
+  await store?.close();
+  store = undefined;
+});
+
+function open(overrides = {}): Store {
+  store = makeMemoryStore(overrides);
+  return store;
+}
+
+describe('backup() and restore()', () => {
+  it('backup() then restore() gives the same bytes, storing zero blocks not at all', async () => {
+    const s = open();
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [
+      { kind: 'random', length: 3 * B },
+      { kind: 'zero', length: 5 * B },
+      { kind: 'fill', length: 2 * B, byte: 7 },
+      { kind: 'random', length: 1000 }, // short last block
+    ]);
+    const result = await backup(s, { source: image, image: 'vm1' });
+    expect(result.status).toBe('valid');
+    expect(result.size).toBe(10 * B + 1000);
+    expect(result.bytesSparse).toBe(5 * B);
+    // two identical fill blocks are stored once
+    expect(result.blocksWritten).toBe(3 + 1 + 1);
+    expect(result.bytesDeduplicated).toBe(B);
+
+    const out = path.join(dir, 'out');
+    const restored = await restore(s, { uid: result.uid, target: out });
+    expect(restored.badBlockCount).toBe(0);
+    expect(sha256Small(out)).toBe(sha256Small(image));
+  });
+
+  it('backup() of the same data under another image stores nothing new', async () => {
+    const s = open();
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 20 * B }]);
+    await backup(s, { source: image, image: 'a' });
+    const second = await backup(s, { source: image, image: 'b' });
+    expect(second.bytesWritten).toBe(0);
+    expect(second.bytesDeduplicated).toBe(20 * B);
+  });
+
+  it('backup() with hints reads only hinted blocks plus the sample and equals a full backup', async () => {
+    const s = open({ hintSample: 2 });
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 40 * B }]);
+    const base = await backup(s, { source: image, image: 'vm1' });
+    // change blocks 3 and 17
+    const data = readFileSync(image);
+    randomBytes(B).copy(data, 3 * B);
+    randomBytes(100).copy(data, 17 * B + 5);
+    writeFileSync(image, data);
+    const hints = path.join(dir, 'hints.json');
+    writeFileSync(hints, JSON.stringify([
+      { offset: 3 * B, length: B, exists: 'true' },
+      { offset: 17 * B + 5, length: 100, exists: true },
+    ]));
+    const inc = await backup(s, { source: image, image: 'vm1', hintsFile: hints });
+    expect(inc.baseUid).toBe(base.uid);
+    expect(inc.bytesRead).toBe(2 * B + 2 * B);
+    expect(inc.bytesWritten).toBe(2 * B);
+    const full = await backup(s, { source: image, image: 'vm1-full' });
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    await restore(s, { uid: inc.uid, target: a });
+    await restore(s, { uid: full.uid, target: b });
+    expect(sha256Small(a)).toBe(sha256Small(image));
+    expect(sha256Small(b)).toBe(sha256Small(image));
+  });
+
+  it('backup() with wrong hints fails and commits nothing', async () => {
+    const s = open({ hintSample: 1000 });
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 10 * B }]);
+    await backup(s, { source: image, image: 'vm1' });
+    const data = readFileSync(image);
+    randomBytes(B).copy(data, 4 * B);
+    writeFileSync(image, data);
+    const hints = path.join(dir, 'hints.json');
+    writeFileSync(hints, JSON.stringify([{ offset: 0, length: B, exists: 'true' }]));
+    await expect(backup(s, { source: image, image: 'vm1', hintsFile: hints })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    expect((await s.catalog.listVersions()).length).toBe(1);
+  });
+
+  it('backup() without hints stores only the changed blocks of an incremental', async () => {
+    const s = open();
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 10 * B }, { kind: 'zero', length: 10 * B }]);
+    await backup(s, { source: image, image: 'vm1' });
+    const data = readFileSync(image);
+    randomBytes(B).copy(data, 15 * B);
+    writeFileSync(image, data);
+    const inc = await backup(s, { source: image, image: 'vm1' });
+    expect(inc.bytesRead).toBe(20 * B);
+    expect(inc.bytesWritten).toBe(B);
+    expect(inc.bytesSparse).toBe(9 * B);
+  });
+});

@@ -52,24 +52,27 @@ export class BlockWriter {
    */
   async store(digest: Uint8Array, buf: PooledBuffer, length: number): Promise<boolean> {
     const hex = Buffer.from(digest).toString('hex');
+    // Identical blocks in flight at once are stored by the first; the others wait for it.
     const inFlight = this.#inFlight.get(hex);
     if (inFlight) {
       await inFlight;
       return false;
     }
     if (this.#recent.has(hex)) return false;
-    if (await this.#catalog.touchBlock(digest)) {
-      this.#recent.set(hex, true);
-      return false;
-    }
-    const writing = this.#write(hex, digest, buf, length);
-    this.#inFlight.set(hex, writing);
+    const storing = this.#ensureStored(hex, digest, buf, length);
+    this.#inFlight.set(hex, storing.then(() => undefined));
     try {
-      await writing;
+      const written = await storing;
+      this.#recent.set(hex, true);
+      return written;
     } finally {
       this.#inFlight.delete(hex);
     }
-    this.#recent.set(hex, true);
+  }
+
+  async #ensureStored(hex: string, digest: Uint8Array, buf: PooledBuffer, length: number): Promise<boolean> {
+    if (await this.#catalog.touchBlock(digest)) return false;
+    await this.#write(hex, digest, buf, length);
     return true;
   }
 

@@ -128,6 +128,18 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
         ctx.progress?.advance?.(length);
         continue;
       }
+      if (!input.source.mayHaveData(i * blockSize, length)) {
+        // A hole of a sparse file: zeros without reading.
+        if (what === 'verify') {
+          if (baseEntry(i) !== null) throw wrongHints(input, i, blockSize);
+          counters.bytesSkipped += length;
+        } else {
+          counters.bytesSparse += length;
+          mapWriter.set(i, null);
+        }
+        ctx.progress?.advance?.(length);
+        continue;
+      }
       let buf;
       try {
         buf = await ctx.pool.acquire(group.signal);
@@ -146,12 +158,7 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
           const expected = baseEntry(i);
           if (what === 'verify') {
             const same = zero ? expected === null : expected !== null && digest !== null && expected.equals(digest);
-            if (!same) {
-              throw new ConflictError(
-                `Hints ${input.hintsName} are wrong: block ${i} (offset ${i * blockSize}) changed since the base version but no hint covers it`,
-                { hint: 'back up without hints (-r) to read everything' },
-              );
-            }
+            if (!same) throw wrongHints(input, i, blockSize);
             counters.bytesSkipped += length;
           } else if (zero || digest === null) {
             counters.bytesSparse += length;
@@ -177,6 +184,13 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
   await group.wait();
   await ctx.writer.flush();
   return { segments: await mapWriter.finish(), counters };
+}
+
+function wrongHints(input: PipelineInput, i: number, blockSize: number): ConflictError {
+  return new ConflictError(
+    `Hints ${input.hintsName} are wrong: block ${i} (offset ${i * blockSize}) changed since the base version but no hint covers it`,
+    { hint: 'back up without hints (-r) to read everything' },
+  );
 }
 
 function pickSamples(input: PipelineInput, blocks: number, covered: (i: number) => boolean): Set<number> {

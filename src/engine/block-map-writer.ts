@@ -25,6 +25,7 @@ export class BlockMapWriter {
   readonly #digests: (Buffer | undefined)[];
   readonly #open = new Map<number, OpenSegment>();
   readonly #saving = new Set<Promise<void>>();
+  readonly #saved = new Set<string>();
   #error: unknown;
 
   constructor(storage: MapStorage, blocks: number) {
@@ -86,6 +87,10 @@ export class BlockMapWriter {
     this.#open.delete(k);
     const encoded = encodeSegment(segment.entries);
     this.#digests[k] = encoded.digest;
+    // Identical segments (e.g. all sparse) are saved once per run.
+    const hex = encoded.digest.toString('hex');
+    if (this.#saved.has(hex)) return;
+    this.#saved.add(hex);
     const saving: Promise<void> = saveSegment(this.#storage, encoded)
       .catch((err: unknown) => {
         this.#error ??= err;

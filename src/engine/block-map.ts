@@ -67,6 +67,8 @@ export function decodeSegment(payload: Buffer, what: string): Buffer {
  * @param segment encoded payload and digest
  */
 export async function saveSegment(storage: MapStorage, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
+  // Segments are content-addressed: one the catalog has is already in the block store too.
+  if (await storage.catalog.getSegment(segment.digest)) return;
   const header = encodeObjectHeader(ObjectKind.segment, segment.digest, segment.payload.length);
   await storage.blocks.put(ObjectKeys.segment(segment.digest.toString('hex')), [header, segment.payload]);
   await storage.catalog.putSegment(segment.digest, (segment.payload.length - SEGMENT_HEADER_LENGTH) / DIGEST_LENGTH, segment.payload);

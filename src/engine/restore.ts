@@ -3,7 +3,7 @@ import { fetchBlock } from './block-reader.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from './formats.js';
 import { NotFoundError, UsageError, isBackyError } from './errors.js';
 import { versionResource, withLocks } from './locking.js';
-import { BufferPool } from './pipeline/buffer-pool.js';
+import { BufferPool, alignedBuffer } from './pipeline/buffer-pool.js';
 import { Semaphore } from './pipeline/semaphore.js';
 import { TaskGroup } from './pipeline/task-group.js';
 import type { Progress } from './progress.js';
@@ -84,8 +84,9 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
       const pool = new BufferPool(version.blockSize, Math.max(4, Math.min(16, Math.floor((128 << 20) / version.blockSize))));
       const reads = new Semaphore(config.readers * 2);
       const group = new TaskGroup(options.signal);
-      const zeros = Buffer.alloc(version.blockSize);
-      const skipZeros = options.sparse === true && target.zeroed;
+      const zeros = alignedBuffer(version.blockSize);
+      // --sparse: zero blocks stay unwritten (already zero, or zeroed without allocating).
+      const sparse = options.sparse === true;
       for (let k = 0; k < segmentCount(blocks) && !group.failed; k++) {
         const entries = await map.segmentEntries(k);
         for (let j = 0; j < entries.length / DIGEST_LENGTH && !group.failed; j++) {
@@ -95,9 +96,9 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
           const digest = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
           if (digest.equals(SPARSE_ENTRY)) {
             counters.bytesSparse += length;
-            if (!skipZeros) {
+            if (!sparse || !target.zeroed) {
               await group.below(pool.size);
-              group.spawn(() => target.write(offset, zeros.subarray(0, length)));
+              group.spawn(() => (sparse ? target.zero(offset, length) : target.write(offset, zeros.subarray(0, length))));
             }
             options.progress?.advance?.(length);
             continue;
@@ -121,7 +122,7 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
               if (badBlocks.length < MAX_REPORTED_BAD_BLOCKS) {
                 badBlocks.push({ index: i, offset, digest: digest.toString('hex'), code: err.code, message: err.message });
               }
-              if (!target.zeroed) await target.write(offset, zeros.subarray(0, length));
+              if (!target.zeroed) await target.zero(offset, length);
             } finally {
               pool.release(held);
             }

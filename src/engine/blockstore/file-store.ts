@@ -18,6 +18,7 @@ import {
   type ObjectInfo,
   type PutOptions,
 } from './block-store.js';
+import { dropCache, isCached } from '../sys/native.js';
 
 /** Prefix of temp files of unfinished puts; `list` never shows them. */
 export const TEMP_PREFIX = '.tmp-';
@@ -78,6 +79,8 @@ export class FileStore implements BlockStore {
       await writeAll(handle, body);
       throwIfAborted(options.signal);
       await handle.datasync();
+      // Stored objects are rarely read back soon; keep the page cache for the machine's work.
+      await dropCache(handle.fd, 0, 0);
       await handle.close();
       handle = undefined;
       await fsp.rename(tmp, file);
@@ -107,6 +110,7 @@ export class FileStore implements BlockStore {
       if (length === undefined) length = Math.max(0, (await handle.stat()).size - offset);
       const into = options.into ?? Buffer.allocUnsafe(length);
       if (into.length < length) throw new RangeError(`Buffer of ${into.length} bytes is too small for ${length} bytes`);
+      const wasCached = isCached(handle.fd, offset, length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(into, done, length - done, offset + done);
@@ -117,6 +121,7 @@ export class FileStore implements BlockStore {
         }
         done += bytesRead;
       }
+      if (!wasCached) await dropCache(handle.fd, offset, length);
       return into.subarray(0, length);
     } catch (err) {
       if (err instanceof CorruptBlockError || err instanceof RangeError) throw err;

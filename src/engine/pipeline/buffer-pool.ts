@@ -4,6 +4,15 @@ import { throwIfAborted } from '../errors.js';
 const PAGE = 4096;
 const WASM_PAGE = 65536;
 
+/**
+ * A zero-filled, page-aligned buffer (WebAssembly memory is page-aligned), as O_DIRECT I/O needs.
+ * @param length bytes
+ */
+export function alignedBuffer(length: number): Buffer {
+  const pages = Math.max(1, Math.ceil(length / WASM_PAGE));
+  return Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer, 0, length);
+}
+
 /** One reusable block buffer of a {@link BufferPool}. */
 export interface PooledBuffer {
   readonly slot: number;

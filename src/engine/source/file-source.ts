@@ -1,6 +1,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { NotFoundError, IoError, UsageError, errnoCode } from '../errors.js';
+import { dropCache, isCached, nextData } from '../sys/native.js';
 import type { BlockSource } from './source.js';
 
 /**
@@ -40,7 +41,8 @@ export async function openFileSource(file: string): Promise<BlockSource> {
     if (st.isFile()) size = st.size;
     else if (st.isBlockDevice()) size = await blockDeviceSize(st.rdev, `"${file}"`);
     else throw new UsageError(`Source "${file}" is neither a regular file nor a block device`);
-    return new FileSource(file, handle, size);
+    // Holes are only worth looking for in files that have some (fewer blocks than bytes).
+    return new FileSource(file, handle, size, st.isFile() && st.blocks * 512 < st.size);
   } catch (err) {
     await handle.close();
     throw err;
@@ -51,14 +53,23 @@ class FileSource implements BlockSource {
   readonly location: string;
   readonly size: number;
   readonly #handle: fsp.FileHandle;
+  readonly #sparse: boolean;
+  /** Where the last extent lookup started. */
+  #probe = 0;
+  /** The data extent found from #probe on, [start, end); [size, size] when only holes follow. */
+  #extent: [number, number] = [0, 0];
 
-  constructor(file: string, handle: fsp.FileHandle, size: number) {
+  constructor(file: string, handle: fsp.FileHandle, size: number, sparse: boolean) {
     this.location = file;
     this.#handle = handle;
     this.size = size;
+    this.#sparse = sparse;
   }
 
   async read(offset: number, into: Uint8Array): Promise<void> {
+    const fd = this.#handle.fd;
+    // Leave the page cache as we found it: drop what this read brings in, keep what was there.
+    const wasCached = isCached(fd, offset, into.length);
     let done = 0;
     while (done < into.length) {
       let bytesRead: number;
@@ -72,6 +83,18 @@ class FileSource implements BlockSource {
       }
       done += bytesRead;
     }
+    if (!wasCached) await dropCache(fd, offset, into.length);
+  }
+
+  mayHaveData(offset: number, length: number): boolean {
+    if (!this.#sparse) return true;
+    // Known: [probe, start) is a hole and [start, stop) is data. Blocks come in ascending
+    // order, so this costs one SEEK_DATA/SEEK_HOLE pair per extent, not per block.
+    if (offset < this.#probe || offset >= this.#extent[1]) {
+      this.#probe = offset;
+      this.#extent = nextData(this.#handle.fd, offset, this.size) ?? [this.size, this.size];
+    }
+    return offset + length > this.#extent[0];
   }
 
   async close(): Promise<void> {

@@ -15,6 +15,11 @@ export interface BlockSource {
    * @throws {IoError} when the source cannot be read
    */
   read(offset: number, into: Uint8Array): Promise<void>;
+  /**
+   * False when the range is known to read as zeros without reading it (a hole of a sparse
+   * file), so the backup need not read it. Sources that cannot tell return true.
+   */
+  mayHaveData(offset: number, length: number): boolean;
   close(): Promise<void>;
 }
 

@@ -1,0 +1,263 @@
+/**
+ * Backup benchmark: backy2 against restic and borg (Debian packages) on the same images, in the
+ * same run, plus `cp --sparse=always` as the physical reference for restores. Prints figures; it
+ * asserts nothing.
+ *
+ *   npm run bench                 # 4 GiB image, results on stdout
+ *   BENCH_DIR=/mnt/x BENCH_GIB=8 npm run bench
+ *
+ * The image is about 40% zeros (holes), 40% ext4 file system with real files, 20% random data.
+ * A second image has 2% of its blocks changed, with an `rbd diff`-style hints file naming them.
+ * Before every backup the page cache is dropped and the source image read once (every tool
+ * starts from a warm source); before every restore the page cache is dropped (every tool reads
+ * its repository cold).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, linkSync, copyFileSync, mkdirSync, openSync, readdirSync, rmSync, statSync, writeFileSync, writeSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const BLOCK = 4 * MiB;
+const dir = path.resolve(process.env.BENCH_DIR ?? '/var/tmp/backy2-bench');
+const imageGiB = Number(process.env.BENCH_GIB ?? 4);
+const size = imageGiB * GiB;
+const repoRoot = path.resolve(import.meta.dirname, '..');
+const backy2 = path.join(repoRoot, 'bin/backy2');
+const baseImage = path.join(dir, 'base.img');
+const changedImage = path.join(dir, 'changed.img');
+const hintsFile = path.join(dir, 'hints.json');
+
+interface Timing {
+  seconds: number;
+  peakRssMiB: number;
+  stdout: string;
+}
+
+function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
+  return execFileSync(cmd, args, { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 * MiB });
+}
+
+function dropCaches(): void {
+  sh('sync', []);
+  writeFileSync('/proc/sys/vm/drop_caches', '1');
+}
+
+function warm(file: string): void {
+  sh('dd', [`if=${file}`, 'of=/dev/null', 'bs=4M', 'status=none']);
+}
+
+/** Runs a command under GNU time: wall seconds and peak RSS. */
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Timing {
+  const r = spawnSync('/usr/bin/time', ['-f', '@@TIME %e %M', cmd, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 * MiB });
+  const m = /@@TIME ([\d.]+) (\d+)/.exec(r.stderr);
+  if (r.status !== 0 || !m) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stderr}`);
+  return { seconds: Number(m[1]), peakRssMiB: Number(m[2]) / 1024, stdout: r.stdout };
+}
+
+/** Hard-links (or copies) files from system directories until `budget` bytes are collected. */
+function collectFiles(into: string, budget: number): number {
+  let total = 0;
+  let n = 0;
+  const walk = (from: string): void => {
+    let entries;
+    try {
+      entries = readdirSync(from, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (total >= budget) return;
+      const p = path.join(from, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) {
+        const st = statSync(p);
+        if (st.size === 0) continue;
+        const target = path.join(into, String(n++ % 256), `${n}-${e.name}`);
+        mkdirSync(path.dirname(target), { recursive: true });
+        try {
+          linkSync(p, target);
+        } catch {
+          copyFileSync(p, target);
+        }
+        total += st.size;
+      }
+    }
+  };
+  for (const root of ['/usr/share', '/usr/lib', '/usr/bin', '/usr/libexec']) walk(root);
+  return total;
+}
+
+function buildImages(): void {
+  const stamp = path.join(dir, `images-${imageGiB}.done`);
+  if (existsSync(stamp)) return;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const fsSize = Math.floor(size * 0.45 / MiB) * MiB;
+  const files = path.join(dir, 'files');
+  const collected = collectFiles(files, Math.floor(size * 0.38));
+  console.log(`# building ${imageGiB} GiB image: ext4 of ${fsSize / MiB} MiB with ${(collected / MiB).toFixed(0)} MiB of files, 20% random`);
+  const fsImage = path.join(dir, 'fs.img');
+  sh('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', '-d', files, fsImage, `${fsSize / MiB}M`]);
+  rmSync(files, { recursive: true, force: true });
+  // Layout: [ext4 45%][zeros 15%][random 20%][zeros 20%]
+  sh('cp', ['--sparse=always', fsImage, baseImage]);
+  rmSync(fsImage);
+  sh('truncate', ['-s', String(size), baseImage]);
+  const fd = openSync(baseImage, 'r+');
+  const randomStart = Math.floor(size * 0.6 / BLOCK) * BLOCK;
+  const chunk = 64 * MiB;
+  for (let at = randomStart; at < randomStart + size * 0.2; at += chunk) writeSync(fd, randomBytes(chunk), 0, chunk, at);
+  closeSync(fd);
+  // The changed image: 2% of the blocks get 64 KiB of new data each.
+  sh('cp', ['--sparse=always', baseImage, changedImage]);
+  const blocks = size / BLOCK;
+  const changed = new Set<number>();
+  while (changed.size < Math.round(blocks * 0.02)) changed.add(Math.floor(Math.random() * blocks));
+  const cfd = openSync(changedImage, 'r+');
+  const hints: { offset: number; length: number; exists: string }[] = [];
+  for (const b of [...changed].sort((x, y) => x - y)) {
+    const offset = b * BLOCK + 1 * MiB;
+    writeSync(cfd, randomBytes(64 * 1024), 0, 64 * 1024, offset);
+    hints.push({ offset, length: 64 * 1024, exists: 'true' });
+  }
+  closeSync(cfd);
+  writeFileSync(hintsFile, JSON.stringify(hints));
+  writeFileSync(stamp, '');
+}
+
+interface Row {
+  tool: string;
+  op: string;
+  t: Timing;
+}
+
+const rows: Row[] = [];
+function record(tool: string, op: string, t: Timing): void {
+  rows.push({ tool, op, t });
+  console.log(`${tool.padEnd(8)} ${op.padEnd(22)} ${t.seconds.toFixed(2).padStart(7)} s ${(size / t.seconds / 1e6).toFixed(0).padStart(6)} MB/s  peak RSS ${t.peakRssMiB.toFixed(0).padStart(5)} MiB`);
+}
+
+function backupRun(source: string, extra: string[], store: string): Timing {
+  dropCaches();
+  warm(source);
+  return timed(backy2, ['--store', store, 'backup', source, 'bench', '--json', ...extra]);
+}
+
+function benchBackup2(): void {
+  const store = path.join(dir, 'store-backy2');
+  rmSync(store, { recursive: true, force: true });
+  const full = backupRun(baseImage, [], store);
+  record('backy2', 'full backup', full);
+  const fullUid = (JSON.parse(full.stdout) as { uid: string }).uid;
+  // Each incremental starts from a copy of the store holding only the full backup.
+  const storeB = `${store}-b`;
+  rmSync(storeB, { recursive: true, force: true });
+  sh('cp', ['-a', store, storeB]);
+  record('backy2', 'incremental, hints', backupRun(changedImage, ['-f', fullUid, '-r', hintsFile], store));
+  record('backy2', 'incremental, no hints', backupRun(changedImage, ['-f', fullUid], storeB));
+  rmSync(storeB, { recursive: true, force: true });
+  const out = path.join(dir, 'restore-backy2.img');
+  rmSync(out, { force: true });
+  dropCaches();
+  record('backy2', 'restore (sparse)', timed(backy2, ['--store', store, 'restore', fullUid, out, '--sparse']));
+  if (sh('cmp', [baseImage, out]) !== '') throw new Error('restore differs');
+  rmSync(out, { force: true });
+}
+
+function benchCp(): void {
+  const out = path.join(dir, 'cp.img');
+  rmSync(out, { force: true });
+  dropCaches();
+  record('cp', 'copy --sparse=always', timed('cp', ['--sparse=always', baseImage, out]));
+  rmSync(out, { force: true });
+}
+
+function benchRestic(): void {
+  const repo = path.join(dir, 'restic');
+  rmSync(repo, { recursive: true, force: true });
+  const env = { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: path.join(dir, 'restic-cache') };
+  sh('restic', ['init', '-q'], env);
+  dropCaches();
+  warm(baseImage);
+  record('restic', 'full backup', timed('restic', ['backup', '-q', baseImage], env));
+  dropCaches();
+  warm(changedImage);
+  record('restic', 'incremental', timed('restic', ['backup', '-q', changedImage], env));
+  const out = path.join(dir, 'restic-out');
+  rmSync(out, { recursive: true, force: true });
+  dropCaches();
+  const snap = JSON.parse(sh('restic', ['snapshots', '--json', '--path', baseImage], env)) as { short_id: string }[];
+  record('restic', 'restore', timed('restic', ['restore', '-q', snap[0]?.short_id ?? 'latest', '--target', out], env));
+  rmSync(out, { recursive: true, force: true });
+}
+
+function benchBorg(): void {
+  const repo = path.join(dir, 'borg');
+  rmSync(repo, { recursive: true, force: true });
+  const env = { BORG_REPO: repo, BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' };
+  sh('borg', ['init', '--encryption=none', repo], env);
+  dropCaches();
+  warm(baseImage);
+  record('borg', 'full backup', timed('borg', ['create', '--compression', 'none', '::base', baseImage], env));
+  dropCaches();
+  warm(changedImage);
+  record('borg', 'incremental', timed('borg', ['create', '--compression', 'none', '::changed', changedImage], env));
+  const out = path.join(dir, 'borg-out');
+  rmSync(out, { recursive: true, force: true });
+  mkdirSync(out);
+  dropCaches();
+  const r = spawnSync('/usr/bin/time', ['-f', '@@TIME %e %M', 'borg', 'extract', '--sparse', '::base'], { cwd: out, env: { ...process.env, ...env }, encoding: 'utf8' });
+  const m = /@@TIME ([\d.]+) (\d+)/.exec(r.stderr);
+  if (r.status !== 0 || !m) throw new Error(`borg extract failed: ${r.stderr}`);
+  record('borg', 'restore (sparse)', { seconds: Number(m[1]), peakRssMiB: Number(m[2]) / 1024, stdout: '' });
+  rmSync(out, { recursive: true, force: true });
+}
+
+function benchHugeSparse(): void {
+  const huge = path.join(dir, 'huge.img');
+  const store = path.join(dir, 'store-huge');
+  rmSync(store, { recursive: true, force: true });
+  rmSync(huge, { force: true });
+  sh('truncate', ['-s', '4T', huge]);
+  const fd = openSync(huge, 'r+');
+  for (let i = 0; i < 16; i++) writeSync(fd, randomBytes(MiB), 0, MiB, Math.floor(Math.random() * 4 * 1024 ** 4 / MiB) * MiB);
+  closeSync(fd);
+  const empty = path.join(dir, 'empty-hints.json');
+  writeFileSync(empty, '[]');
+  const first = timed(backy2, ['--store', store, 'backup', huge, 'huge', '--json']);
+  console.log(`backy2   4 TiB sparse, first backup (holes skipped) ${first.seconds.toFixed(2)} s, peak RSS ${first.peakRssMiB.toFixed(0)} MiB`);
+  const t = timed(backy2, ['--store', store, 'backup', huge, 'huge', '-r', empty, '--json']);
+  console.log(`backy2   4 TiB sparse, no-change incremental with empty hints ${t.seconds.toFixed(2)} s, peak RSS ${t.peakRssMiB.toFixed(0)} MiB`);
+  rmSync(huge, { force: true });
+  rmSync(store, { recursive: true, force: true });
+}
+
+function summary(): void {
+  const get = (tool: string, op: string) => rows.find((r) => r.tool === tool && r.op.startsWith(op))?.t;
+  const ours = { full: get('backy2', 'full'), inc: get('backy2', 'incremental, no'), restore: get('backy2', 'restore') };
+  console.log('\n# ratios (peer seconds / backy2 seconds; > 1 means backy2 is faster)');
+  for (const peer of ['restic', 'borg']) {
+    const full = get(peer, 'full');
+    const inc = get(peer, 'incremental');
+    const res = get(peer, 'restore');
+    if (full && ours.full) console.log(`${peer.padEnd(8)} full ${(full.seconds / ours.full.seconds).toFixed(1)}x, incremental ${inc && ours.inc ? (inc.seconds / ours.inc.seconds).toFixed(1) : '-'}x, restore ${res && ours.restore ? (res.seconds / ours.restore.seconds).toFixed(1) : '-'}x`);
+  }
+  const cp = get('cp', 'copy');
+  if (cp && ours.restore) console.log(`backy2 restore / cp --sparse=always: ${(ours.restore.seconds / cp.seconds).toFixed(2)}`);
+}
+
+mkdirSync(dir, { recursive: true });
+buildImages();
+const used = statSync(baseImage).blocks * 512;
+console.log(`# image ${imageGiB} GiB (${(used / GiB).toFixed(2)} GiB allocated), ${readFileSync(hintsFile, 'utf8').split('offset').length - 1} changed blocks; dir ${dir}`);
+console.log(`# ${sh('restic', ['version']).trim()}; ${sh('borg', ['--version']).trim()}; node ${process.version}`);
+benchBackup2();
+benchCp();
+if (process.env.BENCH_PEERS !== '0') {
+  benchRestic();
+  benchBorg();
+}
+benchHugeSparse();
+summary();

@@ -1,0 +1,79 @@
+import { createRequire } from 'node:module';
+
+/** System calls from the project's own native helper (native/backy2_native.c). */
+interface NativeHelpers {
+  fadvise(fd: number, offset: number, length: number, advice: number): void;
+  fadviseAsync(fd: number, offset: number, length: number, advice: number): Promise<void>;
+  seek(fd: number, offset: number, whence: number): number;
+  zeroRange(fd: number, offset: number, length: number): void;
+  resident(fd: number, offset: number, length: number): boolean;
+}
+
+const POSIX_FADV_DONTNEED = 4;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+
+function load(): NativeHelpers | undefined {
+  try {
+    return createRequire(import.meta.url)('../../../build/Release/backy2_native.node') as NativeHelpers;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The helper, or undefined when it was not built (then every function here degrades safely). */
+export const native: NativeHelpers | undefined = load();
+
+/**
+ * Drops a file range from the page cache (clean pages only; length 0 means to the end), so
+ * backups do not evict what the machine's real work keeps cached. Runs in the libuv thread pool;
+ * best effort. Await it before closing the file descriptor.
+ */
+export async function dropCache(fd: number, offset: number, length: number): Promise<void> {
+  try {
+    await native?.fadviseAsync(fd, offset, length, POSIX_FADV_DONTNEED);
+  } catch {
+    // advice only
+  }
+}
+
+/** Whether every page of the range is cached now; false when unknown. */
+export function isCached(fd: number, offset: number, length: number): boolean {
+  try {
+    return native?.resident(fd, offset, length) ?? false;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The data extents of a file from `offset` on, by SEEK_DATA/SEEK_HOLE.
+ * @returns the next [start, end) of data at or after `offset`, or undefined when only holes
+ *   follow; [offset, size) when the file system cannot tell (everything counts as data)
+ */
+export function nextData(fd: number, offset: number, size: number): [number, number] | undefined {
+  if (!native) return offset < size ? [offset, size] : undefined;
+  try {
+    const start = native.seek(fd, offset, SEEK_DATA);
+    if (start < 0 || start >= size) return undefined;
+    const end = native.seek(fd, start, SEEK_HOLE);
+    return [start, end < 0 ? size : Math.min(end, size)];
+  } catch {
+    return offset < size ? [offset, size] : undefined;
+  }
+}
+
+/**
+ * Makes a range of a file or block device read as zeros without writing them (punched hole,
+ * BLKZEROOUT).
+ * @returns false when not possible here; the caller then writes zeros
+ */
+export function zeroRange(fd: number, offset: number, length: number): boolean {
+  if (!native) return false;
+  try {
+    native.zeroRange(fd, offset, length);
+    return true;
+  } catch {
+    return false;
+  }
+}

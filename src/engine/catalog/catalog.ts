@@ -137,6 +137,8 @@ export interface Catalog {
   touchBlock(digest: Uint8Array): Promise<boolean>;
   /** Records durably stored blocks as valid (new or healed). */
   registerBlocks(blocks: readonly { digest: Uint8Array; length: number; storedLength: number }[]): Promise<void>;
+  /** Marks blocks invalid (a check found them bad) or valid again; unknown digests are ignored. */
+  setBlockState(digests: readonly Uint8Array[], state: typeof BlockState.valid | typeof BlockState.invalid): Promise<void>;
   /** Digests of every block in state invalid. */
   invalidBlocks(): Promise<Buffer[]>;
   /** Number and stored bytes of known blocks, and how many are invalid. */

@@ -226,6 +226,12 @@ export class SqliteCatalog implements Catalog {
     });
   }
 
+  async setBlockState(digests: readonly Uint8Array[], state: 0 | 1): Promise<void> {
+    this.#write(() => {
+      for (const d of digests) this.#run('UPDATE blocks SET state = ? WHERE digest = ? AND state <> 2', state, d);
+    }, true);
+  }
+
   async invalidBlocks(): Promise<Buffer[]> {
     return this.#all<{ digest: Buffer }>('SELECT digest FROM blocks WHERE state = 1').map((r) => r.digest);
   }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -113,5 +113,104 @@ describe('backup() and restore()', () => {
     expect(inc.bytesRead).toBe(20 * B);
     expect(inc.bytesWritten).toBe(B);
     expect(inc.bytesSparse).toBe(9 * B);
+  });
+});
+
+describe('backup() and restore() with damage', () => {
+  it('restore() reports a corrupt and a missing block, leaves their range zero and restores the rest', async () => {
+    const s = open();
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 6 * B }]);
+    const { uid } = await backup(s, { source: image, image: 'vm1' });
+    const data = readFileSync(image);
+    const keys: string[] = [];
+    for await (const info of s.blocks.list('blocks/')) keys.push(info.key);
+    const digestOf = (i: number) => createHash('sha256').update(data.subarray(i * B, (i + 1) * B)).digest('hex');
+    const key1 = keys.find((k) => k.endsWith(digestOf(1)))!;
+    const key4 = keys.find((k) => k.endsWith(digestOf(4)))!;
+    const object = Buffer.from(await s.blocks.get(key1));
+    object[100] = object[100]! ^ 0xff;
+    await s.blocks.put(key1, [object]);
+    await s.blocks.delete(key4);
+
+    const out = path.join(dir, 'out');
+    const result = await restore(s, { uid, target: out });
+    expect(result.badBlockCount).toBe(2);
+    expect(result.badBlocks.map((b) => [b.index, b.code])).toEqual([[1, 'E_CORRUPT'], [4, 'E_OBJECT_MISSING']]);
+    const restored = readFileSync(out);
+    for (const i of [0, 2, 3, 5]) expect(restored.subarray(i * B, (i + 1) * B).equals(data.subarray(i * B, (i + 1) * B))).toBe(true);
+    expect(restored.subarray(B, 2 * B).equals(Buffer.alloc(B))).toBe(true);
+  });
+
+  it('backup() re-reads and re-stores blocks marked invalid even when hints leave them out', async () => {
+    const s = open({ hintSample: 0 });
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 8 * B }]);
+    const first = await backup(s, { source: image, image: 'vm1' });
+    const data = readFileSync(image);
+    const bad = createHash('sha256').update(data.subarray(2 * B, 3 * B)).digest();
+    await s.blocks.delete(`blocks/${bad.toString('hex').slice(0, 2)}/${bad.toString('hex')}`);
+    await s.catalog.setBlockState([bad], 1);
+    const hints = path.join(dir, 'hints.json');
+    writeFileSync(hints, '[]');
+    const second = await backup(s, { source: image, image: 'vm1', hintsFile: hints });
+    expect(second.bytesRead).toBe(B);
+    expect(second.bytesWritten).toBe(B);
+    expect((await s.catalog.getBlock(bad))?.state).toBe(0);
+    const out = path.join(dir, 'out');
+    expect((await restore(s, { uid: first.uid, target: out })).badBlockCount).toBe(0);
+  });
+});
+
+describe('backup() arguments', () => {
+  it('keeps the block size an image was created with', async () => {
+    const s = open();
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 4 * B }]);
+    await backup(s, { source: image, image: 'vm1' });
+    (s.config as { blockSize: number }).blockSize = 2 * B;
+    const second = await backup(s, { source: image, image: 'vm1' });
+    expect(second.blockSize).toBe(B);
+    expect((await backup(s, { source: image, image: 'vm2' })).blockSize).toBe(2 * B);
+  });
+
+  it.each([
+    ['a missing source', { source: '/nonexistent/img', image: 'vm1' }, 'E_NOT_FOUND'],
+    ['a bad image name', { source: '/dev/null', image: 'a/b' }, 'E_USAGE'],
+    ['an unknown base', { image: 'vm1', baseUid: 'v0000000000000' }, 'E_NOT_FOUND'],
+    ['a missing hints file', { image: 'vm1', hintsFile: '/nonexistent.json' }, 'E_NOT_FOUND'],
+    ['a directory as source', { source: '/tmp', image: 'vm1' }, 'E_USAGE'],
+  ])('rejects %s without creating a version', async (_name, options, code) => {
+    const s = open();
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 2 * B }]);
+    await expect(backup(s, { source: image, ...options } as Parameters<typeof backup>[1])).rejects.toMatchObject({ code });
+    expect(await s.catalog.listVersions()).toEqual([]);
+  });
+
+  it('rejects a base version of another image', async () => {
+    const s = open();
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 2 * B }]);
+    const a = await backup(s, { source: image, image: 'a' });
+    await expect(backup(s, { source: image, image: 'b', baseUid: a.uid })).rejects.toMatchObject({ code: 'E_USAGE' });
+  });
+
+  it('skips the holes of a sparse source without reading them', async () => {
+    const s = open();
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: B }, { kind: 'zero', length: 1000 * B }, { kind: 'random', length: B }]);
+    const result = await backup(s, { source: image, image: 'vm1' });
+    expect(result.bytesRead).toBe(2 * B);
+    expect(result.bytesSparse).toBe(1000 * B);
+    const out = path.join(dir, 'out');
+    await restore(s, { uid: result.uid, target: out, sparse: true });
+    expect(sha256Small(out)).toBe(sha256Small(image));
   });
 });

@@ -1,0 +1,151 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { runCli } from '../../helpers/cli.js';
+import { makeImage } from '../../helpers/image.js';
+import { makeTempDir } from '../../helpers/temp.js';
+
+const B = 64 * 1024;
+let dir: string;
+let args: (...rest: string[]) => string[];
+let image: string;
+
+beforeEach(() => {
+  dir = makeTempDir();
+  const config = path.join(dir, 'backy2.yaml');
+  writeFileSync(config, 'backup:\n  blockSize: 64KiB\n');
+  const storeDir = path.join(dir, 'store');
+  args = (...rest) => ['--store', storeDir, '--config', config, ...rest];
+  image = path.join(dir, 'img');
+  makeImage(image, [{ kind: 'random', length: 5 * B }, { kind: 'zero', length: 3 * B }, { kind: 'random', length: 100 }]);
+});
+
+async function backupOk(): Promise<string> {
+  const r = await runCli(args('backup', image, 'vm1'));
+  expect(r.code, r.stderr).toBe(0);
+  return r.stdout.trim();
+}
+
+describe('backy2 backup / restore / ls', () => {
+  it('backup prints the uid on stdout and a summary on stderr', async () => {
+    const r = await runCli(args('backup', image, 'vm1'));
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^v[0-9a-z]{11}\n$/);
+    expect(r.stderr).toContain('Backed up vm1');
+  });
+
+  it('backup --json prints one object with the documented fields', async () => {
+    const r = await runCli(args('backup', image, 'vm1', '--json', '-t', 'a,b', '-s', 'snap1'));
+    const result = JSON.parse(r.stdout) as Record<string, unknown>;
+    for (const key of ['uid', 'image', 'size', 'blockSize', 'status', 'bytesRead', 'bytesWritten', 'bytesDeduplicated', 'bytesSparse', 'durationSeconds']) {
+      expect(result).toHaveProperty(key);
+    }
+    expect(result).toMatchObject({ image: 'vm1', size: 8 * B + 100, blockSize: B, status: 'valid', tags: ['a', 'b'], bytesSparse: 3 * B });
+  });
+
+  it('restore writes the same bytes and refuses to overwrite without --force', async () => {
+    const uid = await backupOk();
+    const out = path.join(dir, 'out.img');
+    expect((await runCli(args('restore', uid, out))).code).toBe(0);
+    expect(readFileSync(out).equals(readFileSync(image))).toBe(true);
+    const again = await runCli(args('restore', uid, out));
+    expect(again.code).toBe(5);
+    expect(again.stderr).toBe(`backy2: Target "${out}" exists (use --force to overwrite it)\n`);
+    expect((await runCli(args('restore', uid, out, '--force', '--sparse'))).code).toBe(0);
+    expect(readFileSync(out).equals(readFileSync(image))).toBe(true);
+  });
+
+  it('ls shows versions as a table and as JSON', async () => {
+    const uid = await backupOk();
+    const table = await runCli(args('ls'));
+    expect(table.stdout).toMatch(/^DATE +UID +IMAGE +SIZE +STATUS/);
+    expect(table.stdout).toContain(uid);
+    const json = JSON.parse((await runCli(args('ls', 'vm1', '--json'))).stdout) as { uid: string; status: string }[];
+    expect(json.map((v) => [v.uid, v.status])).toEqual([[uid, 'valid']]);
+  });
+
+  it('protect, tag, stats and rm work together', async () => {
+    const uid = await backupOk();
+    expect((await runCli(args('protect', uid))).code).toBe(0);
+    expect((await runCli(args('rm', '--force', uid))).code).toBe(5);
+    expect((await runCli(args('unprotect', uid))).code).toBe(0);
+    expect((await runCli(args('tag', uid, 'add', 'keep'))).stdout).toContain('keep');
+    const stats = JSON.parse((await runCli(args('stats', uid, '--json'))).stdout) as { bytesReferenced: number };
+    expect(stats.bytesReferenced).toBe(5 * B + 100);
+    expect((await runCli(args('stats'))).stdout).toContain('versions:        1');
+    expect((await runCli(args('rm', uid))).code).toBe(5);
+    expect((await runCli(args('rm', '--force', uid))).code).toBe(0);
+    expect(JSON.parse((await runCli(args('ls', '--json'))).stdout)).toEqual([]);
+  });
+
+  it('every command has --help with examples and the exit status table', async () => {
+    for (const command of ['backup', 'restore', 'ls', 'rm', 'protect', 'unprotect', 'tag', 'stats']) {
+      const r = await runCli([command, '--help']);
+      expect(r.code, command).toBe(0);
+      expect(r.stdout, command).toContain('Examples:');
+      expect(r.stdout, command).toContain('Exit status:');
+    }
+    expect((await runCli(['--version'])).stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
+  });
+});
+
+describe('bad input: one line on stderr, documented exit status, store unchanged', () => {
+  const cases: [string, (ctx: { uid: string; dir: string; image: string }) => string[], number][] = [
+    ['a missing source', ({ dir }) => ['backup', path.join(dir, 'nope.img'), 'vm1'], 4],
+    ['an unknown uid', () => ['restore', 'vzzzzzzzzzzz', '/tmp/x'], 4],
+    ['an unknown image', () => ['ls', 'nosuchimage'], 4],
+    ['an unknown base', ({ image }) => ['backup', image, 'vm1', '-f', 'vzzzzzzzzzzz'], 4],
+    ['malformed hints', ({ dir, image }) => {
+      writeFileSync(path.join(dir, 'bad.json'), '{"offset": 1');
+      return ['backup', image, 'vm1', '-r', path.join(dir, 'bad.json')];
+    }, 2],
+    ['hints of the wrong shape', ({ dir, image }) => {
+      writeFileSync(path.join(dir, 'bad.json'), '[{"offset": 0, "length": 10}]');
+      return ['backup', image, 'vm1', '-r', path.join(dir, 'bad.json')];
+    }, 2],
+    ['hints past the end of the source', ({ dir, image }) => {
+      writeFileSync(path.join(dir, 'big.json'), JSON.stringify([{ offset: 0, length: 100 * B, exists: 'true' }]));
+      return ['backup', image, 'vm1', '-r', path.join(dir, 'big.json')];
+    }, 2],
+    ['an existing target', ({ uid, image }) => ['restore', uid, image], 5],
+    ['a too-small target', ({ uid, dir }) => {
+      writeFileSync(path.join(dir, 'small.img'), Buffer.alloc(B));
+      return ['restore', uid, path.join(dir, 'small.img'), '--force'];
+    }, 5],
+    ['an unknown option', () => ['ls', '--bogus'], 2],
+    ['a missing argument', () => ['restore'], 2],
+    ['an unknown command', () => ['frobnicate'], 2],
+    ['a bad tag action', ({ uid }) => ['tag', uid, 'replace', 'x'], 2],
+    ['a bad image name', ({ image }) => ['backup', image, '../etc'], 2],
+  ];
+
+  it.each(cases)('%s', async (_name, build, exitCode) => {
+    const uid = await backupOk();
+    const before = (await runCli(args('ls', '--json'))).stdout;
+    const r = await runCli(args(...build({ uid, dir, image })));
+    expect(r.code, r.stderr).toBe(exitCode);
+    expect(r.stderr.split('\n').filter(Boolean), r.stderr).toHaveLength(1);
+    expect(r.stderr).toMatch(/^backy2: [A-Z]/);
+    expect((await runCli(args('ls', '--json'))).stdout).toBe(before);
+  });
+
+  it('a corrupt config file names the key', async () => {
+    const bad = path.join(dir, 'bad.yaml');
+    writeFileSync(bad, 'backup:\n  blockSise: 4M\n');
+    const r = await runCli(['--store', path.join(dir, 'store'), '--config', bad, 'ls']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`backy2: Bad config "${bad}": unknown key "backup.blockSise"\n`);
+  });
+
+  it('a missing store is reported, not created, by reading commands', async () => {
+    const r = await runCli(['--store', path.join(dir, 'nostore'), 'ls']);
+    expect(r.code).toBe(10);
+    expect(r.stderr).toContain('No store at');
+  });
+
+  it('--json errors are one JSON object on stdout', async () => {
+    await backupOk();
+    const r = await runCli(args('restore', 'vzzzzzzzzzzz', '/tmp/x', '--json'));
+    expect(JSON.parse(r.stdout)).toMatchObject({ type: 'error', code: 'E_NOT_FOUND', exitCode: 4 });
+  });
+});

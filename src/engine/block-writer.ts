@@ -31,7 +31,7 @@ export class BlockWriter {
   readonly #blocks: BlockStore;
   readonly #puts: Semaphore;
   readonly #signal: AbortSignal | undefined;
-  readonly #inFlight = new Map<string, Promise<void>>();
+  readonly #inFlight = new Map<string, Promise<boolean>>();
   /** Digests known stored and referenced during this run, to skip catalog lookups. */
   readonly #recent = new LRUCache<string, true>({ max: 65536 });
   #pending: { digest: Uint8Array; length: number; storedLength: number }[] = [];
@@ -60,7 +60,7 @@ export class BlockWriter {
     }
     if (this.#recent.has(hex)) return false;
     const storing = this.#ensureStored(hex, digest, buf, length);
-    this.#inFlight.set(hex, storing.then(() => undefined));
+    this.#inFlight.set(hex, storing);
     try {
       const written = await storing;
       this.#recent.set(hex, true);

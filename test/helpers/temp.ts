@@ -1,17 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach } from 'vitest';
-
-const dirs: string[] = [];
+import { deferCleanup } from './cleanup.js';
 
 /** A fresh temp directory, removed after the current test. */
 export function makeTempDir(prefix = 'backy2-test-'): string {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
-  dirs.push(dir);
+  deferCleanup(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
-
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});

@@ -190,7 +190,15 @@ export class FileStore implements BlockStore {
   async #ensureDir(dir: string): Promise<void> {
     if (this.#knownDirs.has(dir)) return;
     try {
-      await fsp.mkdir(dir, { recursive: true });
+      // Not recursive first: a recursive mkdir reports ENOSPC as ENOENT.
+      await fsp.mkdir(dir).catch(async (err: unknown) => {
+        if (errnoCode(err) === 'EEXIST') return;
+        if (errnoCode(err) !== 'ENOENT') throw err;
+        await fsp.mkdir(path.dirname(dir), { recursive: true });
+        await fsp.mkdir(dir).catch((again: unknown) => {
+          if (errnoCode(again) !== 'EEXIST') throw again;
+        });
+      });
     } catch (err) {
       throw mapFsError(err, `Cannot create directory "${dir}" in ${this.properties.location}`);
     }
@@ -244,7 +252,7 @@ function mapFsError(err: unknown, what: string): Error {
   switch (code) {
     case 'ENOSPC':
     case 'EDQUOT':
-      return new StoreFullError(`${what}: no space left on device`, { cause: err, hint: 'free space or run `backy2 cleanup`' });
+      return new StoreFullError(`${what}: no space left on device`, { cause: err, hint: 'free space on the file system of the store' });
     case 'EACCES':
     case 'EPERM':
       return new StoreUnavailableError(`${what}: permission denied`, { cause: err });

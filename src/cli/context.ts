@@ -7,7 +7,7 @@ import type { CliIo, Globals } from './io.js';
  * @param create create the store when missing (backups only)
  */
 export async function withStore<T>(globals: Globals, io: CliIo, create: boolean, fn: (store: Store) => Promise<T>): Promise<T> {
-  const config = loadConfig({ configFile: globals.config, storePath: globals.store, env: io.env });
+  const config = await loadConfig({ configFile: globals.config, storePath: globals.store, env: io.env });
   const store = await openStore(config, { create });
   try {
     return await fn(store);

@@ -2,6 +2,7 @@ import { autoTags } from './auto-tags.js';
 import { BlockMap, blockCount } from './block-map.js';
 import { BlockWriter } from './block-writer.js';
 import type { VersionRecord, VersionStats } from './catalog/catalog.js';
+import { debug } from './debug.js';
 import { NotFoundError, UsageError } from './errors.js';
 import { imageResource, acquireLocks, versionResource } from './locking.js';
 import { manifestOf, saveManifest } from './manifest.js';
@@ -67,6 +68,7 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
   const { catalog, config } = store;
   const hints = options.hintsFile === undefined ? undefined : await readHintsFile(options.hintsFile);
   const source = await openSource(options.source);
+  debug(`backup: source ${source.location} opened, ${source.size} bytes`);
   try {
     const blockSize = (await catalog.imageBlockSize(image)) ?? config.blockSize;
     const base = await findBase(store, image, options.baseUid);
@@ -81,6 +83,7 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
       { resource: versionResource(uid), mode: 'exclusive', operation: 'backup' },
       ...(base ? [{ resource: versionResource(base.uid), mode: 'shared' as const, operation: 'backup (as base)' }] : []),
     ]);
+    debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
     try {
       await catalog.createVersion({
         uid,
@@ -129,7 +132,8 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
     baseMap = { map: new BlockMap(store, segments, blockCount(run.base.size, blockSize)), size: run.base.size };
   }
   const invalid = new Set((await catalog.invalidBlocks()).map((d) => d.toString('hex')));
-  const slots = Math.max(4, config.readers + config.writers + 2 * config.hashWorkers);
+  // Enough blocks in flight to keep reads, both hash workers and the writes busy; memory stays fixed.
+  const slots = config.readers + 2 * config.hashWorkers + 4;
   const pool = new BufferPool(blockSize, Math.min(slots, Math.max(4, Math.floor((256 << 20) / blockSize))));
   const writer = new BlockWriter(catalog, blocks, { writers: config.writers, ...(run.options.signal ? { signal: run.options.signal } : {}) });
   const { segments, counters } = await runBackupPipeline(
@@ -153,6 +157,7 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
       signal: run.options.signal,
     },
   );
+  debug(`backup: blocks done, ${counters.blocksRead} read, ${counters.blocksWritten} written`);
   const stats: VersionStats = { ...counters, durationSeconds: (Date.now() - run.started) / 1000 };
   const others = (await catalog.listVersions({ image: run.image, status: 'valid' })).map((v) => v.createdAt);
   const tags = run.tags ?? autoTags(run.started, others);
@@ -170,7 +175,9 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
     stats,
   };
   await saveManifest(blocks, manifestOf(record, segments));
+  debug('backup: manifest saved');
   await catalog.commitVersion(run.uid, { segments, stats, tags });
+  debug('backup: committed');
   return { ...stats, uid: run.uid, image: run.image, size: source.size, blockSize, status: 'valid', baseUid: record.baseUid, tags };
 }
 

@@ -1,54 +1,11 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { parseDocument } from 'yaml';
-import { z } from 'zod';
-import { UsageError, errnoCode } from './errors.js';
-import { DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './formats.js';
-import { parseDuration, parseSize } from './units.js';
+import type { ConfigFile } from './config-file.js';
+import { DEFAULT_BLOCK_SIZE } from './formats.js';
 
 /** The system-wide config file, read when present and no other is named. */
 export const SYSTEM_CONFIG_FILE = '/etc/backy2.yaml';
-
-const size = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
-  const n = typeof value === 'number' ? value : parseSize(value);
-  if (n === undefined) {
-    ctx.addIssue({ code: 'custom', message: `"${String(value)}" is not a size (use e.g. 4MiB)` });
-    return z.NEVER;
-  }
-  return n;
-});
-
-const duration = z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
-  const ms = typeof value === 'number' ? value * 1000 : parseDuration(value);
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `"${String(value)}" is not a duration (use e.g. 6d, 12h, 30m)` });
-    return z.NEVER;
-  }
-  return ms;
-});
-
-const count = (min: number, max: number) => z.number().int().min(min).max(max);
-
-const fileSchema = z.strictObject({
-  store: z.string().min(1).optional(),
-  catalog: z.strictObject({ path: z.string().min(1) }).optional(),
-  blockStore: z
-    .discriminatedUnion('type', [z.strictObject({ type: z.literal('file'), path: z.string().min(1) })])
-    .optional(),
-  backup: z
-    .strictObject({
-      blockSize: size
-        .refine((n) => n >= MIN_BLOCK_SIZE && n <= MAX_BLOCK_SIZE && (n & (n - 1)) === 0, 'must be a power of two from 64KiB to 64MiB')
-        .optional(),
-      readers: count(1, 64).optional(),
-      writers: count(1, 64).optional(),
-      hashWorkers: count(1, 16).optional(),
-      hintSample: count(0, 1_000_000).optional(),
-    })
-    .optional(),
-  retention: z.strictObject({ minAge: duration.optional() }).optional(),
-});
 
 /** Where the catalog and blocks live. */
 export interface StoreLocation {
@@ -93,15 +50,27 @@ export interface LoadConfigOptions {
  * `~/.local/share/backy2`.
  * @throws {UsageError} when the config file is missing, unreadable or invalid (naming the key)
  * @example
- * const config = loadConfig({ storePath: '/tmp/store' });
+ * const config = await loadConfig({ storePath: '/tmp/store' });
  */
-export function loadConfig(options: LoadConfigOptions = {}): Config {
+export async function loadConfig(options: LoadConfigOptions = {}): Promise<Config> {
   const env = options.env ?? process.env;
   const explicit = options.configFile ?? (env.BACKY2_CONFIG || undefined);
   const file = explicit ?? (existsSync(SYSTEM_CONFIG_FILE) ? SYSTEM_CONFIG_FILE : undefined);
-  const parsed = file === undefined ? {} : readConfigFile(file);
-
+  // The YAML parser and schema are loaded only when there is a file (they cost memory).
+  const parsed: ConfigFile = file === undefined ? {} : await (await import('./config-file.js')).readConfigFile(file);
   const override = options.storePath ?? (env.BACKY2_STORE || undefined);
+  return resolveConfig(file, parsed, override);
+}
+
+/**
+ * The configuration of a self-contained store directory with every default (no config file).
+ * @param storeDir the store directory
+ */
+export function defaultConfig(storeDir: string): Config {
+  return resolveConfig(undefined, {}, storeDir);
+}
+
+function resolveConfig(file: string | undefined, parsed: ConfigFile, override: string | undefined): Config {
   const storeDir = path.resolve(override ?? parsed.store ?? path.join(homedir(), '.local', 'share', 'backy2'));
   const store: StoreLocation =
     override !== undefined
@@ -121,33 +90,4 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     hintSample: parsed.backup?.hintSample ?? 32,
     minRemoveAgeMs: parsed.retention?.minAge ?? 6 * 24 * 3600 * 1000,
   };
-}
-
-function readConfigFile(file: string): z.output<typeof fileSchema> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    const why = errnoCode(err) === 'ENOENT' ? 'no such file' : err instanceof Error ? err.message : String(err);
-    throw new UsageError(`Cannot read config "${file}": ${why}`, { cause: err });
-  }
-  const doc = parseDocument(text, { prettyErrors: false });
-  const yamlError = doc.errors[0];
-  if (yamlError) {
-    throw new UsageError(`Bad config "${file}": not valid YAML: ${yamlError.message.split('\n')[0] ?? ''}`);
-  }
-  const data: unknown = doc.toJS() ?? {};
-  const result = fileSchema.safeParse(data);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const key = issue?.path.join('.') || '(top level)';
-    let message = issue?.message ?? 'invalid';
-    if (issue?.code === 'unrecognized_keys') {
-      const keys = issue.keys.map((k) => (issue.path.length ? `${issue.path.join('.')}.${k}` : k));
-      throw new UsageError(`Bad config "${file}": unknown key ${keys.map((k) => `"${k}"`).join(', ')}`);
-    }
-    if (issue?.code === 'invalid_type') message = `expected ${issue.expected}`;
-    throw new UsageError(`Bad config "${file}": key "${key}": ${message}`);
-  }
-  return result.data;
 }

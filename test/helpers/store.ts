@@ -1,6 +1,6 @@
 import { MemoryStore } from '../../src/engine/blockstore/memory-store.js';
 import { SqliteCatalog } from '../../src/engine/catalog/sqlite-catalog.js';
-import { loadConfig, type Config } from '../../src/engine/config.js';
+import { defaultConfig, type Config } from '../../src/engine/config.js';
 import { assembleStore, openStore, type Store } from '../../src/engine/store.js';
 import { makeTempDir } from './temp.js';
 
@@ -9,7 +9,7 @@ export const TEST_BLOCK_SIZE = 64 * 1024;
 
 /** Config for a store in `dir` with test-sized blocks, ignoring the environment and /etc. */
 export function testConfig(dir: string, overrides: Partial<Config> = {}): Config {
-  return { ...loadConfig({ storePath: dir, env: {} }), file: undefined, blockSize: TEST_BLOCK_SIZE, ...overrides };
+  return { ...defaultConfig(dir), blockSize: TEST_BLOCK_SIZE, ...overrides };
 }
 
 /** A store on a memory block store with an in-memory catalog. */

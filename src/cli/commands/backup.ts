@@ -51,7 +51,7 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
  */
 export async function runBackup(options: BackupCommandOptions, globals: Globals, io: CliIo): Promise<number> {
   return withStore(globals, io, true, async (store) => {
-    const progress = progressView(io, globals, `backup ${options.image}`);
+    const progress = await progressView(io, globals, `backup ${options.image}`);
     let result: BackupResult;
     try {
       result = await backup(store, {

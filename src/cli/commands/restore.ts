@@ -44,7 +44,7 @@ export function registerRestore(program: Command, ctx: CommandContext): void {
  */
 export async function runRestore(options: RestoreCommandOptions, globals: Globals, io: CliIo): Promise<number> {
   return withStore(globals, io, false, async (store) => {
-    const progress = progressView(io, globals, `restore ${options.uid}`);
+    const progress = await progressView(io, globals, `restore ${options.uid}`);
     let result: RestoreResult;
     try {
       result = await restore(store, { ...options, progress, signal: io.signal });

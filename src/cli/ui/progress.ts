@@ -1,4 +1,3 @@
-import cliProgress from 'cli-progress';
 import type { Progress } from '../../engine/progress.js';
 import { formatBytes } from '../../engine/units.js';
 import type { CliIo, Globals } from '../io.js';
@@ -15,8 +14,10 @@ const SILENT: ProgressView = { stop: () => undefined };
  * --json.
  * @param label what is in progress, e.g. "backup vm1"
  */
-export function progressView(io: CliIo, globals: Globals, label: string): ProgressView {
+export async function progressView(io: CliIo, globals: Globals, label: string): Promise<ProgressView> {
   if (!io.stderrIsTTY || globals.json) return SILENT;
+  // Loaded only for a terminal: it costs memory that scripts and cron jobs need not pay.
+  const { default: cliProgress } = await import('cli-progress');
   const started = Date.now();
   let done = 0;
   const bar = new cliProgress.SingleBar(

@@ -12,22 +12,22 @@ function configFile(text: string): string {
 }
 
 describe('loadConfig()', () => {
-  it('defaults to ~/.local/share/backy2 with 4 MiB blocks', () => {
-    const config = loadConfig({ env: {}, configFile: configFile('{}') });
+  it('defaults to ~/.local/share/backy2 with 4 MiB blocks', async () => {
+    const config = await loadConfig({ env: {}, configFile: configFile('{}') });
     expect(config.store.path).toBe(path.join(homedir(), '.local/share/backy2'));
     expect(config.store.catalogPath).toBe(path.join(homedir(), '.local/share/backy2/catalog.sqlite'));
     expect(config.blockSize).toBe(4 * 1024 * 1024);
     expect(config.minRemoveAgeMs).toBe(6 * 86_400_000);
   });
 
-  it('prefers --store over BACKY2_STORE over the config file', () => {
+  it('prefers --store over BACKY2_STORE over the config file', async () => {
     const file = configFile('store: /srv/from-config\n');
-    expect(loadConfig({ env: {}, configFile: file }).store.path).toBe('/srv/from-config');
-    expect(loadConfig({ env: { BACKY2_STORE: '/srv/env' }, configFile: file }).store.path).toBe('/srv/env');
-    expect(loadConfig({ env: { BACKY2_STORE: '/srv/env' }, configFile: file, storePath: '/srv/flag' }).store.path).toBe('/srv/flag');
+    expect((await loadConfig({ env: {}, configFile: file })).store.path).toBe('/srv/from-config');
+    expect((await loadConfig({ env: { BACKY2_STORE: '/srv/env' }, configFile: file })).store.path).toBe('/srv/env');
+    expect((await loadConfig({ env: { BACKY2_STORE: '/srv/env' }, configFile: file, storePath: '/srv/flag' })).store.path).toBe('/srv/flag');
   });
 
-  it('reads BACKY2_CONFIG and every documented key', () => {
+  it('reads BACKY2_CONFIG and every documented key', async () => {
     const file = configFile(`
 store: /srv/b
 catalog: { path: /var/lib/b/cat.sqlite }
@@ -35,7 +35,7 @@ blockStore: { type: file, path: /mnt/blocks }
 backup: { blockSize: 1MiB, readers: 2, writers: 3, hashWorkers: 1, hintSample: 5 }
 retention: { minAge: 12h }
 `);
-    const config = loadConfig({ env: { BACKY2_CONFIG: file } });
+    const config = await loadConfig({ env: { BACKY2_CONFIG: file } });
     expect(config).toMatchObject({
       file,
       blockSize: 1024 * 1024,
@@ -57,15 +57,15 @@ retention: { minAge: 12h }
     ['a wrong type', 'backup: { readers: many }\n', '"backup.readers"'],
     ['an unknown block store type', 'blockStore: { type: tape, path: /x }\n', '"blockStore.type"'],
     ['invalid YAML', 'store: [unclosed\n', 'not valid YAML'],
-  ])('rejects %s, naming it', (_name, text, fragment) => {
+  ])('rejects %s, naming it', async (_name, text, fragment) => {
     const file = configFile(text);
-    expect(() => loadConfig({ env: {}, configFile: file })).toThrow(
+    await expect(loadConfig({ env: {}, configFile: file })).rejects.toThrow(
       expect.objectContaining({ code: 'E_USAGE', message: expect.stringContaining(fragment) }),
     );
   });
 
-  it('rejects a missing config file', () => {
-    expect(() => loadConfig({ env: {}, configFile: '/nonexistent/backy2.yaml' })).toThrow(
+  it('rejects a missing config file', async () => {
+    await expect(loadConfig({ env: {}, configFile: '/nonexistent/backy2.yaml' })).rejects.toThrow(
       expect.objectContaining({ code: 'E_USAGE', message: expect.stringContaining('no such file') }),
     );
   });

@@ -5,12 +5,12 @@ import type { VersionRecord, VersionStats } from './catalog/catalog.js';
 import { debug } from './debug.js';
 import { NotFoundError, UsageError } from './errors.js';
 import { imageResource, acquireLocks, versionResource } from './locking.js';
-import { manifestOf, saveManifest } from './manifest.js';
 import { checkImageName, checkTag } from './names.js';
 import { BufferPool } from './pipeline/buffer-pool.js';
 import { Semaphore } from './pipeline/semaphore.js';
 import { runBackupPipeline, type BaseMap } from './backup-pipeline.js';
 import type { Progress } from './progress.js';
+import { publishVersion } from './publish.js';
 import { hintedBlocks, readHintsFile } from './source/hints.js';
 import { openSource } from './source/source.js';
 import type { Store } from './store.js';
@@ -174,9 +174,7 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
     source: source.location,
     stats,
   };
-  await saveManifest(blocks, manifestOf(record, segments));
-  debug('backup: manifest saved');
-  await catalog.commitVersion(run.uid, { segments, stats, tags });
+  await publishVersion(store, record, segments);
   debug('backup: committed');
   return { ...stats, uid: run.uid, image: run.image, size: source.size, blockSize, status: 'valid', baseUid: record.baseUid, tags };
 }

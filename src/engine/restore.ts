@@ -81,7 +81,7 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
     const badBlocks: BadBlock[] = [];
     try {
       options.progress?.start?.({ totalBytes: version.size, workBytes: version.size });
-      const pool = new BufferPool(version.blockSize, Math.max(4, Math.min(16, Math.floor((128 << 20) / version.blockSize))));
+      const pool = new BufferPool(version.blockSize, Math.max(4, Math.min(12, Math.floor((128 << 20) / version.blockSize))));
       const reads = new Semaphore(config.readers * 2);
       const group = new TaskGroup(options.signal);
       const zeros = alignedBuffer(version.blockSize);

@@ -40,8 +40,9 @@ export default tseslint.config(
     },
   },
   {
-    // Piscina loads workers, and vitest its config, through a default export.
-    files: ['src/engine/pipeline/*-worker.ts', 'vitest.config.ts'],
+    // Piscina loads workers and vitest its config through a default export; declarations mirror
+    // packages that have one.
+    files: ['src/engine/pipeline/*-worker.ts', 'vitest.config.ts', 'src/types/*.d.ts'],
     rules: { 'no-restricted-syntax': 'off' },
   },
   {

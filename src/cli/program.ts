@@ -3,6 +3,7 @@ import { VERSION } from '../engine/version.js';
 import type { CommandContext } from './command-context.js';
 import { registerBackup } from './commands/backup.js';
 import { registerLs } from './commands/ls.js';
+import { registerMount } from './commands/mount.js';
 import { registerProtect } from './commands/protect.js';
 import { registerRestore } from './commands/restore.js';
 import { registerRm } from './commands/rm.js';
@@ -45,6 +46,7 @@ ${EXIT_STATUS_HELP}
   registerProtect(program, ctx);
   registerTag(program, ctx);
   registerStats(program, ctx);
+  registerMount(program, ctx);
   for (const command of program.commands) {
     command.exitOverride();
     command.configureOutput({ writeOut: (s) => ctx.io.stdout(s), writeErr: (s) => ctx.io.stderr(s), outputError: () => undefined });

@@ -58,6 +58,12 @@ export class BlockCache {
     return fetching;
   }
 
+  /** The cached contents of a block, or undefined (no fetch). */
+  peek(digest: Buffer, length: number): Buffer | undefined {
+    const cached = this.#lru.get(digest.toString('hex'));
+    return cached && cached.length === length ? cached : undefined;
+  }
+
   /** Starts fetching a block into the cache unless it is there or on its way; errors are dropped. */
   prefetch(digest: Buffer, length: number): void {
     const key = digest.toString('hex');

@@ -105,7 +105,8 @@ export class BlockMap {
   readonly blocks: number;
   readonly segments: readonly Buffer[];
   readonly #storage: MapStorage;
-  readonly #cache = new Map<string, Buffer>();
+  /** A few loaded segments, by position. */
+  readonly #cache = new Map<number, Buffer>();
 
   constructor(storage: MapStorage, segments: readonly Buffer[], blocks: number) {
     if (segments.length !== segmentCount(blocks)) {
@@ -118,19 +119,26 @@ export class BlockMap {
 
   /** Entries (32 bytes each) of segment `k`. */
   async segmentEntries(k: number): Promise<Buffer> {
+    let entries = this.#cache.get(k);
+    if (entries) return entries;
     const digest = this.segments[k];
     if (!digest) throw new RangeError(`Segment ${k} out of range`);
-    const hex = digest.toString('hex');
-    let entries = this.#cache.get(hex);
-    if (!entries) {
-      entries = await loadSegment(this.#storage, digest);
-      if (entries.length !== segmentLength(k, this.blocks) * DIGEST_LENGTH) {
-        throw new CorruptBlockError(`Map segment ${hex} has the wrong number of entries for position ${k}`);
-      }
-      if (this.#cache.size >= 4) this.#cache.delete(this.#cache.keys().next().value as string);
-      this.#cache.set(hex, entries);
+    entries = await loadSegment(this.#storage, digest);
+    if (entries.length !== segmentLength(k, this.blocks) * DIGEST_LENGTH) {
+      throw new CorruptBlockError(`Map segment ${digest.toString('hex')} has the wrong number of entries for position ${k}`);
     }
+    if (this.#cache.size >= 4) this.#cache.delete(this.#cache.keys().next().value as number);
+    this.#cache.set(k, entries);
     return entries;
+  }
+
+  /** Like {@link entry} when block `i`'s segment is loaded already; undefined when it is not. */
+  entrySync(i: number): Buffer | null | undefined {
+    const entries = this.#cache.get(Math.floor(i / SEGMENT_ENTRIES));
+    if (!entries) return undefined;
+    const at = (i % SEGMENT_ENTRIES) * DIGEST_LENGTH;
+    const digest = entries.subarray(at, at + DIGEST_LENGTH);
+    return digest.equals(SPARSE_ENTRY) ? null : digest;
   }
 
   /** Digest of block `i`, or null when it is sparse. */

@@ -44,6 +44,13 @@ const fileSchema = z.strictObject({
     })
     .optional(),
   retention: z.strictObject({ minAge: duration.optional() }).optional(),
+  mount: z
+    .strictObject({
+      cacheSize: size.optional(),
+      readAhead: count(0, 256).optional(),
+      spillDir: z.string().min(1).optional(),
+    })
+    .optional(),
 });
 
 /** A parsed and checked config file. */

@@ -32,6 +32,12 @@ export interface Config {
   readonly hintSample: number;
   /** Versions younger than this are only removed with --force. @default 6 days */
   readonly minRemoveAgeMs: number;
+  /** Bytes of the block cache of `mount` and `nbd`. @default 256 MiB */
+  readonly cacheBytes: number;
+  /** Blocks read ahead for sequential readers of `mount` and `nbd`. @default 4 */
+  readonly readAhead: number;
+  /** Directory of copy-on-write spill files. @default /var/tmp */
+  readonly spillDir: string;
 }
 
 /** Inputs of {@link loadConfig}. */
@@ -89,5 +95,8 @@ function resolveConfig(file: string | undefined, parsed: ConfigFile, override: s
     hashWorkers: parsed.backup?.hashWorkers ?? 2,
     hintSample: parsed.backup?.hintSample ?? 32,
     minRemoveAgeMs: parsed.retention?.minAge ?? 6 * 24 * 3600 * 1000,
+    cacheBytes: parsed.mount?.cacheSize ?? 256 << 20,
+    readAhead: parsed.mount?.readAhead ?? 4,
+    spillDir: path.resolve(parsed.mount?.spillDir ?? '/var/tmp'),
   };
 }

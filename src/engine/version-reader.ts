@@ -14,7 +14,7 @@ export interface Extent {
 
 /** Options of {@link VersionReader}. */
 export interface VersionReaderOptions {
-  /** Blocks fetched ahead of a sequential reader. @default 4 */
+  /** Blocks fetched ahead of a sequential reader. @default 8 */
   readonly readAhead?: number;
 }
 
@@ -31,14 +31,15 @@ export class VersionReader {
   readonly #map: BlockMap;
   readonly #cache: BlockCache;
   readonly #readAhead: number;
-  #lastBlock = -2;
+  /** Last block read; -1 makes a read of block 0 count as sequential. */
+  #lastBlock = -1;
   #allocated: Promise<number> | undefined;
 
   private constructor(version: VersionRecord, map: BlockMap, cache: BlockCache, options: VersionReaderOptions) {
     this.version = version;
     this.#map = map;
     this.#cache = cache;
-    this.#readAhead = options.readAhead ?? 4;
+    this.#readAhead = options.readAhead ?? 8;
   }
 
   /**
@@ -86,6 +87,17 @@ export class VersionReader {
     const bs = this.version.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((end - 1) / bs);
+    if (first === last) {
+      // The common case (FUSE reads are at most 128 KiB): no promises when all is cached.
+      const entry = this.#map.entrySync(first);
+      const data = entry ? this.#cache.peek(entry, this.blockLength(first)) : undefined;
+      if (entry === null || data) {
+        if (data) into.set(data.subarray(offset - first * bs, end - first * bs));
+        else into.fill(0, 0, end - offset);
+        this.#maybeReadAhead(first, last);
+        return end - offset;
+      }
+    }
     const parts: Promise<void>[] = [];
     for (let i = first; i <= last; i++) {
       const blockStart = i * bs;
@@ -140,7 +152,12 @@ export class VersionReader {
   }
 
   #maybeReadAhead(first: number, last: number): void {
-    const sequential = first === this.#lastBlock || first === this.#lastBlock + 1;
+    // Once per block entered: FUSE reads a block in many small requests.
+    if (first === this.#lastBlock) {
+      this.#lastBlock = last;
+      return;
+    }
+    const sequential = first === this.#lastBlock + 1;
     this.#lastBlock = last;
     if (!sequential || this.#readAhead <= 0) return;
     const blocks = this.#map.blocks;

@@ -1,0 +1,138 @@
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { UsageError } from '../../engine/errors.js';
+import { serveMount, stopMount } from '../../fs/mount.js';
+import { globalsOf, type CommandContext } from '../command-context.js';
+import { withStore } from '../context.js';
+import { helpAfter } from '../help.js';
+import type { CliIo, Globals } from '../io.js';
+
+/** Parsed arguments of `backy2 mount`. */
+export interface MountCommandOptions {
+  readonly mountpoint: string;
+  readonly writable?: boolean | undefined;
+  readonly daemon?: boolean | undefined;
+  readonly allowOther?: boolean | undefined;
+  readonly log?: string | undefined;
+}
+
+/** Environment variable naming the pipe on which a daemonized mount reports readiness. */
+const READY_FD_ENV = 'BACKY2_READY_FD';
+
+/** Wires `backy2 mount` and `backy2 umount` into the program. */
+export function registerMount(program: Command, ctx: CommandContext): void {
+  program
+    .command('mount')
+    .description('show every version as a file: MOUNTPOINT/<image>/<uid>.img, latest.img, versions.txt')
+    .argument('<mountpoint>', 'an existing, empty directory')
+    .option('-w, --writable', 'allow writes to version files; they never change the version but become a new copy-on-write version')
+    .option('--daemon', 'run in the background (the log goes to --log)')
+    .option('--allow-other', 'let other users access the mount (needed for loop devices opened by root when not mounting as root)')
+    .option('--log <file>', 'log file of a --daemon mount (default: mount.log in the store directory)')
+    .addHelpText(
+      'after',
+      helpAfter(
+        [
+          'backy2 mount /backy                                # foreground; Ctrl-C unmounts',
+          'cp --sparse=always /backy/vm1/latest.img /tmp/vm1.img',
+          'losetup -r -f --show /backy/vm1/latest.img && mount -o ro /dev/loop0 /mnt',
+          'backy2 mount --writable --daemon /backy && backy2 umount /backy',
+        ],
+        'Reads are verified block by block; a bad block gives EIO for its range and a log line.\n' +
+          'With --writable, the first write to a version file starts a copy-on-write session (data\n' +
+          'spills to mount.spillDir, default /var/tmp); when the last writer closes the file, on\n' +
+          'fsync and at unmount, the changes are committed as a new version tagged "cow" whose base\n' +
+          'is the written version. Sizes are fixed: truncation is refused. SIGINT or SIGTERM\n' +
+          'commit open sessions and unmount. A stale mount of a killed daemon is cleared.',
+      ),
+    )
+    .action(async (mountpoint: string, opts: Omit<MountCommandOptions, 'mountpoint'>, command: Command) => {
+      ctx.exitCode = await runMount({ mountpoint, ...opts }, globalsOf(command), ctx.io);
+    });
+
+  program
+    .command('umount')
+    .description('unmount a backy2 mount, committing open copy-on-write sessions')
+    .argument('<mountpoint>', 'where backy2 mount serves the versions')
+    .addHelpText('after', helpAfter(['backy2 umount /backy']))
+    .action(async (mountpoint: string, _opts: unknown, command: Command) => {
+      ctx.exitCode = await runUmount({ mountpoint }, globalsOf(command), ctx.io);
+    });
+}
+
+/**
+ * Serves the mount in the foreground until a signal, or starts a daemon that does.
+ * @returns the exit status
+ */
+export async function runMount(options: MountCommandOptions, globals: Globals, io: CliIo): Promise<number> {
+  if (options.daemon) return startDaemon(options, globals, io);
+  const readyFd = io.env[READY_FD_ENV] ? Number(io.env[READY_FD_ENV]) : undefined;
+  return withStore(globals, io, false, async (store) => {
+    const signal = io.signal ?? new AbortController().signal;
+    await serveMount(store, {
+      mountpoint: options.mountpoint,
+      writable: options.writable === true,
+      allowOther: options.allowOther === true,
+      signal,
+      log: (line) => io.stderr(`${new Date().toISOString()} ${line}\n`),
+      onMounted: () => {
+        if (readyFd !== undefined) {
+          writeSync(readyFd, 'ready\n');
+          closeSync(readyFd);
+        }
+      },
+    });
+    return 0;
+  });
+}
+
+async function startDaemon(options: MountCommandOptions, globals: Globals, io: CliIo): Promise<number> {
+  const logFile = path.resolve(options.log ?? path.join((await storeDir(globals, io)) ?? '.', 'mount.log'));
+  const log = openSync(logFile, 'a');
+  const bin = process.argv[1] ?? '';
+  const args = [
+    ...(globals.store ? ['--store', globals.store] : []),
+    ...(globals.config ? ['--config', globals.config] : []),
+    'mount',
+    options.mountpoint,
+    ...(options.writable ? ['--writable'] : []),
+    ...(options.allowOther ? ['--allow-other'] : []),
+  ];
+  const child = spawn(process.execPath, [bin, ...args], {
+    detached: true,
+    stdio: ['ignore', log, log, 'pipe'],
+    env: { ...io.env, [READY_FD_ENV]: '3' },
+  });
+  closeSync(log);
+  const ready = await new Promise<boolean>((resolve) => {
+    const pipe = child.stdio[3];
+    pipe?.on('data', () => resolve(true));
+    child.on('exit', () => resolve(false));
+  });
+  if (!ready) {
+    const tail = readFileSync(logFile, 'utf8').trim().split('\n').pop() ?? '';
+    throw new UsageError(`The mount daemon failed to start: ${tail.replace(/^\S+ /, '').replace(/^backy2: /, '')}`, { hint: `see ${logFile}` });
+  }
+  child.unref();
+  (child.stdio[3] as NodeJS.ReadableStream & { destroy?: () => void } | null)?.destroy?.();
+  io.stderr(`Mounted at ${path.resolve(options.mountpoint)} (daemon pid ${child.pid}, log ${logFile})\n`);
+  return 0;
+}
+
+async function storeDir(globals: Globals, io: CliIo): Promise<string | undefined> {
+  return withStore(globals, io, false, async (store) => store.config.store.path);
+}
+
+/**
+ * Stops the daemon of a mount point.
+ * @returns the exit status
+ */
+export async function runUmount(options: { mountpoint: string }, globals: Globals, io: CliIo): Promise<number> {
+  return withStore(globals, io, false, async (store) => {
+    const how = await stopMount(store, options.mountpoint);
+    io.stderr(how === 'stopped' ? `Unmounted ${path.resolve(options.mountpoint)}\n` : `Cleared the stale mount at ${path.resolve(options.mountpoint)}\n`);
+    return 0;
+  });
+}

@@ -1,0 +1,141 @@
+import { execFile } from 'node:child_process';
+import { promises as fsp, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import Fuse from 'fuse-native';
+import { ConflictError, NotFoundError, UsageError, errnoCode } from '../engine/errors.js';
+import { acquireLocks } from '../engine/locking.js';
+import type { Store } from '../engine/store.js';
+import { fuseOperations } from './fuse-ops.js';
+import { VersionFs } from './version-fs.js';
+
+const run = promisify(execFile);
+
+/** Lock resource of a mount point: one daemon per mount point, found by `backy2 umount`. */
+export const mountResource = (mountpoint: string) => `mount:${mountpoint}`;
+
+/** Options of {@link serveMount}. */
+export interface MountOptions {
+  readonly mountpoint: string;
+  /** Version files accept writes (copy-on-write). */
+  readonly writable: boolean;
+  /** Let other users (root, for loop devices) access the mount. */
+  readonly allowOther: boolean;
+  readonly log: (line: string) => void;
+  /** Aborting it unmounts (after committing open copy-on-write sessions). */
+  readonly signal: AbortSignal;
+  /** Called once the file system is mounted. */
+  readonly onMounted?: () => void;
+}
+
+/** Whether `dir` is a mount point now (from /proc/self/mountinfo). */
+export function isMounted(dir: string): boolean {
+  const escaped = dir.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((line) => line.split(' ')[4] === escaped);
+}
+
+/** Unmounts a FUSE mount lazily (also a stale one whose daemon died). */
+export async function forceUnmount(dir: string): Promise<void> {
+  await run('fusermount', ['-uz', dir]);
+}
+
+/**
+ * Serves the versions of a store as files at `mountpoint` until `signal` fires or the file system
+ * is unmounted from outside. A stale mount left by a killed daemon is cleared first.
+ * @throws {UsageError} when the mount point is not a directory or FUSE is not available
+ * @throws {ConflictError} when something else is mounted there
+ * @throws {LockedError} when another backy2 daemon serves that mount point
+ */
+export async function serveMount(store: Store, options: MountOptions): Promise<void> {
+  const mountpoint = path.resolve(options.mountpoint);
+  await clearStaleMount(mountpoint, options.log);
+  const st = await fsp.stat(mountpoint).catch((err: unknown) => {
+    throw new UsageError(`Cannot mount at "${mountpoint}": ${errnoCode(err) === 'ENOENT' ? 'no such directory' : String(err)}`);
+  });
+  if (!st.isDirectory()) throw new UsageError(`Cannot mount at "${mountpoint}": not a directory`);
+  const lock = await acquireLocks(store.catalog, [{ resource: mountResource(mountpoint), mode: 'exclusive', operation: 'mount' }]);
+  try {
+    if (isMounted(mountpoint)) throw new ConflictError(`Cannot mount at "${mountpoint}": something is already mounted there`);
+    const vfs = new VersionFs(store, {
+      writable: options.writable,
+      spillDir: store.config.spillDir,
+      cacheBytes: store.config.cacheBytes,
+      readAhead: store.config.readAhead,
+      origin: `mount ${mountpoint}`,
+      log: options.log,
+    });
+    // fuse-native passes fsname verbatim as one -o argument, which carries the options it lacks.
+    const extra = options.writable ? ['big_writes', 'max_write=131072'] : ['ro'];
+    const fuse = new Fuse(mountpoint, fuseOperations(vfs), {
+      fsname: ['backy2', ...extra].join(','),
+      subtype: 'backy2',
+      autoCache: true,
+      allowOther: options.allowOther,
+      timeout: { default: 120_000, release: false, fsync: false, flush: false },
+    });
+    await new Promise<void>((resolve, reject) =>
+      fuse.mount((err) => (err ? reject(new UsageError(`Cannot mount at "${mountpoint}": ${err.message}`, { cause: err })) : resolve())),
+    );
+    options.log(`mounted ${options.writable ? 'read-write (copy-on-write)' : 'read-only'} at ${mountpoint}`);
+    options.onMounted?.();
+    await waitForStop(mountpoint, options.signal);
+    options.log(`unmounting ${mountpoint}`);
+    await vfs.shutdown();
+    await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
+    if (isMounted(mountpoint)) await forceUnmount(mountpoint).catch(() => undefined);
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
+ * Asks the daemon serving `mountpoint` to unmount and waits until it has (committing open
+ * copy-on-write sessions may take a moment). Clears a stale mount whose daemon is gone.
+ * @throws {NotFoundError} when nothing of backy2 is mounted there
+ */
+export async function stopMount(store: Store, mountpoint: string, timeoutMs = 120_000): Promise<'stopped' | 'cleared'> {
+  const abs = path.resolve(mountpoint);
+  const holders = await store.catalog.listLocks(mountResource(abs));
+  const holder = holders[0];
+  if (!holder) {
+    if (!isMounted(abs)) throw new NotFoundError(`Nothing of backy2 is mounted at "${abs}"`);
+    await forceUnmount(abs);
+    return 'cleared';
+  }
+  process.kill(holder.pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while ((await store.catalog.listLocks(mountResource(abs))).length > 0) {
+    if (Date.now() > deadline) throw new ConflictError(`The mount daemon of "${abs}" (pid ${holder.pid}) did not stop within ${timeoutMs / 1000}s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return 'stopped';
+}
+
+async function clearStaleMount(mountpoint: string, log: (line: string) => void): Promise<void> {
+  const err = await fsp.stat(mountpoint).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (errnoCode(err) === 'ENOTCONN') {
+    log(`clearing the stale mount at ${mountpoint} (its daemon died)`);
+    await forceUnmount(mountpoint);
+  }
+}
+
+async function waitForStop(mountpoint: string, signal: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      // Unmounted from outside (fusermount -u): stop too.
+      if (!isMounted(mountpoint)) done();
+    }, 2000);
+    const done = () => {
+      clearInterval(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    if (signal.aborted) done();
+    else signal.addEventListener('abort', done, { once: true });
+  });
+}

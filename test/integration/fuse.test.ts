@@ -1,0 +1,252 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, cpSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { spawnCli } from '../helpers/cli.js';
+import { makeImage, sha256File } from '../helpers/image.js';
+import { eventually, isMountPoint, startMount } from '../helpers/mount.js';
+import { attachLoop, makeExt4, mount, run } from '../helpers/system.js';
+import { makeTempDir } from '../helpers/temp.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let env: NodeJS.ProcessEnv;
+let mnt: string;
+let image: string;
+let filesDir: string;
+
+/** An ext4 image with real files (32 MiB), then zeros (8 MiB) and random data (4 MiB). */
+function buildImage(): void {
+  filesDir = path.join(dir, 'files');
+  mkdirSync(filesDir);
+  cpSync('/usr/share/common-licenses', path.join(filesDir, 'licenses'), { recursive: true });
+  writeFileSync(path.join(filesDir, 'hello.txt'), 'hello\n');
+  makeImage(path.join(filesDir, 'random.bin'), [{ kind: 'random', length: 2 * MiB + 5 }]);
+  const fs = path.join(dir, 'fs.img');
+  makeExt4(fs, 32, filesDir);
+  image = path.join(dir, 'disk.img');
+  makeImage(image, [{ kind: 'bytes', data: readFileSync(fs) }, { kind: 'zero', length: 8 * MiB }, { kind: 'random', length: 4 * MiB }]);
+}
+
+beforeEach(() => {
+  dir = makeTempDir('backy2-fuse-');
+  const config = path.join(dir, 'backy2.yaml');
+  writeFileSync(config, `backup:\n  blockSize: 1MiB\nmount:\n  spillDir: ${dir}\n`);
+  env = { BACKY2_STORE: path.join(dir, 'store'), BACKY2_CONFIG: config };
+  mnt = path.join(dir, 'mnt');
+  buildImage();
+});
+
+async function backupOf(file: string, name = 'vm1'): Promise<string> {
+  const r = await spawnCli(['backup', file, name], env);
+  expect(r.code, r.stderr).toBe(0);
+  return r.stdout.trim();
+}
+
+async function listed(): Promise<{ uid: string; status: string; tags: string[]; baseUid: string | null }[]> {
+  return JSON.parse((await spawnCli(['ls', '--json'], env)).stdout) as { uid: string; status: string; tags: string[]; baseUid: string | null }[];
+}
+
+function readRange(file: string, offset: number, length: number): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    const n = readSync(fd, buf, 0, length, offset);
+    return buf.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+describe('backy2 mount (read-only)', () => {
+  it('shows every version as a file with exact size, sparse allocation, date, xattrs and latest.img', async () => {
+    const first = await backupOf(image);
+    const original = readFileSync(image);
+    const changed = Buffer.from(original);
+    randomBytes(MiB).copy(changed, 3 * MiB);
+    const image2 = path.join(dir, 'disk2.img');
+    writeFileSync(image2, changed);
+    const second = await backupOf(image2);
+    await startMount(mnt, env);
+
+    expect(readdirSync(mnt)).toEqual(['vm1']);
+    expect(readdirSync(path.join(mnt, 'vm1')).sort()).toEqual([`${first}.img`, `${second}.img`, 'latest.img', 'versions.txt'].sort());
+    expect(readlinkSync(path.join(mnt, 'vm1', 'latest.img'))).toBe(`${second}.img`);
+    expect(lstatSync(path.join(mnt, 'vm1', 'latest.img')).isSymbolicLink()).toBe(true);
+    const st = statSync(path.join(mnt, 'vm1', `${first}.img`));
+    expect(st.size).toBe(original.length);
+    expect(st.blocks * 512).toBeLessThan(st.size - 7 * MiB);
+    expect(Math.abs(st.mtimeMs - Date.now())).toBeLessThan(5 * 60_000);
+    expect(readFileSync(path.join(mnt, 'vm1', 'versions.txt'), 'utf8')).toContain(`${first}\t`);
+    const xattr = run('python3', ['-c', `import os; print(os.getxattr(${JSON.stringify(path.join(mnt, 'vm1', `${first}.img`))}, 'user.backy2.status').decode())`]);
+    expect(xattr.trim()).toBe('valid');
+
+    run('cmp', [image, path.join(mnt, 'vm1', `${first}.img`)]);
+    run('cmp', [image2, path.join(mnt, 'vm1', 'latest.img')]);
+    for (let i = 0; i < 20; i++) {
+      const offset = Math.floor(Math.random() * (original.length - 300_000));
+      const length = 1 + Math.floor(Math.random() * 300_000);
+      expect(readRange(path.join(mnt, 'vm1', `${first}.img`), offset, length).equals(original.subarray(offset, offset + length))).toBe(true);
+    }
+    const dd = run('sh', ['-c', `dd if=${path.join(mnt, 'vm1', `${first}.img`)} bs=4096 skip=777 count=300 status=none | sha256sum`]);
+    expect(dd.split(' ')[0]).toBe((await import('node:crypto')).createHash('sha256').update(original.subarray(777 * 4096, 1077 * 4096)).digest('hex'));
+  });
+
+  it('loop-mounts the ext4 inside a version: same files, e2fsck clean', async () => {
+    const uid = await backupOf(image);
+    await startMount(mnt, env);
+    const device = attachLoop(path.join(mnt, 'vm1', `${uid}.img`), { readOnly: true });
+    run('e2fsck', ['-fn', device]);
+    const inner = path.join(dir, 'inner');
+    mount(device, inner, ['ro']);
+    run('diff', ['-r', '--exclude=lost+found', filesDir, inner]);
+  });
+
+  it('shows versions made or removed while mounted, and refuses to remove one that is open', async () => {
+    const first = await backupOf(image);
+    await startMount(mnt, env);
+    const second = await backupOf(image, 'vm2');
+    await eventually(() => existsSync(path.join(mnt, 'vm2', `${second}.img`)), 10_000, 'the new version');
+    // hold the first version open in another process
+    const holder = spawn('sh', ['-c', `exec 3<${path.join(mnt, 'vm1', `${first}.img`)}; echo open; exec sleep 30`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    await new Promise((r) => holder.stdout.once('data', r));
+    const refused = await spawnCli(['rm', '--force', first], env);
+    expect(refused.code).toBe(11);
+    expect(refused.stderr).toContain('mount');
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder.once('exit', r));
+    await eventually(async () => (await spawnCli(['rm', '--force', first], env)).code === 0, 10_000, 'rm after close');
+    await eventually(() => !existsSync(path.join(mnt, 'vm1')), 10_000, 'the removed version to disappear');
+  });
+
+  it('gives EIO for a bad block and a log line, and keeps serving the rest', async () => {
+    const uid = await backupOf(image);
+    // damage the object of the block at 33 MiB (random data)
+    const offset = 40 * MiB;
+    const digest = (await import('node:crypto')).createHash('sha256').update(readFileSync(image).subarray(offset, offset + MiB)).digest('hex');
+    const object = path.join(dir, 'store', 'blocks', digest.slice(0, 2), digest);
+    const bytes = readFileSync(object);
+    bytes[1000] = bytes[1000]! ^ 0xff;
+    writeFileSync(object, bytes);
+    const daemon = await startMount(mnt, env);
+    const file = path.join(mnt, 'vm1', `${uid}.img`);
+    expect(() => readRange(file, offset + 10, 100)).toThrow(/EIO|input\/output/i);
+    expect(readRange(file, 0, 4096).equals(readFileSync(image).subarray(0, 4096))).toBe(true);
+    await eventually(() => daemon.log().includes('is corrupt'), 5000, 'the log line');
+    expect(isMountPoint(mnt)).toBe(true);
+  });
+
+  it('refuses writes on a read-only mount', async () => {
+    const uid = await backupOf(image);
+    await startMount(mnt, env);
+    expect(() => openSync(path.join(mnt, 'vm1', `${uid}.img`), 'r+')).toThrow(/EROFS|read-only/i);
+  });
+
+  it('clears a stale mount left by a killed daemon', async () => {
+    await backupOf(image);
+    const first = await startMount(mnt, env);
+    first.child.kill('SIGKILL');
+    await new Promise((r) => first.child.once('exit', r));
+    expect(() => readdirSync(mnt)).toThrow(/ENOTCONN|not connected/i);
+    const second = await startMount(mnt, env);
+    expect(readdirSync(mnt)).toEqual(['vm1']);
+    expect(second.log()).toContain('stale');
+  });
+
+  it('backy2 umount stops a --daemon mount', async () => {
+    await backupOf(image);
+    mkdirSync(mnt);
+    const r = await spawnCli(['mount', mnt, '--daemon', '--log', path.join(dir, 'mount.log')], env);
+    expect(r.code, r.stderr).toBe(0);
+    expect(isMountPoint(mnt)).toBe(true);
+    const u = await spawnCli(['umount', mnt], env);
+    expect(u.code, u.stderr).toBe(0);
+    expect(isMountPoint(mnt)).toBe(false);
+  });
+});
+
+describe('backy2 mount --writable (copy-on-write)', () => {
+  it('ext4 changes through a loop device become a new version; the original stays byte-identical', async () => {
+    const uid = await backupOf(image);
+    await startMount(mnt, env, ['--writable']);
+    const device = attachLoop(path.join(mnt, 'vm1', `${uid}.img`));
+    const inner = path.join(dir, 'inner');
+    mkdirSync(inner);
+    run('mount', [device, inner]);
+    writeFileSync(path.join(inner, 'new-file.txt'), 'written through FUSE\n');
+    run('rm', ['-r', path.join(inner, 'licenses')]);
+    run('umount', [inner]);
+    run('losetup', ['-d', device]);
+    await eventually(async () => (await listed()).some((v) => v.tags.includes('cow')), 30_000, 'the copy-on-write version');
+    const cow = (await listed()).find((v) => v.tags.includes('cow'))!;
+    expect(cow.baseUid).toBe(uid);
+    expect(cow.status).toBe('valid');
+
+    const restored = path.join(dir, 'cow.img');
+    expect((await spawnCli(['restore', cow.uid, restored], env)).code).toBe(0);
+    run('e2fsck', ['-fn', restored]);
+    const check = path.join(dir, 'check');
+    mount(attachLoop(restored, { readOnly: true }), check, ['ro']);
+    expect(readFileSync(path.join(check, 'new-file.txt'), 'utf8')).toBe('written through FUSE\n');
+    expect(existsSync(path.join(check, 'licenses'))).toBe(false);
+    expect(readFileSync(path.join(check, 'hello.txt'), 'utf8')).toBe('hello\n');
+
+    const original = path.join(dir, 'orig.img');
+    expect((await spawnCli(['restore', uid, original], env)).code).toBe(0);
+    expect(await sha256File(original)).toBe(await sha256File(image));
+  });
+
+  it('dd conv=notrunc writes at offsets; O_TRUNC is refused', async () => {
+    const uid = await backupOf(image);
+    const daemon = await startMount(mnt, env, ['--writable']);
+    const file = path.join(mnt, 'vm1', `${uid}.img`);
+    const patch = path.join(dir, 'patch');
+    writeFileSync(patch, randomBytes(3 * 4096));
+    // One session: fd 3 keeps a writer open across both dd runs (the second writes into zeros).
+    run('sh', ['-c', `exec 3<>${file}; dd if=${patch} of=${file} bs=4096 seek=2500 conv=notrunc status=none; dd if=${patch} of=${file} bs=4096 seek=9000 conv=notrunc status=none; exec 3>&-`]);
+    expect(() => writeFileSync(file, 'truncated')).toThrow(/EPERM|not permitted/i);
+    await eventually(() => daemon.log().includes('refused'), 5000, 'the log line');
+    await eventually(async () => (await listed()).some((v) => v.tags.includes('cow')), 30_000, 'the copy-on-write version');
+    const cow = (await listed()).find((v) => v.tags.includes('cow'))!;
+    const expected = readFileSync(image);
+    readFileSync(patch).copy(expected, 2500 * 4096);
+    readFileSync(patch).copy(expected, 9000 * 4096);
+    const restored = path.join(dir, 'cow.img');
+    expect((await spawnCli(['restore', cow.uid, restored], env)).code).toBe(0);
+    expect(readFileSync(restored).equals(expected)).toBe(true);
+    const original = path.join(dir, 'orig.img');
+    await spawnCli(['restore', uid, original], env);
+    expect(readFileSync(original).equals(readFileSync(image))).toBe(true);
+  });
+
+  it('kill -9 of the daemon mid-write leaves no broken valid version, and the next mount works', async () => {
+    const uid = await backupOf(image);
+    const daemon = await startMount(mnt, env, ['--writable']);
+    const writer = spawn('dd', ['if=/dev/urandom', `of=${path.join(mnt, 'vm1', `${uid}.img`)}`, 'bs=64k', 'count=400', 'conv=notrunc,fsync'], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 300));
+    daemon.child.kill('SIGKILL');
+    await new Promise((r) => writer.once('exit', r));
+    for (const v of (await listed()).filter((x) => x.status === 'valid')) {
+      const out = path.join(dir, `check-${v.uid}.img`);
+      const r = await spawnCli(['restore', v.uid, out], env);
+      expect(r.code, r.stderr).toBe(0);
+      // Every valid version restores with all digests verified; the original is unchanged.
+      if (v.uid === uid) expect(await sha256File(out)).toBe(await sha256File(image));
+    }
+    await startMount(mnt, env);
+    run('cmp', [image, path.join(mnt, 'vm1', `${uid}.img`)]);
+  });
+
+  it('a backup runs while the store is mounted and read', async () => {
+    const uid = await backupOf(image);
+    await startMount(mnt, env);
+    const reading = new Promise<void>((resolve, reject) => {
+      const cmp = spawn('cmp', [image, path.join(mnt, 'vm1', `${uid}.img`)]);
+      cmp.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`cmp exited ${code}`))));
+    });
+    const [second] = await Promise.all([backupOf(image, 'vm1'), reading]);
+    await eventually(() => existsSync(path.join(mnt, 'vm1', `${second}.img`)), 10_000, 'the new version');
+  });
+});
+

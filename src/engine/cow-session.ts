@@ -314,8 +314,9 @@ export class CowSession {
         const slot = this.#nextSlot++;
         // A fresh slot of the sparse spill file reads as zeros: copy only non-zero base data.
         if (!existing) {
-          const data = await this.#reader.block(i);
-          if (data) await this.#spillWrite(slot * this.blockSize, data);
+          const cached = await this.#reader.block(i);
+          // A copy: the cache may reuse its buffer during the write.
+          if (cached) await this.#spillWrite(slot * this.blockSize, Buffer.from(cached));
         }
         const block: DirtyBlock = { slot, committed: null, generation: (existing?.generation ?? 0) + 1 };
         this.#dirty.set(i, block);

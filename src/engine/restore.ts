@@ -113,8 +113,8 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
           const held = buf;
           group.spawn(async () => {
             try {
-              await reads.run(() => fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, digest, length, held, group.signal));
-              await target.write(offset, held.payload.subarray(0, length));
+              const data = await reads.run(() => fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, digest, length, held, { aligned: true, signal: group.signal }));
+              await target.write(offset, data);
               counters.bytesWritten += length;
             } catch (err) {
               if (!isBadBlock(err)) throw err;

@@ -70,7 +70,7 @@ export class VersionReader {
     return Math.min(this.version.blockSize, this.version.size - i * this.version.blockSize);
   }
 
-  /** Verified contents of block `i`, or null when it is sparse. */
+  /** Verified contents of block `i`, or null when it is sparse; copy from it before the next await (the cache reuses buffers). */
   async block(i: number): Promise<Buffer | null> {
     const digest = await this.#map.entry(i);
     return digest ? this.#cache.get(digest, this.blockLength(i)) : null;

@@ -37,6 +37,12 @@ export interface GetOptions {
   readonly length?: number;
   /** Read into this buffer (from its start) instead of allocating; it must be large enough. */
   readonly into?: Uint8Array;
+  /**
+   * Read around caches where the store can (O_DIRECT on a local file system): for data read
+   * once. Applies to reads from offset 0 with `into` and `length`; `into` must then be
+   * page-aligned with room for `length` rounded up to 4 KiB. @default false
+   */
+  readonly direct?: boolean;
   readonly signal?: AbortSignal;
 }
 

@@ -98,9 +98,10 @@ export class FileStore implements BlockStore {
     this.#checkOpen();
     assertValidKey(key);
     const offset = options.offset ?? 0;
+    const direct = options.direct === true && options.into !== undefined && options.length !== undefined && offset === 0 && options.into.byteOffset % DIRECT_ALIGNMENT === 0;
     let handle: fsp.FileHandle;
     try {
-      handle = await fsp.open(path.join(this.#root, key), 'r');
+      handle = await openForRead(path.join(this.#root, key), direct);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') throw new ObjectMissingError(`Object "${key}" is missing from ${this.properties.location}`);
       throw mapFsError(err, `Cannot read object "${key}" from ${this.properties.location}`);
@@ -109,11 +110,13 @@ export class FileStore implements BlockStore {
       let length = options.length;
       if (length === undefined) length = Math.max(0, (await handle.stat()).size - offset);
       const into = options.into ?? Buffer.allocUnsafe(length);
-      if (into.length < length) throw new RangeError(`Buffer of ${into.length} bytes is too small for ${length} bytes`);
-      const wasCached = isCached(handle.fd, offset, length);
+      // O_DIRECT reads whole pages: the buffer must hold the length rounded up.
+      const want = direct ? Math.ceil(length / DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT : length;
+      if (into.length < want) throw new RangeError(`Buffer of ${into.length} bytes is too small for ${want} bytes`);
+      const wasCached = direct || isCached(handle.fd, offset, length);
       let done = 0;
       while (done < length) {
-        const { bytesRead } = await handle.read(into, done, length - done, offset + done);
+        const { bytesRead } = await handle.read(into, done, want - done, offset + done);
         if (bytesRead === 0) {
           throw new CorruptBlockError(
             `Object "${key}" in ${this.properties.location} is too short: wanted bytes ${offset}..${offset + length}, it ends at ${offset + done}`,
@@ -208,6 +211,20 @@ export class FileStore implements BlockStore {
   #checkOpen(): void {
     if (this.#closed) throw new TypeError(`Block store ${this.properties.location} is closed`);
   }
+}
+
+const DIRECT_ALIGNMENT = 4096;
+
+/** Opens for reading, with O_DIRECT when asked and the file system supports it. */
+async function openForRead(file: string, direct: boolean): Promise<fsp.FileHandle> {
+  if (direct) {
+    try {
+      return await fsp.open(file, fsc.O_RDONLY | fsc.O_DIRECT);
+    } catch (err) {
+      if (errnoCode(err) !== 'EINVAL') throw err; // e.g. tmpfs: read through the page cache
+    }
+  }
+  return fsp.open(file, fsc.O_RDONLY);
 }
 
 async function writeAll(handle: fsp.FileHandle, body: readonly Uint8Array[]): Promise<void> {

@@ -20,6 +20,8 @@ export interface PooledBuffer {
   readonly payload: Buffer;
   /** View of the object-header room (64 bytes) followed by the payload. */
   readonly object: Buffer;
+  /** Page-aligned view of the whole slot (4 KiB before the payload, then the payload), for O_DIRECT reads. */
+  readonly slotView: Buffer;
   /** Shared memory behind the views, to hand to worker threads without copying. */
   readonly memory: SharedArrayBuffer;
   /** Byte offset of `payload` in `memory`. */
@@ -65,6 +67,7 @@ export class BufferPool {
         slot,
         payload: Buffer.from(this.#memory, payloadOffset, blockSize),
         object: Buffer.from(this.#memory, payloadOffset - OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + blockSize),
+        slotView: Buffer.from(this.#memory, payloadOffset - PAGE, PAGE + blockSize),
         memory: this.#memory,
         payloadOffset,
       });

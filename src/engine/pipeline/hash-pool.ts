@@ -36,6 +36,15 @@ export class HashPool {
     return this.#piscina.run({ memory: buf.memory, offset: buf.payloadOffset, length, zeroCheck });
   }
 
+  /**
+   * Digests bytes anywhere in a pooled buffer's shared memory.
+   * @param buf the buffer whose memory holds the bytes
+   * @param offset byte offset in that memory
+   */
+  async hashAt(buf: PooledBuffer, offset: number, length: number, zeroCheck = false): Promise<HashResult> {
+    return this.#piscina.run({ memory: buf.memory, offset, length, zeroCheck });
+  }
+
   /** Stops the worker threads. */
   async close(): Promise<void> {
     await this.#piscina.destroy();

@@ -7,6 +7,7 @@ import { registerMount } from './commands/mount.js';
 import { registerProtect } from './commands/protect.js';
 import { registerRestore } from './commands/restore.js';
 import { registerRm } from './commands/rm.js';
+import { registerScrub } from './commands/scrub.js';
 import { registerStats } from './commands/stats.js';
 import { registerTag } from './commands/tag.js';
 import { EXIT_STATUS_HELP } from './help.js';
@@ -46,6 +47,7 @@ ${EXIT_STATUS_HELP}
   registerProtect(program, ctx);
   registerTag(program, ctx);
   registerStats(program, ctx);
+  registerScrub(program, ctx);
   registerMount(program, ctx);
   for (const command of program.commands) {
     command.exitOverride();

@@ -4,6 +4,7 @@ import type { CommandContext } from './command-context.js';
 import { registerBackup } from './commands/backup.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
+import { registerNbd } from './commands/nbd.js';
 import { registerProtect } from './commands/protect.js';
 import { registerRestore } from './commands/restore.js';
 import { registerRm } from './commands/rm.js';
@@ -49,6 +50,7 @@ ${EXIT_STATUS_HELP}
   registerStats(program, ctx);
   registerScrub(program, ctx);
   registerMount(program, ctx);
+  registerNbd(program, ctx);
   for (const command of program.commands) {
     command.exitOverride();
     command.configureOutput({ writeOut: (s) => ctx.io.stdout(s), writeErr: (s) => ctx.io.stderr(s), outputError: () => undefined });

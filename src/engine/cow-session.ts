@@ -14,7 +14,7 @@ import { BufferPool } from './pipeline/buffer-pool.js';
 import { publishVersion } from './publish.js';
 import type { Store } from './store.js';
 import { newVersionUid } from './uid.js';
-import { VersionReader } from './version-reader.js';
+import { VersionReader, type Extent } from './version-reader.js';
 import { removeVersions } from './versions.js';
 
 /** The tag of versions made by copy-on-write sessions. */
@@ -184,6 +184,30 @@ export class CowSession {
       }
     }
     await Promise.all(parts);
+  }
+
+  /**
+   * Allocation of a range as block-granular runs: written blocks are data, zeroed ones and
+   * untouched sparse blocks of the base are holes.
+   */
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    const base = await this.#reader.extents(offset, length);
+    const bs = this.blockSize;
+    const out: Extent[] = [];
+    const push = (from: number, to: number, sparse: boolean) => {
+      const last = out[out.length - 1];
+      if (last && last.sparse === sparse && last.offset + last.length === from) out[out.length - 1] = { offset: last.offset, length: to - last.offset, sparse };
+      else out.push({ offset: from, length: to - from, sparse });
+    };
+    for (const e of base) {
+      for (let i = Math.floor(e.offset / bs); i * bs < e.offset + e.length; i++) {
+        const from = Math.max(e.offset, i * bs);
+        const to = Math.min(e.offset + e.length, (i + 1) * bs);
+        const block = this.#dirty.get(i);
+        push(from, to, block ? block.slot < 0 : e.sparse);
+      }
+    }
+    return out;
   }
 
   /** Makes written data survive a crash of this process until the next commit (fsync of the spill file). */

@@ -1,0 +1,64 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { NotFoundError, UsageError, errnoCode } from '../engine/errors.js';
+import type { Store } from '../engine/store.js';
+import { VersionExports } from './exports.js';
+import { NbdSession, type SessionLimits } from './session.js';
+
+/** Options of {@link serveNbd}. */
+export interface NbdServerOptions {
+  /** Address to bind. @default 127.0.0.1 */
+  readonly address: string;
+  /** TCP port. @default 10809 */
+  readonly port: number;
+  /** Export versions read-only. */
+  readonly readOnly: boolean;
+  /** Serve only this version. */
+  readonly uid?: string | undefined;
+  readonly log: (line: string) => void;
+  /** Aborting it stops the server: in-flight requests finish, sessions commit, connections close. */
+  readonly signal: AbortSignal;
+  /** Called with the bound port once listening. */
+  readonly onListening?: (port: number) => void;
+  readonly limits?: SessionLimits;
+}
+
+/**
+ * Serves versions over the NBD protocol until `signal` fires.
+ * @throws {UsageError} when the address cannot be bound
+ * @throws {NotFoundError} when `uid` is given but does not exist
+ */
+export async function serveNbd(store: Store, options: NbdServerOptions): Promise<void> {
+  const origin = `nbd ${options.address}:${options.port}`;
+  const backend = new VersionExports(store, { readOnly: options.readOnly, uid: options.uid, origin, log: options.log });
+  if (options.uid !== undefined && (await backend.list()).length === 0) {
+    throw new NotFoundError(`Version "${options.uid}" not found or not complete`, { hint: 'run `backy2 ls` to see versions' });
+  }
+  const sessions = new Set<NbdSession>();
+  const server: Server = createServer((socket: Socket) => {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 30_000);
+    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    const session = new NbdSession(socket, backend, { log: (line) => options.log(`${peer}: ${line}`), ...(options.limits ? { limits: options.limits } : {}) });
+    sessions.add(session);
+    void session.closed.then(() => sessions.delete(session));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new UsageError(`Cannot listen on ${options.address}:${options.port}: ${errnoCode(err) ?? err.message}`, { cause: err })));
+    server.listen(options.port, options.address, () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  options.log(`serving ${options.uid ? `version ${options.uid}` : 'every version'} ${options.readOnly ? 'read-only' : 'with copy-on-write'} on ${options.address}:${port}`);
+  options.onListening?.(port);
+  await new Promise<void>((resolve) => {
+    if (options.signal.aborted) resolve();
+    else options.signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+  options.log('stopping');
+  server.close();
+  for (const session of sessions) session.shutdown();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all([...sessions].map((s) => s.closed)), new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+  clearTimeout(timer);
+  await backend.shutdown();
+}

@@ -1,0 +1,188 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { BIN, spawnCli } from '../helpers/cli.js';
+import { deferCleanup } from '../helpers/cleanup.js';
+import { makeImage, sha256File } from '../helpers/image.js';
+import { eventually, isMountPoint } from '../helpers/mount.js';
+import { attachLoop, makeExt4, mount, run } from '../helpers/system.js';
+import { makeTempDir } from '../helpers/temp.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let env: NodeJS.ProcessEnv;
+let image: string;
+let filesDir: string;
+
+beforeEach(() => {
+  dir = makeTempDir('backy2-nbd-');
+  const config = path.join(dir, 'backy2.yaml');
+  writeFileSync(config, `backup:\n  blockSize: 1MiB\nmount:\n  spillDir: ${dir}\n`);
+  env = { BACKY2_STORE: path.join(dir, 'store'), BACKY2_CONFIG: config };
+  filesDir = path.join(dir, 'files');
+  mkdirSync(filesDir);
+  cpSync('/usr/share/common-licenses', path.join(filesDir, 'licenses'), { recursive: true });
+  writeFileSync(path.join(filesDir, 'hello.txt'), 'hello\n');
+  const fs = path.join(dir, 'fs.img');
+  makeExt4(fs, 24, filesDir);
+  image = path.join(dir, 'disk.img');
+  // ext4 (24 MiB), zeros (8 MiB), random (4 MiB), zeros (4 MiB)
+  makeImage(image, [{ kind: 'bytes', data: readFileSync(fs) }, { kind: 'zero', length: 8 * MiB }, { kind: 'random', length: 4 * MiB }, { kind: 'zero', length: 4 * MiB }]);
+});
+
+async function backupOf(file: string): Promise<string> {
+  const r = await spawnCli(['backup', file, 'vm1'], env);
+  expect(r.code, r.stderr).toBe(0);
+  return r.stdout.trim();
+}
+
+interface Server {
+  readonly child: ChildProcess;
+  readonly port: number;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+async function startServer(extra: string[] = []): Promise<Server> {
+  const child = spawn(BIN, ['nbd', '-p', '0', ...extra], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  deferCleanup(async () => {
+    if (child.exitCode === null) {
+      child.kill('SIGINT');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+  await eventually(() => /on 127\.0\.0\.1:\d+/.test(log) || child.exitCode !== null, 15_000, 'the NBD server');
+  const port = Number(/on 127\.0\.0\.1:(\d+)/.exec(log)?.[1]);
+  if (!port) throw new Error(`backy2 nbd failed: ${log}`);
+  return {
+    child,
+    port,
+    log: () => log,
+    stop: async () => {
+      child.kill('SIGINT');
+      await exited;
+    },
+  };
+}
+
+const uri = (port: number, uid: string) => `nbd://127.0.0.1:${port}/${uid}`;
+
+async function listed(): Promise<{ uid: string; tags: string[]; baseUid: string | null }[]> {
+  return JSON.parse((await spawnCli(['ls', '--json'], env)).stdout) as { uid: string; tags: string[]; baseUid: string | null }[];
+}
+
+describe('backy2 nbd with real clients', () => {
+  it('nbdinfo lists every version and maps the sparse layout', async () => {
+    const a = await backupOf(image);
+    const b = await backupOf(image);
+    const server = await startServer();
+    const list = JSON.parse(run('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${server.port}`])) as { exports: { 'export-name': string; description: string; 'block_size_minimum': number }[] };
+    expect(list.exports.map((e) => e['export-name']).sort()).toEqual([a, b].sort());
+    expect(list.exports[0]?.description).toMatch(/^vm1 \d{4}-/);
+    expect(list.exports[0]?.block_size_minimum).toBe(512);
+    const map = JSON.parse(run('nbdinfo', ['--map', '--json', uri(server.port, a)])) as { offset: number; length: number; type: number }[];
+    const isHole = (at: number) => map.some((m) => (m.type & 3) === 3 && m.offset <= at && at < m.offset + m.length);
+    // the zero regions of the image are holes, the random region is data
+    for (let mib = 24; mib < 32; mib++) expect(isHole(mib * MiB), `${mib} MiB`).toBe(true);
+    for (let mib = 36; mib < 40; mib++) expect(isHole(mib * MiB), `${mib} MiB`).toBe(true);
+    for (let mib = 32; mib < 36; mib++) expect(isHole(mib * MiB), `${mib} MiB`).toBe(false);
+    expect(map.reduce((n, m) => n + m.length, 0)).toBe(statSync(image).size);
+    expect(run('nbd-client', ['-l', '127.0.0.1', String(server.port)])).toContain(a);
+  });
+
+  it('qemu-img compare, nbdcopy and qemu-img convert read exactly the version', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r']);
+    expect(run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri(server.port, uid), image])).toContain('identical');
+    const copied = path.join(dir, 'copy.img');
+    run('nbdcopy', [uri(server.port, uid), copied]);
+    expect(await sha256File(copied)).toBe(await sha256File(image));
+    const converted = path.join(dir, 'converted.raw');
+    run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri(server.port, uid), converted]);
+    expect(await sha256File(converted)).toBe(await sha256File(image));
+    expect(statSync(converted).blocks * 512).toBeLessThan(statSync(converted).size - 10 * MiB);
+  });
+
+  it('nbdfuse exposes the export as a file whose ext4 mounts with the same files', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r']);
+    const fuseDir = path.join(dir, 'nbdfuse');
+    mkdirSync(fuseDir);
+    const nbdfuse = spawn('nbdfuse', ['--readonly', fuseDir, uri(server.port, uid)], { stdio: 'ignore' });
+    deferCleanup(async () => {
+      if (isMountPoint(fuseDir)) run('fusermount', ['-uz', fuseDir]);
+      nbdfuse.kill();
+    });
+    await eventually(() => existsSync(path.join(fuseDir, 'nbd')), 10_000, 'nbdfuse');
+    const inner = path.join(dir, 'inner');
+    mount(attachLoop(path.join(fuseDir, 'nbd'), { readOnly: true }), inner, ['ro']);
+    run('diff', ['-r', '--exclude=lost+found', filesDir, inner]);
+  });
+
+  it('qemu-io writes become a new version on disconnect; the served version is unchanged', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer();
+    run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 1M 64k', '-c', 'write -z 2M 1M', '-c', 'write -P 0xcd 30M 4k', uri(server.port, uid)]);
+    await eventually(async () => (await listed()).some((v) => v.tags.includes('cow')), 15_000, 'the copy-on-write version');
+    const cow = (await listed()).find((v) => v.tags.includes('cow'))!;
+    expect(cow.baseUid).toBe(uid);
+    const expected = readFileSync(image);
+    expected.fill(0xab, MiB, MiB + 64 * 1024);
+    expected.fill(0, 2 * MiB, 3 * MiB);
+    expected.fill(0xcd, 30 * MiB, 30 * MiB + 4096);
+    const out = path.join(dir, 'cow.img');
+    expect((await spawnCli(['restore', cow.uid, out], env)).code).toBe(0);
+    expect(readFileSync(out).equals(expected)).toBe(true);
+    expect(run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri(server.port, uid), image])).toContain('identical');
+    expect(server.log()).toContain('committed copy-on-write version');
+  });
+
+  it('nbdcopy into a writable export makes a version equal to the copied file', async () => {
+    const uid = await backupOf(image);
+    const changed = readFileSync(image);
+    randomBytes(3 * MiB).copy(changed, 20 * MiB);
+    changed.fill(0, 32 * MiB, 36 * MiB);
+    const source = path.join(dir, 'changed.img');
+    writeFileSync(source, changed);
+    const server = await startServer();
+    run('nbdcopy', [source, uri(server.port, uid)]);
+    await eventually(async () => (await listed()).some((v) => v.tags.includes('cow')), 15_000, 'the copy-on-write version');
+    const cow = (await listed()).find((v) => v.tags.includes('cow'))!;
+    const out = path.join(dir, 'out.img');
+    expect((await spawnCli(['restore', cow.uid, out], env)).code).toBe(0);
+    expect(await sha256File(out)).toBe(await sha256File(source));
+  });
+
+  it('a read-only server refuses writes; other clients keep working while a hostile one is dropped', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r']);
+    expect(() => run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', uri(server.port, uid)])).toThrow();
+    const { connect } = await import('node:net');
+    const hostile = connect(server.port, '127.0.0.1');
+    hostile.on('error', () => undefined);
+    hostile.resume(); // discard what the server sends, so its close is seen
+    await new Promise((r) => hostile.once('connect', r));
+    hostile.write(randomBytes(4096));
+    expect(run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri(server.port, uid), image])).toContain('identical');
+    await eventually(() => hostile.closed, 5000, 'the hostile client to be dropped');
+    expect(server.log()).toContain('closing connection');
+    expect((await listed()).length).toBe(1);
+  });
+
+  it('refuses to remove a version while a client uses it', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r']);
+    const reader = spawn('qemu-io', ['-f', 'raw', '-r', '-c', 'sleep 3000', uri(server.port, uid)], { stdio: 'ignore' });
+    await eventually(() => server.log().includes('opened export'), 5000, 'the client');
+    const rm = await spawnCli(['rm', '--force', uid], env);
+    expect(rm.code).toBe(11);
+    await new Promise((r) => reader.once('exit', r));
+    await eventually(async () => (await spawnCli(['rm', '--force', uid], env)).code === 0, 10_000, 'rm after disconnect');
+  });
+});

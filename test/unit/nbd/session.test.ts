@@ -1,0 +1,169 @@
+import { describe, expect, it } from 'vitest';
+import { ByteQueue } from '../../../src/nbd/byte-queue.js';
+import { NbdSession } from '../../../src/nbd/session.js';
+import { Bytes, FakeSocket, REPLY_MAGIC, goData, memoryBackend, option, request, settle } from './fixtures.js';
+
+const GREETING = new Bytes().u64(0x4e42444d41474943n).u64(0x49484156454f5054n).u16(3).buffer;
+const FLAGS = new Bytes().u32(3).buffer; // FIXED_NEWSTYLE | NO_ZEROES
+
+function optionReply(opt: number, type: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  return new Bytes().u64(REPLY_MAGIC).u32(opt).u32(type).u32(data.length).raw(data).buffer;
+}
+
+/** Runs a session over `input`, delivered in the given pieces, and returns what it wrote. */
+async function converse(pieces: Buffer[], backend = memoryBackend()): Promise<FakeSocket> {
+  const socket = new FakeSocket();
+  new NbdSession(socket, backend, { log: () => undefined });
+  for (const p of pieces) {
+    socket.push(p);
+    await settle(2);
+  }
+  await settle();
+  return socket;
+}
+
+const TX_FLAGS = 1 | 4 | 8 | 32 | 64 | 2048 | 256; // HAS_FLAGS FLUSH FUA TRIM WRITE_ZEROES FAST_ZERO MULTI_CONN
+
+describe('ByteQueue', () => {
+  it('consume() and peek() work across chunk boundaries', () => {
+    const q = new ByteQueue();
+    q.push(Buffer.from([1, 2]));
+    q.push(Buffer.from([3]));
+    q.push(Buffer.from([4, 5, 6]));
+    expect([...q.peek(4)]).toEqual([1, 2, 3, 4]);
+    expect([...q.consume(1)]).toEqual([1]);
+    expect([...q.consume(4)]).toEqual([2, 3, 4, 5]);
+    expect(q.length).toBe(1);
+    expect(() => q.consume(2)).toThrow(RangeError);
+  });
+});
+
+describe('NbdSession handshake and options', () => {
+  it('sends the fixed newstyle greeting with NO_ZEROES', async () => {
+    const socket = await converse([]);
+    expect(socket.output.equals(GREETING)).toBe(true);
+  });
+
+  it('answers LIST, INFO and GO exactly as specified, whatever the split of the input', async () => {
+    const input = Buffer.concat([FLAGS, option(3), option(8), option(7, goData('disk', [1, 2, 3])), request(0, 0x1122, 0, 512)]);
+    const expected = Buffer.concat([
+      GREETING,
+      optionReply(3, 2, new Bytes().u32(4).str('disk').str('test disk').buffer),
+      optionReply(3, 1),
+      optionReply(8, 1),
+      optionReply(7, 3, new Bytes().u16(0).u64(1 << 20).u16(TX_FLAGS | 128).buffer),
+      optionReply(7, 3, new Bytes().u16(1).str('disk').buffer),
+      optionReply(7, 3, new Bytes().u16(2).str('test disk').buffer),
+      optionReply(7, 3, new Bytes().u16(3).u32(512).u32(4096).u32(32 << 20).buffer),
+      optionReply(7, 1),
+      // READ as one structured OFFSET_DATA chunk marked DONE
+      new Bytes().u32(0x668e33ef).u16(1).u16(1).u64(0x1122).u32(8 + 512).u64(0).buffer,
+    ]);
+    const backend = memoryBackend();
+    const data = backend.data.subarray(0, 512);
+    const whole = Buffer.concat([expected, data]);
+    for (let split = 1; split < input.length; split++) {
+      const socket = await converse([input.subarray(0, split), input.subarray(split)], backend);
+      expect(socket.output.equals(whole), `split at ${split}`).toBe(true);
+    }
+  }, 60_000);
+
+  it('EXPORT_NAME replies with size and flags, with 124 zero bytes unless NO_ZEROES', async () => {
+    const withZeroes = await converse([new Bytes().u32(1).buffer, option(1, Buffer.from('disk'))]);
+    expect(withZeroes.output.subarray(18).equals(new Bytes().u64(1 << 20).u16(TX_FLAGS).raw(Buffer.alloc(124)).buffer)).toBe(true);
+    const without = await converse([FLAGS, option(1, Buffer.from('disk'))]);
+    expect(without.output.subarray(18).equals(new Bytes().u64(1 << 20).u16(TX_FLAGS).buffer)).toBe(true);
+  });
+
+  it('answers unknown options with ERR_UNSUP and unknown exports with ERR_UNKNOWN, and goes on', async () => {
+    const socket = await converse([FLAGS, option(99), option(6, goData('nope')), option(2)]);
+    const out = socket.output.subarray(18);
+    expect(out.readUInt32BE(12)).toBe(0x80000001);
+    const second = out.subarray(20 + out.readUInt32BE(16));
+    expect(second.readUInt32BE(8)).toBe(6);
+    expect(second.readUInt32BE(12)).toBe(0x80000006);
+    const third = second.subarray(20 + second.readUInt32BE(16));
+    expect(third.equals(optionReply(2, 1))).toBe(true);
+    expect(socket.ended).toBe(true);
+  });
+
+  it('answers LIST_META_CONTEXT and SET_META_CONTEXT with base:allocation', async () => {
+    const meta = new Bytes().u32(4).str('disk').u32(1).u32(15).str('base:allocation').buffer;
+    const socket = await converse([FLAGS, option(10, meta), option(8), option(9, new Bytes().u32(4).str('disk').u32(0).buffer), option(10, meta)]);
+    const out = socket.output.subarray(18);
+    expect(out.readUInt32BE(12)).toBe(0x80000003); // SET before STRUCTURED_REPLY: invalid
+    const rest = out.subarray(20 + out.readUInt32BE(16) + 20); // skip the invalid reply and the ACK of STRUCTURED_REPLY
+    const ctx = (id: number) => new Bytes().u32(id).str('base:allocation').buffer;
+    expect(rest.equals(Buffer.concat([optionReply(9, 4, ctx(0)), optionReply(9, 1), optionReply(10, 4, ctx(1)), optionReply(10, 1)]))).toBe(true);
+  });
+});
+
+describe('NbdSession transmission', () => {
+  const go = [FLAGS, option(8), option(10, new Bytes().u32(4).str('disk').u32(1).u32(15).str('base:allocation').buffer), option(7, goData('disk'))];
+
+  async function transmit(requests: Buffer[], backend = memoryBackend()): Promise<Buffer> {
+    const socket = await converse([...go, ...requests], backend);
+    const out = socket.output;
+    // skip greeting and option replies up to the GO ACK
+    let at = 18;
+    for (;;) {
+      const type = out.readUInt32BE(at + 12);
+      const len = out.readUInt32BE(at + 16);
+      const opt = out.readUInt32BE(at + 8);
+      at += 20 + len;
+      if (opt === 7 && type === 1) break;
+    }
+    return out.subarray(at);
+  }
+
+  it('reads holes as OFFSET_HOLE chunks and data as OFFSET_DATA', async () => {
+    const out = await transmit([request(0, 7, 65536 - 512, 1024)]);
+    const data = new Bytes().u32(0x668e33ef).u16(0).u16(1).u64(7).u32(8 + 512).u64(65536 - 512).buffer;
+    expect(out.subarray(0, 28).equals(data)).toBe(true);
+    const hole = new Bytes().u32(0x668e33ef).u16(1).u16(2).u64(7).u32(12).u64(65536).u32(512).buffer;
+    expect(out.subarray(28 + 512).equals(hole)).toBe(true);
+  });
+
+  it('answers BLOCK_STATUS with hole|zero for holes, and REQ_ONE with one extent', async () => {
+    const out = await transmit([request(7, 9, 0, 1 << 20), request(7, 10, 0, 1 << 20, 8)]);
+    const full = new Bytes().u32(0x668e33ef).u16(1).u16(5).u64(9).u32(4 + 16).u32(1).u32(65536).u32(0).u32((1 << 20) - 65536).u32(3).buffer;
+    expect(out.subarray(0, full.length).equals(full)).toBe(true);
+    const one = new Bytes().u32(0x668e33ef).u16(1).u16(5).u64(10).u32(4 + 8).u32(1).u32(65536).u32(0).buffer;
+    expect(out.subarray(full.length).equals(one)).toBe(true);
+  });
+
+  it('writes, reads back, and fails bad requests with NBD errors, not disconnects', async () => {
+    const backend = memoryBackend();
+    const payload = Buffer.alloc(4096, 0xab);
+    const out = await transmit(
+      [
+        request(1, 1, 8192, 4096, 0, payload),
+        request(0, 2, (1 << 20) - 100, 200), // past the end
+        request(6, 3, 0, 4096, 16), // FAST_ZERO not fast here
+        request(99, 4, 0, 0), // unknown command
+        request(0, 5, 0, 16, 1 << 9), // unknown flag
+        request(3, 6, 0, 0), // flush
+      ],
+      backend,
+    );
+    expect(backend.data.subarray(8192, 8192 + 4096).equals(payload)).toBe(true);
+    expect(out.subarray(0, 16).equals(new Bytes().u32(0x67446698).u32(0).u64(1).buffer)).toBe(true);
+    const errors: number[] = [];
+    let at = 16;
+    while (at < out.length) {
+      if (out.readUInt32BE(at) === 0x67446698) {
+        errors.push(out.readUInt32BE(at + 4));
+        at += 16;
+      } else {
+        errors.push(out.readUInt32BE(at + 20));
+        at += 20 + out.readUInt32BE(at + 16);
+      }
+    }
+    expect(errors).toEqual([22, 95, 22, 22, 0]);
+  });
+
+  it('refuses writes to a read-only export with EPERM', async () => {
+    const out = await transmit([request(1, 1, 0, 512, 0, Buffer.alloc(512))], memoryBackend(1 << 20, { readOnly: true }));
+    expect(out.readUInt32BE(20)).toBe(1);
+  });
+});

@@ -4,6 +4,8 @@ import type { VersionRecord } from './catalog/catalog.js';
 import { UsageError } from './errors.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from './formats.js';
 
+const MAX_STREAMS = 8;
+
 /** A run of blocks that are all data or all sparse. */
 export interface Extent {
   readonly offset: number;
@@ -31,8 +33,8 @@ export class VersionReader {
   readonly #map: BlockMap;
   readonly #cache: BlockCache;
   readonly #readAhead: number;
-  /** Last block read; -1 makes a read of block 0 count as sequential. */
-  #lastBlock = -1;
+  /** Last block of each sequential stream seen recently. */
+  readonly #streams: number[] = [];
   #allocated: Promise<number> | undefined;
 
   private constructor(version: VersionRecord, map: BlockMap, cache: BlockCache, options: VersionReaderOptions) {
@@ -152,14 +154,20 @@ export class VersionReader {
   }
 
   #maybeReadAhead(first: number, last: number): void {
-    // Once per block entered: FUSE reads a block in many small requests.
-    if (first === this.#lastBlock) {
-      this.#lastBlock = last;
-      return;
+    // Several clients (or NBD connections) may read different regions at once: follow up to
+    // MAX_STREAMS sequential streams, each by the last block it read.
+    const s = this.#streams.findIndex((b) => first === b || first === b + 1);
+    if (s < 0) {
+      this.#streams.push(last);
+      if (this.#streams.length > MAX_STREAMS) this.#streams.shift();
+      if (first !== 0) return;
+    } else {
+      const previous = this.#streams[s] as number;
+      this.#streams[s] = last;
+      // Once per block entered: FUSE reads a block in many small requests.
+      if (first === previous && last === previous) return;
     }
-    const sequential = first === this.#lastBlock + 1;
-    this.#lastBlock = last;
-    if (!sequential || this.#readAhead <= 0) return;
+    if (this.#readAhead <= 0) return;
     const blocks = this.#map.blocks;
     for (let i = last + 1; i <= last + this.#readAhead && i < blocks; i++) {
       this.#map.entry(i).then(

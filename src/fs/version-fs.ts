@@ -85,7 +85,7 @@ export class VersionFs {
   constructor(store: Store, options: VersionFsOptions) {
     this.#store = store;
     this.#options = options;
-    this.#cache = new BlockCache({ blocks: store.blocks, hasher: store.hasher() }, { maxBytes: options.cacheBytes, fetchers: store.config.readers * 2, maxBlockSize: 64 << 20 });
+    this.#cache = new BlockCache({ blocks: store.blocks, hasher: store.hasher() }, { maxBytes: options.cacheBytes, fetchers: store.config.readers * 4, maxBlockSize: 64 << 20 });
   }
 
   get writable(): boolean {

@@ -48,7 +48,7 @@ export class VersionExports implements NbdBackend {
     this.#options = options;
     this.#cache = new BlockCache({ blocks: store.blocks, hasher: store.hasher() }, {
       maxBytes: store.config.cacheBytes,
-      fetchers: store.config.readers * 2,
+      fetchers: store.config.readers * 4,
       maxBlockSize: 64 << 20,
     });
   }

@@ -1,3 +1,4 @@
+import { openWithoutCatalog } from '../engine/catalog-rebuild.js';
 import { loadConfig } from '../engine/config.js';
 import { openStore, type Store } from '../engine/store.js';
 import type { CliIo, Globals } from './io.js';
@@ -14,4 +15,17 @@ export async function withStore<T>(globals: Globals, io: CliIo, create: boolean,
   } finally {
     await store.close();
   }
+}
+
+/** Like withStore, for one version read straight from the block store (restore --no-catalog). */
+export function withoutCatalog(uid: string) {
+  return async <T>(globals: Globals, io: CliIo, _create: boolean, fn: (store: Store) => Promise<T>): Promise<T> => {
+    const config = await loadConfig({ configFile: globals.config, storePath: globals.store, env: io.env });
+    const store = await openWithoutCatalog(config, uid);
+    try {
+      return await fn(store);
+    } finally {
+      await store.close();
+    }
+  };
 }

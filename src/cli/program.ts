@@ -2,6 +2,8 @@ import { Command, Option } from 'commander';
 import { VERSION } from '../engine/version.js';
 import type { CommandContext } from './command-context.js';
 import { registerBackup } from './commands/backup.js';
+import { registerCleanup } from './commands/cleanup.js';
+import { registerDb } from './commands/db.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
 import { registerNbd } from './commands/nbd.js';
@@ -49,11 +51,15 @@ ${EXIT_STATUS_HELP}
   registerTag(program, ctx);
   registerStats(program, ctx);
   registerScrub(program, ctx);
+  registerCleanup(program, ctx);
+  registerDb(program, ctx);
   registerMount(program, ctx);
   registerNbd(program, ctx);
-  for (const command of program.commands) {
+  const configure = (command: Command): void => {
     command.exitOverride();
     command.configureOutput({ writeOut: (s) => ctx.io.stdout(s), writeErr: (s) => ctx.io.stderr(s), outputError: () => undefined });
-  }
+    command.commands.forEach(configure);
+  };
+  program.commands.forEach(configure);
   return program;
 }

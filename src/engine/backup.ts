@@ -5,6 +5,7 @@ import type { VersionRecord, VersionStats } from './catalog/catalog.js';
 import { debug } from './debug.js';
 import { NotFoundError, UsageError } from './errors.js';
 import { imageResource, acquireLocks, versionResource } from './locking.js';
+import { deleteManifest } from './manifest.js';
 import { checkImageName, checkTag } from './names.js';
 import { BufferPool } from './pipeline/buffer-pool.js';
 import { Semaphore } from './pipeline/semaphore.js';
@@ -100,6 +101,7 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
       } catch (err) {
         // Nothing of this run is referenced: drop the incomplete version (its blocks stay
         // unreferenced until cleanup). A killed process leaves it incomplete instead.
+        await deleteManifest(store.blocks, uid).catch(() => undefined);
         await catalog.deleteVersion(uid).catch(() => undefined);
         throw err;
       }

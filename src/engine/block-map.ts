@@ -68,10 +68,16 @@ export function decodeSegment(payload: Buffer, what: string): Buffer {
  */
 export async function saveSegment(storage: MapStorage, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
   // Segments are content-addressed: one the catalog has is already in the block store too.
-  if (await storage.catalog.getSegment(segment.digest)) return;
-  const header = encodeObjectHeader(ObjectKind.segment, segment.digest, segment.payload.length);
-  await storage.blocks.put(ObjectKeys.segment(segment.digest.toString('hex')), [header, segment.payload]);
+  // Touching it keeps a concurrent cleanup from deleting it.
+  if (await storage.catalog.touchSegment(segment.digest)) return;
+  await saveSegmentObject(storage.blocks, segment);
   await storage.catalog.putSegment(segment.digest, (segment.payload.length - SEGMENT_HEADER_LENGTH) / DIGEST_LENGTH, segment.payload);
+}
+
+/** Writes a segment's durable copy into the block store. */
+export async function saveSegmentObject(blocks: BlockStore, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
+  const header = encodeObjectHeader(ObjectKind.segment, segment.digest, segment.payload.length);
+  await blocks.put(ObjectKeys.segment(segment.digest.toString('hex')), [header, segment.payload]);
 }
 
 /**

@@ -1,7 +1,8 @@
 import { LRUCache } from 'lru-cache';
 import type { BlockStore } from './blockstore/block-store.js';
 import { encodeObjectHeader } from './blockstore/object-codec.js';
-import type { Catalog } from './catalog/catalog.js';
+import { BlockState, type Catalog } from './catalog/catalog.js';
+import { throwIfAborted } from './errors.js';
 import { OBJECT_HEADER_LENGTH, ObjectKeys, ObjectKind } from './formats.js';
 import type { PooledBuffer } from './pipeline/buffer-pool.js';
 import { Semaphore } from './pipeline/semaphore.js';
@@ -72,8 +73,25 @@ export class BlockWriter {
 
   async #ensureStored(hex: string, digest: Uint8Array, buf: PooledBuffer, length: number): Promise<boolean> {
     if (await this.#catalog.touchBlock(digest)) return false;
+    const known = await this.#catalog.getBlock(digest);
+    if (known?.state === BlockState.deleting) await this.#waitForCleanup(digest);
     await this.#write(hex, digest, buf, length);
     return true;
+  }
+
+  /**
+   * A cleanup is deleting this very block: writing it now could be undone by the cleanup's
+   * delete. Wait until the cleanup has forgotten it, or take it over once no cleanup runs.
+   */
+  async #waitForCleanup(digest: Uint8Array): Promise<void> {
+    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+      throwIfAborted(this.#signal);
+      const state = await this.#catalog.takeOverDeleting(digest);
+      if (state !== 'busy') return;
+      const known = await this.#catalog.getBlock(digest);
+      if (!known || known.state !== BlockState.deleting) return;
+      await new Promise((r) => setTimeout(r, delay));
+    }
   }
 
   /** Registers every written block in the catalog; call before publishing a map that uses them. */

@@ -10,6 +10,7 @@ import { debug } from './debug.js';
 import { IoError, UsageError, errnoCode } from './errors.js';
 import { SEGMENT_ENTRIES } from './formats.js';
 import { acquireLocks, versionResource, type HeldLocks } from './locking.js';
+import { deleteManifest } from './manifest.js';
 import { BufferPool } from './pipeline/buffer-pool.js';
 import { publishVersion } from './publish.js';
 import type { Store } from './store.js';
@@ -251,6 +252,7 @@ export class CowSession {
         await publishVersion(store, record, segments);
         debug(`cow: committed ${uid} from ${this.base.uid}, ${stats.blocksWritten} blocks written`);
       } catch (err) {
+        await deleteManifest(store.blocks, uid).catch(() => undefined);
         await catalog.deleteVersion(uid).catch(() => undefined);
         throw err;
       }

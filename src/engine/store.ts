@@ -42,8 +42,7 @@ export async function openStore(config: Config, options: OpenStoreOptions = {}):
       hint: 'run a backup to create it, or name the store with --store or BACKY2_STORE',
     });
   }
-  const backend = await FileStore.open(location.blockStore.path, { maxConnections: config.writers });
-  const blocks = options.wrapBlockStore ? options.wrapBlockStore(backend) : backend;
+  const blocks = await openBlockStore(config, options);
   let catalog: Catalog;
   try {
     catalog = SqliteCatalog.open(location.catalogPath);
@@ -52,6 +51,15 @@ export async function openStore(config: Config, options: OpenStoreOptions = {}):
     throw err;
   }
   return assembleStore(config, catalog, blocks);
+}
+
+/**
+ * Opens only the block store that `config` names, with the standard layers.
+ * @throws {StoreUnavailableError} when it cannot be opened
+ */
+export async function openBlockStore(config: Config, options: Pick<OpenStoreOptions, 'wrapBlockStore'> = {}): Promise<BlockStore> {
+  const backend = await FileStore.open(config.store.blockStore.path, { maxConnections: config.writers });
+  return options.wrapBlockStore ? options.wrapBlockStore(backend) : backend;
 }
 
 /**

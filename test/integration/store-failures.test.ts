@@ -36,7 +36,7 @@ describe('store failures', () => {
     const r = await spawnCli(['backup', big, 'vm2'], env);
     expect(r.code).toBe(10);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/^backy2: Cannot (write object|create directory) ".*: no space left on device \(free space on the file system of the store\)\n$/);
+    expect(r.stderr).toMatch(/^backy2: Cannot (write object|create directory) ".*: no space left on device \(free space, or run `backy2 cleanup` to delete blocks no version uses\)\n$/);
     expect(await listJson()).toBe(before);
 
     const out = path.join(dir, 'out.img');

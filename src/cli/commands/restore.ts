@@ -3,7 +3,7 @@ import { ExitCode } from '../../engine/errors.js';
 import { restore, type RestoreResult } from '../../engine/restore.js';
 import { formatBytes } from '../../engine/units.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
-import { withStore } from '../context.js';
+import { withStore, withoutCatalog } from '../context.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 import { progressView } from '../ui/progress.js';
@@ -14,6 +14,8 @@ export interface RestoreCommandOptions {
   readonly target: string;
   readonly sparse?: boolean | undefined;
   readonly force?: boolean | undefined;
+  /** Read the version straight from the block store (lost or damaged catalog). */
+  readonly noCatalog?: boolean | undefined;
 }
 
 /** Wires `backy2 restore` into the program. */
@@ -25,6 +27,7 @@ export function registerRestore(program: Command, ctx: CommandContext): void {
     .argument('<target>', 'file to create, or (with --force) an existing file or block device')
     .option('--sparse', 'skip all-zero blocks instead of writing zeros (holes in a file)')
     .option('--force', 'overwrite an existing target')
+    .option('--no-catalog', 'read the version straight from the block store (when the catalog is lost or damaged)')
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
@@ -33,8 +36,8 @@ export function registerRestore(program: Command, ctx: CommandContext): void {
         'Every block is checked against its digest. A bad block is reported, its range is left\nzero, the restore goes on, and the exit status is 3. A target smaller than the version is\nalways refused. Versions marked invalid can be restored.',
       ),
     )
-    .action(async (uid: string, target: string, opts: { sparse?: boolean; force?: boolean }, command: Command) => {
-      ctx.exitCode = await runRestore({ uid, target, ...opts }, globalsOf(command), ctx.io);
+    .action(async (uid: string, target: string, opts: { sparse?: boolean; force?: boolean; catalog?: boolean }, command: Command) => {
+      ctx.exitCode = await runRestore({ uid, target, sparse: opts.sparse, force: opts.force, noCatalog: opts.catalog === false }, globalsOf(command), ctx.io);
     });
 }
 
@@ -43,11 +46,12 @@ export function registerRestore(program: Command, ctx: CommandContext): void {
  * @returns 0, or 3 when bad blocks were found
  */
 export async function runRestore(options: RestoreCommandOptions, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  const open = options.noCatalog ? withoutCatalog(options.uid) : withStore;
+  return open(globals, io, false, async (store) => {
     const progress = await progressView(io, globals, `restore ${options.uid}`);
     let result: RestoreResult;
     try {
-      result = await restore(store, { ...options, progress, signal: io.signal });
+      result = await restore(store, { uid: options.uid, target: options.target, sparse: options.sparse, force: options.force, progress, signal: io.signal });
     } finally {
       progress.stop();
     }

@@ -190,6 +190,32 @@ export class FileStore implements BlockStore {
     this.#closed = true;
   }
 
+  /**
+   * Removes temp files of unfinished puts (killed writers) older than `olderThan` (ms since the
+   * epoch); with `dryRun` only counts them.
+   */
+  async sweepTemporary(olderThan: number, dryRun: boolean): Promise<{ files: number; bytes: number }> {
+    this.#checkOpen();
+    let files = 0;
+    let bytes = 0;
+    const walk = async (dir: string): Promise<void> => {
+      const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const entry of entries) {
+        const full = path.join(dir, entry.name);
+        if (entry.isDirectory()) await walk(full);
+        else if (entry.name.startsWith(TEMP_PREFIX)) {
+          const st = await fsp.stat(full).catch(() => undefined);
+          if (!st || st.mtimeMs >= olderThan) continue;
+          if (!dryRun) await fsp.unlink(full).catch(() => undefined);
+          files++;
+          bytes += st.size;
+        }
+      }
+    };
+    for (const top of ['blocks', 'segments', 'versions']) await walk(path.join(this.#root, top));
+    return { files, bytes };
+  }
+
   async #ensureDir(dir: string): Promise<void> {
     if (this.#knownDirs.has(dir)) return;
     try {
@@ -269,7 +295,7 @@ function mapFsError(err: unknown, what: string): Error {
   switch (code) {
     case 'ENOSPC':
     case 'EDQUOT':
-      return new StoreFullError(`${what}: no space left on device`, { cause: err, hint: 'free space on the file system of the store' });
+      return new StoreFullError(`${what}: no space left on device`, { cause: err, hint: 'free space, or run `backy2 cleanup` to delete blocks no version uses' });
     case 'EACCES':
     case 'EPERM':
       return new StoreUnavailableError(`${what}: permission denied`, { cause: err });

@@ -115,6 +115,12 @@ export interface Catalog {
    */
   commitVersion(uid: string, commit: { segments: readonly Buffer[]; stats: VersionStats; tags: readonly string[] }): Promise<void>;
   getVersion(uid: string): Promise<VersionRecord | undefined>;
+  /**
+   * Adds a committed version with its map as it is (catalog rebuilds and imports); its image is
+   * created when new.
+   * @throws {ConflictError} when the uid exists, or the image has another block size
+   */
+  importVersion(version: VersionRecord, segments: readonly Buffer[]): Promise<void>;
   /** Versions ordered by creation time, oldest first. */
   listVersions(filter?: VersionFilter): Promise<VersionRecord[]>;
   /** Newest valid version of an image. */
@@ -149,6 +155,37 @@ export interface Catalog {
   putSegment(digest: Uint8Array, entries: number, data: Uint8Array): Promise<void>;
   /** A segment's payload, or undefined when unknown. */
   getSegment(digest: Uint8Array): Promise<Buffer | undefined>;
+
+  // Cleanup (mark and sweep; see cleanup.ts)
+  /** Starts a mark phase: an empty set of live block digests (temporary, this connection only). */
+  beginMark(): Promise<void>;
+  /** Adds segment entries (n × 32 bytes; sparse entries are ignored) to the live set. */
+  markLive(entries: Uint8Array): Promise<void>;
+  /** Ends the mark phase and drops the live set. */
+  endMark(): Promise<void>;
+  /** Valid blocks outside the live set, split by whether they were last referenced before `before`. */
+  garbageTotals(before: number): Promise<{ old: { blocks: number; bytes: number }; young: { blocks: number; bytes: number } }>;
+  /**
+   * Claims up to `limit` valid blocks outside the live set last referenced before `before`: they
+   * become `deleting` (so no writer deduplicates against them) and are returned.
+   */
+  claimGarbageBlocks(before: number, limit: number): Promise<BlockRecord[]>;
+  /** Blocks in state `deleting` (claimed by this cleanup, or left by a killed one). */
+  deletingBlocks(limit: number): Promise<BlockRecord[]>;
+  /** Removes the rows of blocks that are still `deleting` (their objects are gone). */
+  forgetDeletedBlocks(digests: readonly Uint8Array[]): Promise<void>;
+  /**
+   * For a writer that met a `deleting` block: when no cleanup runs any more, turns the row into
+   * `invalid` (the writer then stores the block again) and returns 'taken'; 'busy' while a cleanup
+   * runs; 'gone' when the row no longer exists.
+   */
+  takeOverDeleting(digest: Uint8Array): Promise<'taken' | 'busy' | 'gone'>;
+  /** Every segment of the catalog with its last-touch time. */
+  listSegments(): Promise<{ digest: Buffer; touchedAt: number }[]>;
+  /** Refreshes a segment's touch time; false when the catalog does not have it. */
+  touchSegment(digest: Uint8Array): Promise<boolean>;
+  /** Deletes segment rows last touched before `before`; returns the digests deleted. */
+  deleteSegments(digests: readonly Uint8Array[], before: number): Promise<Buffer[]>;
 
   // Locks
   /**

@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import {
+  ConflictError,
   LockedError,
   NotFoundError,
   StoreFullError,
@@ -37,6 +38,20 @@ interface VersionRow {
   source: string | null;
   stats: string | null;
   tags: string | null;
+}
+
+interface BlockRow {
+  digest: Buffer;
+  length: number;
+  stored_length: number;
+  state: BlockStateValue;
+  last_ref: number;
+}
+
+const ZERO_DIGEST = Buffer.alloc(DIGEST_LENGTH);
+
+function toBlock(row: BlockRow): BlockRecord {
+  return { digest: row.digest, length: row.length, storedLength: row.stored_length, state: row.state, lastRef: row.last_ref };
 }
 
 interface LockRow {
@@ -126,6 +141,24 @@ export class SqliteCatalog implements Catalog {
     }, true);
   }
 
+  async importVersion(v: VersionRecord, segments: readonly Buffer[]): Promise<void> {
+    this.#write(() => {
+      if (this.#get('SELECT 1 FROM versions WHERE uid = ?', v.uid)) throw new ConflictError(`Version "${v.uid}" exists already`);
+      const image = this.#get<{ block_size: number }>('SELECT block_size FROM images WHERE name = ?', v.image);
+      if (image && image.block_size !== v.blockSize) {
+        throw new ConflictError(`Version "${v.uid}" has block size ${v.blockSize}, image "${v.image}" uses ${image.block_size}`);
+      }
+      this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
+      this.#run(
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, protected, snapshot, base_uid, source, segments, stats)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.status, v.protected ? 1 : 0, v.snapshot, v.baseUid, v.source,
+        Buffer.concat(segments), v.stats ? JSON.stringify(v.stats) : null,
+      );
+      for (const tag of v.tags) this.#run('INSERT OR IGNORE INTO tags (uid, tag) VALUES (?, ?)', v.uid, tag);
+    }, true);
+  }
+
   async getVersion(uid: string): Promise<VersionRecord | undefined> {
     const row = this.#get<VersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE v.uid = ?`, uid);
     return row && toVersion(row);
@@ -200,11 +233,8 @@ export class SqliteCatalog implements Catalog {
   }
 
   async getBlock(digest: Uint8Array): Promise<BlockRecord | undefined> {
-    const row = this.#get<{ digest: Buffer; length: number; stored_length: number; state: BlockStateValue; last_ref: number }>(
-      'SELECT digest, length, stored_length, state, last_ref FROM blocks WHERE digest = ?',
-      digest,
-    );
-    return row && { digest: row.digest, length: row.length, storedLength: row.stored_length, state: row.state, lastRef: row.last_ref };
+    const row = this.#get<BlockRow>('SELECT digest, length, stored_length, state, last_ref FROM blocks WHERE digest = ?', digest);
+    return row && toBlock(row);
   }
 
   async touchBlock(digest: Uint8Array): Promise<boolean> {
@@ -219,7 +249,8 @@ export class SqliteCatalog implements Catalog {
         this.#run(
           `INSERT INTO blocks (digest, length, stored_length, state, last_ref) VALUES (?, ?, ?, 0, ?)
            ON CONFLICT (digest) DO UPDATE SET state = 0, last_ref = excluded.last_ref,
-             length = excluded.length, stored_length = excluded.stored_length`,
+             length = excluded.length, stored_length = excluded.stored_length
+           WHERE blocks.state <> 2`,
           b.digest, b.length, b.storedLength, now,
         );
       }
@@ -249,6 +280,94 @@ export class SqliteCatalog implements Catalog {
 
   async getSegment(digest: Uint8Array): Promise<Buffer | undefined> {
     return this.#get<{ data: Buffer }>('SELECT data FROM segments WHERE digest = ?', digest)?.data;
+  }
+
+  async beginMark(): Promise<void> {
+    this.#guard(() => {
+      this.#db.exec('CREATE TEMP TABLE IF NOT EXISTS live (digest BLOB PRIMARY KEY) WITHOUT ROWID');
+      this.#db.exec('DELETE FROM temp.live');
+    });
+  }
+
+  async markLive(entries: Uint8Array): Promise<void> {
+    const all = Buffer.from(entries.buffer, entries.byteOffset, entries.byteLength);
+    this.#guard(() =>
+      this.#db.transaction(() => {
+        const insert = this.#statement('INSERT OR IGNORE INTO temp.live (digest) VALUES (?)');
+        for (let at = 0; at + DIGEST_LENGTH <= all.length; at += DIGEST_LENGTH) {
+          const digest = all.subarray(at, at + DIGEST_LENGTH);
+          if (!digest.equals(ZERO_DIGEST)) insert.run(digest);
+        }
+      })(),
+    );
+  }
+
+  async endMark(): Promise<void> {
+    this.#guard(() => this.#db.exec('DROP TABLE IF EXISTS temp.live'));
+    for (const sql of [...this.#statements.keys()]) if (sql.includes('temp.live')) this.#statements.delete(sql);
+  }
+
+  async garbageTotals(before: number): Promise<{ old: { blocks: number; bytes: number }; young: { blocks: number; bytes: number } }> {
+    const rows = this.#all<{ old: number; blocks: number; bytes: number | null }>(
+      `SELECT last_ref < ? AS old, count(*) AS blocks, sum(stored_length) AS bytes FROM blocks
+       WHERE state = 0 AND digest NOT IN (SELECT digest FROM temp.live) GROUP BY last_ref < ?`,
+      before,
+      before,
+    );
+    const pick = (old: number) => {
+      const row = rows.find((r) => r.old === old);
+      return { blocks: row?.blocks ?? 0, bytes: row?.bytes ?? 0 };
+    };
+    return { old: pick(1), young: pick(0) };
+  }
+
+  async claimGarbageBlocks(before: number, limit: number): Promise<BlockRecord[]> {
+    return this.#write(() =>
+      this.#all<BlockRow>(
+        `UPDATE blocks SET state = 2 WHERE digest IN (
+           SELECT digest FROM blocks WHERE state = 0 AND last_ref < ? AND digest NOT IN (SELECT digest FROM temp.live) LIMIT ?)
+         RETURNING digest, length, stored_length, state, last_ref`,
+        before,
+        limit,
+      ).map(toBlock),
+    true);
+  }
+
+  async deletingBlocks(limit: number): Promise<BlockRecord[]> {
+    return this.#all<BlockRow>('SELECT digest, length, stored_length, state, last_ref FROM blocks WHERE state = 2 LIMIT ?', limit).map(toBlock);
+  }
+
+  async forgetDeletedBlocks(digests: readonly Uint8Array[]): Promise<void> {
+    this.#write(() => {
+      for (const d of digests) this.#run('DELETE FROM blocks WHERE digest = ? AND state = 2', d);
+    }, true);
+  }
+
+  async takeOverDeleting(digest: Uint8Array): Promise<'taken' | 'busy' | 'gone'> {
+    const now = Date.now();
+    return this.#write(() => {
+      const cleanups = this.#all<LockRow>("SELECT * FROM locks WHERE resource = 'cleanup'");
+      if (cleanups.some((row) => isHolderAlive(row, row.heartbeat_at, now))) return 'busy';
+      const changed = this.#run('UPDATE blocks SET state = 1, last_ref = ? WHERE digest = ? AND state = 2', now, digest);
+      if (changed === 1) return 'taken';
+      return this.#get('SELECT 1 FROM blocks WHERE digest = ?', digest) ? 'taken' : 'gone';
+    });
+  }
+
+  async listSegments(): Promise<{ digest: Buffer; touchedAt: number }[]> {
+    return this.#all<{ digest: Buffer; created_at: number }>('SELECT digest, created_at FROM segments').map((r) => ({ digest: r.digest, touchedAt: r.created_at }));
+  }
+
+  async touchSegment(digest: Uint8Array): Promise<boolean> {
+    return this.#run('UPDATE segments SET created_at = ? WHERE digest = ?', Date.now(), digest) === 1;
+  }
+
+  async deleteSegments(digests: readonly Uint8Array[], before: number): Promise<Buffer[]> {
+    return this.#write(() => {
+      const deleted: Buffer[] = [];
+      for (const d of digests) if (this.#run('DELETE FROM segments WHERE digest = ? AND created_at < ?', d, before) === 1) deleted.push(Buffer.from(d));
+      return deleted;
+    }, true);
   }
 
   async acquireLock(request: LockRequest): Promise<LockRecord> {

@@ -1,0 +1,96 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { runCli } from '../../helpers/cli.js';
+import { makeImage } from '../../helpers/image.js';
+import { makeTempDir } from '../../helpers/temp.js';
+
+const B = 64 * 1024;
+let dir: string;
+let config: string;
+let storeDir: string;
+const args = (...rest: string[]) => ['--store', storeDir, '--config', config, ...rest];
+
+beforeEach(() => {
+  dir = makeTempDir();
+  config = path.join(dir, 'backy2.yaml');
+  writeFileSync(config, 'backup:\n  blockSize: 64KiB\n');
+  storeDir = path.join(dir, 'store');
+});
+
+async function backupOf(file: string, image: string, extra: string[] = []): Promise<string> {
+  const r = await runCli(args('backup', file, image, ...extra));
+  expect(r.code, r.stderr).toBe(0);
+  return r.stdout.trim();
+}
+
+function catalogGone(): void {
+  for (const suffix of ['', '-wal', '-shm']) rmSync(path.join(storeDir, `catalog.sqlite${suffix}`), { force: true });
+}
+
+describe('the catalog is not a single point of failure', () => {
+  it('restore --no-catalog and db rebuild bring every version back byte-identical, with tags and protection', async () => {
+    const a = path.join(dir, 'a.img');
+    const b = path.join(dir, 'b.img');
+    makeImage(a, [{ kind: 'random', length: 5 * B }, { kind: 'zero', length: 4 * B }]);
+    makeImage(b, [{ kind: 'random', length: 3 * B }]);
+    const ua = await backupOf(a, 'vm1', ['-t', 'first']);
+    const ub = await backupOf(b, 'vm2');
+    expect((await runCli(args('protect', ua))).code).toBe(0);
+    expect((await runCli(args('tag', ub, 'add', 'later'))).code).toBe(0);
+    catalogGone();
+
+    const out = path.join(dir, 'nocat.img');
+    const r = await runCli(args('restore', ua, out, '--no-catalog'));
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(out).equals(readFileSync(a))).toBe(true);
+    expect((await runCli(args('restore', 'vzzzzzzzzzzz', out, '--no-catalog', '--force'))).code).toBe(4);
+
+    const rebuilt = await runCli(args('db', 'rebuild'));
+    expect(rebuilt.code, rebuilt.stderr).toBe(0);
+    expect(rebuilt.stderr).toContain('2 versions');
+    const versions = JSON.parse((await runCli(args('ls', '--json'))).stdout) as { uid: string; tags: string[]; protected: boolean; status: string }[];
+    expect(versions.map((v) => [v.uid, v.status, v.protected, v.tags])).toEqual([
+      [ua, 'valid', true, ['first']],
+      [ub, 'valid', false, ['b_daily', 'b_monthly', 'b_weekly', 'later']],
+    ]);
+    for (const [uid, file] of [[ua, a], [ub, b]] as const) {
+      const target = path.join(dir, `${uid}.out`);
+      expect((await runCli(args('restore', uid, target))).code).toBe(0);
+      expect(readFileSync(target).equals(readFileSync(file))).toBe(true);
+    }
+    // backups go on, deduplicating against the rebuilt catalog
+    const again = JSON.parse((await runCli(args('backup', a, 'vm1', '--json'))).stdout) as { bytesWritten: number };
+    expect(again.bytesWritten).toBe(0);
+    expect((await runCli(args('db', 'rebuild'))).code).toBe(5);
+  });
+
+  it('db export and db import move version metadata to another catalog over the same blocks', async () => {
+    const a = path.join(dir, 'a.img');
+    makeImage(a, [{ kind: 'random', length: 4 * B }]);
+    const ua = await backupOf(a, 'vm1');
+    const exported = await runCli(args('db', 'export', ua));
+    expect(exported.code).toBe(0);
+    const json = path.join(dir, 'v.json');
+    writeFileSync(json, exported.stdout);
+    const other = path.join(dir, 'other.yaml');
+    writeFileSync(other, `store: ${path.join(dir, 'other')}\nblockStore:\n  type: file\n  path: ${storeDir}\nbackup:\n  blockSize: 64KiB\n`);
+    const imported = await runCli(['--config', other, 'db', 'import', json]);
+    expect(imported.code, imported.stderr).toBe(0);
+    const target = path.join(dir, 'x.img');
+    expect((await runCli(['--config', other, 'restore', ua, target])).code).toBe(0);
+    expect(readFileSync(target).equals(readFileSync(a))).toBe(true);
+    expect((await runCli(['--config', other, 'db', 'import', json])).code).toBe(5);
+  });
+
+  it('cleanup refuses to run on a lost catalog instead of deleting everything', async () => {
+    const a = path.join(dir, 'a.img');
+    makeImage(a, [{ kind: 'random', length: 4 * B }]);
+    await backupOf(a, 'vm1');
+    catalogGone();
+    await runCli(args('backup', a, 'vm9')); // a new, nearly empty catalog
+    const r = await runCli(args('cleanup'));
+    expect(r.code).toBe(5);
+    expect(r.stderr).toContain('db rebuild');
+  });
+});

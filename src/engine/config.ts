@@ -2,6 +2,8 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { ConfigFile } from './config-file.js';
+import { parseFaultPlan, type FaultPlan } from './blockstore/fault-injection.js';
+import { UsageError } from './errors.js';
 import { DEFAULT_BLOCK_SIZE } from './formats.js';
 
 /** The system-wide config file, read when present and no other is named. */
@@ -38,6 +40,8 @@ export interface Config {
   readonly readAhead: number;
   /** Directory of copy-on-write spill files. @default /var/tmp */
   readonly spillDir: string;
+  /** Faults to inject into the block store (tests and chaos runs: BACKY2_FAULTS, JSON). */
+  readonly faults?: FaultPlan | undefined;
 }
 
 /** Inputs of {@link loadConfig}. */
@@ -53,7 +57,7 @@ export interface LoadConfigOptions {
 /**
  * Resolves the configuration: `--config`, else `$BACKY2_CONFIG`, else /etc/backy2.yaml when it
  * exists; the store is `--store`, else `$BACKY2_STORE`, else the config's, else
- * `~/.local/share/backy2`.
+ * `~/.local/share/backy2`. `$BACKY2_FAULTS` (a JSON FaultPlan) injects block-store faults, for tests.
  * @throws {UsageError} when the config file is missing, unreadable or invalid (naming the key)
  * @example
  * const config = await loadConfig({ storePath: '/tmp/store' });
@@ -65,7 +69,13 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
   // The YAML parser and schema are loaded only when there is a file (they cost memory).
   const parsed: ConfigFile = file === undefined ? {} : await (await import('./config-file.js')).readConfigFile(file);
   const override = options.storePath ?? (env.BACKY2_STORE || undefined);
-  return resolveConfig(file, parsed, override);
+  const config = resolveConfig(file, parsed, override);
+  if (!env.BACKY2_FAULTS) return config;
+  try {
+    return { ...config, faults: parseFaultPlan(env.BACKY2_FAULTS) };
+  } catch (err) {
+    throw new UsageError(`Bad BACKY2_FAULTS: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
 }
 
 /**

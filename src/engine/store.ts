@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import type { BlockStore } from './blockstore/block-store.js';
+import { FaultInjectingStore } from './blockstore/fault-injection.js';
 import { FileStore } from './blockstore/file-store.js';
 import type { Catalog } from './catalog/catalog.js';
 import { SqliteCatalog } from './catalog/sqlite-catalog.js';
@@ -22,8 +23,8 @@ export interface OpenStoreOptions {
   /** Create the store when it does not exist yet (backups do; reading commands do not). @default false */
   readonly create?: boolean;
   /**
-   * Wraps the block store after the standard layers; tests insert fault injection here.
-   * Layers, outermost first: this hook, then the backend (file).
+   * Wraps the block store after the standard layers; tests insert their own layers here.
+   * Layers, outermost first: this hook, fault injection (config.faults), the backend (file).
    */
   readonly wrapBlockStore?: (store: BlockStore) => BlockStore;
 }
@@ -58,8 +59,9 @@ export async function openStore(config: Config, options: OpenStoreOptions = {}):
  * @throws {StoreUnavailableError} when it cannot be opened
  */
 export async function openBlockStore(config: Config, options: Pick<OpenStoreOptions, 'wrapBlockStore'> = {}): Promise<BlockStore> {
-  const backend = await FileStore.open(config.store.blockStore.path, { maxConnections: config.writers });
-  return options.wrapBlockStore ? options.wrapBlockStore(backend) : backend;
+  let store: BlockStore = await FileStore.open(config.store.blockStore.path, { maxConnections: config.writers });
+  if (config.faults) store = new FaultInjectingStore(store, config.faults);
+  return options.wrapBlockStore ? options.wrapBlockStore(store) : store;
 }
 
 /**

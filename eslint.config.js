@@ -42,7 +42,7 @@ export default tseslint.config(
   {
     // Piscina loads workers and vitest its config through a default export; declarations mirror
     // packages that have one.
-    files: ['src/engine/pipeline/*-worker.ts', 'vitest.config.ts', 'src/types/*.d.ts'],
+    files: ['src/engine/pipeline/*-worker.ts', 'vitest.config.ts', 'src/types/*.d.ts', 'test/ceph-setup.ts'],
     rules: { 'no-restricted-syntax': 'off' },
   },
   {

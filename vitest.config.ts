@@ -16,6 +16,7 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
+          globalSetup: ['test/ceph-setup.ts'],
           testTimeout: 300_000,
           hookTimeout: 120_000,
           // These tests share loop devices and the CPU; run their files one at a time.

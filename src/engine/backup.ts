@@ -14,8 +14,12 @@ import type { Progress } from './progress.js';
 import { publishVersion } from './publish.js';
 import { hintedBlocks, readHintsFile } from './source/hints.js';
 import { openSource } from './source/source.js';
+import { AUTO_SNAPSHOT_PREFIX } from './source/rbd-source.js';
 import type { Store } from './store.js';
 import { newVersionUid } from './uid.js';
+
+/** The `--snapshot` value that creates a snapshot for the backup. */
+export const AUTO_SNAPSHOT = 'auto';
 
 /** Options of {@link backup}. */
 export interface BackupOptions {
@@ -27,7 +31,10 @@ export interface BackupOptions {
   readonly hintsFile?: string | undefined;
   /** Base version uid. @default the newest valid version of the image */
   readonly baseUid?: string | undefined;
-  /** Snapshot name to record with the version. */
+  /**
+   * Snapshot name to record with the version; for `rbd:` sources `auto` creates a
+   * `backy2-<uid>` snapshot and, after the commit, removes older backy2 snapshots.
+   */
   readonly snapshot?: string | undefined;
   /** Tags; when undefined the automatic b_daily/b_weekly/b_monthly tags apply. */
   readonly tags?: readonly string[] | undefined;
@@ -68,17 +75,27 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
   const tags = options.tags?.map(checkTag);
   const { catalog, config } = store;
   const hints = options.hintsFile === undefined ? undefined : await readHintsFile(options.hintsFile);
-  const source = await openSource(options.source);
+  const uid = newVersionUid(started);
+  const auto = options.snapshot === AUTO_SNAPSHOT;
+  const source = await openSource(options.source, {
+    ceph: config.ceph,
+    createSnapshot: auto ? `${AUTO_SNAPSHOT_PREFIX}${uid}` : undefined,
+    tmpDir: config.spillDir,
+  });
   debug(`backup: source ${source.location} opened, ${source.size} bytes`);
+  let committed = false;
   try {
     const blockSize = (await catalog.imageBlockSize(image)) ?? config.blockSize;
     const base = await findBase(store, image, options.baseUid);
-    const hinted =
-      hints === undefined ? undefined : hintedBlocks(hints, { size: source.size, blockSize, what: `"${options.hintsFile ?? ''}"` });
     if (base && base.blockSize !== blockSize) {
       throw new UsageError(`Base version "${base.uid}" has block size ${base.blockSize}, image "${image}" uses ${blockSize}`);
     }
-    const uid = newVersionUid(started);
+    // Sources that know what changed (RBD) plan their reads; their extents are hints unless the user gave some.
+    const changed = source.changedExtents ? await source.changedExtents(base?.snapshot ?? null) : undefined;
+    const extents = hints ?? changed;
+    const hintsName = hints ? `"${options.hintsFile ?? ''}"` : `from rbd diff of ${source.location}`;
+    const hinted = extents === undefined ? undefined : hintedBlocks(extents, { size: source.size, blockSize, what: hintsName });
+    const snapshot = (auto ? source.snapshot : (options.snapshot ?? source.snapshot)) ?? null;
     const locks = await acquireLocks(catalog, [
       { resource: imageResource(image), mode: 'exclusive', operation: 'backup', writer: true },
       { resource: versionResource(uid), mode: 'exclusive', operation: 'backup' },
@@ -86,18 +103,11 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
     ]);
     debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
     try {
-      await catalog.createVersion({
-        uid,
-        image,
-        createdAt: started,
-        size: source.size,
-        blockSize,
-        snapshot: options.snapshot ?? null,
-        baseUid: base?.uid ?? null,
-        source: source.location,
-      });
+      await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, baseUid: base?.uid ?? null, source: source.location });
       try {
-        return await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, tags, options });
+        const result = await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, hintsName, snapshot, tags, options });
+        committed = true;
+        return result;
       } catch (err) {
         // Nothing of this run is referenced: drop the incomplete version (its blocks stay
         // unreferenced until cleanup). A killed process leaves it incomplete instead.
@@ -109,6 +119,7 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
       await locks.release();
     }
   } finally {
+    await source.finish?.(committed).catch((err: unknown) => debug(`backup: finishing the source failed: ${String(err)}`));
     await source.close();
   }
 }
@@ -121,6 +132,8 @@ interface RunInput {
   readonly source: Awaited<ReturnType<typeof openSource>>;
   readonly base: VersionRecord | undefined;
   readonly hinted: Uint8Array | undefined;
+  readonly hintsName: string;
+  readonly snapshot: string | null;
   readonly tags: readonly string[] | undefined;
   readonly options: BackupOptions;
 }
@@ -145,7 +158,7 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
       blockSize,
       base: baseMap,
       hinted: baseMap ? run.hinted : undefined,
-      hintsName: `"${run.options.hintsFile ?? ''}"`,
+      hintsName: run.hintsName,
       sample: config.hintSample,
       invalid,
     },
@@ -171,7 +184,7 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
     blockSize,
     protected: false,
     tags,
-    snapshot: run.options.snapshot ?? null,
+    snapshot: run.snapshot,
     baseUid: run.base?.uid ?? null,
     source: source.location,
     stats,

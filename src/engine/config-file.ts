@@ -30,7 +30,22 @@ const fileSchema = z.strictObject({
   store: z.string().min(1).optional(),
   catalog: z.strictObject({ path: z.string().min(1) }).optional(),
   blockStore: z
-    .discriminatedUnion('type', [z.strictObject({ type: z.literal('file'), path: z.string().min(1) })])
+    .discriminatedUnion('type', [
+      z.strictObject({ type: z.literal('file'), path: z.string().min(1) }),
+      z.strictObject({
+        type: z.literal('s3'),
+        endpoint: z.url().optional(),
+        region: z.string().min(1).optional(),
+        bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid bucket name'),
+        prefix: z.string().regex(/^([0-9a-z._-]+\/)*$/, 'must be lowercase path segments ending in /').optional(),
+        accessKeyId: z.string().min(1).optional(),
+        secretAccessKey: z.string().min(1).optional(),
+        pathStyle: z.boolean().optional(),
+        concurrency: count(1, 256).optional(),
+        retries: count(0, 20).optional(),
+        timeout: duration.optional(),
+      }),
+    ])
     .optional(),
   backup: z
     .strictObject({
@@ -44,6 +59,14 @@ const fileSchema = z.strictObject({
     })
     .optional(),
   retention: z.strictObject({ minAge: duration.optional() }).optional(),
+  ceph: z
+    .strictObject({
+      conf: z.string().min(1).optional(),
+      id: z.string().min(1).optional(),
+      keyring: z.string().min(1).optional(),
+      timeout: duration.optional(),
+    })
+    .optional(),
   mount: z
     .strictObject({
       cacheSize: size.optional(),

@@ -4,17 +4,24 @@ import path from 'node:path';
 import type { ConfigFile } from './config-file.js';
 import { parseFaultPlan, type FaultPlan } from './blockstore/fault-injection.js';
 import { UsageError } from './errors.js';
+import type { CephOptions } from './source/rbd-cli.js';
+import type { S3StoreOptions } from './blockstore/s3-store.js';
 import { DEFAULT_BLOCK_SIZE } from './formats.js';
 
 /** The system-wide config file, read when present and no other is named. */
 export const SYSTEM_CONFIG_FILE = '/etc/backy2.yaml';
+
+/** Where blocks live: a directory, or an S3 bucket. */
+export type BlockStoreLocation =
+  | { readonly type: 'file'; readonly path: string }
+  | ({ readonly type: 's3' } & S3StoreOptions);
 
 /** Where the catalog and blocks live. */
 export interface StoreLocation {
   /** The store directory (catalog file and, by default, the blocks). */
   readonly path: string;
   readonly catalogPath: string;
-  readonly blockStore: { readonly type: 'file'; readonly path: string };
+  readonly blockStore: BlockStoreLocation;
 }
 
 /** Every setting, defaults applied. */
@@ -40,6 +47,8 @@ export interface Config {
   readonly readAhead: number;
   /** Directory of copy-on-write spill files. @default /var/tmp */
   readonly spillDir: string;
+  /** How the `rbd` and `qemu-img` commands reach Ceph (a missing field uses Ceph's own defaults). */
+  readonly ceph: CephOptions;
   /** Faults to inject into the block store (tests and chaos runs: BACKY2_FAULTS, JSON). */
   readonly faults?: FaultPlan | undefined;
 }
@@ -86,6 +95,24 @@ export function defaultConfig(storeDir: string): Config {
   return resolveConfig(undefined, {}, storeDir);
 }
 
+function blockStoreOf(spec: ConfigFile['blockStore'], storeDir: string): BlockStoreLocation {
+  if (!spec) return { type: 'file', path: storeDir };
+  if (spec.type === 'file') return { type: 'file', path: path.resolve(spec.path) };
+  return {
+    type: 's3',
+    endpoint: spec.endpoint,
+    region: spec.region,
+    bucket: spec.bucket,
+    prefix: spec.prefix,
+    accessKeyId: spec.accessKeyId,
+    secretAccessKey: spec.secretAccessKey,
+    pathStyle: spec.pathStyle,
+    concurrency: spec.concurrency,
+    attempts: spec.retries === undefined ? undefined : spec.retries + 1,
+    timeoutMs: spec.timeout,
+  };
+}
+
 function resolveConfig(file: string | undefined, parsed: ConfigFile, override: string | undefined): Config {
   const storeDir = path.resolve(override ?? parsed.store ?? path.join(homedir(), '.local', 'share', 'backy2'));
   const store: StoreLocation =
@@ -94,7 +121,7 @@ function resolveConfig(file: string | undefined, parsed: ConfigFile, override: s
       : {
           path: storeDir,
           catalogPath: path.resolve(parsed.catalog?.path ?? path.join(storeDir, 'catalog.sqlite')),
-          blockStore: parsed.blockStore ? { type: 'file', path: path.resolve(parsed.blockStore.path) } : { type: 'file', path: storeDir },
+          blockStore: blockStoreOf(parsed.blockStore, storeDir),
         };
   return {
     file,
@@ -108,5 +135,11 @@ function resolveConfig(file: string | undefined, parsed: ConfigFile, override: s
     cacheBytes: parsed.mount?.cacheSize ?? 256 << 20,
     readAhead: parsed.mount?.readAhead ?? 4,
     spillDir: path.resolve(parsed.mount?.spillDir ?? '/var/tmp'),
+    ceph: {
+      conf: parsed.ceph?.conf,
+      id: parsed.ceph?.id,
+      keyring: parsed.ceph?.keyring,
+      timeoutMs: parsed.ceph?.timeout ?? 120_000,
+    },
   };
 }

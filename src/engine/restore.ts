@@ -7,14 +7,14 @@ import { BufferPool, alignedBuffer } from './pipeline/buffer-pool.js';
 import { Semaphore } from './pipeline/semaphore.js';
 import { TaskGroup } from './pipeline/task-group.js';
 import type { Progress } from './progress.js';
-import { openFileTarget } from './source/file-target.js';
+import { openTarget } from './source/source.js';
 import type { Store } from './store.js';
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
   /** Version to restore. */
   readonly uid: string;
-  /** Target path: a new file, or with `force` an existing file or block device. */
+  /** Target: a new file, `rbd:POOL/IMAGE`, or with `force` an existing file, block device or RBD image. */
   readonly target: string;
   /** Skip all-zero blocks instead of writing zeros. @default false */
   readonly sparse?: boolean | undefined;
@@ -76,7 +76,7 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
   return withLocks(catalog, [{ resource: versionResource(version.uid), mode: 'shared', operation: 'restore' }], async () => {
     const blocks = blockCount(version.size, version.blockSize);
     const map = new BlockMap(store, await catalog.versionSegments(version.uid), blocks);
-    const target = await openFileTarget(options.target, { size: version.size, force: options.force === true, sparse: options.sparse === true });
+    const target = await openTarget(options.target, { size: version.size, force: options.force === true, sparse: options.sparse === true, ceph: config.ceph });
     const counters = { bytesWritten: 0, bytesSparse: 0, badBlockCount: 0 };
     const badBlocks: BadBlock[] = [];
     try {

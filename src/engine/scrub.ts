@@ -215,8 +215,9 @@ async function versionsUsing(store: Store, digests: ReadonlySet<string>): Promis
 }
 
 async function* compareSource(store: Store, version: VersionRecord, spec: string, sampled: Set<number> | undefined, signal: AbortSignal | undefined): AsyncGenerator<ScrubFinding> {
-  const source: BlockSource = await openSource(spec);
+  const source: BlockSource = await openSource(spec, { ceph: store.config.ceph, tmpDir: store.config.spillDir });
   try {
+    await source.changedExtents?.(null); // RBD: stream the allocated data in one pass
     if (source.size !== version.size) {
       yield { type: 'source-mismatch', uid: version.uid, block: -1, offset: 0, reason: `the source has ${source.size} bytes, the version ${version.size}` };
       return;

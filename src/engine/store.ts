@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import type { BlockStore } from './blockstore/block-store.js';
 import { FaultInjectingStore } from './blockstore/fault-injection.js';
 import { FileStore } from './blockstore/file-store.js';
+import { S3Store } from './blockstore/s3-store.js';
 import type { Catalog } from './catalog/catalog.js';
 import { SqliteCatalog } from './catalog/sqlite-catalog.js';
 import type { Config } from './config.js';
@@ -24,7 +25,8 @@ export interface OpenStoreOptions {
   readonly create?: boolean;
   /**
    * Wraps the block store after the standard layers; tests insert their own layers here.
-   * Layers, outermost first: this hook, fault injection (config.faults), the backend (file).
+   * Layers, outermost first: this hook, fault injection (config.faults), the backend (file or
+   * S3, which retries with backoff itself).
    */
   readonly wrapBlockStore?: (store: BlockStore) => BlockStore;
 }
@@ -59,7 +61,8 @@ export async function openStore(config: Config, options: OpenStoreOptions = {}):
  * @throws {StoreUnavailableError} when it cannot be opened
  */
 export async function openBlockStore(config: Config, options: Pick<OpenStoreOptions, 'wrapBlockStore'> = {}): Promise<BlockStore> {
-  let store: BlockStore = await FileStore.open(config.store.blockStore.path, { maxConnections: config.writers });
+  const where = config.store.blockStore;
+  let store: BlockStore = where.type === 's3' ? await S3Store.open(where) : await FileStore.open(where.path, { maxConnections: config.writers });
   if (config.faults) store = new FaultInjectingStore(store, config.faults);
   return options.wrapBlockStore ? options.wrapBlockStore(store) : store;
 }

@@ -1,4 +1,5 @@
 import { constants as osConstants } from 'node:os';
+import path from 'node:path';
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { BlockCache } from '../engine/block-cache.js';
 import type { VersionRecord } from '../engine/catalog/catalog.js';
@@ -234,7 +235,9 @@ export class VersionFs {
   }
 
   async statfs(): Promise<{ blocks: number; bfree: number; bavail: number; bsize: number; files: number }> {
-    const st = await fsp.statfs(this.#store.config.store.blockStore.path);
+    // The file system the store lives on (for S3 stores, the catalog's).
+    const where = this.#store.config.store.blockStore;
+    const st = await fsp.statfs(where.type === 'file' ? where.path : path.dirname(this.#store.config.store.catalogPath));
     return { blocks: st.blocks, bfree: st.bfree, bavail: st.bavail, bsize: st.bsize, files: (await this.versions()).length };
   }
 

@@ -22,11 +22,11 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
   program
     .command('backup')
     .description('back up a disk image or block device as a new version of IMAGE')
-    .argument('<source>', 'image file or block device: PATH or file:PATH')
+    .argument('<source>', 'image file or block device (PATH, file:PATH) or RBD snapshot (rbd:POOL/IMAGE@SNAPSHOT)')
     .argument('<image>', 'name of the image the version belongs to, e.g. vm1')
     .option('-r, --hints <file>', 'read only the blocks named in this `rbd diff --format=json` file (plus a verification sample)')
     .option('-f, --from <uid>', 'base version (default: the newest valid version of IMAGE)')
-    .option('-s, --snapshot <name>', 'snapshot name to record with the version')
+    .option('-s, --snapshot <name>', 'snapshot name to record with the version; "auto" with rbd:POOL/IMAGE creates backy2-<uid> and removes older ones')
     .option('-t, --tags <tags>', 'comma-separated tags (default: b_daily/b_weekly/b_monthly for the first version of a day/week/month)')
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
@@ -35,9 +35,14 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
         [
           'backy2 backup /dev/vg0/vm1 vm1',
           'backy2 backup vm1.img vm1 -t before-upgrade',
+          'backy2 backup rbd:rbd/vm1 vm1 --snapshot auto       # incremental from the previous backy2 snapshot',
           'rbd diff --from-snap s1 pool/vm1@s2 --format=json > hints.json && backy2 backup /dev/rbd0 vm1 -r hints.json -s s2',
         ],
-        'Prints the uid of the new version on stdout and a summary on stderr. All-zero blocks are\nnot stored; blocks already in the store (in any image) are stored once.',
+        'Prints the uid of the new version on stdout and a summary on stderr. All-zero blocks are\n' +
+          'not stored; blocks already in the store (in any image) are stored once. For rbd: sources,\n' +
+          'only the objects changed since the base version\'s snapshot are read (rbd diff), or only\n' +
+          'allocated objects when that snapshot is gone. Ceph options: ceph.conf/id/keyring in the\n' +
+          'config, or rbd:POOL/IMAGE@SNAP?conf=FILE&id=NAME&keyring=FILE.',
       ),
     )
     .action(async (source: string, image: string, opts: { hints?: string; from?: string; snapshot?: string; tags?: string }, command: Command) => {

@@ -1,3 +1,5 @@
+import { setMaxListeners } from 'node:events';
+
 /**
  * Background tasks that fail together: the first failure aborts `signal`, so the producer stops
  * starting new work, and `wait` rethrows it once every task has settled (nothing keeps running
@@ -16,6 +18,8 @@ export class TaskGroup {
   #errors = 0;
 
   constructor(parent?: AbortSignal) {
+    // Every task in flight may listen to the signal: many listeners are expected, not a leak.
+    setMaxListeners(0, this.#controller.signal);
     if (parent) {
       if (parent.aborted) this.#controller.abort(parent.reason);
       else parent.addEventListener('abort', () => this.#controller.abort(parent.reason), { once: true });

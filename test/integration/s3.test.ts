@@ -1,0 +1,103 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { S3Store } from '../../src/engine/blockstore/s3-store.js';
+import { describeBlockStore } from '../contract/block-store.js';
+import { BIN, spawnCli } from '../helpers/cli.js';
+import { ceph, cephDir } from '../helpers/ceph.js';
+import { makeImage } from '../helpers/image.js';
+import { eventually } from '../helpers/mount.js';
+import { makeTempDir } from '../helpers/temp.js';
+
+const MiB = 1024 * 1024;
+const bucketName = () => `backy2-test-${randomBytes(5).toString('hex')}`;
+
+describeBlockStore('s3 (radosgw)', async () => {
+  const c = ceph();
+  return { store: await S3Store.open({ endpoint: c.s3Endpoint, bucket: bucketName(), prefix: 'p/', accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey }) };
+});
+
+let dir: string;
+let env: NodeJS.ProcessEnv;
+
+beforeEach(() => {
+  dir = makeTempDir('backy2-s3-');
+  const c = ceph();
+  const config = path.join(dir, 'backy2.yaml');
+  writeFileSync(
+    config,
+    `store: ${path.join(dir, 'store')}\nblockStore:\n  type: s3\n  endpoint: ${c.s3Endpoint}\n  bucket: ${bucketName()}\n  prefix: backy2/\n  retries: 2\n  timeout: 5s\nbackup:\n  blockSize: 1MiB\n`,
+  );
+  // Credentials from the environment, as an admin would set them.
+  env = { BACKY2_CONFIG: config, AWS_ACCESS_KEY_ID: c.accessKeyId, AWS_SECRET_ACCESS_KEY: c.secretAccessKey };
+});
+
+function radosgwPid(): number {
+  return Number(readFileSync(path.join(cephDir(), 'run', 'client.rgw.a.pid'), 'utf8').trim());
+}
+
+describe('S3 block store (radosgw)', () => {
+  it('backs up, deduplicates, restores and cleans up through S3', async () => {
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 6 * MiB }, { kind: 'zero', length: 4 * MiB }, { kind: 'random', length: 2 * MiB }]);
+    const first = await spawnCli(['backup', image, 'vm1', '--json'], env);
+    expect(first.code, first.stderr).toBe(0);
+    const a = JSON.parse(first.stdout) as { uid: string; bytesWritten: number };
+    expect(a.bytesWritten).toBe(8 * MiB);
+    const second = JSON.parse((await spawnCli(['backup', image, 'vm2', '--json'], env)).stdout) as { uid: string; bytesWritten: number };
+    expect(second.bytesWritten).toBe(0);
+    const out = path.join(dir, 'out.img');
+    expect((await spawnCli(['restore', a.uid, out], env)).code).toBe(0);
+    expect(readFileSync(out).equals(readFileSync(image))).toBe(true);
+    expect((await spawnCli(['rm', '--force', a.uid, second.uid], env)).code).toBe(0);
+    const cleaned = JSON.parse((await spawnCli(['cleanup', '--json'], env)).stdout) as { blocksDeleted: number };
+    expect(cleaned.blocksDeleted).toBe(8);
+  });
+
+  it('radosgw stopped mid-backup: one clear error, no valid broken version, and the rerun succeeds', async () => {
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 64 * MiB }]);
+    const pid = radosgwPid();
+    const backup = spawn(BIN, ['backup', image, 'vm1'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    backup.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise((r) => setTimeout(r, 700));
+    process.kill(pid, 'SIGKILL');
+    const code = await new Promise<number | null>((r) => backup.on('exit', r));
+    // restart radosgw for the rerun (and the tests after this one)
+    execFileSync('radosgw', ['-n', 'client.rgw.a'], { env: { ...process.env, CEPH_CONF: ceph().conf } });
+    await eventually(async () => (await fetch(ceph().s3Endpoint).catch(() => undefined))?.ok === true, 60_000, 'radosgw to come back');
+    if (code !== 0) {
+      expect(code).toBe(10);
+      expect(stderr.trim().split('\n')).toHaveLength(1);
+      expect(stderr).toMatch(/^backy2: Cannot write object .*(cannot reach the S3 endpoint|HTTP 5)/);
+    }
+    const listed = JSON.parse((await spawnCli(['ls', '--json'], env)).stdout) as { uid: string; status: string }[];
+    for (const v of listed.filter((x) => x.status === 'valid')) {
+      const out = path.join(dir, `${v.uid}.img`);
+      expect((await spawnCli(['restore', v.uid, out], env)).code).toBe(0);
+      expect(readFileSync(out).equals(readFileSync(image))).toBe(true);
+    }
+    const rerun = await spawnCli(['backup', image, 'vm1', '--json'], env);
+    expect(rerun.code, rerun.stderr).toBe(0);
+    const out = path.join(dir, 'rerun.img');
+    expect((await spawnCli(['restore', (JSON.parse(rerun.stdout) as { uid: string }).uid, out], env)).code).toBe(0);
+    expect(readFileSync(out).equals(readFileSync(image))).toBe(true);
+  });
+
+  it('reports wrong credentials and an unreachable endpoint in one line', async () => {
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: MiB }]);
+    const denied = await spawnCli(['backup', image, 'vm1'], { ...env, AWS_SECRET_ACCESS_KEY: 'wrong' });
+    expect(denied.code).toBe(10);
+    expect(denied.stderr).toMatch(/access denied/);
+    const config = path.join(dir, 'down.yaml');
+    writeFileSync(config, `store: ${path.join(dir, 'store2')}\nblockStore:\n  type: s3\n  endpoint: http://127.0.0.1:1\n  bucket: nope\n  retries: 0\n`);
+    const down = await spawnCli(['backup', image, 'vm1'], { ...env, BACKY2_CONFIG: config });
+    expect(down.code).toBe(10);
+    expect(down.stderr.trim().split('\n')).toHaveLength(1);
+    expect(down.stderr).toContain('cannot reach the S3 endpoint');
+  });
+});

@@ -5,13 +5,12 @@ import type { VersionRecord, VersionStats } from './catalog/catalog.js';
 import { debug } from './debug.js';
 import { NotFoundError, UsageError } from './errors.js';
 import { imageResource, acquireLocks, versionResource } from './locking.js';
-import { deleteManifest } from './manifest.js';
 import { checkImageName, checkTag } from './names.js';
 import { BufferPool } from './pipeline/buffer-pool.js';
 import { Semaphore } from './pipeline/semaphore.js';
 import { runBackupPipeline, type BaseMap } from './backup-pipeline.js';
 import type { Progress } from './progress.js';
-import { publishVersion } from './publish.js';
+import { abandonVersion, publishVersion } from './publish.js';
 import { hintedBlocks, readHintsFile } from './source/hints.js';
 import { openSource } from './source/source.js';
 import { AUTO_SNAPSHOT_PREFIX } from './source/rbd-source.js';
@@ -109,10 +108,7 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
         committed = true;
         return result;
       } catch (err) {
-        // Nothing of this run is referenced: drop the incomplete version (its blocks stay
-        // unreferenced until cleanup). A killed process leaves it incomplete instead.
-        await deleteManifest(store.blocks, uid).catch(() => undefined);
-        await catalog.deleteVersion(uid).catch(() => undefined);
+        await abandonVersion(store, uid);
         throw err;
       }
     } finally {

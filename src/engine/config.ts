@@ -43,7 +43,7 @@ export interface Config {
   readonly minRemoveAgeMs: number;
   /** Bytes of the block cache of `mount` and `nbd`. @default 256 MiB */
   readonly cacheBytes: number;
-  /** Blocks read ahead for sequential readers of `mount` and `nbd`. @default 4 */
+  /** Blocks read ahead for sequential readers of `mount` and `nbd`. @default 8 */
   readonly readAhead: number;
   /** Directory of copy-on-write spill files. @default /var/tmp */
   readonly spillDir: string;
@@ -133,7 +133,7 @@ function resolveConfig(file: string | undefined, parsed: ConfigFile, override: s
     hintSample: parsed.backup?.hintSample ?? 32,
     minRemoveAgeMs: parsed.retention?.minAge ?? 6 * 24 * 3600 * 1000,
     cacheBytes: parsed.mount?.cacheSize ?? 256 << 20,
-    readAhead: parsed.mount?.readAhead ?? 4,
+    readAhead: parsed.mount?.readAhead ?? 8,
     spillDir: path.resolve(parsed.mount?.spillDir ?? '/var/tmp'),
     ceph: {
       conf: parsed.ceph?.conf,

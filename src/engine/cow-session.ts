@@ -10,9 +10,8 @@ import { debug } from './debug.js';
 import { IoError, UsageError, errnoCode } from './errors.js';
 import { SEGMENT_ENTRIES } from './formats.js';
 import { acquireLocks, versionResource, type HeldLocks } from './locking.js';
-import { deleteManifest } from './manifest.js';
 import { BufferPool } from './pipeline/buffer-pool.js';
-import { publishVersion } from './publish.js';
+import { abandonVersion, publishVersion } from './publish.js';
 import type { Store } from './store.js';
 import { newVersionUid } from './uid.js';
 import { VersionReader, type Extent } from './version-reader.js';
@@ -252,8 +251,7 @@ export class CowSession {
         await publishVersion(store, record, segments);
         debug(`cow: committed ${uid} from ${this.base.uid}, ${stats.blocksWritten} blocks written`);
       } catch (err) {
-        await deleteManifest(store.blocks, uid).catch(() => undefined);
-        await catalog.deleteVersion(uid).catch(() => undefined);
+        await abandonVersion(store, uid);
         throw err;
       }
     } finally {

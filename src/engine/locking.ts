@@ -1,16 +1,21 @@
 /**
- * Locks, held in the catalog with holder pid/host and released automatically when the holder
- * dies. Which operation takes which lock:
+ * Locks, held in the catalog with holder pid, host and boot-bound start stamp, and released
+ * automatically when the holder dies (or, on another host, stops its heartbeat). Which operation
+ * takes which lock:
  *
- * | operation | image lock | version lock |
- * | --- | --- | --- |
- * | backup | exclusive (one backup per image), writer | shared on its base version |
- * | restore | – | shared |
- * | rm | – | exclusive (refused while restored, mounted or used as a base) |
- * | protect, unprotect, tag | – | – (single-row updates) |
+ * | operation | image lock | version lock | other |
+ * | --- | --- | --- | --- |
+ * | backup | exclusive, writer | exclusive on the new version; shared on its base | |
+ * | copy-on-write commit (mount, nbd) | – | exclusive on the new version, writer | |
+ * | copy-on-write session | – | shared on the written version | |
+ * | restore, scrub | – | shared | |
+ * | mount (open file), nbd (connected export) | – | shared while open | `mount:<dir>` exclusive per daemon |
+ * | rm | – | exclusive (refused while restored, scrubbed, mounted, served or used as a base) | |
+ * | cleanup | – | – | `cleanup` exclusive; honours every writer's start |
+ * | protect, unprotect, tag, ls, stats | – | – (single-row updates or reads) | |
  *
- * Two shared locks never conflict, so restores of one version run in parallel, and backups,
- * restores of other versions and removals of other versions all run at the same time.
+ * Shared locks never conflict, so restores, scrubs, mounts and backups of different images all
+ * run at the same time; `db rebuild` works on an empty catalog only.
  */
 import type { Catalog, LockRecord, LockRequest } from './catalog/catalog.js';
 import { HEARTBEAT_INTERVAL_MS } from './catalog/holder.js';

@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, cpSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { spawnCli } from '../helpers/cli.js';
-import { makeImage, sha256File } from '../helpers/image.js';
+import { makeDiskImage, sha256File } from '../helpers/image.js';
 import { eventually, isMountPoint, startMount } from '../helpers/mount.js';
-import { attachLoop, makeExt4, mount, run } from '../helpers/system.js';
+import { attachLoop, mount, run } from '../helpers/system.js';
 import { makeTempDir } from '../helpers/temp.js';
 
 const MiB = 1024 * 1024;
@@ -16,26 +16,13 @@ let mnt: string;
 let image: string;
 let filesDir: string;
 
-/** An ext4 image with real files (32 MiB), then zeros (8 MiB) and random data (4 MiB). */
-function buildImage(): void {
-  filesDir = path.join(dir, 'files');
-  mkdirSync(filesDir);
-  cpSync('/usr/share/common-licenses', path.join(filesDir, 'licenses'), { recursive: true });
-  writeFileSync(path.join(filesDir, 'hello.txt'), 'hello\n');
-  makeImage(path.join(filesDir, 'random.bin'), [{ kind: 'random', length: 2 * MiB + 5 }]);
-  const fs = path.join(dir, 'fs.img');
-  makeExt4(fs, 32, filesDir);
-  image = path.join(dir, 'disk.img');
-  makeImage(image, [{ kind: 'bytes', data: readFileSync(fs) }, { kind: 'zero', length: 8 * MiB }, { kind: 'random', length: 4 * MiB }]);
-}
-
 beforeEach(() => {
   dir = makeTempDir('backy2-fuse-');
   const config = path.join(dir, 'backy2.yaml');
   writeFileSync(config, `backup:\n  blockSize: 1MiB\nmount:\n  spillDir: ${dir}\n`);
   env = { BACKY2_STORE: path.join(dir, 'store'), BACKY2_CONFIG: config };
   mnt = path.join(dir, 'mnt');
-  buildImage();
+  ({ image, files: filesDir } = makeDiskImage(dir, { fs: 32, zeros: 8, random: 4 }));
 });
 
 async function backupOf(file: string, name = 'vm1'): Promise<string> {

@@ -1,13 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { BIN, spawnCli } from '../helpers/cli.js';
 import { deferCleanup } from '../helpers/cleanup.js';
-import { makeImage, sha256File } from '../helpers/image.js';
+import { makeDiskImage, sha256File } from '../helpers/image.js';
 import { eventually, isMountPoint } from '../helpers/mount.js';
-import { attachLoop, makeExt4, mount, run } from '../helpers/system.js';
+import { attachLoop, mount, run } from '../helpers/system.js';
 import { makeTempDir } from '../helpers/temp.js';
 
 const MiB = 1024 * 1024;
@@ -21,15 +21,8 @@ beforeEach(() => {
   const config = path.join(dir, 'backy2.yaml');
   writeFileSync(config, `backup:\n  blockSize: 1MiB\nmount:\n  spillDir: ${dir}\n`);
   env = { BACKY2_STORE: path.join(dir, 'store'), BACKY2_CONFIG: config };
-  filesDir = path.join(dir, 'files');
-  mkdirSync(filesDir);
-  cpSync('/usr/share/common-licenses', path.join(filesDir, 'licenses'), { recursive: true });
-  writeFileSync(path.join(filesDir, 'hello.txt'), 'hello\n');
-  const fs = path.join(dir, 'fs.img');
-  makeExt4(fs, 24, filesDir);
-  image = path.join(dir, 'disk.img');
   // ext4 (24 MiB), zeros (8 MiB), random (4 MiB), zeros (4 MiB)
-  makeImage(image, [{ kind: 'bytes', data: readFileSync(fs) }, { kind: 'zero', length: 8 * MiB }, { kind: 'random', length: 4 * MiB }, { kind: 'zero', length: 4 * MiB }]);
+  ({ image, files: filesDir } = makeDiskImage(dir, { fs: 24, zeros: 8, random: 4, tail: 4 }));
 });
 
 async function backupOf(file: string): Promise<string> {

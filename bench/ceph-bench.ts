@@ -1,0 +1,97 @@
+/**
+ * Ceph benchmark: backups of an RBD image into S3 (radosgw) on a one-node test cluster started
+ * here by scripts/ceph-dev: full and incremental (2% of the blocks changed) backup MB/s, S3
+ * requests per stored block, and restore MB/s into a new RBD image. Prints figures; asserts nothing.
+ *
+ *   npm run bench:ceph
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { backup } from '../src/engine/backup.js';
+import type { BlockStore } from '../src/engine/blockstore/block-store.js';
+import { defaultConfig } from '../src/engine/config.js';
+import { restore } from '../src/engine/restore.js';
+import { openStore } from '../src/engine/store.js';
+import { DIFF_END, encodeDiffRecord, encodeDiffStart } from '../src/engine/source/rbd-diff-format.js';
+import { bench, buildImages, sh } from './images.js';
+
+const cephDir = path.join(bench.dir, 'ceph');
+const script = path.resolve(import.meta.dirname, '../scripts/ceph-dev');
+const env = { ...process.env, CEPH_DIR: cephDir, WITH_MGR: '0', MON_V2_PORT: '23300', MON_V1_PORT: '26789', RGW_PORT: '27480', MEMSTORE_BYTES: String(16 * 1024 ** 3) };
+
+/** Counts block-store operations: the S3 store sends one request per operation (plus retries). */
+function counting(store: BlockStore, counts: Record<string, number>): BlockStore {
+  const count = (op: string) => (counts[op] = (counts[op] ?? 0) + 1);
+  return {
+    properties: store.properties,
+    put: (k, b, o) => (count('put'), store.put(k, b, o)),
+    get: (k, o) => (count('get'), store.get(k, o)),
+    stat: (k) => (count('stat'), store.stat(k)),
+    list: (p) => (count('list'), store.list(p)),
+    delete: (k) => (count('delete'), store.delete(k)),
+    close: () => store.close(),
+  };
+}
+
+async function main(): Promise<void> {
+  buildImages();
+  execFileSync(script, ['down'], { env: { ...env, GRACE: '0' } });
+  const out = execFileSync(script, ['up'], { env, encoding: 'utf8' });
+  const conf = /CEPH_CONF=(\S+)/.exec(out)?.[1] ?? '';
+  const endpoint = /BACKY2_S3_ENDPOINT=(\S+)/.exec(out)?.[1] ?? '';
+  const rbd = (...args: string[]) => sh('rbd', ['--conf', conf, ...args]);
+  try {
+    rbd('import', '--no-progress', bench.baseImage, 'rbd/bench');
+    rbd('snap', 'create', 'rbd/bench@s1');
+    // The changed image's differences (2% of the blocks), written as an import-diff stream.
+    const hints = JSON.parse(readFileSync(bench.hintsFile, 'utf8')) as { offset: number; length: number }[];
+    const changed = readFileSync(bench.changedImage);
+    const parts = [encodeDiffStart(bench.size)];
+    for (const h of hints) parts.push(encodeDiffRecord('w', h.offset, h.length), changed.subarray(h.offset, h.offset + h.length));
+    parts.push(DIFF_END);
+    execFileSync('rbd', ['--conf', conf, 'import-diff', '--no-progress', '-', 'rbd/bench'], { input: Buffer.concat(parts) });
+    rbd('snap', 'create', 'rbd/bench@s2');
+
+    const storeDir = path.join(bench.dir, 'store-ceph');
+    rmSync(storeDir, { recursive: true, force: true });
+    const config = {
+      ...defaultConfig(storeDir),
+      ceph: { conf, timeoutMs: 120_000 },
+      store: {
+        path: storeDir,
+        catalogPath: path.join(storeDir, 'catalog.sqlite'),
+        blockStore: { type: 's3' as const, endpoint, bucket: 'bench', accessKeyId: /AWS_ACCESS_KEY_ID=(\S+)/.exec(out)?.[1], secretAccessKey: /AWS_SECRET_ACCESS_KEY=(\S+)/.exec(out)?.[1] },
+      },
+    };
+    const counts: Record<string, number> = {};
+    const store = await openStore(config, { create: true, wrapBlockStore: (s) => counting(s, counts) });
+    try {
+      console.log(`# RBD (${bench.gib} GiB image, ${(readFileSync(bench.baseImage).length / 1e9).toFixed(1)} GB logical) into S3 on radosgw, memstore OSD, one node; node ${process.version}`);
+      let t = Date.now();
+      const full = await backup(store, { source: 'rbd:rbd/bench@s1', image: 'bench' });
+      let s = (Date.now() - t) / 1000;
+      console.log(`full backup          ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image, ${(full.bytesRead / s / 1e6).toFixed(0)} MB/s of data read; ${full.blocksWritten} blocks stored`);
+      console.log(`S3 requests per stored block (full): ${((Object.values(counts).reduce((a, b) => a + b, 0)) / Math.max(1, full.blocksWritten)).toFixed(2)} (${JSON.stringify(counts)})`);
+      for (const k of Object.keys(counts)) delete counts[k];
+      t = Date.now();
+      const inc = await backup(store, { source: 'rbd:rbd/bench@s2', image: 'bench' });
+      s = (Date.now() - t) / 1000;
+      console.log(`incremental backup   ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image; read ${(inc.bytesRead / 1e6).toFixed(0)} MB, stored ${inc.blocksWritten} blocks`);
+      console.log(`S3 requests per stored block (incremental): ${((Object.values(counts).reduce((a, b) => a + b, 0)) / Math.max(1, inc.blocksWritten)).toFixed(2)}`);
+      t = Date.now();
+      await restore(store, { uid: full.uid, target: 'rbd:rbd/restored' });
+      s = (Date.now() - t) / 1000;
+      console.log(`restore to RBD       ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image`);
+      const a = execFileSync('sh', ['-c', `rbd --conf ${conf} export --no-progress rbd/bench@s1 - | sha256sum`], { encoding: 'utf8' });
+      const b = execFileSync('sh', ['-c', `rbd --conf ${conf} export --no-progress rbd/restored - | sha256sum`], { encoding: 'utf8' });
+      console.log(`restored image identical: ${a === b}`);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    execFileSync(script, ['down'], { env: { ...env, GRACE: '0' } });
+  }
+}
+
+await main();

@@ -47,10 +47,18 @@ interface Row {
   t: Timing;
 }
 
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const rows: Row[] = [];
 function record(tool: string, op: string, t: Timing): void {
   rows.push({ tool, op, t });
-  console.log(`${tool.padEnd(8)} ${op.padEnd(22)} ${t.seconds.toFixed(2).padStart(7)} s ${(size / t.seconds / 1e6).toFixed(0).padStart(6)} MB/s  peak RSS ${t.peakRssMiB.toFixed(0).padStart(5)} MiB`);
+  if (process.env.BENCH_VERBOSE) console.log(`  ${tool} ${op} ${t.seconds.toFixed(2)} s`);
+}
+
+/** The median run of each (tool, operation), by seconds. */
+function medians(): Row[] {
+  const groups = new Map<string, Row[]>();
+  for (const r of rows) groups.set(`${r.tool}\u0000${r.op}`, [...(groups.get(`${r.tool}\u0000${r.op}`) ?? []), r]);
+  return [...groups.values()].map((g) => [...g].sort((a, b) => a.t.seconds - b.t.seconds)[Math.floor(g.length / 2)] as Row);
 }
 
 function backupRun(source: string, extra: string[], store: string): Timing {
@@ -84,7 +92,10 @@ function benchCp(): void {
   const out = path.join(dir, 'cp.img');
   rmSync(out, { force: true });
   dropCaches();
-  record('cp', 'copy --sparse=always', timed('cp', ['--sparse=always', baseImage, out]));
+  const copy = timed('cp', ['--sparse=always', baseImage, out]);
+  record('cp', 'copy --sparse=always', copy);
+  const flush = timed('sync', []);
+  record('cp', 'copy + sync', { ...copy, seconds: copy.seconds + flush.seconds });
   rmSync(out, { force: true });
 }
 
@@ -149,7 +160,12 @@ function benchHugeSparse(): void {
 }
 
 function summary(): void {
-  const get = (tool: string, op: string) => rows.find((r) => r.tool === tool && r.op.startsWith(op))?.t;
+  const table = medians();
+  console.log(`\n# medians of ${RUNS} runs`);
+  for (const r of table) {
+    console.log(`${r.tool.padEnd(8)} ${r.op.padEnd(22)} ${r.t.seconds.toFixed(2).padStart(7)} s ${(size / r.t.seconds / 1e6).toFixed(0).padStart(6)} MB/s  peak RSS ${r.t.peakRssMiB.toFixed(0).padStart(5)} MiB`);
+  }
+  const get = (tool: string, op: string) => table.find((r) => r.tool === tool && r.op.startsWith(op))?.t;
   const ours = { full: get('backy2', 'full'), inc: get('backy2', 'incremental, no'), restore: get('backy2', 'restore') };
   console.log('\n# ratios (peer seconds / backy2 seconds; > 1 means backy2 is faster)');
   for (const peer of ['restic', 'borg']) {
@@ -158,8 +174,11 @@ function summary(): void {
     const res = get(peer, 'restore');
     if (full && ours.full) console.log(`${peer.padEnd(8)} full ${(full.seconds / ours.full.seconds).toFixed(1)}x, incremental ${inc && ours.inc ? (inc.seconds / ours.inc.seconds).toFixed(1) : '-'}x, restore ${res && ours.restore ? (res.seconds / ours.restore.seconds).toFixed(1) : '-'}x`);
   }
-  const cp = get('cp', 'copy');
-  if (cp && ours.restore) console.log(`backy2 restore / cp --sparse=always: ${(ours.restore.seconds / cp.seconds).toFixed(2)}`);
+  const cp = get('cp', 'copy --sparse');
+  const cpSync = get('cp', 'copy + sync');
+  if (cp && cpSync && ours.restore) {
+    console.log(`backy2 restore / cp --sparse=always: ${(ours.restore.seconds / cp.seconds).toFixed(2)}; / (cp + sync): ${(ours.restore.seconds / cpSync.seconds).toFixed(2)}`);
+  }
 }
 
 mkdirSync(dir, { recursive: true });
@@ -167,11 +186,13 @@ buildImages();
 const used = statSync(baseImage).blocks * 512;
 console.log(`# image ${imageGiB} GiB (${(used / GiB).toFixed(2)} GiB allocated), ${readFileSync(hintsFile, 'utf8').split('offset').length - 1} changed blocks; dir ${dir}`);
 console.log(`# ${sh('restic', ['version']).trim()}; ${sh('borg', ['--version']).trim()}; node ${process.version}`);
-benchBackup2();
-benchCp();
-if (process.env.BENCH_PEERS !== '0') {
-  benchRestic();
-  benchBorg();
+for (let run = 0; run < RUNS; run++) {
+  benchBackup2();
+  benchCp();
+  if (process.env.BENCH_PEERS !== '0') {
+    benchRestic();
+    benchBorg();
+  }
 }
 benchHugeSparse();
 summary();

@@ -3,7 +3,6 @@ import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../engine/errors.js';
-import { serveMount, stopMount } from '../../fs/mount.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';
@@ -71,6 +70,8 @@ export async function runMount(options: MountCommandOptions, globals: Globals, i
   const readyFd = io.env[READY_FD_ENV] ? Number(io.env[READY_FD_ENV]) : undefined;
   return withStore(globals, io, false, async (store) => {
     const signal = io.signal ?? new AbortController().signal;
+    // FUSE (a native library) is loaded only by the commands that mount.
+    const { serveMount } = await import('../../fs/mount.js');
     await serveMount(store, {
       mountpoint: options.mountpoint,
       writable: options.writable === true,
@@ -131,6 +132,7 @@ async function storeDir(globals: Globals, io: CliIo): Promise<string | undefined
  */
 export async function runUmount(options: { mountpoint: string }, globals: Globals, io: CliIo): Promise<number> {
   return withStore(globals, io, false, async (store) => {
+    const { stopMount } = await import('../../fs/mount.js');
     const how = await stopMount(store, options.mountpoint);
     io.stderr(how === 'stopped' ? `Unmounted ${path.resolve(options.mountpoint)}\n` : `Cleared the stale mount at ${path.resolve(options.mountpoint)}\n`);
     return 0;

@@ -1,5 +1,4 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { serveNbd } from '../../nbd/server.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';
@@ -54,6 +53,7 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
  */
 export async function runNbd(options: NbdCommandOptions, globals: Globals, io: CliIo): Promise<number> {
   return withStore(globals, io, false, async (store) => {
+    const { serveNbd } = await import('../../nbd/server.js');
     await serveNbd(store, {
       address: options.address ?? '127.0.0.1',
       port: options.port ?? 10809,

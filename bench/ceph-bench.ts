@@ -6,7 +6,7 @@
  *   npm run bench:ceph
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { backup } from '../src/engine/backup.js';
 import type { BlockStore } from '../src/engine/blockstore/block-store.js';
@@ -46,9 +46,14 @@ async function main(): Promise<void> {
     rbd('snap', 'create', 'rbd/bench@s1');
     // The changed image's differences (2% of the blocks), written as an import-diff stream.
     const hints = JSON.parse(readFileSync(bench.hintsFile, 'utf8')) as { offset: number; length: number }[];
-    const changed = readFileSync(bench.changedImage);
+    const changed = openSync(bench.changedImage, 'r');
     const parts = [encodeDiffStart(bench.size)];
-    for (const h of hints) parts.push(encodeDiffRecord('w', h.offset, h.length), changed.subarray(h.offset, h.offset + h.length));
+    for (const h of hints) {
+      const data = Buffer.alloc(h.length);
+      readSync(changed, data, 0, h.length, h.offset);
+      parts.push(encodeDiffRecord('w', h.offset, h.length), data);
+    }
+    closeSync(changed);
     parts.push(DIFF_END);
     execFileSync('rbd', ['--conf', conf, 'import-diff', '--no-progress', '-', 'rbd/bench'], { input: Buffer.concat(parts) });
     rbd('snap', 'create', 'rbd/bench@s2');
@@ -67,7 +72,7 @@ async function main(): Promise<void> {
     const counts: Record<string, number> = {};
     const store = await openStore(config, { create: true, wrapBlockStore: (s) => counting(s, counts) });
     try {
-      console.log(`# RBD (${bench.gib} GiB image, ${(readFileSync(bench.baseImage).length / 1e9).toFixed(1)} GB logical) into S3 on radosgw, memstore OSD, one node; node ${process.version}`);
+      console.log(`# RBD (${bench.gib} GiB image, ${(statSync(bench.baseImage).blocks * 512 / 1e9).toFixed(1)} GB allocated) into S3 on radosgw, memstore OSD, one node; node ${process.version}`);
       let t = Date.now();
       const full = await backup(store, { source: 'rbd:rbd/bench@s1', image: 'bench' });
       let s = (Date.now() - t) / 1000;

@@ -106,10 +106,26 @@ export class RbdSource implements BlockSource {
   }
 
   read(offset: number, into: Uint8Array): Promise<void> {
-    // One stream, consumed in order: reads run one after the other (they come in ascending order).
+    // Ranges outside the stream (samples, blocks to heal) are read at once, in parallel.
+    if (!this.#touchesStream(offset, into.length)) return this.#readRandom(offset, into);
+    // One stream, consumed in order: stream reads run one after the other (they come in ascending order).
     const run = this.#queue.then(() => this.#read(offset, into));
     this.#queue = run.catch(() => undefined);
     return run;
+  }
+
+  #touchesStream(offset: number, length: number): boolean {
+    const extents = this.#plan?.extents ?? [];
+    // Binary search: the first extent ending after `offset` (extents are sorted and disjoint).
+    let lo = 0;
+    let hi = extents.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (end(extents[mid] as Extent) <= offset) lo = mid + 1;
+      else hi = mid;
+    }
+    const e = extents[lo];
+    return e !== undefined && e.offset < offset + length;
   }
 
   async #read(offset: number, into: Uint8Array): Promise<void> {

@@ -86,100 +86,105 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
   const group = new TaskGroup(ctx.signal);
   const baseSegments = base?.map.segments.length ?? 0;
 
-  for (let k = 0; k < segmentCount(blocks) && !group.failed; k++) {
-    const first = k * SEGMENT_ENTRIES;
-    const n = segmentLength(k, blocks);
-    const plan: Plan[] = [];
-    for (let i = first; i < first + n; i++) plan.push(plannedRead(i) ? 'read' : samples.has(i) ? 'verify' : 'keep');
+  // Whatever fails here (a wrong hint, an unreadable base segment) still waits for the blocks in flight.
+  try {
+    for (let k = 0; k < segmentCount(blocks) && !group.failed; k++) {
+      const first = k * SEGMENT_ENTRIES;
+      const n = segmentLength(k, blocks);
+      const plan: Plan[] = [];
+      for (let i = first; i < first + n; i++) plan.push(plannedRead(i) ? 'read' : samples.has(i) ? 'verify' : 'keep');
 
-    const sameShape = base !== undefined && k < baseSegments && segmentLength(k, base.map.blocks) === n;
-    if (sameShape && input.invalid.size === 0 && plan.every((p) => p === 'keep')) {
-      const segmentDigest = base.map.segments[k];
-      if (segmentDigest) {
-        mapWriter.reuse(k, segmentDigest);
-        const bytes = Math.min(size, (first + n) * blockSize) - first * blockSize;
-        counters.bytesSkipped += bytes;
-        ctx.progress?.advance?.(bytes);
-        continue;
-      }
-    }
-    const baseEntries = base !== undefined && k < baseSegments ? await base.map.segmentEntries(k) : null;
-    const baseEntry = (i: number): Buffer | null => {
-      const at = (i - first) * DIGEST_LENGTH;
-      if (!baseEntries || at + DIGEST_LENGTH > baseEntries.length || !covered(i)) return null;
-      const entry = baseEntries.subarray(at, at + DIGEST_LENGTH);
-      return entry.equals(SPARSE_ENTRY) ? null : entry;
-    };
-    // Blocks that a check found bad are re-read whatever the hints say.
-    if (input.invalid.size > 0) {
-      for (let j = 0; j < n; j++) {
-        const entry = baseEntry(first + j);
-        if (plan[j] !== 'read' && entry && input.invalid.has(entry.toString('hex'))) plan[j] = 'read';
-      }
-    }
-    mapWriter.open(k, baseEntries, plan.filter((p) => p === 'read').length);
-
-    for (let j = 0; j < n && !group.failed; j++) {
-      const i = first + j;
-      const length = blockLength(i);
-      const what = plan[j];
-      if (what === 'keep') {
-        counters.bytesSkipped += length;
-        ctx.progress?.advance?.(length);
-        continue;
-      }
-      if (!input.source.mayHaveData(i * blockSize, length)) {
-        // A hole of a sparse file: zeros without reading.
-        if (what === 'verify') {
-          if (baseEntry(i) !== null) throw wrongHints(input, i, blockSize);
-          counters.bytesSkipped += length;
-        } else {
-          counters.bytesSparse += length;
-          mapWriter.set(i, null);
+      const sameShape = base !== undefined && k < baseSegments && segmentLength(k, base.map.blocks) === n;
+      if (sameShape && input.invalid.size === 0 && plan.every((p) => p === 'keep')) {
+        const segmentDigest = base.map.segments[k];
+        if (segmentDigest) {
+          mapWriter.reuse(k, segmentDigest);
+          const bytes = Math.min(size, (first + n) * blockSize) - first * blockSize;
+          counters.bytesSkipped += bytes;
+          ctx.progress?.advance?.(bytes);
+          continue;
         }
-        ctx.progress?.advance?.(length);
-        continue;
       }
-      let buf;
-      try {
-        buf = await ctx.pool.acquire(group.signal);
-      } catch (err) {
-        if (!group.failed) group.fail(err);
-        break;
+      const baseEntries = base !== undefined && k < baseSegments ? await base.map.segmentEntries(k) : null;
+      const baseEntry = (i: number): Buffer | null => {
+        const at = (i - first) * DIGEST_LENGTH;
+        if (!baseEntries || at + DIGEST_LENGTH > baseEntries.length || !covered(i)) return null;
+        const entry = baseEntries.subarray(at, at + DIGEST_LENGTH);
+        return entry.equals(SPARSE_ENTRY) ? null : entry;
+      };
+      // Blocks that a check found bad are re-read whatever the hints say.
+      if (input.invalid.size > 0) {
+        for (let j = 0; j < n; j++) {
+          const entry = baseEntry(first + j);
+          if (plan[j] !== 'read' && entry && input.invalid.has(entry.toString('hex'))) plan[j] = 'read';
+        }
       }
-      const held = buf;
-      group.spawn(async () => {
-        try {
-          const view = held.payload.subarray(0, length);
-          await ctx.readers.run(() => input.source.read(i * blockSize, view));
-          counters.bytesRead += length;
-          counters.blocksRead++;
-          const { zero, digest } = await ctx.hasher.hash(held, length);
-          const expected = baseEntry(i);
+      mapWriter.open(k, baseEntries, plan.filter((p) => p === 'read').length);
+
+      for (let j = 0; j < n && !group.failed; j++) {
+        const i = first + j;
+        const length = blockLength(i);
+        const what = plan[j];
+        if (what === 'keep') {
+          counters.bytesSkipped += length;
+          ctx.progress?.advance?.(length);
+          continue;
+        }
+        if (!input.source.mayHaveData(i * blockSize, length)) {
+          // A hole of a sparse file: zeros without reading.
           if (what === 'verify') {
-            const same = zero ? expected === null : expected !== null && digest !== null && expected.equals(digest);
-            if (!same) throw wrongHints(input, i, blockSize);
+            if (baseEntry(i) !== null) throw wrongHints(input, i, blockSize);
             counters.bytesSkipped += length;
-          } else if (zero || digest === null) {
+          } else {
             counters.bytesSparse += length;
             mapWriter.set(i, null);
-          } else {
-            const unchanged = expected !== null && expected.equals(digest) && !input.invalid.has(expected.toString('hex'));
-            const written = !unchanged && (await ctx.writer.store(digest, held, length));
-            if (written) {
-              counters.bytesWritten += length;
-              counters.blocksWritten++;
-            } else {
-              counters.bytesDeduplicated += length;
-            }
-            mapWriter.set(i, digest);
           }
           ctx.progress?.advance?.(length);
-        } finally {
-          ctx.pool.release(held);
+          continue;
         }
-      });
+        let buf;
+        try {
+          buf = await ctx.pool.acquire(group.signal);
+        } catch (err) {
+          if (!group.failed) group.fail(err);
+          break;
+        }
+        const held = buf;
+        group.spawn(async () => {
+          try {
+            const view = held.payload.subarray(0, length);
+            await ctx.readers.run(() => input.source.read(i * blockSize, view));
+            counters.bytesRead += length;
+            counters.blocksRead++;
+            const { zero, digest } = await ctx.hasher.hash(held, length);
+            const expected = baseEntry(i);
+            if (what === 'verify') {
+              const same = zero ? expected === null : expected !== null && digest !== null && expected.equals(digest);
+              if (!same) throw wrongHints(input, i, blockSize);
+              counters.bytesSkipped += length;
+            } else if (zero || digest === null) {
+              counters.bytesSparse += length;
+              mapWriter.set(i, null);
+            } else {
+              const unchanged = expected !== null && expected.equals(digest) && !input.invalid.has(expected.toString('hex'));
+              const written = !unchanged && (await ctx.writer.store(digest, held, length));
+              if (written) {
+                counters.bytesWritten += length;
+                counters.blocksWritten++;
+              } else {
+                counters.bytesDeduplicated += length;
+              }
+              mapWriter.set(i, digest);
+            }
+            ctx.progress?.advance?.(length);
+          } finally {
+            ctx.pool.release(held);
+          }
+        });
+      }
     }
+  } catch (err) {
+    group.fail(err);
   }
   await group.wait();
   await ctx.writer.flush();

@@ -67,11 +67,16 @@ export function decodeSegment(payload: Buffer, what: string): Buffer {
  * @param segment encoded payload and digest
  */
 export async function saveSegment(storage: MapStorage, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
-  // Segments are content-addressed: one the catalog has is already in the block store too.
-  // Touching it keeps a concurrent cleanup from deleting it.
-  if (await storage.catalog.touchSegment(segment.digest)) return;
-  await saveSegmentObject(storage.blocks, segment);
+  // Segments are content-addressed: one the catalog has is reused; touching it keeps a concurrent
+  // cleanup from deleting it. Its durable copy may be missing (a writer killed between the two
+  // steps below): write it then.
+  if (await storage.catalog.touchSegment(segment.digest)) {
+    if (!(await storage.blocks.stat(ObjectKeys.segment(segment.digest.toString('hex'))))) await saveSegmentObject(storage.blocks, segment);
+    return;
+  }
+  // The row first: a cleanup that deleted the object meanwhile then finds it and writes it back.
   await storage.catalog.putSegment(segment.digest, (segment.payload.length - SEGMENT_HEADER_LENGTH) / DIGEST_LENGTH, segment.payload);
+  await saveSegmentObject(storage.blocks, segment);
 }
 
 /** Writes a segment's durable copy into the block store. */

@@ -14,7 +14,7 @@
  * `deleting` rows that the next run finishes first: it can be killed at any moment.
  */
 import { BlockMap, blockCount, saveSegmentObject } from './block-map.js';
-import { ConflictError, throwIfAborted } from './errors.js';
+import { ConflictError, isBackyError, throwIfAborted } from './errors.js';
 import { ObjectKeys } from './formats.js';
 import { acquireLocks } from './locking.js';
 import { Semaphore } from './pipeline/semaphore.js';
@@ -91,7 +91,13 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
   const locks = await acquireLocks(catalog, [{ resource: CLEANUP_RESOURCE, mode: 'exclusive', operation: dryRun ? 'cleanup --dry-run' : 'cleanup' }]);
   const counters = { blocksDeleted: 0, bytesFreed: 0, segmentsDeleted: 0, orphansDeleted: 0, orphanBytes: 0, tempFilesDeleted: 0, resumed: 0 };
   const deletes = new Semaphore(Math.max(1, blocks.properties.maxConnections));
-  const deleteKeys = (keys: string[]) => Promise.all(keys.map((key) => deletes.run(() => blocks.delete(key))));
+  // Every delete of a batch settles before an error propagates: none may run after this cleanup
+  // released its lock (a writer could take the block over and lose it to a late delete).
+  const deleteKeys = async (keys: string[]) => {
+    const results = await Promise.allSettled(keys.map((key) => deletes.run(() => blocks.delete(key))));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  };
   try {
     const writers = (await catalog.listLocks()).filter((l) => l.writer);
     const safeBefore = Math.min(started, ...writers.map((l) => l.acquiredAt));
@@ -112,7 +118,12 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
     const liveSegments = new Set<string>();
     for (const version of await catalog.listVersions()) {
       if (version.status === 'incomplete') continue;
-      const segments = await catalog.versionSegments(version.uid);
+      // Removed meanwhile (a copy-on-write session replacing its commit): nothing to keep.
+      const segments = await catalog.versionSegments(version.uid).catch((err: unknown) => {
+        if (isBackyError(err) && err.code === 'E_NOT_FOUND') return undefined;
+        throw err;
+      });
+      if (!segments) continue;
       const map = new BlockMap(store, segments, blockCount(version.size, version.blockSize));
       for (let k = 0; k < segments.length; k++) {
         const hex = (segments[k] as Buffer).toString('hex');
@@ -192,9 +203,11 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
 
 /** The catalog must know every version the store has a manifest of, or all would look like garbage. */
 async function refuseLostCatalog(store: Store): Promise<void> {
+  // Manifests first: a version's catalog row always exists before its manifest is written.
+  const manifests: string[] = [];
+  for await (const info of store.blocks.list('versions/')) manifests.push(info.key.slice('versions/'.length));
   const known = new Set((await store.catalog.listVersions()).map((v) => v.uid));
-  for await (const info of store.blocks.list('versions/')) {
-    const uid = info.key.slice('versions/'.length);
+  for (const uid of manifests) {
     if (!known.has(uid)) {
       throw new ConflictError(`The block store has version "${uid}" that the catalog does not know: the catalog is incomplete`, {
         hint: 'run `backy2 db rebuild` before a cleanup',

@@ -13,6 +13,7 @@ import { acquireLocks, versionResource, type HeldLocks } from './locking.js';
 import { BufferPool } from './pipeline/buffer-pool.js';
 import { abandonVersion, publishVersion } from './publish.js';
 import type { Store } from './store.js';
+import { zeroRange } from './sys/native.js';
 import { newVersionUid } from './uid.js';
 import { VersionReader, type Extent } from './version-reader.js';
 import { removeVersions } from './versions.js';
@@ -32,8 +33,10 @@ export interface CowSessionOptions {
 
 /** State of one written block. */
 interface DirtyBlock {
-  /** Slot in the spill file, or -1 for an all-zero block (trimmed or zeroed). */
+  /** Slot in the spill file, or -1 when it has none (a block zeroed before any write). */
   slot: number;
+  /** The block reads as zeros (trimmed or zeroed); its slot, if any, is reused by the next write. */
+  zero: boolean;
   /** Digest stored by the last commit; null when written since. */
   committed: Buffer | 'zero' | null;
   /** Counts writes, so a commit racing with a write does not mark newer data as committed. */
@@ -49,7 +52,8 @@ interface DirtyBlock {
  * file. A commit hashes only blocks written since the previous commit, stores new blocks with
  * deduplication, and reuses every untouched map segment of the base. Each later commit of the
  * same session supersedes (removes) the version the previous commit made, so one session leaves
- * one version however often it is flushed.
+ * one version however often it is flushed. Until a commit, written data lives only in the spill
+ * file (unlinked, so it vanishes with the process): a commit is what makes writes durable.
  *
  * @example
  * const session = await CowSession.open(store, base, { spillDir: '/var/tmp', cache, origin: 'nbd' });
@@ -114,6 +118,11 @@ export class CowSession {
     return this.base.blockSize;
   }
 
+  /** The uid of this session's newest committed version, if any. */
+  get lastCommit(): string | undefined {
+    return this.#lastCommit;
+  }
+
   /** True when blocks were written since the last commit. */
   get dirty(): boolean {
     for (const block of this.#dirty.values()) if (block.committed === null) return true;
@@ -176,7 +185,11 @@ export class CowSession {
         parts.push(
           (this.#materializing.get(i) ?? Promise.resolve()).then(() => {
             const previous = this.#dirty.get(i);
-            this.#dirty.set(i, { slot: -1, committed: null, generation: (previous?.generation ?? 0) + 1 });
+            if (previous) {
+              previous.zero = true;
+              previous.committed = null;
+              previous.generation++;
+            } else this.#dirty.set(i, { slot: -1, zero: true, committed: null, generation: 1 });
           }),
         );
       } else {
@@ -204,15 +217,10 @@ export class CowSession {
         const from = Math.max(e.offset, i * bs);
         const to = Math.min(e.offset + e.length, (i + 1) * bs);
         const block = this.#dirty.get(i);
-        push(from, to, block ? block.slot < 0 : e.sparse);
+        push(from, to, block ? block.zero : e.sparse);
       }
     }
     return out;
-  }
-
-  /** Makes written data survive a crash of this process until the next commit (fsync of the spill file). */
-  async flushSpill(): Promise<void> {
-    await this.#spill.datasync();
   }
 
   /**
@@ -246,9 +254,11 @@ export class CowSession {
     try {
       await catalog.createVersion({ uid, image: this.base.image, createdAt: started, size: this.size, blockSize: this.blockSize, snapshot: null, baseUid: this.base.uid, source: this.#origin });
       try {
-        const { segments, stats } = await this.#writeMap(started);
+        const { segments, stats, updates } = await this.#writeMap(started);
         const record = { ...this.base, uid, createdAt: started, protected: false, tags: [COW_TAG], snapshot: null, baseUid: this.base.uid, source: this.#origin, stats };
         await publishVersion(store, record, segments);
+        // Only now are the blocks committed: a failed commit leaves them dirty for the next one.
+        for (const u of updates) if (u.block.generation === u.generation) u.block.committed = u.committed;
         debug(`cow: committed ${uid} from ${this.base.uid}, ${stats.blocksWritten} blocks written`);
       } catch (err) {
         await abandonVersion(store, uid);
@@ -275,6 +285,7 @@ export class CowSession {
     const pool = new BufferPool(bs, 2);
     const counters = { bytesRead: 0, bytesWritten: 0, bytesDeduplicated: 0, bytesSparse: 0, bytesSkipped: 0, blocksRead: 0, blocksWritten: 0 };
     const byIndex = [...this.#dirty.keys()].sort((a, b) => a - b);
+    const updates: { block: DirtyBlock; generation: number; committed: Buffer | 'zero' }[] = [];
     let at = 0;
     for (let k = 0; k < segmentCount(blocks); k++) {
       const inSegment: number[] = [];
@@ -288,15 +299,18 @@ export class CowSession {
       for (const i of inSegment) {
         const block = this.#dirty.get(i);
         const length = this.#reader.blockLength(i);
-        if (!block || block.slot < 0) {
+        if (!block) continue;
+        const generation = block.generation;
+        if (block.zero) {
           counters.bytesSparse += length;
           mapWriter.set(i, null);
-          if (block) block.committed = 'zero';
+          updates.push({ block, generation, committed: 'zero' });
           continue;
         }
-        const generation = block.generation;
-        if (block.committed !== null) {
-          mapWriter.set(i, block.committed === 'zero' ? null : block.committed);
+        // Unchanged since the last commit: reuse its digest, touched so that a cleanup keeps it.
+        const previous = block.committed;
+        if (previous === 'zero' || (previous !== null && (await store.catalog.touchBlock(previous)))) {
+          mapWriter.set(i, previous === 'zero' ? null : previous);
           continue;
         }
         const buf = await pool.acquire();
@@ -317,7 +331,7 @@ export class CowSession {
             mapWriter.set(i, digest);
             committed = Buffer.from(digest);
           }
-          if (block.generation === generation) block.committed = committed;
+          updates.push({ block, generation, committed });
         } finally {
           pool.release(buf);
         }
@@ -325,24 +339,31 @@ export class CowSession {
     }
     await writer.flush();
     const segments = await mapWriter.finish();
-    return { segments, stats: { ...counters, durationSeconds: (Date.now() - started) / 1000 } };
+    return { segments, updates, stats: { ...counters, durationSeconds: (Date.now() - started) / 1000 } };
   }
 
-  /** Copies block `i` into the spill file on its first write. */
+  /** Gives block `i` a spill slot holding its current contents, before a (partial) write. */
   #materialize(i: number): Promise<DirtyBlock> {
     const existing = this.#dirty.get(i);
-    if (existing && existing.slot >= 0) return Promise.resolve(existing);
+    if (existing && existing.slot >= 0 && !existing.zero) return Promise.resolve(existing);
     let pending = this.#materializing.get(i);
     if (!pending) {
       pending = (async () => {
-        const slot = this.#nextSlot++;
+        if (existing && existing.slot >= 0) {
+          // A zeroed block keeps its slot: clear the old data (punch a hole, or write zeros).
+          const at = existing.slot * this.blockSize;
+          if (!zeroRange(this.#spill.fd, at, this.blockSize)) await this.#spillWrite(at, Buffer.alloc(this.blockSize));
+          existing.zero = false;
+          return existing;
+        }
         // A fresh slot of the sparse spill file reads as zeros: copy only non-zero base data.
+        const slot = this.#nextSlot++;
         if (!existing) {
           const cached = await this.#reader.block(i);
           // A copy: the cache may reuse its buffer during the write.
           if (cached) await this.#spillWrite(slot * this.blockSize, Buffer.from(cached));
         }
-        const block: DirtyBlock = { slot, committed: null, generation: (existing?.generation ?? 0) + 1 };
+        const block: DirtyBlock = { slot, zero: false, committed: null, generation: (existing?.generation ?? 0) + 1 };
         this.#dirty.set(i, block);
         return block;
       })().finally(() => this.#materializing.delete(i));
@@ -353,7 +374,7 @@ export class CowSession {
 
   async #readDirty(i: number, within: number, view: Uint8Array): Promise<void> {
     const block = this.#dirty.get(i) ?? (await this.#materializing.get(i));
-    if (!block || block.slot < 0) view.fill(0);
+    if (!block || block.zero || block.slot < 0) view.fill(0);
     else await this.#spillRead(block.slot * this.blockSize + within, view);
   }
 

@@ -87,48 +87,53 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
       const zeros = alignedBuffer(version.blockSize);
       // --sparse: zero blocks stay unwritten (already zero, or zeroed without allocating).
       const sparse = options.sparse === true;
-      for (let k = 0; k < segmentCount(blocks) && !group.failed; k++) {
-        const entries = await map.segmentEntries(k);
-        for (let j = 0; j < entries.length / DIGEST_LENGTH && !group.failed; j++) {
-          const i = k * SEGMENT_ENTRIES + j;
-          const offset = i * version.blockSize;
-          const length = Math.min(version.blockSize, version.size - offset);
-          const digest = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
-          if (digest.equals(SPARSE_ENTRY)) {
-            counters.bytesSparse += length;
-            if (!sparse || !target.zeroed) {
-              await group.below(pool.size);
-              group.spawn(() => (sparse ? target.zero(offset, length) : target.write(offset, zeros.subarray(0, length))));
-            }
-            options.progress?.advance?.(length);
-            continue;
-          }
-          let buf;
-          try {
-            buf = await pool.acquire(group.signal);
-          } catch (err) {
-            if (!group.failed) group.fail(err);
-            break;
-          }
-          const held = buf;
-          group.spawn(async () => {
-            try {
-              const data = await reads.run(() => fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, digest, length, held, { aligned: true, signal: group.signal }));
-              await target.write(offset, data);
-              counters.bytesWritten += length;
-            } catch (err) {
-              if (!isBadBlock(err)) throw err;
-              counters.badBlockCount++;
-              if (badBlocks.length < MAX_REPORTED_BAD_BLOCKS) {
-                badBlocks.push({ index: i, offset, digest: digest.toString('hex'), code: err.code, message: err.message });
+      // A failure here (an unreadable segment) still waits for the writes in flight.
+      try {
+        for (let k = 0; k < segmentCount(blocks) && !group.failed; k++) {
+          const entries = await map.segmentEntries(k);
+          for (let j = 0; j < entries.length / DIGEST_LENGTH && !group.failed; j++) {
+            const i = k * SEGMENT_ENTRIES + j;
+            const offset = i * version.blockSize;
+            const length = Math.min(version.blockSize, version.size - offset);
+            const digest = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
+            if (digest.equals(SPARSE_ENTRY)) {
+              counters.bytesSparse += length;
+              if (!sparse || !target.zeroed) {
+                await group.below(pool.size);
+                group.spawn(() => (sparse ? target.zero(offset, length) : target.write(offset, zeros.subarray(0, length))));
               }
-              if (!target.zeroed) await target.zero(offset, length);
-            } finally {
-              pool.release(held);
+              options.progress?.advance?.(length);
+              continue;
             }
-            options.progress?.advance?.(length);
-          });
+            let buf;
+            try {
+              buf = await pool.acquire(group.signal);
+            } catch (err) {
+              if (!group.failed) group.fail(err);
+              break;
+            }
+            const held = buf;
+            group.spawn(async () => {
+              try {
+                const data = await reads.run(() => fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, digest, length, held, { aligned: true, signal: group.signal }));
+                await target.write(offset, data);
+                counters.bytesWritten += length;
+              } catch (err) {
+                if (!isBadBlock(err)) throw err;
+                counters.badBlockCount++;
+                if (badBlocks.length < MAX_REPORTED_BAD_BLOCKS) {
+                  badBlocks.push({ index: i, offset, digest: digest.toString('hex'), code: err.code, message: err.message });
+                }
+                if (!target.zeroed) await target.zero(offset, length);
+              } finally {
+                pool.release(held);
+              }
+              options.progress?.advance?.(length);
+            });
+          }
         }
+      } catch (err) {
+        group.fail(err);
       }
       await group.wait();
       await target.finish();

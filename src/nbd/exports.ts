@@ -139,8 +139,10 @@ export class VersionExports implements NbdBackend {
         const to = offset + length === version.size ? version.size : Math.floor((offset + length) / bs) * bs;
         if (to > from) await (await session()).zero(from, to - from);
       },
+      // Writes live in the session's spill file until a commit: FLUSH and FUA commit (a later
+      // commit of the session replaces the version, so a session still leaves one version).
       flush: async () => {
-        await state.session?.flushSpill();
+        await state.session?.commit();
       },
       extents: async (offset, length): Promise<NbdExtent[]> => {
         const capped = Math.min(length, MAX_EXTENT_BLOCKS * bs - (offset % bs));
@@ -163,8 +165,9 @@ export class VersionExports implements NbdBackend {
     const session = state.session;
     if (!session) return;
     try {
-      const committed = await session.commit();
-      if (committed) this.#options.log(`committed copy-on-write version ${committed.uid} of ${committed.image} (base ${state.version.uid}, ${why})`);
+      // The last commit may have come from a FLUSH already; report the version the session leaves.
+      const committed = (await session.commit())?.uid ?? session.lastCommit;
+      if (committed) this.#options.log(`committed copy-on-write version ${committed} of ${state.version.image} (base ${state.version.uid}, ${why})`);
       await session.close();
       state.session = undefined;
     } catch (err) {

@@ -129,6 +129,8 @@ export class NbdSession {
   #processing = false;
   #timer: NodeJS.Timeout | undefined;
   #pausedForBackpressure = false;
+  #released = false;
+  #closeReason = '';
 
   constructor(socket: Duplex, backend: NbdBackend, options: { log: (line: string) => void; limits?: SessionLimits }) {
     this.#socket = socket;
@@ -206,13 +208,15 @@ export class NbdSession {
       this.#abort('too many options');
       return false;
     }
-    // Options are answered one at a time: stop parsing until this one is done.
+    // Options are answered one at a time: stop reading and parsing until this one is done.
     this.#state = 'option-pending';
+    this.#socket.pause();
     this.#handleOption(option.option, option.data)
       .then((next) => {
         if (this.#state !== 'option-pending') return;
         if (next === 'closed') return this.#end('the client ended the negotiation');
         this.#state = next;
+        this.#socket.resume();
         this.#process();
       })
       .catch((err: unknown) => this.#abort(`option failed: ${err instanceof Error ? err.message : String(err)}`));
@@ -224,7 +228,7 @@ export class NbdSession {
     const error = (type: number, message: string) => reply(type, Buffer.from(message, 'utf8'));
     switch (option) {
       case Opt.NBD_OPT_EXPORT_NAME: {
-        const exp = await this.#backend.open(data.toString('utf8'));
+        const exp = await this.#adopt(await this.#backend.open(data.toString('utf8')));
         if (!exp) return 'closed';
         this.#export = exp;
         this.#write(encodeExportNameReply(exp.size, this.#flags(exp), this.#noZeroes));
@@ -247,7 +251,8 @@ export class NbdSession {
       case Opt.NBD_OPT_GO: {
         const request = parseInfoRequest(data);
         if (!request) return (error(Rep.NBD_REP_ERR_INVALID, 'malformed INFO/GO request'), 'options');
-        const exp = await this.#backend.open(request.name);
+        const exp = await this.#adopt(await this.#backend.open(request.name));
+        if (this.#state !== 'option-pending') return 'closed';
         if (!exp) return (error(Rep.NBD_REP_ERR_UNKNOWN, `no export named "${request.name}"`), 'options');
         reply(Rep.NBD_REP_INFO, encodeInfoExport(exp.size, this.#flags(exp)));
         if (request.infos.includes(Info.NBD_INFO_NAME)) reply(Rep.NBD_REP_INFO, encodeInfoText(Info.NBD_INFO_NAME, exp.name));
@@ -286,6 +291,15 @@ export class NbdSession {
         error(Rep.NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
         return 'options';
     }
+  }
+
+  /** An export opened while the connection closed is released at once. */
+  async #adopt(exp: NbdExport | undefined): Promise<NbdExport | undefined> {
+    if (exp && this.#state !== 'option-pending') {
+      await exp.close();
+      return undefined;
+    }
+    return exp;
   }
 
   #startTransmission(): State {
@@ -348,8 +362,11 @@ export class NbdSession {
       .finally(() => {
         this.#inFlight--;
         this.#inFlightBytes -= bytes;
-        this.#maybeResume();
-        this.#maybeFinish();
+        if (this.#state === 'closed') this.#releaseExport();
+        else {
+          this.#maybeResume();
+          this.#maybeFinish();
+        }
       });
     return true;
   }
@@ -526,10 +543,18 @@ export class NbdSession {
   #close(why: string): void {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
+    this.#closeReason = why;
     if (this.#timer) clearTimeout(this.#timer);
-    if (this.#export) this.#log(`export "${this.#export.name}" released: ${why}`);
+    this.#releaseExport();
+  }
+
+  /** Releases the export once no request of this connection is in flight any more. */
+  #releaseExport(): void {
+    if (this.#inFlight > 0 || this.#released) return;
+    this.#released = true;
     const exp = this.#export;
     this.#export = undefined;
+    if (exp) this.#log(`export "${exp.name}" released: ${this.#closeReason}`);
     (exp ? exp.close() : Promise.resolve()).catch((err: unknown) => this.#log(`releasing export: ${String(err)}`)).finally(() => this.#resolveClosed());
   }
 }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -92,6 +93,13 @@ describe('RBD sources and targets (real cluster)', () => {
     const r = await spawnCli(['restore', v.uid, `rbd:rbd/${target}`, '--force'], env);
     expect(r.code, r.stderr).toBe(0);
     expect(rbdSha(`rbd/${target}`)).toBe(rbdSha(`rbd/${name}@s1`));
+    // A larger existing image keeps its size; the version fills its start.
+    const bigger = `${name}-big`;
+    rbd(['create', '--size', `${2 * SIZE}B`, `rbd/${bigger}`]);
+    expect((await spawnCli(['restore', v.uid, `rbd:rbd/${bigger}`, '--force'], env)).code).toBe(0);
+    expect((JSON.parse(rbd(['info', '--format', 'json', `rbd/${bigger}`])) as { size: number }).size).toBe(2 * SIZE);
+    const head = execFileSync('sh', ['-c', `rbd --conf ${ceph().conf} export --no-progress rbd/${bigger} - | head -c ${SIZE} | sha256sum`], { encoding: 'utf8' });
+    expect(head.split(' ')[0]).toBe(rbdSha(`rbd/${name}@s1`));
   });
 
   it('refuses an RBD source without a snapshot, and reports a missing image clearly', async () => {

@@ -161,9 +161,16 @@ describe('reliability', () => {
     }
     const until = Date.now() + CONCURRENCY_SECONDS * 1000;
     const accept = (r: { code: number; stderr: string }, ok: number[]) => expect(ok, r.stderr).toContain(r.code);
+    // A failing loop stops the others, and every loop has ended before the test does.
+    let failed = false;
     const loop = async (body: () => Promise<void>) => {
-      while (Date.now() < until) {
-        await body();
+      while (Date.now() < until && !failed) {
+        try {
+          await body();
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
         figures.inputsTried++;
       }
     };
@@ -172,7 +179,7 @@ describe('reliability', () => {
         const { file, tag } = newState(image);
         accept(await spawnCli(['backup', file, image, '-t', tag], env), [0, 11]);
       });
-    await Promise.all([
+    const loops = await Promise.allSettled([
       backups('a'),
       backups('b'),
       loop(async () => {
@@ -198,6 +205,7 @@ describe('reliability', () => {
       }),
       loop(async () => accept(await spawnCli(['cleanup'], env), [0, 11])),
     ]);
+    for (const l of loops) if (l.status === 'rejected') throw l.reason;
     await verifyAll();
   }, 600_000);
 

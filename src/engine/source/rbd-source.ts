@@ -115,8 +115,13 @@ export class RbdSource implements BlockSource {
   }
 
   #touchesStream(offset: number, length: number): boolean {
+    const e = this.#plan?.extents[this.#firstEndingAfter(offset)];
+    return e !== undefined && e.offset < offset + length;
+  }
+
+  /** Binary search: index of the first extent ending after `offset` (extents are sorted and disjoint). */
+  #firstEndingAfter(offset: number): number {
     const extents = this.#plan?.extents ?? [];
-    // Binary search: the first extent ending after `offset` (extents are sorted and disjoint).
     let lo = 0;
     let hi = extents.length;
     while (lo < hi) {
@@ -124,15 +129,15 @@ export class RbdSource implements BlockSource {
       if (end(extents[mid] as Extent) <= offset) lo = mid + 1;
       else hi = mid;
     }
-    const e = extents[lo];
-    return e !== undefined && e.offset < offset + length;
+    return lo;
   }
 
   async #read(offset: number, into: Uint8Array): Promise<void> {
     const endAt = offset + into.length;
     let at = offset;
-    for (const e of this.#plan?.extents ?? []) {
-      if (end(e) <= at) continue;
+    const extents = this.#plan?.extents ?? [];
+    for (let k = this.#firstEndingAfter(offset); k < extents.length; k++) {
+      const e = extents[k] as Extent;
       if (e.offset >= endAt) break;
       if (e.offset > at) {
         await this.#readRandom(at, into.subarray(at - offset, e.offset - offset));

@@ -37,7 +37,8 @@ export async function openRbdTarget(spec: RbdSpec, options: TargetOptions): Prom
       // Resolves once rbd has taken the bytes: the caller may reuse its buffer then.
       stdin.write(chunk, (err) => (err ? reject(new IoError(`Cannot write to rbd import-diff for ${spec.location}: ${err.message}`)) : resolve()));
     });
-  await send(encodeDiffStart(options.size));
+  // import-diff resizes the image to this size: keep a larger existing image as it is.
+  await send(encodeDiffStart(existing ?? options.size));
   const created = existing === undefined;
   return {
     location: spec.location,

@@ -121,3 +121,44 @@ describe('CowSession', () => {
     await removeVersions(s, [version.uid], { force: true });
   });
 });
+
+describe('CowSession edge cases', () => {
+  it('a zeroed block that is written again reads as zeros plus the new data', async () => {
+    const { s, dir, version, cache, data } = await setup();
+    const session = await CowSession.open(s, version, { spillDir: dir, cache, origin: 'test' });
+    sessions.push(session);
+    await session.write(B, randomBytes(B)); // gives block 1 a slot
+    await session.zero(B, B);
+    await session.write(B + 100, Buffer.from('xyz'));
+    const block = Buffer.alloc(B);
+    await session.read(B, block);
+    const expected = Buffer.alloc(B);
+    Buffer.from('xyz').copy(expected, 100);
+    expect(block.equals(expected)).toBe(true);
+    const committed = await session.commit();
+    const out = path.join(dir, 'out');
+    await restore(s, { uid: committed!.uid, target: out });
+    expect(readFileSync(out).subarray(B, 2 * B).equals(expected)).toBe(true);
+    expect(readFileSync(out).subarray(0, B).equals(data.subarray(0, B))).toBe(true);
+  });
+
+  it('a failed commit keeps the writes for the next commit', async () => {
+    const { s, dir, version, cache } = await setup();
+    const session = await CowSession.open(s, version, { spillDir: dir, cache, origin: 'test' });
+    sessions.push(session);
+    const patch = randomBytes(4096);
+    await session.write(2 * B, patch);
+    const put = s.blocks.put.bind(s.blocks);
+    s.blocks.put = async () => {
+      throw Object.assign(new Error('injected'), { code: 'E_STORE' });
+    };
+    await expect(session.commit()).rejects.toThrow('injected');
+    s.blocks.put = put;
+    expect(session.dirty).toBe(true);
+    const committed = await session.commit();
+    expect(committed).toBeDefined();
+    const out = path.join(dir, 'out');
+    await restore(s, { uid: committed!.uid, target: out });
+    expect(readFileSync(out).subarray(2 * B, 2 * B + 4096).equals(patch)).toBe(true);
+  });
+});

@@ -36,10 +36,10 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
           'qemu-img convert -O raw nbd://127.0.0.1/v1kx3f9qm7wz /tmp/vm1.raw',
           'nbd-client -N v1kx3f9qm7wz 127.0.0.1 /dev/nbd0',
         ],
-        'Without -r, writes go to a copy-on-write session shared by all connections to an export;\n' +
-          'when the last writing client disconnects, the changes become a new version tagged "cow"\n' +
-          '(base = the served version). The served version never changes. SIGINT or SIGTERM stop\n' +
-          'the server after committing open sessions.',
+        'Without -r, writes go to a copy-on-write session shared by all connections to an export.\n' +
+          'FLUSH and FUA commit them as a new version tagged "cow" (base = the served version; a later\n' +
+          'commit of the session replaces it), and so does the disconnect of the last writing client.\n' +
+          'The served version never changes. SIGINT or SIGTERM stop the server after committing.',
       ),
     )
     .action(async (uid: string | undefined, opts: { address?: string; port?: number; readOnly?: boolean }, command: Command) => {

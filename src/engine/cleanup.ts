@@ -201,18 +201,21 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
   }
 }
 
-/** The catalog must know every version the store has a manifest of, or all would look like garbage. */
+/**
+ * The catalog must know every version the store has a manifest of, or all would look like garbage.
+ * A manifest without a catalog row is re-checked in this order to tell a lost catalog from a
+ * version created or removed meanwhile: rows exist before their manifests are written, and
+ * manifests are deleted before their rows.
+ */
 async function refuseLostCatalog(store: Store): Promise<void> {
-  // Manifests first: a version's catalog row always exists before its manifest is written.
-  const manifests: string[] = [];
-  for await (const info of store.blocks.list('versions/')) manifests.push(info.key.slice('versions/'.length));
   const known = new Set((await store.catalog.listVersions()).map((v) => v.uid));
-  for (const uid of manifests) {
-    if (!known.has(uid)) {
-      throw new ConflictError(`The block store has version "${uid}" that the catalog does not know: the catalog is incomplete`, {
-        hint: 'run `backy2 db rebuild` before a cleanup',
-      });
-    }
+  for await (const info of store.blocks.list('versions/')) {
+    const uid = info.key.slice('versions/'.length);
+    if (known.has(uid) || (await store.catalog.getVersion(uid))) continue;
+    if (!(await store.blocks.stat(info.key))) continue;
+    throw new ConflictError(`The block store has version "${uid}" that the catalog does not know: the catalog is incomplete`, {
+      hint: 'run `backy2 db rebuild` before a cleanup',
+    });
   }
 }
 

@@ -109,9 +109,14 @@ export async function changeTags(store: Store, uid: string, change: { add?: read
   return refreshManifest(store, uid);
 }
 
-/** Rewrites a committed version's manifest after a metadata change, so rebuilds see it. */
+/**
+ * Rewrites a committed version's manifest after a metadata change, so rebuilds see it. Under a
+ * shared lock: a concurrent rm (exclusive) must not see its deleted manifest written again.
+ */
 async function refreshManifest(store: Store, uid: string): Promise<VersionRecord> {
-  const version = await getVersion(store, uid);
-  if (version.status !== 'incomplete') await saveManifest(store.blocks, manifestOf(version, await store.catalog.versionSegments(uid)));
-  return version;
+  return withLocks(store.catalog, [{ resource: versionResource(uid), mode: 'shared', operation: 'metadata change' }], async () => {
+    const version = await getVersion(store, uid);
+    if (version.status !== 'incomplete') await saveManifest(store.blocks, manifestOf(version, await store.catalog.versionSegments(uid)));
+    return version;
+  });
 }

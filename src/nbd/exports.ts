@@ -168,6 +168,8 @@ export class VersionExports implements NbdBackend {
       // The last commit may have come from a FLUSH already; report the version the session leaves.
       const committed = (await session.commit())?.uid ?? session.lastCommit;
       if (committed) this.#options.log(`committed copy-on-write version ${committed} of ${state.version.image} (base ${state.version.uid}, ${why})`);
+      // Another connection may have written during the commit: then the session lives on.
+      if (session.dirty || state.writers > 0) return;
       await session.close();
       state.session = undefined;
     } catch (err) {

@@ -117,7 +117,9 @@ export class FileStore implements BlockStore {
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(into, done, want - done, offset + done);
-        if (bytesRead === 0) {
+        // With O_DIRECT a short read means the end of the file (a next read would be unaligned).
+        if (bytesRead === 0 || (direct && bytesRead < want - done && done + bytesRead < length)) {
+          done += bytesRead;
           throw new CorruptBlockError(
             `Object "${key}" in ${this.properties.location} is too short: wanted bytes ${offset}..${offset + length}, it ends at ${offset + done}`,
           );

@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process';
 import { promises as fsp, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import Fuse from 'fuse-native';
-import { ConflictError, NotFoundError, UsageError, errnoCode } from '../engine/errors.js';
+import { ConflictError, NotFoundError, StoreUnavailableError, UsageError, errnoCode } from '../engine/errors.js';
 import { acquireLocks } from '../engine/locking.js';
 import type { Store } from '../engine/store.js';
 import { fuseOperations } from './fuse-ops.js';
@@ -49,7 +50,7 @@ export async function forceUnmount(dir: string): Promise<void> {
  * @throws {LockedError} when another backy2 daemon serves that mount point
  */
 export async function serveMount(store: Store, options: MountOptions): Promise<void> {
-  const mountpoint = path.resolve(options.mountpoint);
+  const mountpoint = await canonical(options.mountpoint);
   await clearStaleMount(mountpoint, options.log);
   const st = await fsp.stat(mountpoint).catch((err: unknown) => {
     throw new UsageError(`Cannot mount at "${mountpoint}": ${errnoCode(err) === 'ENOENT' ? 'no such directory' : String(err)}`);
@@ -82,9 +83,13 @@ export async function serveMount(store: Store, options: MountOptions): Promise<v
     options.onMounted?.();
     await waitForStop(mountpoint, options.signal);
     options.log(`unmounting ${mountpoint}`);
-    await vfs.shutdown();
+    // Unmount first so that no write slips in between the last commit and the unmount.
     await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
     if (isMounted(mountpoint)) await forceUnmount(mountpoint).catch(() => undefined);
+    const lost = await vfs.shutdown();
+    if (lost.length > 0) {
+      throw new StoreUnavailableError(`Unmounted ${mountpoint}, but could not commit ${lost.join(', ')}: those writes are lost (see the log above)`);
+    }
   } finally {
     await lock.release();
   }
@@ -96,7 +101,7 @@ export async function serveMount(store: Store, options: MountOptions): Promise<v
  * @throws {NotFoundError} when nothing of backy2 is mounted there
  */
 export async function stopMount(store: Store, mountpoint: string, timeoutMs = 120_000): Promise<'stopped' | 'cleared'> {
-  const abs = path.resolve(mountpoint);
+  const abs = await canonical(mountpoint);
   const holders = await store.catalog.listLocks(mountResource(abs));
   const holder = holders[0];
   if (!holder) {
@@ -104,13 +109,30 @@ export async function stopMount(store: Store, mountpoint: string, timeoutMs = 12
     await forceUnmount(abs);
     return 'cleared';
   }
-  process.kill(holder.pid, 'SIGTERM');
+  if (holder.host !== hostname()) {
+    throw new ConflictError(`"${abs}" is mounted by pid ${holder.pid} on host ${holder.host}: run backy2 umount there`);
+  }
+  try {
+    process.kill(holder.pid, 'SIGTERM');
+  } catch (err) {
+    // ESRCH: it died just now (its lock goes with it); EPERM: another user's daemon.
+    if (errnoCode(err) === 'EPERM') throw new ConflictError(`The mount daemon of "${abs}" (pid ${holder.pid}) belongs to another user`);
+    if (errnoCode(err) !== 'ESRCH') throw err;
+  }
   const deadline = Date.now() + timeoutMs;
   while ((await store.catalog.listLocks(mountResource(abs))).length > 0) {
     if (Date.now() > deadline) throw new ConflictError(`The mount daemon of "${abs}" (pid ${holder.pid}) did not stop within ${timeoutMs / 1000}s`);
     await new Promise((r) => setTimeout(r, 200));
   }
+  // A daemon that died instead of stopping leaves its mount behind.
+  await clearStaleMount(abs, () => undefined);
   return 'stopped';
+}
+
+/** The mount point as the kernel lists it (symlinks resolved); a dead FUSE mount cannot be resolved. */
+async function canonical(mountpoint: string): Promise<string> {
+  const abs = path.resolve(mountpoint);
+  return fsp.realpath(abs).catch(() => abs);
 }
 
 async function clearStaleMount(mountpoint: string, log: (line: string) => void): Promise<void> {

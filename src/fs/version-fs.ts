@@ -13,6 +13,8 @@ import { versionsListing } from './listing.js';
 import { parsePath, type FsPath } from './paths.js';
 
 const E = osConstants.errno;
+/** Version readers kept for reuse (each holds its version's block map). */
+const MAX_READERS = 256;
 
 /** An error that becomes a negative errno for the kernel. */
 export class FsError extends Error {
@@ -257,18 +259,24 @@ export class VersionFs {
     };
   }
 
-  /** Commits every open copy-on-write session and releases everything (unmount, SIGTERM). */
-  async shutdown(): Promise<void> {
+  /**
+   * Commits every open copy-on-write session and releases everything (after unmounting).
+   * @returns one line per session whose writes could not be committed (and are lost)
+   */
+  async shutdown(): Promise<string[]> {
+    const failures: string[] = [];
     for (const open of this.#open.values()) {
       if (open.session) {
-        await this.#commit(open, 'unmount').catch(() => undefined);
-        await open.session.close();
+        const session = open.session;
+        await this.#commit(open, 'unmount').catch(() => failures.push(`the writes to ${open.version.image} version ${session.base.uid}`));
+        await session.close().catch(() => undefined);
         open.session = undefined;
       }
-      await open.lock.release();
+      await open.lock.release().catch(() => undefined);
     }
     this.#open.clear();
     this.#handles.clear();
+    return failures;
   }
 
   async #commit(open: OpenVersion, why: string): Promise<void> {
@@ -308,7 +316,14 @@ export class VersionFs {
       await lock.release();
       return again;
     }
-    const open: OpenVersion = { version, reader: await this.#reader(version), handles: 0, writers: 0, lock, session: undefined, sessionOpening: undefined };
+    let reader: VersionReader;
+    try {
+      reader = await this.#reader(version);
+    } catch (err) {
+      await lock.release();
+      throw this.#ioError(err, `open of ${version.uid}`);
+    }
+    const open: OpenVersion = { version, reader, handles: 0, writers: 0, lock, session: undefined, sessionOpening: undefined };
     this.#open.set(version.uid, open);
     return open;
   }
@@ -319,9 +334,10 @@ export class VersionFs {
       reader = VersionReader.open(this.#store, version, this.#cache, { readAhead: this.#options.readAhead });
       reader.catch(() => this.#readers.delete(version.uid));
       this.#readers.set(version.uid, reader);
-      if (this.#readers.size > 256) {
-        const oldest = this.#readers.keys().next().value;
-        if (oldest !== undefined && !this.#open.has(oldest)) this.#readers.delete(oldest);
+      // Forget the oldest readers not in use.
+      for (const uid of this.#readers.keys()) {
+        if (this.#readers.size <= MAX_READERS) break;
+        if (!this.#open.has(uid)) this.#readers.delete(uid);
       }
     }
     return reader;

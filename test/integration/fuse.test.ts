@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { spawnCli } from '../helpers/cli.js';
@@ -141,11 +141,15 @@ describe('backy2 mount (read-only)', () => {
     expect(second.log()).toContain('stale');
   });
 
-  it('backy2 umount stops a --daemon mount', async () => {
+  it('backy2 umount stops a --daemon mount, whichever path names the mount point', async () => {
     await backupOf(image);
     mkdirSync(mnt);
-    const r = await spawnCli(['mount', mnt, '--daemon', '--log', path.join(dir, 'mount.log')], env);
+    const link = path.join(dir, 'link');
+    symlinkSync(mnt, link);
+    const r = await spawnCli(['mount', link, '--daemon', '--log', path.join(dir, 'mount.log')], env);
     expect(r.code, r.stderr).toBe(0);
+    expect(isMountPoint(mnt)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // past the daemon's first unmounted-from-outside check
     expect(isMountPoint(mnt)).toBe(true);
     const u = await spawnCli(['umount', mnt], env);
     expect(u.code, u.stderr).toBe(0);

@@ -60,37 +60,43 @@ export interface RemoveOptions {
  */
 export async function removeVersions(store: Store, uids: readonly string[], options: RemoveOptions = {}): Promise<VersionRecord[]> {
   const now = options.now ?? Date.now();
-  const minAge = store.config.minRemoveAgeMs;
-  const versions = await Promise.all(uids.map((uid) => getVersion(store, uid)));
-  for (const v of versions) {
-    if (v.protected) throw new ConflictError(`Version "${v.uid}" is protected`, { hint: `run \`backy2 unprotect ${v.uid}\` first` });
-    if (v.status !== 'incomplete' && !options.force && now - v.createdAt < minAge) {
-      throw new ConflictError(
-        `Version "${v.uid}" is only ${formatDuration(Math.max(0, now - v.createdAt))} old, younger than the minimum age of ${formatDuration(minAge)}`,
-        { hint: 'use --force to remove it anyway' },
-      );
-    }
-  }
-  for (const v of versions) {
-    await withLocks(store.catalog, [{ resource: versionResource(v.uid), mode: 'exclusive', operation: 'rm' }], async () => {
+  const unique = [...new Set(uids)];
+  for (const uid of unique) await getVersion(store, uid);
+  const locks = unique.map((uid) => ({ resource: versionResource(uid), mode: 'exclusive' as const, operation: 'rm' }));
+  // All locks at once, then the checks on what the catalog says now: a protect or a backup
+  // that started meanwhile must win, and either every version goes or none.
+  return withLocks(store.catalog, locks, async () => {
+    const versions = await Promise.all(unique.map((uid) => getVersion(store, uid)));
+    for (const v of versions) checkRemovable(v, now, store.config.minRemoveAgeMs, options.force === true);
+    for (const v of versions) {
       // Manifest first: a version must never come back from a catalog rebuild after removal.
       await deleteManifest(store.blocks, v.uid);
       await store.catalog.deleteVersion(v.uid);
-    });
+    }
+    return versions;
+  });
+}
+
+function checkRemovable(v: VersionRecord, now: number, minAge: number, force: boolean): void {
+  if (v.protected) throw new ConflictError(`Version "${v.uid}" is protected`, { hint: `run \`backy2 unprotect ${v.uid}\` first` });
+  if (v.status !== 'incomplete' && !force && now - v.createdAt < minAge) {
+    throw new ConflictError(
+      `Version "${v.uid}" is only ${formatDuration(Math.max(0, now - v.createdAt))} old, younger than the minimum age of ${formatDuration(minAge)}`,
+      { hint: 'use --force to remove it anyway' },
+    );
   }
-  return versions;
 }
 
 /**
  * Protects or unprotects versions against removal.
  * @throws {NotFoundError} when a uid does not exist
+ * @throws {LockedError} when a version is being removed
  */
 export async function setProtected(store: Store, uids: readonly string[], value: boolean): Promise<VersionRecord[]> {
   const out: VersionRecord[] = [];
   for (const uid of uids) {
     await getVersion(store, uid);
-    await store.catalog.setProtected(uid, value);
-    out.push(await refreshManifest(store, uid));
+    out.push(await changeMetadata(store, uid, () => store.catalog.setProtected(uid, value)));
   }
   return out;
 }
@@ -99,22 +105,27 @@ export async function setProtected(store: Store, uids: readonly string[], value:
  * Adds or removes tags of a version.
  * @throws {NotFoundError} when the version does not exist
  * @throws {UsageError} when a tag is malformed
+ * @throws {LockedError} when the version is being removed
  */
 export async function changeTags(store: Store, uid: string, change: { add?: readonly string[]; remove?: readonly string[] }): Promise<VersionRecord> {
   const add = (change.add ?? []).map(checkTag);
   const remove = change.remove ?? [];
   await getVersion(store, uid);
-  if (add.length) await store.catalog.addTags(uid, add);
-  if (remove.length) await store.catalog.removeTags(uid, remove);
-  return refreshManifest(store, uid);
+  return changeMetadata(store, uid, async () => {
+    if (add.length) await store.catalog.addTags(uid, add);
+    if (remove.length) await store.catalog.removeTags(uid, remove);
+  });
 }
 
 /**
- * Rewrites a committed version's manifest after a metadata change, so rebuilds see it. Under a
- * shared lock: a concurrent rm (exclusive) must not see its deleted manifest written again.
+ * Changes a version's metadata in the catalog and rewrites its manifest, so rebuilds see the
+ * change. Under a shared lock: a concurrent rm (exclusive) must not see its deleted manifest
+ * written again, nor a protect land after its checks.
  */
-async function refreshManifest(store: Store, uid: string): Promise<VersionRecord> {
+export async function changeMetadata(store: Store, uid: string, change: () => Promise<void>): Promise<VersionRecord> {
   return withLocks(store.catalog, [{ resource: versionResource(uid), mode: 'shared', operation: 'metadata change' }], async () => {
+    await getVersion(store, uid);
+    await change();
     const version = await getVersion(store, uid);
     if (version.status !== 'incomplete') await saveManifest(store.blocks, manifestOf(version, await store.catalog.versionSegments(uid)));
     return version;

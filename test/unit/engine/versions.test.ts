@@ -52,6 +52,16 @@ describe('removeVersions()', () => {
     await removeVersions(s, uids, { force: true });
   });
 
+  it('removes none of a batch when one of them is in use', async () => {
+    const { s, uids } = await withVersions(2);
+    const held = await acquireLocks(s.catalog, [{ resource: versionResource(uids[1]!), mode: 'shared', operation: 'restore' }]);
+    await expect(removeVersions(s, uids, { force: true })).rejects.toMatchObject({ code: 'E_LOCKED' });
+    expect(await s.catalog.listVersions()).toHaveLength(2);
+    await loadManifest(s.blocks, uids[0]!);
+    await held.release();
+    expect(await removeVersions(s, [...uids, uids[0]!], { force: true })).toHaveLength(2);
+  });
+
   it('removes incomplete versions at any age, and the manifest with a version', async () => {
     const { s, uids } = await withVersions(1);
     await s.catalog.createVersion({ uid: 'vincomplete01', image: 'vm1', createdAt: Date.now(), size: 10, blockSize: B, snapshot: null, baseUid: null, source: null });

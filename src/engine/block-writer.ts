@@ -76,6 +76,9 @@ export class BlockWriter {
     const known = await this.#catalog.getBlock(digest);
     if (known?.state === BlockState.deleting) await this.#waitForCleanup(digest);
     await this.#write(hex, digest, buf, length);
+    // A block a scrub found bad is good again: drop its marker (a leftover one only makes a
+    // rebuilt catalog re-store the block once more).
+    if (known?.state === BlockState.invalid) await this.#blocks.delete(ObjectKeys.invalidMarker(hex)).catch(() => undefined);
     return true;
   }
 

@@ -7,10 +7,10 @@
 import { createHash } from 'node:crypto';
 import { SPARSE_ENTRY, loadSegment, type MapStorage } from './block-map.js';
 import type { BlockStore } from './blockstore/block-store.js';
-import type { Catalog, VersionRecord, VersionStats } from './catalog/catalog.js';
+import { BlockState, type Catalog, type VersionRecord, type VersionStats } from './catalog/catalog.js';
 import { SqliteCatalog } from './catalog/sqlite-catalog.js';
 import type { Config } from './config.js';
-import { ConflictError, NotFoundError, UsageError, isBackyError } from './errors.js';
+import { ConflictError, LockedError, NotFoundError, UsageError, isBackyError } from './errors.js';
 import { DIGEST_ALGORITHM, DIGEST_LENGTH, OBJECT_HEADER_LENGTH, ObjectKeys } from './formats.js';
 import { loadManifest, manifestOf, type Manifest } from './manifest.js';
 import { existsSync, renameSync } from 'node:fs';
@@ -31,7 +31,8 @@ export interface RebuildResult {
 
 /**
  * Fills an empty catalog from the block store: versions from their manifests, segments, and the
- * known blocks. A version whose blocks are not all present is imported as invalid.
+ * known blocks (those with a scrub's invalid marker as invalid). A version whose blocks are not
+ * all present, or that a scrub marked invalid, is imported as invalid.
  * @param store a store whose catalog has no versions
  * @throws {ConflictError} when the catalog has versions already
  * @example
@@ -58,6 +59,17 @@ export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
   }
   await catalog.registerBlocks(batch);
   blockCount += batch.length;
+  // Blocks a scrub found bad stay bad (the next backup re-stores them).
+  let invalid: Buffer[] = [];
+  for await (const info of blocks.list('invalid/')) {
+    const hex = info.key.slice('invalid/'.length);
+    if (/^[0-9a-f]{64}$/.test(hex)) invalid.push(Buffer.from(hex, 'hex'));
+    if (invalid.length >= 1024) {
+      await catalog.setBlockState(invalid, BlockState.invalid);
+      invalid = [];
+    }
+  }
+  await catalog.setBlockState(invalid, BlockState.invalid);
 
   const badManifests: string[] = [];
   const segmentsSeen = new Set<string>();
@@ -110,7 +122,7 @@ export async function importManifest(store: MapStorage, manifest: Manifest, segm
       if (!entry.equals(SPARSE_ENTRY) && !(await store.catalog.getBlock(entry))) complete = false;
     }
   }
-  await store.catalog.importVersion(versionOf(manifest, complete ? 'valid' : 'invalid'), segments);
+  await store.catalog.importVersion(versionOf(manifest, complete && manifest.status !== 'invalid' ? 'valid' : 'invalid'), segments);
   return complete;
 }
 
@@ -211,7 +223,7 @@ export async function storeWithoutCatalog(config: Config, blocks: BlockStore, ui
   try {
     const manifest = await loadManifest(blocks, uid);
     // Blocks are not registered: restore reads every block from the block store anyway.
-    await catalog.importVersion(versionOf(manifest, 'valid'), manifest.segments.map((hex) => Buffer.from(hex, 'hex')));
+    await catalog.importVersion(versionOf(manifest, manifest.status === 'invalid' ? 'invalid' : 'valid'), manifest.segments.map((hex) => Buffer.from(hex, 'hex')));
     return store;
   } catch (err) {
     await catalog.close();
@@ -230,19 +242,24 @@ export interface RebuildAtOptions {
  * cannot be opened, or (with `force`) one that has versions, is kept as `<file>.old-<time>`.
  * @returns the figures and where the old catalog went, if anywhere
  * @throws {ConflictError} when the catalog has versions and `force` is not set
+ * @throws {LockedError} when a command is using the catalog
  */
 export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions = {}): Promise<RebuildResult & { movedTo: string | undefined }> {
   const file = config.store.catalogPath;
   let movedTo: string | undefined;
   if (existsSync(file)) {
     let versions = -1;
+    let holders: string[] = [];
     try {
       const existing = SqliteCatalog.open(file);
       versions = (await existing.listVersions()).length;
+      holders = (await existing.listLocks()).map((l) => `${l.operation} (pid ${l.pid} on ${l.host})`);
       await existing.close();
     } catch (err) {
       if (!isBackyError(err)) throw err; // unreadable: move it aside
     }
+    // Moving a catalog away under a running command would lose what it writes.
+    if (holders.length > 0) throw new LockedError(`Catalog "${file}" is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
     if (versions > 0 && !options.force) {
       throw new ConflictError(`Catalog "${file}" has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
     }

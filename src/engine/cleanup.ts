@@ -186,6 +186,13 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
       counters.orphansDeleted++;
       counters.orphanBytes += info.size;
     }
+    // Invalid markers of blocks that are gone (not counted as orphans: they hold no data).
+    for await (const info of blocks.list('invalid/')) {
+      const hex = info.key.slice('invalid/'.length);
+      if (info.mtimeMs >= orphanBefore || !/^[0-9a-f]{64}$/.test(hex)) continue;
+      if (await catalog.getBlock(Buffer.from(hex, 'hex'))) continue;
+      if (!dryRun) await deletes.run(() => blocks.delete(info.key));
+    }
     if (canSweepTemporary(blocks)) counters.tempFilesDeleted = (await blocks.sweepTemporary(orphanBefore, dryRun)).files;
     return {
       dryRun,

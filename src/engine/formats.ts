@@ -76,4 +76,6 @@ export const ObjectKeys = {
   block: (hex: string) => `blocks/${hex.slice(0, 2)}/${hex}`,
   segment: (hex: string) => `segments/${hex.slice(0, 2)}/${hex}`,
   manifest: (uid: string) => `versions/${uid}`,
+  /** Marks a block that a scrub found bad, so that a catalog rebuild knows it too. */
+  invalidMarker: (hex: string) => `invalid/${hex}`,
 } as const;

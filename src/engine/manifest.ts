@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { BlockStore } from './blockstore/block-store.js';
 import { decodeObjectHeader, encodeObjectHeader } from './blockstore/object-codec.js';
-import type { VersionRecord, VersionStats } from './catalog/catalog.js';
+import type { VersionRecord, VersionStats, VersionStatus } from './catalog/catalog.js';
 import { CorruptBlockError } from './errors.js';
 import { DIGEST_ALGORITHM, MANIFEST_FORMAT_VERSION, OBJECT_HEADER_LENGTH, ObjectKeys, ObjectKind } from './formats.js';
 
@@ -24,6 +24,8 @@ export interface Manifest {
   /** Segment digests in hex, in order. */
   readonly segments: readonly string[];
   readonly stats: VersionStats | null;
+  /** 'invalid' once a scrub found a bad block in it; absent (valid) in older manifests. */
+  readonly status?: Extract<VersionStatus, 'valid' | 'invalid'>;
 }
 
 /**
@@ -31,7 +33,7 @@ export interface Manifest {
  * @param version the catalog record
  * @param segments its segment digests
  */
-export function manifestOf(version: Omit<VersionRecord, 'status'>, segments: readonly Buffer[]): Manifest {
+export function manifestOf(version: Omit<VersionRecord, 'status'> & { readonly status?: VersionStatus }, segments: readonly Buffer[]): Manifest {
   return {
     format: MANIFEST_FORMAT_VERSION,
     uid: version.uid,
@@ -46,6 +48,7 @@ export function manifestOf(version: Omit<VersionRecord, 'status'>, segments: rea
     source: version.source,
     segments: segments.map((d) => d.toString('hex')),
     stats: version.stats,
+    status: version.status === 'invalid' ? 'invalid' : 'valid',
   };
 }
 

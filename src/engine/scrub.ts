@@ -3,7 +3,7 @@ import { BlockMap, SPARSE_ENTRY, blockCount, loadSegment } from './block-map.js'
 import { fetchBlock } from './block-reader.js';
 import { BlockState, type VersionRecord } from './catalog/catalog.js';
 import { NotFoundError, UsageError, isBackyError } from './errors.js';
-import { DIGEST_ALGORITHM, DIGEST_LENGTH, SEGMENT_ENTRIES } from './formats.js';
+import { DIGEST_ALGORITHM, DIGEST_LENGTH, ObjectKeys, SEGMENT_ENTRIES } from './formats.js';
 import { acquireLocks, versionResource } from './locking.js';
 import { BufferPool } from './pipeline/buffer-pool.js';
 import { Semaphore } from './pipeline/semaphore.js';
@@ -11,6 +11,7 @@ import { TaskGroup } from './pipeline/task-group.js';
 import type { Progress } from './progress.js';
 import { openSource, type BlockSource } from './source/source.js';
 import type { Store } from './store.js';
+import { changeMetadata } from './versions.js';
 
 /** Options of {@link scrub}. */
 export interface ScrubOptions {
@@ -46,11 +47,6 @@ export interface ScrubResult {
   readonly durationSeconds: number;
 }
 
-interface BlockRef {
-  readonly digest: Buffer;
-  readonly length: number;
-}
-
 /**
  * Re-reads stored blocks and checks header, length and digest. Bad or missing blocks are marked
  * invalid, and so is every version that uses one (the next backup of such an image re-reads and
@@ -78,8 +74,10 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
   const counters = { blocksChecked: 0, bytesChecked: 0, badBlocks: 0, versionsInvalidated: 0, versionsRevalidated: 0, sourceMismatches: 0 };
   const findings: ScrubFinding[] = [];
   try {
-    // 1. Which distinct blocks to read: a random share of each version, shared blocks once.
-    const toCheck = new Map<string, BlockRef>();
+    // 1. Which distinct blocks to read: a random share of each version, shared blocks once. The
+    // list lives in the catalog: a 10 TiB version has millions of blocks.
+    await store.catalog.beginScrubList();
+    let totalBytes = 0;
     const sampled = new Map<string, Set<number>>();
     for (const v of versions) {
       const blocks = blockCount(v.size, v.blockSize);
@@ -88,45 +86,46 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
       sampled.set(v.uid, chosen ?? new Set());
       for (let k = 0; k < map.segments.length; k++) {
         const entries = await map.segmentEntries(k);
+        const refs: { digest: Uint8Array; length: number }[] = [];
         for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
           const i = k * SEGMENT_ENTRIES + j;
           if (chosen && !chosen.has(i)) continue;
           const entry = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
-          if (entry.equals(SPARSE_ENTRY)) continue;
-          const hex = entry.toString('hex');
-          if (!toCheck.has(hex)) toCheck.set(hex, { digest: Buffer.from(entry), length: Math.min(v.blockSize, v.size - i * v.blockSize) });
+          if (!entry.equals(SPARSE_ENTRY)) refs.push({ digest: entry, length: Math.min(v.blockSize, v.size - i * v.blockSize) });
         }
+        totalBytes += await store.catalog.addToScrubList(refs);
       }
     }
     // 2. Read and verify them, in parallel.
-    let totalBytes = 0;
-    for (const ref of toCheck.values()) totalBytes += ref.length;
     options.progress?.start?.({ totalBytes, workBytes: totalBytes });
     const bad = new Map<string, { code: string; message: string }>();
     const maxBlock = Math.max(...versions.map((v) => v.blockSize), 65536);
     const pool = new BufferPool(maxBlock, 8);
     const reads = new Semaphore(store.config.readers * 2);
     const group = new TaskGroup(options.signal);
-    for (const [hex, ref] of toCheck) {
-      if (group.failed) break;
-      const buf = await pool.acquire(group.signal).catch((err: unknown) => {
-        group.fail(err);
-        return undefined;
-      });
-      if (!buf) break;
-      group.spawn(async () => {
-        try {
-          await reads.run(() => fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, ref.digest, ref.length, buf, { signal: group.signal }));
-        } catch (err) {
-          if (!isBackyError(err) || (err.code !== 'E_CORRUPT' && err.code !== 'E_OBJECT_MISSING')) throw err;
-          bad.set(hex, { code: err.code, message: err.message });
-        } finally {
-          pool.release(buf);
-        }
-        counters.blocksChecked++;
-        counters.bytesChecked += ref.length;
-        options.progress?.advance?.(ref.length);
-      });
+    for (let after = 0, batch = await store.catalog.scrubListBatch(0, 1024); batch.length > 0 && !group.failed; batch = await store.catalog.scrubListBatch(after, 1024)) {
+      after = batch[batch.length - 1]?.position ?? after;
+      for (const ref of batch) {
+        if (group.failed) break;
+        const buf = await pool.acquire(group.signal).catch((err: unknown) => {
+          group.fail(err);
+          return undefined;
+        });
+        if (!buf) break;
+        group.spawn(async () => {
+          try {
+            await reads.run(() => fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, ref.digest, ref.length, buf, { signal: group.signal }));
+          } catch (err) {
+            if (!isBackyError(err) || (err.code !== 'E_CORRUPT' && err.code !== 'E_OBJECT_MISSING')) throw err;
+            bad.set(ref.digest.toString('hex'), { code: err.code, message: err.message });
+          } finally {
+            pool.release(buf);
+          }
+          counters.blocksChecked++;
+          counters.bytesChecked += ref.length;
+          options.progress?.advance?.(ref.length);
+        });
+      }
     }
     await group.wait();
     counters.badBlocks = bad.size;
@@ -134,18 +133,17 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     for (const f of findings.splice(0)) yield f;
 
     // 3. Mark bad blocks and every version using one; revalidate versions checked completely.
+    // The block store learns it too (markers, manifests): a catalog rebuild must not forget.
     if (bad.size > 0) {
+      for (const [hex, why] of bad) await store.blocks.put(ObjectKeys.invalidMarker(hex), [Buffer.from(`${why.code}: ${why.message}\n`, 'utf8')]);
       await store.catalog.setBlockState([...bad.keys()].map((h) => Buffer.from(h, 'hex')), BlockState.invalid);
       for (const { version, count } of await versionsUsing(store, new Set(bad.keys()))) {
-        if (version.status !== 'invalid') {
-          await store.catalog.setStatus(version.uid, 'invalid');
-          counters.versionsInvalidated++;
-        }
+        if (version.status !== 'invalid' && (await setStatus(store, version.uid, 'invalid'))) counters.versionsInvalidated++;
         yield { type: 'version-invalid', uid: version.uid, image: version.image, badBlocks: count };
       }
     } else if (percent >= 100) {
       for (const v of versions.filter((x) => x.status === 'invalid')) {
-        await store.catalog.setStatus(v.uid, 'valid');
+        await setStatus(store, v.uid, 'valid');
         counters.versionsRevalidated++;
         yield { type: 'version-valid', uid: v.uid, image: v.image };
       }
@@ -160,9 +158,21 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
       }
     }
   } finally {
+    await store.catalog.endScrubList().catch(() => undefined);
     await locks.release();
   }
   return { versions: versions.length, ...counters, durationSeconds: (Date.now() - started) / 1000 };
+}
+
+/** Sets a version's status (and its manifest's); false when the version is being removed. */
+async function setStatus(store: Store, uid: string, status: 'valid' | 'invalid'): Promise<boolean> {
+  try {
+    await changeMetadata(store, uid, () => store.catalog.setStatus(uid, status));
+    return true;
+  } catch (err) {
+    if (isBackyError(err) && (err.code === 'E_LOCKED' || err.code === 'E_NOT_FOUND')) return false;
+    throw err;
+  }
 }
 
 /** k distinct random numbers below n (Floyd's algorithm: k draws, whatever k/n). */

@@ -19,8 +19,9 @@ export function registerDb(program: Command, ctx: CommandContext): void {
       'after',
       helpAfter(
         ['backy2 db rebuild', 'backy2 db rebuild --force'],
-        'Versions whose blocks are not all in the block store come back as invalid. Tags and\n' +
-          'protection come from the manifests, which are rewritten on every change.',
+        'Versions whose blocks are not all in the block store come back as invalid. Tags,\n' +
+          'protection and what scrubs found come from the manifests (rewritten on every change)\n' +
+          'and the invalid/ markers. Refused while another command uses the catalog.',
       ),
     )
     .action(async (opts: { force?: boolean }, command: Command) => {

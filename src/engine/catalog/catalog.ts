@@ -156,6 +156,16 @@ export interface Catalog {
   /** A segment's payload, or undefined when unknown. */
   getSegment(digest: Uint8Array): Promise<Buffer | undefined>;
 
+  // Scrub (a work list of distinct blocks, so memory does not grow with the versions' size)
+  /** Starts an empty work list (temporary, this connection only). */
+  beginScrubList(): Promise<void>;
+  /** Adds blocks not on the list yet, in order; returns the bytes newly added. */
+  addToScrubList(blocks: readonly { readonly digest: Uint8Array; readonly length: number }[]): Promise<number>;
+  /** Up to `limit` listed blocks after position `after` (0 for the first), in the order added. */
+  scrubListBatch(after: number, limit: number): Promise<{ position: number; digest: Buffer; length: number }[]>;
+  /** Drops the work list. */
+  endScrubList(): Promise<void>;
+
   // Cleanup (mark and sweep; see cleanup.ts)
   /** Starts a mark phase: an empty set of live block digests (temporary, this connection only). */
   beginMark(): Promise<void>;

@@ -282,6 +282,37 @@ export class SqliteCatalog implements Catalog {
     return this.#get<{ data: Buffer }>('SELECT data FROM segments WHERE digest = ?', digest)?.data;
   }
 
+  async beginScrubList(): Promise<void> {
+    this.#guard(() => {
+      this.#db.exec('CREATE TEMP TABLE IF NOT EXISTS scrub_list (position INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE, length INTEGER NOT NULL)');
+      this.#db.exec('DELETE FROM temp.scrub_list');
+    });
+  }
+
+  async addToScrubList(blocks: readonly { readonly digest: Uint8Array; readonly length: number }[]): Promise<number> {
+    return this.#guard(() =>
+      this.#db.transaction(() => {
+        const insert = this.#statement('INSERT OR IGNORE INTO temp.scrub_list (digest, length) VALUES (?, ?)');
+        let added = 0;
+        for (const b of blocks) if (insert.run(b.digest, b.length).changes > 0) added += b.length;
+        return added;
+      })(),
+    );
+  }
+
+  async scrubListBatch(after: number, limit: number): Promise<{ position: number; digest: Buffer; length: number }[]> {
+    return this.#all<{ position: number; digest: Buffer; length: number }>(
+      'SELECT position, digest, length FROM temp.scrub_list WHERE position > ? ORDER BY position LIMIT ?',
+      after,
+      limit,
+    );
+  }
+
+  async endScrubList(): Promise<void> {
+    this.#guard(() => this.#db.exec('DROP TABLE IF EXISTS temp.scrub_list'));
+    for (const sql of [...this.#statements.keys()]) if (sql.includes('temp.scrub_list')) this.#statements.delete(sql);
+  }
+
   async beginMark(): Promise<void> {
     this.#guard(() => {
       this.#db.exec('CREATE TEMP TABLE IF NOT EXISTS live (digest BLOB PRIMARY KEY) WITHOUT ROWID');

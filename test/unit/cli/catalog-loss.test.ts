@@ -1,6 +1,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { killHard, startHelper } from '../../helpers/child.js';
 import { runCli } from '../../helpers/cli.js';
 import { makeImage } from '../../helpers/image.js';
 import { makeTempDir } from '../../helpers/temp.js';
@@ -63,6 +64,13 @@ describe('the catalog is not a single point of failure', () => {
     const again = JSON.parse((await runCli(args('backup', a, 'vm1', '--json'))).stdout) as { bytesWritten: number };
     expect(again.bytesWritten).toBe(0);
     expect((await runCli(args('db', 'rebuild'))).code).toBe(5);
+    // --force never moves a catalog away under a running command
+    const holder = await startHelper('hold-lock.ts', [path.join(storeDir, 'catalog.sqlite'), 'image:vm1', 'exclusive'], 'locked');
+    const busy = await runCli(args('db', 'rebuild', '--force'));
+    expect(busy.code, busy.stderr).toBe(11);
+    expect(busy.stderr).toContain('in use by test holder');
+    await killHard(holder);
+    expect((await runCli(args('db', 'rebuild', '--force'))).code).toBe(0);
   });
 
   it('db export and db import move version metadata to another catalog over the same blocks', async () => {

@@ -76,47 +76,53 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
   const hints = options.hintsFile === undefined ? undefined : await readHintsFile(options.hintsFile);
   const uid = newVersionUid(started);
   const auto = options.snapshot === AUTO_SNAPSHOT;
-  const source = await openSource(options.source, {
-    ceph: config.ceph,
-    createSnapshot: auto ? `${AUTO_SNAPSHOT_PREFIX}${uid}` : undefined,
-    tmpDir: config.spillDir,
-  });
-  debug(`backup: source ${source.location} opened, ${source.size} bytes`);
-  let committed = false;
+  // The image lock comes first: the snapshot made for this backup and the removal of older ones
+  // (source.finish) must not interleave with another backup of the image.
+  const locks = await acquireLocks(catalog, [
+    { resource: imageResource(image), mode: 'exclusive', operation: 'backup', writer: true },
+    { resource: versionResource(uid), mode: 'exclusive', operation: 'backup' },
+  ]);
   try {
-    const blockSize = (await catalog.imageBlockSize(image)) ?? config.blockSize;
-    const base = await findBase(store, image, options.baseUid);
-    if (base && base.blockSize !== blockSize) {
-      throw new UsageError(`Base version "${base.uid}" has block size ${base.blockSize}, image "${image}" uses ${blockSize}`);
-    }
-    // Sources that know what changed (RBD) plan their reads; their extents are hints unless the user gave some.
-    const changed = source.changedExtents ? await source.changedExtents(base?.snapshot ?? null) : undefined;
-    const extents = hints ?? changed;
-    const hintsName = hints ? `"${options.hintsFile ?? ''}"` : `from rbd diff of ${source.location}`;
-    const hinted = extents === undefined ? undefined : hintedBlocks(extents, { size: source.size, blockSize, what: hintsName });
-    const snapshot = (auto ? source.snapshot : (options.snapshot ?? source.snapshot)) ?? null;
-    const locks = await acquireLocks(catalog, [
-      { resource: imageResource(image), mode: 'exclusive', operation: 'backup', writer: true },
-      { resource: versionResource(uid), mode: 'exclusive', operation: 'backup' },
-      ...(base ? [{ resource: versionResource(base.uid), mode: 'shared' as const, operation: 'backup (as base)' }] : []),
-    ]);
-    debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
+    const source = await openSource(options.source, {
+      ceph: config.ceph,
+      createSnapshot: auto ? `${AUTO_SNAPSHOT_PREFIX}${uid}` : undefined,
+      tmpDir: config.spillDir,
+    });
+    debug(`backup: source ${source.location} opened, ${source.size} bytes`);
+    let committed = false;
     try {
-      await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, baseUid: base?.uid ?? null, source: source.location });
+      const blockSize = (await catalog.imageBlockSize(image)) ?? config.blockSize;
+      const base = await findBase(store, image, options.baseUid);
+      if (base && base.blockSize !== blockSize) {
+        throw new UsageError(`Base version "${base.uid}" has block size ${base.blockSize}, image "${image}" uses ${blockSize}`);
+      }
+      // Sources that know what changed (RBD) plan their reads; their extents are hints unless the user gave some.
+      const changed = source.changedExtents ? await source.changedExtents(base ?? null) : undefined;
+      const extents = hints ?? changed;
+      const hintsName = hints ? `"${options.hintsFile ?? ''}"` : `from rbd diff of ${source.location}`;
+      const hinted = extents === undefined ? undefined : hintedBlocks(extents, { size: source.size, blockSize, what: hintsName });
+      const snapshot = (auto ? source.snapshot : (options.snapshot ?? source.snapshot)) ?? null;
+      const baseLock = base ? await acquireLocks(catalog, [{ resource: versionResource(base.uid), mode: 'shared', operation: 'backup (as base)' }]) : undefined;
+      debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
       try {
-        const result = await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, hintsName, snapshot, tags, options });
-        committed = true;
-        return result;
-      } catch (err) {
-        await abandonVersion(store, uid);
-        throw err;
+        await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, baseUid: base?.uid ?? null, source: source.location });
+        try {
+          const result = await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, hintsName, snapshot, tags, options });
+          committed = true;
+          return result;
+        } catch (err) {
+          await abandonVersion(store, uid);
+          throw err;
+        }
+      } finally {
+        await baseLock?.release();
       }
     } finally {
-      await locks.release();
+      await source.finish?.(committed).catch((err: unknown) => debug(`backup: finishing the source failed: ${String(err)}`));
+      await source.close();
     }
   } finally {
-    await source.finish?.(committed).catch((err: unknown) => debug(`backup: finishing the source failed: ${String(err)}`));
-    await source.close();
+    await locks.release();
   }
 }
 

@@ -11,7 +11,7 @@ export type NewVersionRecord = Omit<VersionRecord, 'status'> & { readonly stats:
  * that makes it valid. Used by backups and copy-on-write commits.
  */
 export async function publishVersion(store: Store, record: NewVersionRecord, segments: readonly Buffer[]): Promise<void> {
-  await saveManifest(store.blocks, manifestOf(record, segments));
+  await saveManifest(store.blocks, manifestOf({ ...record, status: 'valid' }, segments));
   await store.catalog.commitVersion(record.uid, { segments, stats: record.stats, tags: record.tags });
 }
 

@@ -9,7 +9,7 @@ import {
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
-import { CorruptBlockError, ObjectMissingError, StoreFullError, StoreUnavailableError, throwIfAborted } from '../errors.js';
+import { CorruptBlockError, InterruptedError, ObjectMissingError, StoreFullError, StoreUnavailableError, throwIfAborted } from '../errors.js';
 import {
   assertValidKey,
   bodyLength,
@@ -211,9 +211,8 @@ export class S3Store implements BlockStore {
 /** The one place where S3 errors become BackyErrors. */
 function mapS3Error(err: unknown, what: string): Error {
   if (err instanceof RangeError || err instanceof TypeError) return err;
-  if (err instanceof Error && err.name === 'AbortError') {
-    return new StoreUnavailableError(`${what}: aborted`, { cause: err });
-  }
+  // Our signal stopped the request (Ctrl-C, or another task of the operation failed first).
+  if (err instanceof Error && err.name === 'AbortError') return new InterruptedError(`${what}: interrupted`, { cause: err });
   if (err instanceof S3ServiceException) {
     const status = err.$metadata.httpStatusCode;
     if (err.name === 'NoSuchKey' || (status === 404 && err.name === 'NotFound')) return new ObjectMissingError(`${what}: no such object`, { cause: err });

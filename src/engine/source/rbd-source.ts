@@ -82,12 +82,14 @@ export class RbdSource implements BlockSource {
   }
 
   /**
-   * Plans the read: with a base snapshot that still exists, the objects changed since it (which
-   * become the backup's hints); otherwise every allocated object (the rest are holes).
+   * Plans the read: with a base snapshot of this image that still exists, the objects changed
+   * since it (which become the backup's hints); otherwise every allocated object (the rest are
+   * holes). A base backed up from another pool or image shares no snapshot with this one.
    * @returns the changed extents, or undefined when there is no usable base snapshot
    */
-  async changedExtents(baseSnapshot: string | null): Promise<Extent[] | undefined> {
+  async changedExtents(base: { readonly snapshot: string | null; readonly source: string | null } | null): Promise<Extent[] | undefined> {
     const snaps = JSON.parse(await runRbd(['snap', 'ls', '--format', 'json', `${this.#spec.pool}/${this.#spec.image}`], this.#spec.ceph, this.location)) as { name: string }[];
+    const baseSnapshot = base?.source?.startsWith(`rbd:${this.#spec.pool}/${this.#spec.image}@`) ? base.snapshot : null;
     const usable = baseSnapshot !== null && baseSnapshot !== this.snapshot && snaps.some((s) => s.name === baseSnapshot);
     const args = ['diff', '--whole-object', '--format', 'json', ...(usable ? ['--from-snap', baseSnapshot] : []), this.#name];
     const extents = parseHints(JSON.parse(await runRbd(args, this.#spec.ceph, this.location)), `of rbd diff ${this.location}`);
@@ -246,7 +248,10 @@ export class RbdSource implements BlockSource {
     }
   }
 
-  /** After the backup: on success, drop older backy2 snapshots; on failure, the one made for it. */
+  /**
+   * After the backup: on success, drop the older backy2 snapshots (their names sort by time, so a
+   * newer one, of a backup that started meanwhile, stays); on failure, the one made for it.
+   */
   async finish(committed: boolean): Promise<void> {
     if (!this.#created) return;
     const image = `${this.#spec.pool}/${this.#spec.image}`;
@@ -256,7 +261,7 @@ export class RbdSource implements BlockSource {
     }
     const snaps = JSON.parse(await runRbd(['snap', 'ls', '--format', 'json', image], this.#spec.ceph, this.location)) as { name: string }[];
     for (const snap of snaps) {
-      if (snap.name.startsWith(AUTO_SNAPSHOT_PREFIX) && snap.name !== this.snapshot) {
+      if (snap.name.startsWith(AUTO_SNAPSHOT_PREFIX) && this.snapshot !== undefined && snap.name < this.snapshot) {
         await runRbd(['snap', 'rm', `${image}@${snap.name}`], this.#spec.ceph, this.location);
       }
     }

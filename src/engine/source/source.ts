@@ -29,9 +29,10 @@ export interface BlockSource {
   readonly snapshot?: string;
   /**
    * Sources that know what changed (RBD): plans the read and returns the changed extents since
-   * `baseSnapshot` (the base version's snapshot), or undefined when everything must be read.
+   * the base version (its snapshot, if taken of this same source), or undefined when everything
+   * must be read.
    */
-  changedExtents?(baseSnapshot: string | null): Promise<Extent[] | undefined>;
+  changedExtents?(base: { readonly snapshot: string | null; readonly source: string | null } | null): Promise<Extent[] | undefined>;
   /** Called once the backup committed (true) or failed (false), e.g. to manage snapshots. */
   finish?(committed: boolean): Promise<void>;
   close(): Promise<void>;

@@ -72,13 +72,13 @@ export class BlockWriter {
   }
 
   async #ensureStored(hex: string, digest: Uint8Array, buf: PooledBuffer, length: number): Promise<boolean> {
-    if (await this.#catalog.touchBlock(digest)) return false;
-    const known = await this.#catalog.getBlock(digest);
-    if (known?.state === BlockState.deleting) await this.#waitForCleanup(digest);
+    const state = await this.#catalog.touchBlock(digest);
+    if (state === BlockState.valid) return false;
+    if (state === BlockState.deleting) await this.#waitForCleanup(digest);
     await this.#write(hex, digest, buf, length);
     // A block a scrub found bad is good again: drop its marker (a leftover one only makes a
     // rebuilt catalog re-store the block once more).
-    if (known?.state === BlockState.invalid) await this.#blocks.delete(ObjectKeys.invalidMarker(hex)).catch(() => undefined);
+    if (state === BlockState.invalid) await this.#blocks.delete(ObjectKeys.invalidMarker(hex)).catch(() => undefined);
     return true;
   }
 

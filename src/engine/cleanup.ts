@@ -14,6 +14,7 @@
  * `deleting` rows that the next run finishes first: it can be killed at any moment.
  */
 import { BlockMap, blockCount, saveSegmentObject } from './block-map.js';
+import { BlockState } from './catalog/catalog.js';
 import { ConflictError, isBackyError, throwIfAborted } from './errors.js';
 import { ObjectKeys } from './formats.js';
 import { acquireLocks } from './locking.js';
@@ -186,11 +187,12 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
       counters.orphansDeleted++;
       counters.orphanBytes += info.size;
     }
-    // Invalid markers of blocks that are gone (not counted as orphans: they hold no data).
+    // Invalid markers of blocks that are gone or were stored again (a scrub sets the state right
+    // after writing the marker; not counted as orphans: they hold no data).
     for await (const info of blocks.list('invalid/')) {
       const hex = info.key.slice('invalid/'.length);
       if (info.mtimeMs >= orphanBefore || !/^[0-9a-f]{64}$/.test(hex)) continue;
-      if (await catalog.getBlock(Buffer.from(hex, 'hex'))) continue;
+      if ((await catalog.getBlock(Buffer.from(hex, 'hex')))?.state === BlockState.invalid) continue;
       if (!dryRun) await deletes.run(() => blocks.delete(info.key));
     }
     if (canSweepTemporary(blocks)) counters.tempFilesDeleted = (await blocks.sweepTemporary(orphanBefore, dryRun)).files;

@@ -5,7 +5,7 @@ import type { BlockCache } from './block-cache.js';
 import { BlockMapWriter } from './block-map-writer.js';
 import { BlockMap, blockCount, segmentCount } from './block-map.js';
 import { BlockWriter } from './block-writer.js';
-import type { VersionRecord } from './catalog/catalog.js';
+import { BlockState, type VersionRecord } from './catalog/catalog.js';
 import { debug } from './debug.js';
 import { IoError, UsageError, errnoCode } from './errors.js';
 import { SEGMENT_ENTRIES } from './formats.js';
@@ -309,7 +309,7 @@ export class CowSession {
         }
         // Unchanged since the last commit: reuse its digest, touched so that a cleanup keeps it.
         const previous = block.committed;
-        if (previous === 'zero' || (previous !== null && (await store.catalog.touchBlock(previous)))) {
+        if (previous === 'zero' || (previous !== null && (await store.catalog.touchBlock(previous)) === BlockState.valid)) {
           mapWriter.set(i, previous === 'zero' ? null : previous);
           continue;
         }

@@ -137,10 +137,11 @@ export interface Catalog {
   // Blocks
   getBlock(digest: Uint8Array): Promise<BlockRecord | undefined>;
   /**
-   * Marks a valid block as referenced now, which protects it from a concurrent cleanup.
-   * @returns false when the block is unknown or not valid (the caller must store it)
+   * Marks a block as referenced now, which protects it from a concurrent cleanup (unless the
+   * cleanup is deleting it already).
+   * @returns its state, or undefined when unknown; anything but valid must be stored again
    */
-  touchBlock(digest: Uint8Array): Promise<boolean>;
+  touchBlock(digest: Uint8Array): Promise<BlockStateValue | undefined>;
   /** Records durably stored blocks as valid (new or healed). */
   registerBlocks(blocks: readonly { digest: Uint8Array; length: number; storedLength: number }[]): Promise<void>;
   /** Marks blocks invalid (a check found them bad) or valid again; unknown digests are ignored. */

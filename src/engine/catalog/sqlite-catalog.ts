@@ -10,17 +10,18 @@ import {
   UsageError,
 } from '../errors.js';
 import { DIGEST_LENGTH } from '../formats.js';
-import type {
-  BlockRecord,
-  BlockStateValue,
-  Catalog,
-  LockRecord,
-  LockRequest,
-  NewVersion,
-  VersionFilter,
-  VersionRecord,
-  VersionStats,
-  VersionStatus,
+import {
+  BlockState,
+  type BlockRecord,
+  type BlockStateValue,
+  type Catalog,
+  type LockRecord,
+  type LockRequest,
+  type NewVersion,
+  type VersionFilter,
+  type VersionRecord,
+  type VersionStats,
+  type VersionStatus,
 } from './catalog.js';
 import { currentHolder, isHolderAlive, type Holder } from './holder.js';
 import { MIGRATIONS } from './migrations.js';
@@ -237,8 +238,9 @@ export class SqliteCatalog implements Catalog {
     return row && toBlock(row);
   }
 
-  async touchBlock(digest: Uint8Array): Promise<boolean> {
-    return this.#run('UPDATE blocks SET last_ref = ? WHERE digest = ? AND state = 0', Date.now(), digest) === 1;
+  async touchBlock(digest: Uint8Array): Promise<BlockStateValue | undefined> {
+    const touched = this.#get<{ state: BlockStateValue }>('UPDATE blocks SET last_ref = ? WHERE digest = ? AND state <> 2 RETURNING state', Date.now(), digest);
+    return touched?.state ?? (this.#get('SELECT 1 FROM blocks WHERE digest = ? AND state = 2', digest) ? BlockState.deleting : undefined);
   }
 
   async registerBlocks(blocks: readonly { digest: Uint8Array; length: number; storedLength: number }[]): Promise<void> {
@@ -341,7 +343,7 @@ export class SqliteCatalog implements Catalog {
   async garbageTotals(before: number): Promise<{ old: { blocks: number; bytes: number }; young: { blocks: number; bytes: number } }> {
     const rows = this.#all<{ old: number; blocks: number; bytes: number | null }>(
       `SELECT last_ref < ? AS old, count(*) AS blocks, sum(stored_length) AS bytes FROM blocks
-       WHERE state = 0 AND digest NOT IN (SELECT digest FROM temp.live) GROUP BY last_ref < ?`,
+       WHERE state <> 2 AND digest NOT IN (SELECT digest FROM temp.live) GROUP BY last_ref < ?`,
       before,
       before,
     );
@@ -356,7 +358,7 @@ export class SqliteCatalog implements Catalog {
     return this.#write(() =>
       this.#all<BlockRow>(
         `UPDATE blocks SET state = 2 WHERE digest IN (
-           SELECT digest FROM blocks WHERE state = 0 AND last_ref < ? AND digest NOT IN (SELECT digest FROM temp.live) LIMIT ?)
+           SELECT digest FROM blocks WHERE state <> 2 AND last_ref < ? AND digest NOT IN (SELECT digest FROM temp.live) LIMIT ?)
          RETURNING digest, length, stored_length, state, last_ref`,
         before,
         limit,

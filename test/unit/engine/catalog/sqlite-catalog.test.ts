@@ -88,13 +88,20 @@ describe('SqliteCatalog', () => {
     await expect(c.deleteVersion('v1')).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
   });
 
-  it('touchBlock() succeeds only for known valid blocks', async () => {
+  it('touchBlock() tells the state and protects all but blocks being deleted', async () => {
     const c = open();
     const d = randomBytes(32);
-    expect(await c.touchBlock(d)).toBe(false);
+    expect(await c.touchBlock(d)).toBeUndefined();
     await c.registerBlocks([{ digest: d, length: 10, storedLength: 10 }]);
-    expect(await c.touchBlock(d)).toBe(true);
-    expect((await c.getBlock(d))?.state).toBe(0);
+    expect(await c.touchBlock(d)).toBe(0);
+    await c.setBlockState([d], 1);
+    const before = Date.now();
+    expect(await c.touchBlock(d)).toBe(1);
+    expect((await c.getBlock(d))?.lastRef).toBeGreaterThanOrEqual(before);
+    await c.beginMark();
+    expect(await c.claimGarbageBlocks(before + 1000, 10)).toHaveLength(1);
+    expect(await c.touchBlock(d)).toBe(2);
+    await c.endMark();
   });
 
   it('acquireLock() refuses conflicting live locks and allows shared ones together', async () => {

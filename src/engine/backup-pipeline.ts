@@ -142,14 +142,8 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
           ctx.progress?.advance?.(length);
           continue;
         }
-        let buf;
-        try {
-          buf = await ctx.pool.acquire(group.signal);
-        } catch (err) {
-          if (!group.failed) group.fail(err);
-          break;
-        }
-        const held = buf;
+        const held = await group.obtain((signal) => ctx.pool.acquire(signal));
+        if (!held) break;
         group.spawn(async () => {
           try {
             const view = held.payload.subarray(0, length);

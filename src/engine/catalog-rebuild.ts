@@ -5,7 +5,7 @@
  * as JSON.
  */
 import { createHash } from 'node:crypto';
-import { SPARSE_ENTRY, loadSegment, type MapStorage } from './block-map.js';
+import { SPARSE_ENTRY, decodeSegment, encodeSegment, loadSegment, type MapStorage } from './block-map.js';
 import type { BlockStore } from './blockstore/block-store.js';
 import { BlockState, type Catalog, type VersionRecord, type VersionStats } from './catalog/catalog.js';
 import { SqliteCatalog } from './catalog/sqlite-catalog.js';
@@ -72,7 +72,7 @@ export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
   await catalog.setBlockState(invalid, BlockState.invalid);
 
   const badManifests: string[] = [];
-  const segmentsSeen = new Set<string>();
+  const segmentsSeen = new Map<string, boolean>();
   let versions = 0;
   let incompleteVersions = 0;
   for await (const info of blocks.list('versions/')) {
@@ -94,36 +94,41 @@ export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
 
 /**
  * Adds one manifest's version to the catalog with its segments, checking that every block it
- * uses is known; when one is not, the version is imported as invalid.
- * @returns true when every block is present
+ * uses is known and not invalid; when one is not, the version is imported as invalid.
+ * @param segmentsSeen per segment already imported, whether all its blocks are good
+ * @returns true when every block is present and good
  */
-export async function importManifest(store: MapStorage, manifest: Manifest, segmentsSeen = new Set<string>()): Promise<boolean> {
+async function importManifest(store: MapStorage, manifest: Manifest, segmentsSeen = new Map<string, boolean>()): Promise<boolean> {
   const segments = manifest.segments.map((hex) => Buffer.from(hex, 'hex'));
   let complete = true;
   for (const digest of segments) {
     const hex = digest.toString('hex');
-    let entries: Buffer;
-    try {
-      entries = await loadSegment(store, digest);
-    } catch (err) {
-      if (!isBackyError(err)) throw err;
-      complete = false;
-      continue;
+    let good = segmentsSeen.get(hex);
+    if (good === undefined) {
+      good = await importSegment(store, digest);
+      segmentsSeen.set(hex, good);
     }
-    if (!segmentsSeen.has(hex)) {
-      segmentsSeen.add(hex);
-      const payload = Buffer.alloc(8 + entries.length);
-      payload.writeUInt32LE(entries.length / DIGEST_LENGTH, 0);
-      entries.copy(payload, 8);
-      await store.catalog.putSegment(digest, entries.length / DIGEST_LENGTH, payload);
-    }
-    for (let at = 0; at < entries.length && complete; at += DIGEST_LENGTH) {
-      const entry = entries.subarray(at, at + DIGEST_LENGTH);
-      if (!entry.equals(SPARSE_ENTRY) && !(await store.catalog.getBlock(entry))) complete = false;
-    }
+    complete &&= good;
   }
   await store.catalog.importVersion(versionOf(manifest, complete && manifest.status !== 'invalid' ? 'valid' : 'invalid'), segments);
   return complete;
+}
+
+/** Puts a segment into the catalog; false when it cannot be read or uses a missing or invalid block. */
+async function importSegment(store: MapStorage, digest: Buffer): Promise<boolean> {
+  let entries: Buffer;
+  try {
+    entries = await loadSegment(store, digest);
+  } catch (err) {
+    if (!isBackyError(err)) throw err;
+    return false;
+  }
+  await store.catalog.putSegment(digest, entries.length / DIGEST_LENGTH, encodeSegment(entries).payload);
+  for (let at = 0; at < entries.length; at += DIGEST_LENGTH) {
+    const entry = entries.subarray(at, at + DIGEST_LENGTH);
+    if (!entry.equals(SPARSE_ENTRY) && (await store.catalog.getBlock(entry))?.state !== BlockState.valid) return false;
+  }
+  return true;
 }
 
 function versionOf(m: Manifest, status: VersionRecord['status']): VersionRecord {
@@ -165,11 +170,7 @@ export async function exportVersions(store: Store, uids: readonly string[]): Pro
     const manifest = manifestOf(v, await store.catalog.versionSegments(uid));
     const segments: Record<string, string> = {};
     for (const hex of manifest.segments) {
-      const entries = await loadSegment(store, Buffer.from(hex, 'hex'));
-      const payload = Buffer.alloc(8 + entries.length);
-      payload.writeUInt32LE(entries.length / DIGEST_LENGTH, 0);
-      entries.copy(payload, 8);
-      segments[hex] = payload.toString('hex');
+      segments[hex] = encodeSegment(await loadSegment(store, Buffer.from(hex, 'hex'))).payload.toString('hex');
     }
     out.push({ manifest, segments });
   }
@@ -188,27 +189,36 @@ export async function importVersions(store: Store, exported: unknown): Promise<{
   const results: { uid: string; complete: boolean }[] = [];
   for (const item of exported as ExportedVersion[]) {
     if (!item || typeof item !== 'object' || !item.manifest || typeof item.segments !== 'object') throw new UsageError('Malformed version metadata');
+    const maps: Buffer[] = [];
     for (const [hex, payloadHex] of Object.entries(item.segments)) {
       const payload = Buffer.from(payloadHex, 'hex');
       if (createHash(DIGEST_ALGORITHM).update(payload).digest('hex') !== hex) throw new UsageError(`Segment ${hex} does not match its digest`);
-      await store.catalog.putSegment(Buffer.from(hex, 'hex'), payload.readUInt32LE(0), payload);
+      let entries: Buffer;
+      try {
+        entries = decodeSegment(payload, hex);
+      } catch (err) {
+        throw new UsageError(`Segment ${hex} is malformed`, { cause: err });
+      }
+      await store.catalog.putSegment(Buffer.from(hex, 'hex'), entries.length / DIGEST_LENGTH, payload);
+      maps.push(entries);
     }
-    await registerPresentBlocks(store, item);
+    await registerPresentBlocks(store, maps);
     results.push({ uid: item.manifest.uid, complete: await importManifest(store, item.manifest) });
   }
   return results;
 }
 
-/** Registers the blocks an imported version uses that the block store has but the catalog lacks. */
-async function registerPresentBlocks(store: Store, item: ExportedVersion): Promise<void> {
-  for (const payloadHex of Object.values(item.segments)) {
-    const payload = Buffer.from(payloadHex, 'hex');
-    for (let at = 8; at + DIGEST_LENGTH <= payload.length; at += DIGEST_LENGTH) {
-      const digest = payload.subarray(at, at + DIGEST_LENGTH);
+/** Registers the blocks an imported version uses (segment entries) that the block store has but the catalog lacks. */
+async function registerPresentBlocks(store: Store, maps: readonly Buffer[]): Promise<void> {
+  for (const entries of maps) {
+    const found: { digest: Buffer; length: number; storedLength: number }[] = [];
+    for (let at = 0; at < entries.length; at += DIGEST_LENGTH) {
+      const digest = entries.subarray(at, at + DIGEST_LENGTH);
       if (digest.equals(SPARSE_ENTRY) || (await store.catalog.getBlock(digest))) continue;
       const info = await store.blocks.stat(ObjectKeys.block(digest.toString('hex')));
-      if (info) await store.catalog.registerBlocks([{ digest: Buffer.from(digest), length: info.size - OBJECT_HEADER_LENGTH, storedLength: info.size - OBJECT_HEADER_LENGTH }]);
+      if (info) found.push({ digest: Buffer.from(digest), length: info.size - OBJECT_HEADER_LENGTH, storedLength: info.size - OBJECT_HEADER_LENGTH });
     }
+    await store.catalog.registerBlocks(found);
   }
 }
 

@@ -109,6 +109,11 @@ export function isBackyError(err: unknown): err is BackyError {
   return err instanceof BackyError;
 }
 
+/** True for a stored object that is missing or damaged (the rest of a version stays readable). */
+export function isBadBlock(err: unknown): err is BackyError {
+  return isBackyError(err) && (err.code === 'E_CORRUPT' || err.code === 'E_OBJECT_MISSING');
+}
+
 /** The errno code (`ENOENT`, ...) of a Node system error, if any. */
 export function errnoCode(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') {

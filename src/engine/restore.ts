@@ -1,7 +1,7 @@
 import { BlockMap, SPARSE_ENTRY, blockCount, segmentCount } from './block-map.js';
 import { fetchBlock } from './block-reader.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from './formats.js';
-import { NotFoundError, UsageError, isBackyError } from './errors.js';
+import { NotFoundError, UsageError, isBadBlock } from './errors.js';
 import { versionResource, withLocks } from './locking.js';
 import { BufferPool, alignedBuffer } from './pipeline/buffer-pool.js';
 import { Semaphore } from './pipeline/semaphore.js';
@@ -105,14 +105,8 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
               options.progress?.advance?.(length);
               continue;
             }
-            let buf;
-            try {
-              buf = await pool.acquire(group.signal);
-            } catch (err) {
-              if (!group.failed) group.fail(err);
-              break;
-            }
-            const held = buf;
+            const held = await group.obtain((signal) => pool.acquire(signal));
+            if (!held) break;
             group.spawn(async () => {
               try {
                 const data = await reads.run(() => fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, digest, length, held, { aligned: true, signal: group.signal }));
@@ -152,8 +146,4 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
       durationSeconds: (Date.now() - started) / 1000,
     };
   });
-}
-
-function isBadBlock(err: unknown): err is { code: string; message: string } {
-  return isBackyError(err) && (err.code === 'E_CORRUPT' || err.code === 'E_OBJECT_MISSING');
 }

@@ -2,11 +2,10 @@ import { createHash, randomInt } from 'node:crypto';
 import { BlockMap, SPARSE_ENTRY, blockCount, loadSegment } from './block-map.js';
 import { fetchBlock } from './block-reader.js';
 import { BlockState, type VersionRecord } from './catalog/catalog.js';
-import { NotFoundError, UsageError, isBackyError } from './errors.js';
+import { NotFoundError, UsageError, isBackyError, isBadBlock } from './errors.js';
 import { DIGEST_ALGORITHM, DIGEST_LENGTH, ObjectKeys, SEGMENT_ENTRIES } from './formats.js';
 import { acquireLocks, versionResource } from './locking.js';
 import { BufferPool } from './pipeline/buffer-pool.js';
-import { Semaphore } from './pipeline/semaphore.js';
 import { TaskGroup } from './pipeline/task-group.js';
 import type { Progress } from './progress.js';
 import { openSource, type BlockSource } from './source/source.js';
@@ -65,25 +64,32 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
   const started = Date.now();
   const percent = options.percent ?? 100;
   if (!(percent > 0 && percent <= 100)) throw new UsageError(`Invalid percentage ${percent}: use a number above 0 and at most 100`);
-  const versions = await selectVersions(store, options);
-  if (options.source !== undefined && versions.length !== 1) throw new UsageError('A source can be compared with exactly one version');
+  const selected = await selectVersions(store, options);
+  if (options.source !== undefined && selected.length !== 1) throw new UsageError('A source can be compared with exactly one version');
   const locks = await acquireLocks(
     store.catalog,
-    versions.map((v) => ({ resource: versionResource(v.uid), mode: 'shared' as const, operation: 'scrub' })),
+    selected.map((v) => ({ resource: versionResource(v.uid), mode: 'shared' as const, operation: 'scrub' })),
   );
   const counters = { blocksChecked: 0, bytesChecked: 0, badBlocks: 0, versionsInvalidated: 0, versionsRevalidated: 0, sourceMismatches: 0 };
   const findings: ScrubFinding[] = [];
+  const versions: VersionRecord[] = [];
   try {
+    // Under the locks, what is still there: an rm may have finished meanwhile.
+    for (const v of selected) {
+      const now = await store.catalog.getVersion(v.uid);
+      if (now) versions.push(now);
+      else if (!options.all) throw new NotFoundError(`Version "${v.uid}" was removed meanwhile`);
+    }
     // 1. Which distinct blocks to read: a random share of each version, shared blocks once. The
     // list lives in the catalog: a 10 TiB version has millions of blocks.
     await store.catalog.beginScrubList();
     let totalBytes = 0;
-    const sampled = new Map<string, Set<number>>();
+    let sampled: Set<number> | undefined; // of the one version compared with the source
     for (const v of versions) {
       const blocks = blockCount(v.size, v.blockSize);
       const map = new BlockMap(store, await store.catalog.versionSegments(v.uid), blocks);
       const chosen = percent >= 100 ? undefined : sample(blocks, Math.max(1, Math.round((blocks * percent) / 100)));
-      sampled.set(v.uid, chosen ?? new Set());
+      if (options.source !== undefined) sampled = chosen;
       for (let k = 0; k < map.segments.length; k++) {
         const entries = await map.segmentEntries(k);
         const refs: { digest: Uint8Array; length: number }[] = [];
@@ -100,23 +106,20 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     options.progress?.start?.({ totalBytes, workBytes: totalBytes });
     const bad = new Map<string, { code: string; message: string }>();
     const maxBlock = Math.max(...versions.map((v) => v.blockSize), 65536);
-    const pool = new BufferPool(maxBlock, 8);
-    const reads = new Semaphore(store.config.readers * 2);
+    // The pool bounds the reads in flight (and their memory).
+    const pool = new BufferPool(maxBlock, Math.min(store.config.readers * 2, Math.max(4, Math.floor((128 << 20) / maxBlock))));
     const group = new TaskGroup(options.signal);
     for (let after = 0, batch = await store.catalog.scrubListBatch(0, 1024); batch.length > 0 && !group.failed; batch = await store.catalog.scrubListBatch(after, 1024)) {
       after = batch[batch.length - 1]?.position ?? after;
       for (const ref of batch) {
         if (group.failed) break;
-        const buf = await pool.acquire(group.signal).catch((err: unknown) => {
-          group.fail(err);
-          return undefined;
-        });
+        const buf = await group.obtain((signal) => pool.acquire(signal));
         if (!buf) break;
         group.spawn(async () => {
           try {
-            await reads.run(() => fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, ref.digest, ref.length, buf, { signal: group.signal }));
+            await fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, ref.digest, ref.length, buf, { signal: group.signal });
           } catch (err) {
-            if (!isBackyError(err) || (err.code !== 'E_CORRUPT' && err.code !== 'E_OBJECT_MISSING')) throw err;
+            if (!isBadBlock(err)) throw err;
             bad.set(ref.digest.toString('hex'), { code: err.code, message: err.message });
           } finally {
             pool.release(buf);
@@ -143,7 +146,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
       }
     } else if (percent >= 100) {
       for (const v of versions.filter((x) => x.status === 'invalid')) {
-        await setStatus(store, v.uid, 'valid');
+        if (!(await setStatus(store, v.uid, 'valid'))) continue;
         counters.versionsRevalidated++;
         yield { type: 'version-valid', uid: v.uid, image: v.image };
       }
@@ -152,7 +155,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     // 4. Compare with the source (a difference fails the scrub, marks nothing).
     const only = versions[0];
     if (options.source !== undefined && only) {
-      for await (const mismatch of compareSource(store, only, options.source, sampled.get(only.uid), options.signal)) {
+      for await (const mismatch of compareSource(store, only, options.source, sampled, options.signal)) {
         counters.sourceMismatches++;
         yield mismatch;
       }
@@ -201,20 +204,35 @@ async function selectVersions(store: Store, options: ScrubOptions): Promise<Vers
   return out;
 }
 
-/** Every committed version using one of `digests`, reading each distinct segment once. */
+/**
+ * Every committed version using one of `digests`, reading each distinct segment once. Versions
+ * removed meanwhile are skipped, and so are segments that cannot be read (their versions are
+ * invalid since the rebuild that found them missing).
+ */
 async function versionsUsing(store: Store, digests: ReadonlySet<string>): Promise<{ version: VersionRecord; count: number }[]> {
   const bySegment = new Map<string, number>();
   const out: { version: VersionRecord; count: number }[] = [];
   for (const v of await store.catalog.listVersions()) {
     if (v.status === 'incomplete') continue;
     let count = 0;
-    for (const segment of await store.catalog.versionSegments(v.uid)) {
+    let segments: Buffer[];
+    try {
+      segments = await store.catalog.versionSegments(v.uid);
+    } catch (err) {
+      if (isBackyError(err) && err.code === 'E_NOT_FOUND') continue;
+      throw err;
+    }
+    for (const segment of segments) {
       const hex = segment.toString('hex');
       let n = bySegment.get(hex);
       if (n === undefined) {
-        const entries = await loadSegment(store, segment);
         n = 0;
-        for (let at = 0; at < entries.length; at += DIGEST_LENGTH) if (digests.has(entries.subarray(at, at + DIGEST_LENGTH).toString('hex'))) n++;
+        try {
+          const entries = await loadSegment(store, segment);
+          for (let at = 0; at < entries.length; at += DIGEST_LENGTH) if (digests.has(entries.subarray(at, at + DIGEST_LENGTH).toString('hex'))) n++;
+        } catch (err) {
+          if (!isBadBlock(err)) throw err;
+        }
         bySegment.set(hex, n);
       }
       count += n;

@@ -54,6 +54,19 @@ export class TaskGroup {
     while (this.#tasks.size >= limit) await Promise.race(this.#tasks);
   }
 
+  /**
+   * Awaits a resource for the next task (a pooled buffer) under the group's signal.
+   * @returns the resource, or undefined once the group failed: the producer stops then
+   */
+  async obtain<T>(acquire: (signal: AbortSignal) => Promise<T>): Promise<T | undefined> {
+    try {
+      return await acquire(this.signal);
+    } catch (err) {
+      if (!this.#failed) this.fail(err);
+      return undefined;
+    }
+  }
+
   /** Records a failure and aborts the group. */
   fail(err: unknown): void {
     this.#errors++;

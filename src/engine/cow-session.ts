@@ -74,6 +74,8 @@ export class CowSession {
   #lastCommit: string | undefined;
   #closed = false;
   #committing: Promise<VersionRecord | undefined> | undefined;
+  /** Reads, writes and zeroes in flight: close waits for them (the spill file must stay open). */
+  readonly #inFlight = new Set<Promise<unknown>>();
 
   private constructor(store: Store, reader: VersionReader, spill: fsp.FileHandle, locks: HeldLocks, origin: string) {
     this.#store = store;
@@ -133,7 +135,11 @@ export class CowSession {
    * Reads up to `into.length` bytes at `offset`, written data included.
    * @returns bytes read; less than asked only at the end
    */
-  async read(offset: number, into: Uint8Array): Promise<number> {
+  read(offset: number, into: Uint8Array): Promise<number> {
+    return this.#track(this.#read(offset, into));
+  }
+
+  async #read(offset: number, into: Uint8Array): Promise<number> {
     const end = Math.min(offset + into.length, this.size);
     if (offset >= end) return 0;
     const bs = this.blockSize;
@@ -154,7 +160,11 @@ export class CowSession {
    * Writes `data` at `offset`.
    * @throws {UsageError} when the write reaches past the end (the size is fixed)
    */
-  async write(offset: number, data: Uint8Array): Promise<void> {
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#track(this.#write(offset, data));
+  }
+
+  async #write(offset: number, data: Uint8Array): Promise<void> {
     this.#checkRange(offset, data.length);
     const bs = this.blockSize;
     const parts: Promise<void>[] = [];
@@ -173,7 +183,11 @@ export class CowSession {
   }
 
   /** Makes a range read as zeros (TRIM, WRITE_ZEROES); whole blocks become sparse. */
-  async zero(offset: number, length: number): Promise<void> {
+  zero(offset: number, length: number): Promise<void> {
+    return this.#track(this.#zero(offset, length));
+  }
+
+  async #zero(offset: number, length: number): Promise<void> {
     this.#checkRange(offset, length);
     const bs = this.blockSize;
     const end = offset + length;
@@ -193,7 +207,7 @@ export class CowSession {
           }),
         );
       } else {
-        parts.push(this.write(from, Buffer.alloc(to - from)));
+        parts.push(this.#write(from, Buffer.alloc(to - from)));
       }
     }
     await Promise.all(parts);
@@ -239,6 +253,7 @@ export class CowSession {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await Promise.allSettled([...this.#inFlight]);
     await this.#committing?.catch(() => undefined);
     await this.#spill.close().catch(() => undefined);
     await this.#locks.release();
@@ -397,6 +412,15 @@ export class CowSession {
       }
       done += bytesRead;
     }
+  }
+
+  #track<T>(operation: Promise<T>): Promise<T> {
+    this.#inFlight.add(operation);
+    void operation.then(
+      () => this.#inFlight.delete(operation),
+      () => this.#inFlight.delete(operation),
+    );
+    return operation;
   }
 
   #checkRange(offset: number, length: number): void {

@@ -61,9 +61,6 @@ export async function serveMount(store: Store, options: MountOptions): Promise<v
     if (isMounted(mountpoint)) throw new ConflictError(`Cannot mount at "${mountpoint}": something is already mounted there`);
     const vfs = new VersionFs(store, {
       writable: options.writable,
-      spillDir: store.config.spillDir,
-      cacheBytes: store.config.cacheBytes,
-      readAhead: store.config.readAhead,
       origin: `mount ${mountpoint}`,
       log: options.log,
     });

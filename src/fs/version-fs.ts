@@ -1,11 +1,10 @@
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { constants as fsConstants, promises as fsp } from 'node:fs';
-import { BlockCache } from '../engine/block-cache.js';
+import { LRUCache } from 'lru-cache';
 import type { VersionRecord } from '../engine/catalog/catalog.js';
-import { CowSession } from '../engine/cow-session.js';
 import { isBackyError } from '../engine/errors.js';
-import { acquireLocks, versionResource, type HeldLocks } from '../engine/locking.js';
+import { OpenVersions, type VersionUser } from '../engine/open-versions.js';
 import type { Store } from '../engine/store.js';
 import { VersionReader } from '../engine/version-reader.js';
 import { listVersions } from '../engine/versions.js';
@@ -13,7 +12,7 @@ import { versionsListing } from './listing.js';
 import { parsePath, type FsPath } from './paths.js';
 
 const E = osConstants.errno;
-/** Version readers kept for reuse (each holds its version's block map). */
+/** Readers kept for the allocation figures of files not open (each holds a version's block map). */
 const MAX_READERS = 256;
 
 /** An error that becomes a negative errno for the kernel. */
@@ -37,12 +36,6 @@ export interface Attributes {
 export interface VersionFsOptions {
   /** Allow writes (copy-on-write sessions). @default false */
   readonly writable?: boolean;
-  /** Directory for spill files of copy-on-write sessions. */
-  readonly spillDir: string;
-  /** Bytes of the block cache. */
-  readonly cacheBytes: number;
-  /** Blocks read ahead for sequential readers. */
-  readonly readAhead: number;
   /** Names the mount in locks and in the source of COW versions. */
   readonly origin: string;
   /** One line per notable event (bad block, refused truncate, commit). */
@@ -51,19 +44,10 @@ export interface VersionFsOptions {
   readonly refreshMs?: number;
 }
 
-interface OpenVersion {
-  readonly version: VersionRecord;
-  reader: VersionReader;
-  handles: number;
-  writers: number;
-  lock: HeldLocks;
-  session: CowSession | undefined;
-  sessionOpening: Promise<CowSession> | undefined;
-}
-
 interface Handle {
   readonly path: FsPath;
-  readonly uid: string | undefined;
+  /** For version files. */
+  readonly user: VersionUser | undefined;
   readonly write: boolean;
 }
 
@@ -77,18 +61,22 @@ interface Handle {
 export class VersionFs {
   readonly #store: Store;
   readonly #options: VersionFsOptions;
-  readonly #cache: BlockCache;
+  readonly #versions: OpenVersions;
   #listing: { at: number; versions: VersionRecord[] } | undefined;
   #refreshing: Promise<VersionRecord[]> | undefined;
-  readonly #open = new Map<string, OpenVersion>();
   readonly #handles = new Map<number, Handle>();
-  readonly #readers = new Map<string, Promise<VersionReader>>();
+  readonly #readers = new LRUCache<string, Promise<VersionReader>>({ max: MAX_READERS });
   #nextFd = 10;
 
   constructor(store: Store, options: VersionFsOptions) {
     this.#store = store;
     this.#options = options;
-    this.#cache = new BlockCache({ blocks: store.blocks, hasher: store.hasher() }, { maxBytes: options.cacheBytes, fetchers: store.config.readers * 4, maxBlockSize: 64 << 20 });
+    this.#versions = new OpenVersions(store, {
+      origin: options.origin,
+      log: options.log,
+      // A new version shows at once.
+      onCommit: () => (this.#listing = undefined),
+    });
   }
 
   get writable(): boolean {
@@ -123,9 +111,8 @@ export class VersionFs {
       }
       case 'version': {
         const reader = await this.#reader(p.version);
-        const open = this.#open.get(p.version.uid);
         // A file with a copy-on-write session changes; its mtime tells caches so.
-        const mtime = open?.session ? new Date(Math.max(Date.now(), p.version.createdAt)) : new Date(p.version.createdAt);
+        const mtime = this.#versions.hasSession(p.version.uid) ? new Date(Math.max(Date.now(), p.version.createdAt)) : new Date(p.version.createdAt);
         return { kind: 'file', size: p.version.size, allocated: await reader.allocatedBytes(), mtime, writable: this.writable };
       }
     }
@@ -153,7 +140,7 @@ export class VersionFs {
     const write = (flags & 3) !== fsConstants.O_RDONLY || (flags & fsConstants.O_TRUNC) !== 0;
     if (p.kind === 'listing') {
       if (write) throw new FsError(E.EROFS, `${path} is read-only`);
-      return this.#newHandle({ path: p, uid: undefined, write: false });
+      return this.#newHandle({ path: p, user: undefined, write: false });
     }
     if (p.kind !== 'version') throw new FsError(E.EISDIR, `${path} is not a file`);
     if (write && !this.writable) throw new FsError(E.EROFS, `${path}: the mount is read-only (mount with --writable for copy-on-write)`);
@@ -161,10 +148,10 @@ export class VersionFs {
       this.#options.log(`refused O_TRUNC of ${path}: version sizes are fixed`);
       throw new FsError(E.EPERM, `${path}: O_TRUNC is not supported`);
     }
-    const open = await this.#openVersion(p.version);
-    open.handles++;
-    if (write) open.writers++;
-    return this.#newHandle({ path: p, uid: p.version.uid, write });
+    const user = await this.#versions.open(p.version, { writer: write }).catch((err: unknown) => {
+      throw this.#ioError(err, `open of ${p.version.uid}`);
+    });
+    return this.#newHandle({ path: p, user, write });
   }
 
   async read(fd: number, into: Buffer, position: number): Promise<number> {
@@ -175,58 +162,43 @@ export class VersionFs {
       if (position >= text.length) return 0;
       return text.copy(into, 0, position, Math.min(text.length, position + into.length));
     }
-    const open = this.#open.get(handle.uid ?? '');
-    if (!open) throw new FsError(E.EBADF, 'stale handle');
+    const user = handle.user;
+    if (!user) throw new FsError(E.EBADF, 'stale handle');
     try {
-      return open.session ? await open.session.read(position, into) : await open.reader.read(position, into);
+      return await user.read(position, into);
     } catch (err) {
-      throw this.#ioError(err, `read of ${open.version.uid} at ${position}`);
+      throw this.#ioError(err, `read of ${user.version.uid} at ${position}`);
     }
   }
 
   async write(fd: number, data: Buffer, position: number): Promise<number> {
     const handle = this.#handle(fd);
-    const open = this.#open.get(handle.uid ?? '');
-    if (!open || !handle.write) throw new FsError(E.EBADF, 'not open for writing');
-    if (position + data.length > open.version.size) {
-      throw new FsError(E.ENOSPC, `write past the end of ${open.version.uid}`);
+    const user = handle.user;
+    if (!user || !handle.write) throw new FsError(E.EBADF, 'not open for writing');
+    if (position + data.length > user.version.size) {
+      throw new FsError(E.ENOSPC, `write past the end of ${user.version.uid}`);
     }
     try {
-      const session = await this.#session(open);
-      await session.write(position, data);
+      await user.write(position, data);
       return data.length;
     } catch (err) {
-      throw this.#ioError(err, `write to ${open.version.uid} at ${position}`);
+      throw this.#ioError(err, `write to ${user.version.uid} at ${position}`);
     }
   }
 
   /** fsync: commits the file's changes as a version (superseding this session's earlier commit). */
   async fsync(fd: number): Promise<void> {
-    const handle = this.#handle(fd);
-    const open = this.#open.get(handle.uid ?? '');
-    if (!open?.session) return;
-    await this.#commit(open, 'fsync');
+    const user = this.#handle(fd).user;
+    // A failed commit was logged; its writes stay in the session.
+    await user?.commit('fsync').catch((err: unknown) => {
+      throw new FsError(isBackyError(err) && err.code === 'E_NO_SPACE' ? E.ENOSPC : E.EIO, 'commit failed');
+    });
   }
 
   async release(fd: number): Promise<void> {
     const handle = this.#handles.get(fd);
     this.#handles.delete(fd);
-    if (!handle?.uid) return;
-    const open = this.#open.get(handle.uid);
-    if (!open) return;
-    open.handles--;
-    if (handle.write) open.writers--;
-    if (open.writers === 0 && open.session) {
-      await this.#commit(open, 'last writer closed').catch(() => undefined);
-      if (!open.session.dirty) {
-        await open.session.close();
-        open.session = undefined;
-      }
-    }
-    if (open.handles === 0 && !open.session) {
-      this.#open.delete(handle.uid);
-      await open.lock.release();
-    }
+    await handle?.user?.close();
   }
 
   async truncate(path: string, size: number): Promise<void> {
@@ -264,81 +236,16 @@ export class VersionFs {
    * @returns one line per session whose writes could not be committed (and are lost)
    */
   async shutdown(): Promise<string[]> {
-    const failures: string[] = [];
-    for (const open of this.#open.values()) {
-      if (open.session) {
-        const session = open.session;
-        await this.#commit(open, 'unmount').catch(() => failures.push(`the writes to ${open.version.image} version ${session.base.uid}`));
-        await session.close().catch(() => undefined);
-        open.session = undefined;
-      }
-      await open.lock.release().catch(() => undefined);
-    }
-    this.#open.clear();
     this.#handles.clear();
-    return failures;
-  }
-
-  async #commit(open: OpenVersion, why: string): Promise<void> {
-    const session = open.session;
-    if (!session?.dirty) return;
-    try {
-      const version = await session.commit();
-      if (version) {
-        this.#options.log(`committed copy-on-write version ${version.uid} of ${version.image} (base ${session.base.uid}, ${why})`);
-        this.#listing = undefined;
-      }
-    } catch (err) {
-      this.#options.log(`cannot commit the changes to ${session.base.uid} (${why}): ${err instanceof Error ? err.message : String(err)}; they stay in the session`);
-      throw new FsError(E.EIO, 'commit failed');
-    }
-  }
-
-  async #session(open: OpenVersion): Promise<CowSession> {
-    if (open.session) return open.session;
-    open.sessionOpening ??= CowSession.open(this.#store, open.version, {
-      spillDir: this.#options.spillDir,
-      cache: this.#cache,
-      origin: this.#options.origin,
-    }).finally(() => (open.sessionOpening = undefined));
-    open.session = await open.sessionOpening;
-    return open.session;
-  }
-
-  async #openVersion(version: VersionRecord): Promise<OpenVersion> {
-    const existing = this.#open.get(version.uid);
-    if (existing) return existing;
-    const lock = await acquireLocks(this.#store.catalog, [{ resource: versionResource(version.uid), mode: 'shared', operation: this.#options.origin }]).catch((err: unknown) => {
-      throw this.#ioError(err, `open of ${version.uid}`);
-    });
-    const again = this.#open.get(version.uid);
-    if (again) {
-      await lock.release();
-      return again;
-    }
-    let reader: VersionReader;
-    try {
-      reader = await this.#reader(version);
-    } catch (err) {
-      await lock.release();
-      throw this.#ioError(err, `open of ${version.uid}`);
-    }
-    const open: OpenVersion = { version, reader, handles: 0, writers: 0, lock, session: undefined, sessionOpening: undefined };
-    this.#open.set(version.uid, open);
-    return open;
+    return this.#versions.shutdown();
   }
 
   async #reader(version: VersionRecord): Promise<VersionReader> {
     let reader = this.#readers.get(version.uid);
     if (!reader) {
-      reader = VersionReader.open(this.#store, version, this.#cache, { readAhead: this.#options.readAhead });
+      reader = VersionReader.open(this.#store, version, this.#versions.cache);
       reader.catch(() => this.#readers.delete(version.uid));
       this.#readers.set(version.uid, reader);
-      // Forget the oldest readers not in use.
-      for (const uid of this.#readers.keys()) {
-        if (this.#readers.size <= MAX_READERS) break;
-        if (!this.#open.has(uid)) this.#readers.delete(uid);
-      }
     }
     return reader;
   }

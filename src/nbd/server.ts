@@ -1,8 +1,8 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { NotFoundError, UsageError, errnoCode } from '../engine/errors.js';
+import { NotFoundError, StoreUnavailableError, UsageError, errnoCode } from '../engine/errors.js';
 import type { Store } from '../engine/store.js';
 import { VersionExports } from './exports.js';
-import { NbdSession, type SessionLimits } from './session.js';
+import { NbdSession } from './session.js';
 
 /** Options of {@link serveNbd}. */
 export interface NbdServerOptions {
@@ -17,15 +17,13 @@ export interface NbdServerOptions {
   readonly log: (line: string) => void;
   /** Aborting it stops the server: in-flight requests finish, sessions commit, connections close. */
   readonly signal: AbortSignal;
-  /** Called with the bound port once listening. */
-  readonly onListening?: (port: number) => void;
-  readonly limits?: SessionLimits;
 }
 
 /**
  * Serves versions over the NBD protocol until `signal` fires.
  * @throws {UsageError} when the address cannot be bound
  * @throws {NotFoundError} when `uid` is given but does not exist
+ * @throws {StoreUnavailableError} when writes could not be committed at the stop
  */
 export async function serveNbd(store: Store, options: NbdServerOptions): Promise<void> {
   const origin = `nbd ${options.address}:${options.port}`;
@@ -38,7 +36,7 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
     const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    const session = new NbdSession(socket, backend, { log: (line) => options.log(`${peer}: ${line}`), ...(options.limits ? { limits: options.limits } : {}) });
+    const session = new NbdSession(socket, backend, { log: (line) => options.log(`${peer}: ${line}`) });
     sessions.add(session);
     void session.closed.then(() => sessions.delete(session));
   });
@@ -49,7 +47,6 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   options.log(`serving ${options.uid ? `version ${options.uid}` : 'every version'} ${options.readOnly ? 'read-only' : 'with copy-on-write'} on ${options.address}:${port}`);
-  options.onListening?.(port);
   await new Promise<void>((resolve) => {
     if (options.signal.aborted) resolve();
     else options.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -60,5 +57,6 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([Promise.all([...sessions].map((s) => s.closed)), new Promise((r) => (timer = setTimeout(r, 10_000)))]);
   clearTimeout(timer);
-  await backend.shutdown();
+  const lost = await backend.shutdown();
+  if (lost.length > 0) throw new StoreUnavailableError(`Stopped, but could not commit ${lost.join(', ')}: those writes are lost (see the log above)`);
 }

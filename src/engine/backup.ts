@@ -118,7 +118,10 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
         await baseLock?.release();
       }
     } finally {
-      await source.finish?.(committed).catch((err: unknown) => debug(`backup: finishing the source failed: ${String(err)}`));
+      if (source.finish) {
+        const earlier = (await catalog.listVersions({ image })).flatMap((v) => (v.snapshot !== null && v.uid !== uid ? [v.snapshot] : []));
+        await source.finish(committed, earlier).catch((err: unknown) => debug(`backup: finishing the source failed: ${String(err)}`));
+      }
       await source.close();
     }
   } finally {

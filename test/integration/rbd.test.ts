@@ -70,15 +70,34 @@ describe('RBD sources and targets (real cluster)', () => {
     writeRbd(`rbd/${name}`, SIZE, [{ offset: 8 * MiB, data: randomBytes(8 * MiB) }]);
     const first = await backupJson([`rbd:rbd/${name}`, name, '--snapshot', 'auto']);
     writeRbd(`rbd/${name}`, SIZE, [{ offset: 60 * MiB, data: randomBytes(1 * MiB) }]);
+    // a backy2 snapshot that no version of this image recorded (another image's backup) stays
+    rbd(['snap', 'create', `rbd/${name}@backy2-vzzzzzzzzzzz`]);
     const second = await backupJson([`rbd:rbd/${name}`, name, '--snapshot', 'auto']);
     expect(second.bytesRead).toBe(4 * MiB + 3 * 4 * MiB);
     const snaps = (JSON.parse(rbd(['snap', 'ls', '--format', 'json', `rbd/${name}`])) as { name: string }[]).map((s) => s.name);
-    expect(snaps).toEqual([`backy2-${second.uid}`]);
+    expect(snaps.sort()).toEqual([`backy2-${second.uid}`, 'backy2-vzzzzzzzzzzz']);
     const versions = JSON.parse((await spawnCli(['ls', '--json'], env)).stdout) as { uid: string; snapshot: string }[];
     expect(versions.map((v) => v.snapshot)).toEqual([`backy2-${first.uid}`, `backy2-${second.uid}`]);
     const file = path.join(dir, 'second.raw');
     expect((await spawnCli(['restore', second.uid, file], env)).code).toBe(0);
     expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(rbdSha(`rbd/${name}@backy2-${second.uid}`));
+  });
+
+  it('a base backed up from another RBD image is not diffed against a same-named snapshot', async () => {
+    const other = `${name}-other`;
+    rbd(['create', '--size', `${SIZE}B`, `rbd/${other}`]);
+    writeRbd(`rbd/${other}`, SIZE, [{ offset: 0, data: randomBytes(4 * MiB) }]);
+    rbd(['snap', 'create', `rbd/${other}@a1`]);
+    await backupJson([`rbd:rbd/${other}@a1`, name]);
+    writeRbd(`rbd/${name}`, SIZE, [{ offset: 20 * MiB, data: randomBytes(4 * MiB) }]);
+    rbd(['snap', 'create', `rbd/${name}@a1`]);
+    writeRbd(`rbd/${name}`, SIZE, [{ offset: 60 * MiB, data: randomBytes(4 * MiB) }]);
+    rbd(['snap', 'create', `rbd/${name}@a2`]);
+    const v = await backupJson([`rbd:rbd/${name}@a2`, name]);
+    expect(v.bytesRead).toBe(8 * MiB); // every allocated object of this image, not the a1→a2 diff
+    const file = path.join(dir, 'a2.raw');
+    expect((await spawnCli(['restore', v.uid, file], env)).code).toBe(0);
+    expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(rbdSha(`rbd/${name}@a2`));
   });
 
   it('restoring into an existing image needs --force and leaves no stale data', async () => {

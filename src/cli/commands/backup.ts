@@ -26,7 +26,7 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
     .argument('<image>', 'name of the image the version belongs to, e.g. vm1')
     .option('-r, --hints <file>', 'read only the blocks named in this `rbd diff --format=json` file (plus a verification sample)')
     .option('-f, --from <uid>', 'base version (default: the newest valid version of IMAGE)')
-    .option('-s, --snapshot <name>', 'snapshot name to record with the version; "auto" with rbd:POOL/IMAGE creates backy2-<uid> and removes older ones')
+    .option('-s, --snapshot <name>', 'snapshot name to record with the version; "auto" with rbd:POOL/IMAGE creates backy2-<uid> and removes those of earlier versions')
     .option('-t, --tags <tags>', 'comma-separated tags (default: b_daily/b_weekly/b_monthly for the first version of a day/week/month)')
     .option('--json', 'print the result as one JSON object')
     .addHelpText(

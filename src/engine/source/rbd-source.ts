@@ -249,10 +249,10 @@ export class RbdSource implements BlockSource {
   }
 
   /**
-   * After the backup: on success, drop the older backy2 snapshots (their names sort by time, so a
-   * newer one, of a backup that started meanwhile, stays); on failure, the one made for it.
+   * After the backup: on success, drop the backy2 snapshots of the image's earlier versions
+   * (never one that no version of this image recorded); on failure, the one made for it.
    */
-  async finish(committed: boolean): Promise<void> {
+  async finish(committed: boolean, earlier: readonly string[]): Promise<void> {
     if (!this.#created) return;
     const image = `${this.#spec.pool}/${this.#spec.image}`;
     if (!committed) {
@@ -261,7 +261,7 @@ export class RbdSource implements BlockSource {
     }
     const snaps = JSON.parse(await runRbd(['snap', 'ls', '--format', 'json', image], this.#spec.ceph, this.location)) as { name: string }[];
     for (const snap of snaps) {
-      if (snap.name.startsWith(AUTO_SNAPSHOT_PREFIX) && this.snapshot !== undefined && snap.name < this.snapshot) {
+      if (snap.name.startsWith(AUTO_SNAPSHOT_PREFIX) && snap.name !== this.snapshot && earlier.includes(snap.name)) {
         await runRbd(['snap', 'rm', `${image}@${snap.name}`], this.#spec.ceph, this.location);
       }
     }

@@ -33,8 +33,11 @@ export interface BlockSource {
    * must be read.
    */
   changedExtents?(base: { readonly snapshot: string | null; readonly source: string | null } | null): Promise<Extent[] | undefined>;
-  /** Called once the backup committed (true) or failed (false), e.g. to manage snapshots. */
-  finish?(committed: boolean): Promise<void>;
+  /**
+   * Called once the backup committed (true) or failed (false), e.g. to manage snapshots.
+   * @param earlier snapshots of the image's earlier versions (those it made may go now)
+   */
+  finish?(committed: boolean, earlier: readonly string[]): Promise<void>;
   close(): Promise<void>;
 }
 

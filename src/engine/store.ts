@@ -6,6 +6,7 @@ import type { Catalog } from './catalog/catalog.js';
 import { SqliteCatalog } from './catalog/sqlite-catalog.js';
 import type { Config } from './config.js';
 import { StoreUnavailableError } from './errors.js';
+import { debug } from './debug.js';
 import { HashPool } from './pipeline/hash-pool.js';
 
 /** An open store: catalog, block store and the shared hash workers. */
@@ -52,6 +53,7 @@ export async function openStore(config: Config, options: OpenStoreOptions = {}):
     await blocks.close();
     throw err;
   }
+  debug(`store ${location.path} opened`);
   return assembleStore(config, catalog, blocks);
 }
 

@@ -22,12 +22,20 @@ import { BIN, spawnCli } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/temp.js';
 
 const LONG = process.env.BACKY2_RELIABILITY === 'long';
-/** kill -9 that must land while the operation runs (attempts that finish first do not count). */
+/** kill -9 that must land while the operation works on the store (not while starting, not after it finished). */
 const KILLS = LONG ? 300 : 60;
 const CONCURRENCY_SECONDS = LONG ? 120 : 20;
 const B = 256 * 1024;
 const SIZE = 24 * B;
-const figures = { kills: 0, faultsInjected: 0, inputsTried: 0, versionsVerified: 0, bitrotDamaged: 0, bitrotFound: 0 };
+const figures = {
+  kills: 0,
+  killsByOperation: {} as Record<string, number>,
+  faultsInjected: 0,
+  operations: 0,
+  versionsRestoredAndCompared: 0,
+  bitrotDamaged: 0,
+  bitrotFound: 0,
+};
 
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -82,7 +90,10 @@ async function list(): Promise<Listed[]> {
   return JSON.parse(r.stdout) as Listed[];
 }
 
-/** Every valid version restores with all digests verified, byte-identical where its state is known. */
+/**
+ * Every valid version restores with all digests verified; byte-identical to its image state where
+ * that is known (copy-on-write versions have random writes: their size and digests are checked).
+ */
 async function verifyAll(): Promise<void> {
   for (const v of (await list()).filter((x) => x.status === 'valid')) {
     const out = path.join(dir, 'verify.img');
@@ -90,25 +101,36 @@ async function verifyAll(): Promise<void> {
     const r = await spawnCli(['restore', v.uid, out, '--sparse'], env);
     expect(r.code, `${v.uid}: ${r.stderr}`).toBe(0);
     const tag = v.tags.find((t) => expected.has(t));
-    if (tag) expect(createHash('sha256').update(readFileSync(out)).digest('hex'), `${v.uid} ${tag}`).toBe(expected.get(tag));
-    else expect(statSync(out).size).toBe(v.size);
-    figures.versionsVerified++;
+    if (tag) {
+      expect(createHash('sha256').update(readFileSync(out)).digest('hex'), `${v.uid} ${tag}`).toBe(expected.get(tag));
+      figures.versionsRestoredAndCompared++;
+    } else expect(statSync(out).size).toBe(v.size);
   }
   const scrub = await spawnCli(['scrub', '--all', '--json'], env);
   if ((await list()).length > 0) expect(scrub.code, scrub.stderr).toBe(0);
 }
 
-/** Runs a command and kills it with SIGKILL after `ms`; true when it was still running. */
+/**
+ * Runs a command and kills it with SIGKILL at a random moment up to `ms` after it opened the store.
+ * @returns true when the kill landed while it worked on the store (it had not exited yet)
+ */
 function runKilled(args: readonly string[], ms: number, script?: string): Promise<boolean> {
   return new Promise((resolve) => {
+    // The CLI says "store … opened" on stderr with NODE_DEBUG=backy2; the helper script says "ready".
     const child = script
-      ? spawn(process.execPath, ['--import', 'tsx', path.resolve(import.meta.dirname, '../helpers', script), ...args], { stdio: 'ignore' })
-      : spawn(BIN, args, { env: { ...process.env, ...env }, stdio: 'ignore' });
+      ? spawn(process.execPath, ['--import', 'tsx', path.resolve(import.meta.dirname, '../helpers', script), ...args], { stdio: ['ignore', 'pipe', 'ignore'] })
+      : spawn(BIN, args, { env: { ...process.env, ...env, NODE_DEBUG: 'backy2' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let output = '';
+    let timer: NodeJS.Timeout | undefined;
     let killed = false;
-    const timer = setTimeout(() => {
-      killed = child.exitCode === null;
-      child.kill('SIGKILL');
-    }, ms);
+    (script ? child.stdout : child.stderr)?.on('data', (d: Buffer) => {
+      output += d.toString();
+      if (timer || !/store .* opened|^ready$/m.test(output)) return;
+      timer = setTimeout(() => {
+        killed = child.exitCode === null && child.signalCode === null;
+        child.kill('SIGKILL');
+      }, randomInt(ms));
+    });
     child.on('exit', () => {
       clearTimeout(timer);
       resolve(killed);
@@ -141,8 +163,11 @@ describe('reliability', () => {
         args = [env.BACKY2_STORE ?? '', image];
         script = 'cow-writer.ts';
       }
-      figures.inputsTried++;
-      if (await runKilled(args, 30 + randomInt(450), script)) figures.kills++;
+      figures.operations++;
+      if (await runKilled(args, op === 'rm' ? 40 : 250, script)) {
+        figures.kills++;
+        figures.killsByOperation[op] = (figures.killsByOperation[op] ?? 0) + 1;
+      }
       if (i % 15 === 14) await verifyAll();
     }
     // The next backup works, and what the kills left incomplete can be removed.
@@ -153,6 +178,7 @@ describe('reliability', () => {
     expect((await spawnCli(['cleanup'], env)).code).toBe(0);
     await verifyAll();
     expect(figures.kills).toBeGreaterThanOrEqual(KILLS);
+    for (const op of new Set(operations)) expect(figures.killsByOperation[op], op).toBeGreaterThan(0);
   }, 1_800_000);
 
   it(`keeps every block while backups, restores, scrubs, rm and cleanup run together (${CONCURRENCY_SECONDS}s)`, async () => {
@@ -161,7 +187,12 @@ describe('reliability', () => {
       expect((await spawnCli(['backup', file, image, '-t', tag], env)).code).toBe(0);
     }
     const until = Date.now() + CONCURRENCY_SECONDS * 1000;
-    const accept = (r: { code: number; stderr: string }, ok: number[]) => expect(ok, r.stderr).toContain(r.code);
+    // Locked (11) or gone meanwhile (4) is fine, but each kind of operation must also succeed.
+    const succeeded: Record<string, number> = {};
+    const accept = (what: string, r: { code: number; stderr: string }, ok: number[]) => {
+      expect(ok, r.stderr).toContain(r.code);
+      if (r.code === 0) succeeded[what] = (succeeded[what] ?? 0) + 1;
+    };
     // A failing loop stops the others, and every loop has ended before the test does.
     let failed = false;
     const loop = async (body: () => Promise<void>) => {
@@ -172,13 +203,13 @@ describe('reliability', () => {
           failed = true;
           throw err;
         }
-        figures.inputsTried++;
+        figures.operations++;
       }
     };
     const backups = (image: string) =>
       loop(async () => {
         const { file, tag } = newState(image);
-        accept(await spawnCli(['backup', file, image, '-t', tag], env), [0, 11]);
+        accept('backup', await spawnCli(['backup', file, image, '-t', tag], env), [0, 11]);
       });
     const loops = await Promise.allSettled([
       backups('a'),
@@ -189,24 +220,25 @@ describe('reliability', () => {
         if (!v) return;
         const out = path.join(dir, `r-${randomInt(1e9)}.img`);
         const r = await spawnCli(['restore', v.uid, out, '--sparse'], env);
-        accept(r, [0, 4, 11]); // removed meanwhile, or being removed
-        if (r.code === 0) {
-          const tag = v.tags.find((t) => expected.has(t));
-          if (tag) expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(expected.get(tag));
-          figures.versionsVerified++;
+        accept('restore', r, [0, 4, 11]); // removed meanwhile, or being removed
+        const tag = v.tags.find((t) => expected.has(t));
+        if (r.code === 0 && tag) {
+          expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(expected.get(tag));
+          figures.versionsRestoredAndCompared++;
         }
         rmSync(out, { force: true });
       }),
-      loop(async () => accept(await spawnCli(['scrub', '--all', '-p', '50'], env), [0, 4, 11])),
+      loop(async () => accept('scrub', await spawnCli(['scrub', '--all', '-p', '50'], env), [0, 4, 11])),
       loop(async () => {
         for (const image of ['a', 'b']) {
           const valid = (await list()).filter((v) => v.status === 'valid' && v.image === image);
-          if (valid.length > 3) accept(await spawnCli(['rm', '--force', (valid[0] as Listed).uid], env), [0, 4, 11]);
+          if (valid.length > 3) accept('rm', await spawnCli(['rm', '--force', (valid[0] as Listed).uid], env), [0, 4, 11]);
         }
       }),
-      loop(async () => accept(await spawnCli(['cleanup'], env), [0, 11])),
+      loop(async () => accept('cleanup', await spawnCli(['cleanup'], env), [0, 11])),
     ]);
     for (const l of loops) if (l.status === 'rejected') throw l.reason;
+    for (const what of ['backup', 'restore', 'scrub', 'rm', 'cleanup']) expect(succeeded[what], what).toBeGreaterThan(0);
     await verifyAll();
   }, 600_000);
 
@@ -269,6 +301,7 @@ describe('reliability', () => {
     writeFileSync(image, Buffer.concat([randomBytes(SIZE / 2), Buffer.alloc(SIZE / 2)]));
     const base = { ...defaultConfig(path.join(dir, 'faulty')), blockSize: B, hintSample: 4 };
     let committed = 0;
+    const shaOf = new Map<number, string>();
     for (let seed = 1; seed <= 40; seed++) {
       const faulty: FaultInjectingStore[] = [];
       const store = await openStore(base, {
@@ -284,9 +317,10 @@ describe('reliability', () => {
         randomBytes(4096).copy(data, randomInt(SIZE - 4096));
         writeFileSync(image, data);
         const expectedSha = createHash('sha256').update(data).digest('hex');
+        shaOf.set(seed, expectedSha);
         let uid: string | undefined;
         try {
-          uid = (await backup(store, { source: image, image: 'vm1' })).uid;
+          uid = (await backup(store, { source: image, image: 'vm1', tags: [`seed${seed}`] })).uid;
           committed++;
         } catch (err) {
           expect(['E_STORE', 'E_NO_SPACE', 'E_CORRUPT']).toContain((err as { code: string }).code);
@@ -299,10 +333,10 @@ describe('reliability', () => {
           });
           if (result && result.badBlockCount === 0) {
             expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(expectedSha);
-            figures.versionsVerified++;
+            figures.versionsRestoredAndCompared++;
           }
         }
-        figures.inputsTried++;
+        figures.operations++;
       } finally {
         const counts = faulty[0]?.counts;
         if (counts) figures.faultsInjected += counts.errors + counts.full + counts.shortReads + counts.bitFlips;
@@ -312,9 +346,14 @@ describe('reliability', () => {
     // Without faults, every committed version restores byte-identical.
     const clean = await openStore(base);
     try {
-      for (const v of await clean.catalog.listVersions({ status: 'valid' })) {
+      const valid = await clean.catalog.listVersions({ status: 'valid' });
+      expect(valid.length).toBe(committed);
+      for (const v of valid) {
         const out = path.join(dir, `clean-${v.uid}`);
         expect((await restore(clean, { uid: v.uid, target: out })).badBlockCount).toBe(0);
+        const seed = Number(v.tags.find((t) => t.startsWith('seed'))?.slice(4));
+        expect(createHash('sha256').update(readFileSync(out)).digest('hex'), v.uid).toBe(shaOf.get(seed));
+        figures.versionsRestoredAndCompared++;
       }
     } finally {
       await clean.close();

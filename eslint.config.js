@@ -28,8 +28,30 @@ export default tseslint.config(
             {
               target: './src/engine/blockstore',
               from: './src/engine',
-              except: ['./blockstore', './sys', './errors.ts', './formats.ts'],
+              except: ['./blockstore', './sys', './errors.ts', './objects/formats.ts', './objects/object-codec.ts'],
               message: 'Block stores know nothing of the catalog or the operations.',
+            },
+            {
+              target: './src/engine/catalog',
+              from: './src/engine',
+              except: ['./catalog', './errors.ts', './objects/formats.ts', './support'],
+              message: 'The catalog stores metadata; it knows nothing of objects or operations.',
+            },
+            {
+              target: './src/engine/endpoints',
+              from: './src/engine',
+              except: ['./endpoints', './errors.ts', './sys', './pipeline/buffer-pool.ts', './support'],
+              message: 'Sources and targets move image data; they know nothing of the store.',
+            },
+            {
+              target: './src/engine/objects',
+              from: ['./src/engine/operations', './src/engine/live', './src/engine/endpoints'],
+              message: 'Stored objects are a layer below the operations and the live versions.',
+            },
+            {
+              target: './src/engine/support',
+              from: ['./src/engine/operations', './src/engine/live', './src/engine/catalog', './src/engine/store.ts'],
+              message: 'Support modules are leaves.',
             },
             { target: './src/fs', from: ['./src/cli', './src/nbd'], message: 'Front ends do not import each other.' },
             { target: './src/nbd', from: ['./src/cli', './src/fs'], message: 'Front ends do not import each other.' },

@@ -8,12 +8,12 @@
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { backup } from '../src/engine/backup.js';
+import { backup } from '../src/engine/operations/backup.js';
 import type { BlockStore } from '../src/engine/blockstore/block-store.js';
-import { defaultConfig } from '../src/engine/config.js';
-import { restore } from '../src/engine/restore.js';
+import { defaultConfig } from '../src/engine/support/config.js';
+import { restore } from '../src/engine/operations/restore.js';
 import { openStore } from '../src/engine/store.js';
-import { DIFF_END, encodeDiffRecord, encodeDiffStart } from '../src/engine/source/rbd-diff-format.js';
+import { DIFF_END, encodeDiffRecord, encodeDiffStart } from '../src/engine/endpoints/rbd-diff-format.js';
 import { bench, buildImages, sh } from './images.js';
 
 const cephDir = path.join(bench.dir, 'ceph');

@@ -1,5 +1,5 @@
-import { openWithoutCatalog } from '../engine/catalog-rebuild.js';
-import { loadConfig } from '../engine/config.js';
+import { openWithoutCatalog } from '../engine/operations/catalog-rebuild.js';
+import { loadConfig } from '../engine/support/config.js';
 import { openStore, type Store } from '../engine/store.js';
 import type { CliIo, Globals } from './io.js';
 

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { VERSION } from '../engine/version.js';
+import { PACKAGE_VERSION } from '../engine/support/package-version.js';
 import type { CommandContext } from './command-context.js';
 import { registerBackup } from './commands/backup.js';
 import { registerCleanup } from './commands/cleanup.js';
@@ -19,7 +19,7 @@ import { EXIT_STATUS_HELP } from './help.js';
 export function buildProgram(ctx: CommandContext): Command {
   const program = new Command('backy2')
     .description('Deduplicating block-based backup and restore of disk images, block devices and Ceph RBD images')
-    .version(VERSION, '-V, --version', 'print the version')
+    .version(PACKAGE_VERSION, '-V, --version', 'print the version')
     .addOption(new Option('--store <path>', 'store directory (catalog and blocks); overrides config and BACKY2_STORE').env('BACKY2_STORE'))
     .addOption(new Option('-c, --config <file>', 'YAML config file (default: BACKY2_CONFIG, else /etc/backy2.yaml if present)'))
     .option('--debug', 'show stack traces of internal errors')

@@ -4,9 +4,9 @@ import { FaultInjectingStore } from './blockstore/fault-injection.js';
 import { FileStore } from './blockstore/file-store.js';
 import type { Catalog } from './catalog/catalog.js';
 import { SqliteCatalog } from './catalog/sqlite-catalog.js';
-import type { Config } from './config.js';
+import type { Config } from './support/config.js';
 import { StoreUnavailableError } from './errors.js';
-import { debug } from './debug.js';
+import { debug } from './support/debug.js';
 import { HashPool } from './pipeline/hash-pool.js';
 
 /** An open store: catalog, block store and the shared hash workers. */

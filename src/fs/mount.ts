@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import Fuse from 'fuse-native';
 import { ConflictError, NotFoundError, StoreUnavailableError, UsageError, errnoCode } from '../engine/errors.js';
-import { acquireLocks } from '../engine/locking.js';
+import { acquireLocks } from '../engine/catalog/locking.js';
 import type { Store } from '../engine/store.js';
 import { fuseOperations } from './fuse-ops.js';
 import { VersionFs } from './version-fs.js';

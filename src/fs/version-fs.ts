@@ -4,10 +4,10 @@ import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { LRUCache } from 'lru-cache';
 import type { VersionRecord } from '../engine/catalog/catalog.js';
 import { isBackyError } from '../engine/errors.js';
-import { OpenVersions, type VersionUser } from '../engine/open-versions.js';
+import { OpenVersions, type VersionUser } from '../engine/live/open-versions.js';
 import type { Store } from '../engine/store.js';
-import { VersionReader } from '../engine/version-reader.js';
-import { listVersions } from '../engine/versions.js';
+import { VersionReader } from '../engine/live/version-reader.js';
+import { listVersions } from '../engine/operations/versions.js';
 import { versionsListing } from './listing.js';
 import { parsePath, type FsPath } from './paths.js';
 

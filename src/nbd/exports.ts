@@ -1,7 +1,7 @@
 import type { VersionRecord } from '../engine/catalog/catalog.js';
-import { OpenVersions } from '../engine/open-versions.js';
+import { OpenVersions } from '../engine/live/open-versions.js';
 import type { Store } from '../engine/store.js';
-import { listVersions } from '../engine/versions.js';
+import { listVersions } from '../engine/operations/versions.js';
 import { Errno } from './protocol.js';
 import { NbdError, type NbdBackend, type NbdExport, type NbdExtent } from './session.js';
 

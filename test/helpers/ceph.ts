@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { inject } from 'vitest';
-import { DIFF_END, encodeDiffRecord, encodeDiffStart } from '../../src/engine/source/rbd-diff-format.js';
+import { DIFF_END, encodeDiffRecord, encodeDiffStart } from '../../src/engine/endpoints/rbd-diff-format.js';
 
 /** The cluster the global setup started. */
 export function ceph() {

@@ -1,9 +1,9 @@
 // Child process for crash tests: writes random data into copy-on-write sessions of the newest
 // version of an image and commits them, in a loop, until killed. argv: store dir, image.
 import { randomBytes, randomInt } from 'node:crypto';
-import { BlockCache } from '../../src/engine/block-cache.js';
-import { defaultConfig } from '../../src/engine/config.js';
-import { CowSession } from '../../src/engine/cow-session.js';
+import { BlockCache } from '../../src/engine/live/block-cache.js';
+import { defaultConfig } from '../../src/engine/support/config.js';
+import { CowSession } from '../../src/engine/live/cow-session.js';
 import { openStore } from '../../src/engine/store.js';
 
 const [storeDir, image] = process.argv.slice(2);

@@ -1,6 +1,6 @@
 import { MemoryStore } from '../../src/engine/blockstore/memory-store.js';
 import { SqliteCatalog } from '../../src/engine/catalog/sqlite-catalog.js';
-import { defaultConfig, type Config } from '../../src/engine/config.js';
+import { defaultConfig, type Config } from '../../src/engine/support/config.js';
 import { assembleStore, openStore, type Store } from '../../src/engine/store.js';
 import { makeTempDir } from './temp.js';
 

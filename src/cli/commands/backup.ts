@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { backup, type BackupResult } from '../../engine/backup.js';
-import { formatBytes } from '../../engine/units.js';
+import { backup, type BackupResult } from '../../engine/operations/backup.js';
+import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, splitList, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';

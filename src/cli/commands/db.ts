@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { exportVersions, importVersions, rebuildCatalogAt } from '../../engine/catalog-rebuild.js';
-import { loadConfig } from '../../engine/config.js';
+import { exportVersions, importVersions, rebuildCatalogAt } from '../../engine/operations/catalog-rebuild.js';
+import { loadConfig } from '../../engine/support/config.js';
 import { UsageError } from '../../engine/errors.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { VersionRecord } from '../../engine/catalog/catalog.js';
-import { formatBytes } from '../../engine/units.js';
-import { listVersions } from '../../engine/versions.js';
+import { formatBytes } from '../../engine/support/units.js';
+import { listVersions } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { setProtected } from '../../engine/versions.js';
+import { setProtected } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ExitCode } from '../../engine/errors.js';
-import { restore, type RestoreResult } from '../../engine/restore.js';
-import { formatBytes } from '../../engine/units.js';
+import { restore, type RestoreResult } from '../../engine/operations/restore.js';
+import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore, withoutCatalog } from '../context.js';
 import { helpAfter } from '../help.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { removeVersions } from '../../engine/versions.js';
+import { removeVersions } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';

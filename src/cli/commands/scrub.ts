@@ -1,7 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { ExitCode } from '../../engine/errors.js';
-import { scrub, type ScrubFinding, type ScrubResult } from '../../engine/scrub.js';
-import { formatBytes } from '../../engine/units.js';
+import { scrub, type ScrubFinding, type ScrubResult } from '../../engine/operations/scrub.js';
+import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { storeSpace, versionSpace } from '../../engine/stats.js';
-import { formatBytes } from '../../engine/units.js';
+import { storeSpace, versionSpace } from '../../engine/operations/stats.js';
+import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';

@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { changeTags } from '../../engine/versions.js';
+import { changeTags } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';

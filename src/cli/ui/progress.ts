@@ -1,5 +1,5 @@
-import type { Progress } from '../../engine/progress.js';
-import { formatBytes } from '../../engine/units.js';
+import type { Progress } from '../../engine/support/progress.js';
+import { formatBytes } from '../../engine/support/units.js';
 import type { CliIo, Globals } from '../io.js';
 
 /** A progress sink that the command stops when done. */

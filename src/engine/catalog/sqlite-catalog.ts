@@ -9,7 +9,7 @@ import {
   StoreUnavailableError,
   UsageError,
 } from '../errors.js';
-import { DIGEST_LENGTH } from '../formats.js';
+import { DIGEST_LENGTH } from '../objects/formats.js';
 import {
   BlockState,
   type BlockRecord,

@@ -1,4 +1,4 @@
-import { OBJECT_HEADER_LENGTH } from '../formats.js';
+import { OBJECT_HEADER_LENGTH } from '../objects/formats.js';
 import { throwIfAborted } from '../errors.js';
 
 const PAGE = 4096;

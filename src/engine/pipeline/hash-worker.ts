@@ -3,7 +3,7 @@
  * shared memory. Runs under piscina; see hash-pool.ts.
  */
 import { createHash } from 'node:crypto';
-import { DIGEST_ALGORITHM } from '../formats.js';
+import { DIGEST_ALGORITHM } from '../objects/formats.js';
 
 /** A block in shared memory. */
 export interface HashTask {

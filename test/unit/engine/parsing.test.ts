@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { autoTags } from '../../../src/engine/auto-tags.js';
-import { bitIsSet, hintedBlocks, parseHints } from '../../../src/engine/source/hints.js';
-import { VERSION_UID_PATTERN, newVersionUid } from '../../../src/engine/uid.js';
-import { formatBytes, parseDuration, parseSize } from '../../../src/engine/units.js';
-import { checkImageName, checkTag } from '../../../src/engine/names.js';
+import { autoTags } from '../../../src/engine/operations/auto-tags.js';
+import { bitIsSet, hintedBlocks, parseHints } from '../../../src/engine/endpoints/hints.js';
+import { VERSION_UID_PATTERN, newVersionUid } from '../../../src/engine/support/uid.js';
+import { formatBytes, parseDuration, parseSize } from '../../../src/engine/support/units.js';
+import { checkImageName, checkTag } from '../../../src/engine/support/names.js';
 
 describe('parseSize()', () => {
   it.each([

@@ -1,0 +1,103 @@
+import { constants as fsc, promises as fsp } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { NotFoundError, IoError, UsageError, errnoCode } from '../errors.js';
+import { dropCache, isCached, nextData } from '../sys/native.js';
+import type { BlockSource } from './endpoints.js';
+
+/**
+ * Size of a block device in bytes, from sysfs (Node has no BLKGETSIZE64).
+ * @param rdev the device number from stat
+ */
+export async function blockDeviceSize(rdev: number, what: string): Promise<number> {
+  const major = Math.floor(rdev / 256) & 0xfff;
+  const minor = (rdev & 0xff) | ((Math.floor(rdev / 2 ** 20) & 0xfff) << 8);
+  try {
+    const sectors = Number((await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8')).trim());
+    return sectors * 512;
+  } catch (err) {
+    throw new UsageError(`Cannot determine the size of block device ${what}`, { cause: err });
+  }
+}
+
+/**
+ * A regular file or block device as a backup source.
+ * @param file path of the image or device
+ * @throws {NotFoundError} when it does not exist
+ * @throws {UsageError} when it is neither a regular file nor a block device
+ */
+export async function openFileSource(file: string): Promise<BlockSource> {
+  let handle: fsp.FileHandle;
+  try {
+    handle = await fsp.open(file, fsc.O_RDONLY);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT') throw new NotFoundError(`Source "${file}" does not exist`, { cause: err });
+    if (code === 'EACCES' || code === 'EPERM') throw new UsageError(`Cannot read source "${file}": permission denied`, { cause: err });
+    throw new UsageError(`Cannot open source "${file}": ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  try {
+    const st = await handle.stat();
+    let size: number;
+    if (st.isFile()) size = st.size;
+    else if (st.isBlockDevice()) size = await blockDeviceSize(st.rdev, `"${file}"`);
+    else throw new UsageError(`Source "${file}" is neither a regular file nor a block device`);
+    // Holes are only worth looking for in files that have some (fewer blocks than bytes).
+    return new FileSource(file, handle, size, st.isFile() && st.blocks * 512 < st.size);
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
+class FileSource implements BlockSource {
+  readonly location: string;
+  readonly size: number;
+  readonly #handle: fsp.FileHandle;
+  readonly #sparse: boolean;
+  /** Where the last extent lookup started. */
+  #probe = 0;
+  /** The data extent found from #probe on, [start, end); [size, size] when only holes follow. */
+  #extent: [number, number] = [0, 0];
+
+  constructor(file: string, handle: fsp.FileHandle, size: number, sparse: boolean) {
+    this.location = file;
+    this.#handle = handle;
+    this.size = size;
+    this.#sparse = sparse;
+  }
+
+  async read(offset: number, into: Uint8Array): Promise<void> {
+    const fd = this.#handle.fd;
+    // Leave the page cache as we found it: drop what this read brings in, keep what was there.
+    const wasCached = isCached(fd, offset, into.length);
+    let done = 0;
+    while (done < into.length) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await this.#handle.read(into, done, into.length - done, offset + done));
+      } catch (err) {
+        throw new IoError(`Cannot read source "${this.location}" at offset ${offset + done}: ${errnoCode(err) ?? String(err)}`, { cause: err });
+      }
+      if (bytesRead === 0) {
+        throw new UsageError(`Source "${this.location}" ended at offset ${offset + done}, before its size ${this.size}: did it shrink during the backup?`);
+      }
+      done += bytesRead;
+    }
+    if (!wasCached) await dropCache(fd, offset, into.length);
+  }
+
+  mayHaveData(offset: number, length: number): boolean {
+    if (!this.#sparse) return true;
+    // Known: [probe, start) is a hole and [start, stop) is data. Blocks come in ascending
+    // order, so this costs one SEEK_DATA/SEEK_HOLE pair per extent, not per block.
+    if (offset < this.#probe || offset >= this.#extent[1]) {
+      this.#probe = offset;
+      this.#extent = nextData(this.#handle.fd, offset, this.size) ?? [this.size, this.size];
+    }
+    return offset + length > this.#extent[0];
+  }
+
+  async close(): Promise<void> {
+    await this.#handle.close().catch(() => undefined);
+  }
+}

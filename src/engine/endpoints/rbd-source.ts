@@ -1,0 +1,290 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { IoError, UsageError } from '../errors.js';
+import { parseHints, type Extent } from './hints.js';
+import { exitOf, rbdError, runRbd, spawnRbd, type RbdSpec } from './rbd-cli.js';
+import { DiffStreamReader, type DiffRecord } from './rbd-diff-format.js';
+import type { BlockSource } from './endpoints.js';
+
+/** Prefix of the snapshots `--snapshot auto` creates and removes. */
+export const AUTO_SNAPSHOT_PREFIX = 'backy2-';
+
+/** Options of {@link openRbdSource}. */
+export interface RbdSourceOptions {
+  /** Create this snapshot and back it up (`--snapshot auto`); removed again if the backup fails. */
+  readonly createSnapshot?: string | undefined;
+  /** Directory for the temp files of random reads. */
+  readonly tmpDir: string;
+}
+
+interface Plan {
+  /** Snapshot the data stream is relative to, or null for all allocated data. */
+  readonly fromSnap: string | null;
+  /** Extents the stream delivers, ascending, merged. */
+  readonly extents: readonly Extent[];
+}
+
+/**
+ * An RBD snapshot as a backup source. The data of changed (or, without a usable base snapshot,
+ * allocated) objects comes from one `rbd export-diff --whole-object` stream, read in ascending
+ * order as the backup asks; the few blocks outside it (verification samples, blocks to heal)
+ * are read at random through qemu-img's rbd driver. Unallocated ranges are holes.
+ * @throws {UsageError} without a snapshot, or for a bad name
+ * @throws {NotFoundError} when the image or snapshot does not exist
+ */
+export async function openRbdSource(spec: RbdSpec, options: RbdSourceOptions): Promise<RbdSource> {
+  let snapshot = spec.snapshot;
+  let created = false;
+  if (!snapshot) {
+    if (!options.createSnapshot) {
+      throw new UsageError(`Back up ${spec.location} from a snapshot: name one (rbd:POOL/IMAGE@SNAPSHOT) or use --snapshot auto`);
+    }
+    snapshot = options.createSnapshot;
+    await runRbd(['snap', 'create', `${spec.pool}/${spec.image}@${snapshot}`], spec.ceph, spec.location);
+    created = true;
+  }
+  const at = { ...spec, snapshot, location: `rbd:${spec.pool}/${spec.image}@${snapshot}` };
+  try {
+    const info = JSON.parse(await runRbd(['info', '--format', 'json', `${spec.pool}/${spec.image}@${snapshot}`], spec.ceph, at.location)) as { size: number };
+    return new RbdSource(at, info.size, created, options.tmpDir);
+  } catch (err) {
+    if (created) await runRbd(['snap', 'rm', `${spec.pool}/${spec.image}@${snapshot}`], spec.ceph, at.location).catch(() => undefined);
+    throw err;
+  }
+}
+
+export class RbdSource implements BlockSource {
+  readonly location: string;
+  readonly size: number;
+  readonly snapshot: string;
+  readonly #spec: RbdSpec;
+  readonly #created: boolean;
+  readonly #tmpDir: string;
+  #plan: Plan | undefined;
+  /** Index of the plan extent that the last hole check looked at. */
+  #cursor = 0;
+  #stream: { child: ChildProcess; reader: DiffStreamReader; started: boolean; record: DiffRecord | undefined; pos: number } | undefined;
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(spec: RbdSpec & { snapshot: string }, size: number, created: boolean, tmpDir: string) {
+    this.#spec = spec;
+    this.location = spec.location;
+    this.snapshot = spec.snapshot;
+    this.size = size;
+    this.#created = created;
+    this.#tmpDir = tmpDir;
+  }
+
+  get #name(): string {
+    return `${this.#spec.pool}/${this.#spec.image}@${this.snapshot}`;
+  }
+
+  /**
+   * Plans the read: with a base snapshot of this image that still exists, the objects changed
+   * since it (which become the backup's hints); otherwise every allocated object (the rest are
+   * holes). A base backed up from another pool or image shares no snapshot with this one.
+   * @returns the changed extents, or undefined when there is no usable base snapshot
+   */
+  async changedExtents(base: { readonly snapshot: string | null; readonly source: string | null } | null): Promise<Extent[] | undefined> {
+    const snaps = JSON.parse(await runRbd(['snap', 'ls', '--format', 'json', `${this.#spec.pool}/${this.#spec.image}`], this.#spec.ceph, this.location)) as { name: string }[];
+    const baseSnapshot = base?.source?.startsWith(`rbd:${this.#spec.pool}/${this.#spec.image}@`) ? base.snapshot : null;
+    const usable = baseSnapshot !== null && baseSnapshot !== this.snapshot && snaps.some((s) => s.name === baseSnapshot);
+    const args = ['diff', '--whole-object', '--format', 'json', ...(usable ? ['--from-snap', baseSnapshot] : []), this.#name];
+    const extents = parseHints(JSON.parse(await runRbd(args, this.#spec.ceph, this.location)), `of rbd diff ${this.location}`);
+    this.#plan = { fromSnap: usable ? baseSnapshot : null, extents: merge(extents) };
+    return usable ? extents : undefined;
+  }
+
+  mayHaveData(offset: number, length: number): boolean {
+    const plan = this.#plan;
+    if (!plan || plan.fromSnap !== null) return true;
+    const extents = plan.extents;
+    if (this.#cursor > 0 && (extents[this.#cursor - 1]?.offset ?? 0) > offset) this.#cursor = 0;
+    while (this.#cursor < extents.length && end(extents[this.#cursor] as Extent) <= offset) this.#cursor++;
+    const next = extents[this.#cursor];
+    return next !== undefined && next.offset < offset + length;
+  }
+
+  read(offset: number, into: Uint8Array): Promise<void> {
+    // Ranges outside the stream (samples, blocks to heal) are read at once, in parallel.
+    if (!this.#touchesStream(offset, into.length)) return this.#readRandom(offset, into);
+    // One stream, consumed in order: stream reads run one after the other (they come in ascending order).
+    const run = this.#queue.then(() => this.#read(offset, into));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  #touchesStream(offset: number, length: number): boolean {
+    const e = this.#plan?.extents[this.#firstEndingAfter(offset)];
+    return e !== undefined && e.offset < offset + length;
+  }
+
+  /** Binary search: index of the first extent ending after `offset` (extents are sorted and disjoint). */
+  #firstEndingAfter(offset: number): number {
+    const extents = this.#plan?.extents ?? [];
+    let lo = 0;
+    let hi = extents.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (end(extents[mid] as Extent) <= offset) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  async #read(offset: number, into: Uint8Array): Promise<void> {
+    const endAt = offset + into.length;
+    let at = offset;
+    const extents = this.#plan?.extents ?? [];
+    for (let k = this.#firstEndingAfter(offset); k < extents.length; k++) {
+      const e = extents[k] as Extent;
+      if (e.offset >= endAt) break;
+      if (e.offset > at) {
+        await this.#readRandom(at, into.subarray(at - offset, e.offset - offset));
+        at = e.offset;
+      }
+      const to = Math.min(end(e), endAt);
+      await this.#readStream(at, into.subarray(at - offset, to - offset));
+      at = to;
+    }
+    if (at < endAt) await this.#readRandom(at, into.subarray(at - offset));
+  }
+
+  /** Copies [offset, offset + into.length) from the export-diff stream; gaps and `z` records read as zeros. */
+  async #readStream(offset: number, into: Uint8Array): Promise<void> {
+    const s = (this.#stream ??= this.#startStream());
+    if (!s.started) {
+      await s.reader.start();
+      s.started = true;
+    }
+    const endAt = offset + into.length;
+    let at = offset;
+    while (at < endAt) {
+      if (!s.record) {
+        s.record = await s.reader.next();
+        if (s.record.type !== 'end') s.pos = s.record.offset;
+      }
+      const r = s.record;
+      if (r.type === 'end' || r.offset >= endAt) {
+        into.fill(0, at - offset);
+        return;
+      }
+      const rEnd = r.offset + r.length;
+      if (rEnd <= at) {
+        // A record before what is asked: drop the rest of its data.
+        if (r.type === 'w') await s.reader.readData(null, rEnd - s.pos);
+        s.record = undefined;
+        continue;
+      }
+      if (r.offset > at) {
+        into.fill(0, at - offset, r.offset - offset);
+        at = r.offset;
+      }
+      if (r.type === 'w' && s.pos < at) await s.reader.readData(null, at - s.pos);
+      const to = Math.min(rEnd, endAt);
+      if (r.type === 'w') await s.reader.readData(into.subarray(at - offset, to - offset), to - at);
+      else into.fill(0, at - offset, to - offset);
+      s.pos = to;
+      at = to;
+      if (to === rEnd) s.record = undefined;
+    }
+  }
+
+  #startStream() {
+    const plan = this.#plan;
+    const args = ['export-diff', '--no-progress', '--whole-object', ...(plan?.fromSnap ? ['--from-snap', plan.fromSnap] : []), this.#name, '-'];
+    const child = spawnRbd(args, this.#spec.ceph);
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = exitOf(child, this.location);
+    const stdout = child.stdout;
+    if (!stdout) throw new IoError(`Cannot read ${this.location}: no output stream`);
+    const guarded = (async function* () {
+      yield* stdout as AsyncIterable<Buffer>;
+      const code = await exited;
+      if (code !== 0) throw rbdError(stderr, code, `rbd export-diff of ${child.spawnargs.at(-2) ?? ''}`, 'export-diff');
+    })();
+    return { child, reader: new DiffStreamReader(guarded, this.location), started: false, record: undefined as DiffRecord | undefined, pos: 0 };
+  }
+
+  /** Reads a range outside the stream through qemu-img's rbd driver. */
+  async #readRandom(offset: number, into: Uint8Array): Promise<void> {
+    if (into.length === 0) return;
+    const tmp = path.join(this.#tmpDir, `backy2-rbd-${randomBytes(6).toString('hex')}.raw`);
+    const s = this.#spec;
+    const opts = [
+      'driver=raw',
+      `offset=${offset}`,
+      `size=${into.length}`,
+      'file.driver=rbd',
+      `file.pool=${s.pool}`,
+      `file.image=${s.image}`,
+      `file.snapshot=${this.snapshot}`,
+      ...(s.ceph.conf ? [`file.conf=${s.ceph.conf}`] : []),
+      ...(s.ceph.id ? [`file.user=${s.ceph.id}`] : []),
+    ].join(',');
+    try {
+      const child = spawn('qemu-img', ['convert', '--image-opts', opts, '-O', 'raw', tmp], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      const code = await new Promise<number>((resolve, reject) => {
+        child.once('error', (err: NodeJS.ErrnoException) =>
+          reject(
+            err.code === 'ENOENT'
+              ? new UsageError('Reading unchanged RBD blocks needs qemu-img with the rbd driver (Debian packages qemu-utils and qemu-block-extra)')
+              : err,
+          ),
+        );
+        child.once('close', (c) => resolve(c ?? 1));
+      });
+      if (code !== 0) throw new IoError(`Cannot read ${this.location} at offset ${offset}: ${stderr.trim().split('\n').pop() ?? `qemu-img exit ${code}`}`);
+      const data = await fsp.readFile(tmp);
+      if (data.length < into.length) throw new IoError(`Cannot read ${this.location} at offset ${offset}: short read`);
+      into.set(data.subarray(0, into.length));
+    } finally {
+      await fsp.unlink(tmp).catch(() => undefined);
+    }
+  }
+
+  /**
+   * After the backup: on success, drop the backy2 snapshots of the image's earlier versions
+   * (never one that no version of this image recorded); on failure, the one made for it.
+   */
+  async finish(committed: boolean, earlier: readonly string[]): Promise<void> {
+    if (!this.#created) return;
+    const image = `${this.#spec.pool}/${this.#spec.image}`;
+    if (!committed) {
+      await runRbd(['snap', 'rm', `${image}@${this.snapshot}`], this.#spec.ceph, this.location).catch(() => undefined);
+      return;
+    }
+    const snaps = JSON.parse(await runRbd(['snap', 'ls', '--format', 'json', image], this.#spec.ceph, this.location)) as { name: string }[];
+    for (const snap of snaps) {
+      if (snap.name.startsWith(AUTO_SNAPSHOT_PREFIX) && snap.name !== this.snapshot && earlier.includes(snap.name)) {
+        await runRbd(['snap', 'rm', `${image}@${snap.name}`], this.#spec.ceph, this.location);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    const child = this.#stream?.child;
+    if (child && child.exitCode === null) child.kill();
+  }
+}
+
+function end(e: Extent): number {
+  return e.offset + e.length;
+}
+
+/** Sorted, overlapping or touching extents merged. */
+function merge(extents: readonly Extent[]): Extent[] {
+  const sorted = [...extents].sort((a, b) => a.offset - b.offset);
+  const out: Extent[] = [];
+  for (const e of sorted) {
+    const last = out[out.length - 1];
+    if (last && e.offset <= end(last)) out[out.length - 1] = { offset: last.offset, length: Math.max(end(last), end(e)) - last.offset, exists: true };
+    else out.push({ ...e, exists: true });
+  }
+  return out;
+}

@@ -1,0 +1,163 @@
+import { createHash } from 'node:crypto';
+import type { BlockStore } from '../blockstore/block-store.js';
+import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
+import type { Catalog } from '../catalog/catalog.js';
+import { CorruptBlockError } from '../errors.js';
+import {
+  DIGEST_ALGORITHM,
+  DIGEST_LENGTH,
+  OBJECT_HEADER_LENGTH,
+  ObjectKeys,
+  ObjectKind,
+  SEGMENT_ENTRIES,
+  SEGMENT_HEADER_LENGTH,
+} from './formats.js';
+
+/** The map entry of an all-zero (sparse) block. */
+export const SPARSE_ENTRY: Buffer = Buffer.alloc(DIGEST_LENGTH);
+
+/** Where segments are kept: the catalog, with the block store as the durable copy. */
+export interface MapStorage {
+  readonly catalog: Catalog;
+  readonly blocks: BlockStore;
+}
+
+/** Number of blocks of an image of `size` bytes. */
+export function blockCount(size: number, blockSize: number): number {
+  return Math.ceil(size / blockSize);
+}
+
+/** Number of map segments for `blocks` blocks. */
+export function segmentCount(blocks: number): number {
+  return Math.ceil(blocks / SEGMENT_ENTRIES);
+}
+
+/** Entries in segment `k` of a map of `blocks` blocks. */
+export function segmentLength(k: number, blocks: number): number {
+  return Math.min(SEGMENT_ENTRIES, blocks - k * SEGMENT_ENTRIES);
+}
+
+/**
+ * Encodes segment entries (32 bytes each) into a segment payload.
+ * @returns the payload and its digest
+ */
+export function encodeSegment(entries: Uint8Array): { payload: Buffer; digest: Buffer } {
+  const payload = Buffer.alloc(SEGMENT_HEADER_LENGTH + entries.length);
+  payload.writeUInt32LE(entries.length / DIGEST_LENGTH, 0);
+  payload.set(entries, SEGMENT_HEADER_LENGTH);
+  return { payload, digest: createHash(DIGEST_ALGORITHM).update(payload).digest() };
+}
+
+/**
+ * Checks a segment payload and returns a view of its entries.
+ * @throws {CorruptBlockError} when the payload is malformed
+ */
+export function decodeSegment(payload: Buffer, what: string): Buffer {
+  if (payload.length < SEGMENT_HEADER_LENGTH) throw new CorruptBlockError(`Map segment ${what} is truncated`);
+  const n = payload.readUInt32LE(0);
+  if (n < 1 || n > SEGMENT_ENTRIES || payload.length !== SEGMENT_HEADER_LENGTH + n * DIGEST_LENGTH) {
+    throw new CorruptBlockError(`Map segment ${what} is malformed`);
+  }
+  return payload.subarray(SEGMENT_HEADER_LENGTH);
+}
+
+/**
+ * Stores a segment in the block store (durable copy, for catalog rebuilds) and the catalog.
+ * @param storage catalog and block store
+ * @param segment encoded payload and digest
+ */
+export async function saveSegment(storage: MapStorage, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
+  // Segments are content-addressed: one the catalog has is reused; touching it keeps a concurrent
+  // cleanup from deleting it. Its durable copy may be missing (a writer killed between the two
+  // steps below): write it then.
+  if (await storage.catalog.touchSegment(segment.digest)) {
+    if (!(await storage.blocks.stat(ObjectKeys.segment(segment.digest.toString('hex'))))) await saveSegmentObject(storage.blocks, segment);
+    return;
+  }
+  // The row first: a cleanup that deleted the object meanwhile then finds it and writes it back.
+  await storage.catalog.putSegment(segment.digest, (segment.payload.length - SEGMENT_HEADER_LENGTH) / DIGEST_LENGTH, segment.payload);
+  await saveSegmentObject(storage.blocks, segment);
+}
+
+/** Writes a segment's durable copy into the block store. */
+export async function saveSegmentObject(blocks: BlockStore, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
+  const header = encodeObjectHeader(ObjectKind.segment, segment.digest, segment.payload.length);
+  await blocks.put(ObjectKeys.segment(segment.digest.toString('hex')), [header, segment.payload]);
+}
+
+/**
+ * Loads a segment's entries, from the catalog or else from the block store, checking its digest.
+ * @throws {CorruptBlockError} when the segment is malformed or does not match its digest
+ * @throws {ObjectMissingError} when it is in neither place
+ */
+export async function loadSegment(storage: MapStorage, digest: Buffer): Promise<Buffer> {
+  const hex = digest.toString('hex');
+  let payload = await storage.catalog.getSegment(digest);
+  if (!payload) {
+    const object = Buffer.from(await storage.blocks.get(ObjectKeys.segment(hex)));
+    const header = decodeObjectHeader(object, `segment ${hex}`);
+    payload = object.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + header.plainLength);
+  }
+  if (!createHash(DIGEST_ALGORITHM).update(payload).digest().equals(digest)) {
+    throw new CorruptBlockError(`Map segment ${hex} does not match its digest`);
+  }
+  return decodeSegment(payload, hex);
+}
+
+/**
+ * Read access to one version's block map, loading segments lazily (a few are cached), so memory
+ * stays bounded whatever the image size.
+ *
+ * @example
+ * const map = new BlockMap(storage, segments, blockCount(size, blockSize));
+ * const digest = await map.entry(7); // null when block 7 is sparse
+ */
+export class BlockMap {
+  readonly blocks: number;
+  readonly segments: readonly Buffer[];
+  readonly #storage: MapStorage;
+  /** A few loaded segments, by position. */
+  readonly #cache = new Map<number, Buffer>();
+
+  constructor(storage: MapStorage, segments: readonly Buffer[], blocks: number) {
+    if (segments.length !== segmentCount(blocks)) {
+      throw new CorruptBlockError(`Block map has ${segments.length} segments, expected ${segmentCount(blocks)}`);
+    }
+    this.#storage = storage;
+    this.segments = segments;
+    this.blocks = blocks;
+  }
+
+  /** Entries (32 bytes each) of segment `k`. */
+  async segmentEntries(k: number): Promise<Buffer> {
+    let entries = this.#cache.get(k);
+    if (entries) return entries;
+    const digest = this.segments[k];
+    if (!digest) throw new RangeError(`Segment ${k} out of range`);
+    entries = await loadSegment(this.#storage, digest);
+    if (entries.length !== segmentLength(k, this.blocks) * DIGEST_LENGTH) {
+      throw new CorruptBlockError(`Map segment ${digest.toString('hex')} has the wrong number of entries for position ${k}`);
+    }
+    if (this.#cache.size >= 4) this.#cache.delete(this.#cache.keys().next().value as number);
+    this.#cache.set(k, entries);
+    return entries;
+  }
+
+  /** Like {@link entry} when block `i`'s segment is loaded already; undefined when it is not. */
+  entrySync(i: number): Buffer | null | undefined {
+    const entries = this.#cache.get(Math.floor(i / SEGMENT_ENTRIES));
+    if (!entries) return undefined;
+    const at = (i % SEGMENT_ENTRIES) * DIGEST_LENGTH;
+    const digest = entries.subarray(at, at + DIGEST_LENGTH);
+    return digest.equals(SPARSE_ENTRY) ? null : digest;
+  }
+
+  /** Digest of block `i`, or null when it is sparse. */
+  async entry(i: number): Promise<Buffer | null> {
+    if (i < 0 || i >= this.blocks) throw new RangeError(`Block ${i} out of range`);
+    const entries = await this.segmentEntries(Math.floor(i / SEGMENT_ENTRIES));
+    const at = (i % SEGMENT_ENTRIES) * DIGEST_LENGTH;
+    const digest = entries.subarray(at, at + DIGEST_LENGTH);
+    return digest.equals(SPARSE_ENTRY) ? null : digest;
+  }
+}

@@ -1,0 +1,65 @@
+import type { BlockStore } from '../blockstore/block-store.js';
+import { decodeObjectHeader } from './object-codec.js';
+import { CorruptBlockError } from '../errors.js';
+import { OBJECT_HEADER_LENGTH, ObjectKeys, ObjectKind } from './formats.js';
+import type { PooledBuffer } from '../pipeline/buffer-pool.js';
+import type { HashPool } from '../pipeline/hash-pool.js';
+
+/** What {@link fetchBlock} needs. */
+export interface BlockFetchContext {
+  readonly blocks: BlockStore;
+  readonly hasher: HashPool;
+}
+
+/** Options of {@link fetchBlock}. */
+export interface FetchOptions {
+  /** Leave the block in `buf.payload` (page-aligned, e.g. for O_DIRECT writes). @default false */
+  readonly aligned?: boolean;
+  readonly signal?: AbortSignal | undefined;
+}
+
+const SLOT_HEAD = 4096;
+
+/**
+ * Reads a stored block into a pooled buffer and proves it: header, length and SHA-256 digest.
+ * The object is read around the page cache (O_DIRECT where possible) into the page-aligned slot,
+ * so the payload lands 64 bytes in; with `aligned` it is moved to `buf.payload`.
+ * @param ctx block store and hash workers
+ * @param digest the block's digest (its key)
+ * @param length the block's plaintext length (from its position in the map)
+ * @param buf pooled buffer to read into
+ * @returns a view of the verified block inside `buf`
+ * @throws {ObjectMissingError} when the object is missing
+ * @throws {CorruptBlockError} when it is truncated, malformed or does not match its digest
+ */
+export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length: number, buf: PooledBuffer, options: FetchOptions = {}): Promise<Buffer> {
+  const hex = digest.toString('hex');
+  const what = `block ${hex}`;
+  const object = await ctx.blocks.get(ObjectKeys.block(hex), {
+    length: OBJECT_HEADER_LENGTH + length,
+    into: buf.slotView,
+    direct: true,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const header = decodeObjectHeader(object, what);
+  if (header.kind !== ObjectKind.block) throw new CorruptBlockError(`Object of ${what} is not a block`);
+  if (header.plainLength !== length) {
+    throw new CorruptBlockError(`Object of ${what} holds ${header.plainLength} bytes, the map expects ${length}`);
+  }
+  if (!header.digest.equals(digest)) throw new CorruptBlockError(`Object of ${what} carries another block's header`);
+  let view: Buffer;
+  let offset: number;
+  if (options.aligned) {
+    buf.slotView.copyWithin(SLOT_HEAD, OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + length);
+    view = buf.payload.subarray(0, length);
+    offset = buf.payloadOffset;
+  } else {
+    view = buf.slotView.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + length);
+    offset = buf.payloadOffset - SLOT_HEAD + OBJECT_HEADER_LENGTH;
+  }
+  const { digest: actual } = await ctx.hasher.hashAt(buf, offset, length);
+  if (!actual || !Buffer.from(actual).equals(digest)) {
+    throw new CorruptBlockError(`Block ${hex} is corrupt: its data does not match its digest`);
+  }
+  return view;
+}

@@ -1,0 +1,116 @@
+import { LRUCache } from 'lru-cache';
+import type { BlockStore } from '../blockstore/block-store.js';
+import { encodeObjectHeader } from './object-codec.js';
+import { BlockState, type Catalog } from '../catalog/catalog.js';
+import { throwIfAborted } from '../errors.js';
+import { OBJECT_HEADER_LENGTH, ObjectKeys, ObjectKind } from './formats.js';
+import type { PooledBuffer } from '../pipeline/buffer-pool.js';
+import { Semaphore } from '../pipeline/semaphore.js';
+
+/** How many stored blocks are registered in the catalog per transaction. */
+const REGISTER_BATCH = 64;
+
+/** Options of {@link BlockWriter}. */
+export interface BlockWriterOptions {
+  /** Parallel puts to the block store. @default 8 */
+  readonly writers?: number;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Stores blocks with deduplication: a block whose digest the store already holds (valid) is
+ * only marked as referenced; any other is written, durably, and then registered in the catalog.
+ * Used by backups and copy-on-write commits.
+ *
+ * @example
+ * const writer = new BlockWriter(catalog, blocks);
+ * const written = await writer.store(digest, buf, length);
+ * await writer.flush(); // before publishing anything that refers to the blocks
+ */
+export class BlockWriter {
+  readonly #catalog: Catalog;
+  readonly #blocks: BlockStore;
+  readonly #puts: Semaphore;
+  readonly #signal: AbortSignal | undefined;
+  readonly #inFlight = new Map<string, Promise<boolean>>();
+  /** Digests known stored and referenced during this run, to skip catalog lookups. */
+  readonly #recent = new LRUCache<string, true>({ max: 65536 });
+  #pending: { digest: Uint8Array; length: number; storedLength: number }[] = [];
+
+  constructor(catalog: Catalog, blocks: BlockStore, options: BlockWriterOptions = {}) {
+    this.#catalog = catalog;
+    this.#blocks = blocks;
+    this.#puts = new Semaphore(options.writers ?? 8);
+    this.#signal = options.signal;
+  }
+
+  /**
+   * Makes sure the block with `digest` is stored.
+   * @param digest SHA-256 of the block
+   * @param buf pooled buffer holding the block's plaintext in `payload`; its header room is used
+   * @param length block length in bytes
+   * @returns true when the block was written, false when it was already stored
+   */
+  async store(digest: Uint8Array, buf: PooledBuffer, length: number): Promise<boolean> {
+    const hex = Buffer.from(digest).toString('hex');
+    // Identical blocks in flight at once are stored by the first; the others wait for it.
+    const inFlight = this.#inFlight.get(hex);
+    if (inFlight) {
+      await inFlight;
+      return false;
+    }
+    if (this.#recent.has(hex)) return false;
+    const storing = this.#ensureStored(hex, digest, buf, length);
+    this.#inFlight.set(hex, storing);
+    try {
+      const written = await storing;
+      this.#recent.set(hex, true);
+      return written;
+    } finally {
+      this.#inFlight.delete(hex);
+    }
+  }
+
+  async #ensureStored(hex: string, digest: Uint8Array, buf: PooledBuffer, length: number): Promise<boolean> {
+    const state = await this.#catalog.touchBlock(digest);
+    if (state === BlockState.valid) return false;
+    if (state === BlockState.deleting) await this.#waitForCleanup(digest);
+    await this.#write(hex, digest, buf, length);
+    // A block a scrub found bad is good again: drop its marker (a leftover one only makes a
+    // rebuilt catalog re-store the block once more).
+    if (state === BlockState.invalid) await this.#blocks.delete(ObjectKeys.invalidMarker(hex)).catch(() => undefined);
+    return true;
+  }
+
+  /**
+   * A cleanup is deleting this very block: writing it now could be undone by the cleanup's
+   * delete. Wait until the cleanup has forgotten it, or take it over once no cleanup runs.
+   */
+  async #waitForCleanup(digest: Uint8Array): Promise<void> {
+    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+      throwIfAborted(this.#signal);
+      const state = await this.#catalog.takeOverDeleting(digest);
+      if (state !== 'busy') return;
+      const known = await this.#catalog.getBlock(digest);
+      if (!known || known.state !== BlockState.deleting) return;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  /** Registers every written block in the catalog; call before publishing a map that uses them. */
+  async flush(): Promise<void> {
+    const batch = this.#pending;
+    this.#pending = [];
+    await this.#catalog.registerBlocks(batch);
+  }
+
+  async #write(hex: string, digest: Uint8Array, buf: PooledBuffer, length: number): Promise<void> {
+    const header = encodeObjectHeader(ObjectKind.block, digest, length);
+    buf.object.set(header, 0);
+    await this.#puts.run(() =>
+      this.#blocks.put(ObjectKeys.block(hex), [buf.object.subarray(0, OBJECT_HEADER_LENGTH + length)], { ...(this.#signal ? { signal: this.#signal } : {}) }),
+    );
+    this.#pending.push({ digest: Buffer.from(digest), length, storedLength: length });
+    if (this.#pending.length >= REGISTER_BATCH) await this.flush();
+  }
+}

@@ -1,0 +1,80 @@
+import { CorruptBlockError } from '../errors.js';
+import {
+  Compression,
+  DIGEST_LENGTH,
+  Encryption,
+  OBJECT_FORMAT_VERSION,
+  OBJECT_HEADER_LENGTH,
+  OBJECT_MAGIC,
+  type CompressionValue,
+  type EncryptionValue,
+  type ObjectKindValue,
+} from './formats.js';
+
+/** The decoded object header (layout in formats.ts). */
+export interface ObjectHeader {
+  readonly formatVersion: number;
+  readonly kind: ObjectKindValue;
+  readonly compression: CompressionValue;
+  readonly encryption: EncryptionValue;
+  readonly plainLength: number;
+  readonly storedLength: number;
+  /** SHA-256 of the plaintext payload. */
+  readonly digest: Buffer;
+}
+
+/**
+ * Encodes an object header for an uncompressed, unencrypted payload.
+ * @param kind what the object holds
+ * @param digest SHA-256 of the payload
+ * @param plainLength payload length in bytes
+ * @returns a fresh 64-byte buffer
+ */
+export function encodeObjectHeader(kind: ObjectKindValue, digest: Uint8Array, plainLength: number): Buffer {
+  if (digest.length !== DIGEST_LENGTH) throw new TypeError(`Digest must be ${DIGEST_LENGTH} bytes`);
+  const header = Buffer.alloc(OBJECT_HEADER_LENGTH);
+  header.writeUInt32LE(OBJECT_MAGIC, 0);
+  header.writeUInt8(OBJECT_FORMAT_VERSION, 4);
+  header.writeUInt8(kind, 5);
+  header.writeUInt8(Compression.none, 6);
+  header.writeUInt8(Encryption.none, 7);
+  header.writeBigUInt64LE(BigInt(plainLength), 8);
+  header.writeBigUInt64LE(BigInt(plainLength), 16);
+  header.set(digest, 24);
+  return header;
+}
+
+/**
+ * Decodes and checks an object header.
+ * @param bytes at least the first 64 bytes of an object
+ * @param what names the object in error messages
+ * @throws {CorruptBlockError} when the magic, version, kind or lengths are not valid
+ */
+export function decodeObjectHeader(bytes: Uint8Array, what: string): ObjectHeader {
+  if (bytes.length < OBJECT_HEADER_LENGTH) throw new CorruptBlockError(`Object ${what} is corrupt: header is truncated`);
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, OBJECT_HEADER_LENGTH);
+  if (view.readUInt32LE(0) !== OBJECT_MAGIC) throw new CorruptBlockError(`Object ${what} is corrupt: bad magic`);
+  const formatVersion = view.readUInt8(4);
+  if (formatVersion !== OBJECT_FORMAT_VERSION) {
+    throw new CorruptBlockError(`Object ${what} has unknown format version ${formatVersion}`);
+  }
+  const kind = view.readUInt8(5);
+  if (kind < 1 || kind > 3) throw new CorruptBlockError(`Object ${what} is corrupt: unknown kind ${kind}`);
+  const compression = view.readUInt8(6);
+  const encryption = view.readUInt8(7);
+  if (compression !== Compression.none || encryption !== Encryption.none) {
+    throw new CorruptBlockError(`Object ${what} uses compression ${compression} / encryption ${encryption}, which this version cannot read`);
+  }
+  const plainLength = Number(view.readBigUInt64LE(8));
+  const storedLength = Number(view.readBigUInt64LE(16));
+  if (storedLength !== plainLength) throw new CorruptBlockError(`Object ${what} is corrupt: inconsistent lengths`);
+  return {
+    formatVersion,
+    kind: kind as ObjectKindValue,
+    compression: Compression.none,
+    encryption: Encryption.none,
+    plainLength,
+    storedLength,
+    digest: Buffer.from(view.subarray(24, 24 + DIGEST_LENGTH)),
+  };
+}

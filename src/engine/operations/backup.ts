@@ -1,0 +1,209 @@
+import { autoTags } from './auto-tags.js';
+import { BlockMap, blockCount } from '../objects/block-map.js';
+import { BlockWriter } from '../objects/block-writer.js';
+import type { VersionRecord, VersionStats } from '../catalog/catalog.js';
+import { debug } from '../support/debug.js';
+import { NotFoundError, UsageError } from '../errors.js';
+import { imageResource, acquireLocks, versionResource } from '../catalog/locking.js';
+import { checkImageName, checkTag } from '../support/names.js';
+import { BufferPool } from '../pipeline/buffer-pool.js';
+import { Semaphore } from '../pipeline/semaphore.js';
+import { runBackupPipeline, type BaseMap } from './backup-pipeline.js';
+import type { Progress } from '../support/progress.js';
+import { abandonVersion, publishVersion } from '../objects/publish.js';
+import { hintedBlocks, readHintsFile } from '../endpoints/hints.js';
+import { openSource } from '../endpoints/endpoints.js';
+import { AUTO_SNAPSHOT_PREFIX } from '../endpoints/rbd-source.js';
+import type { Store } from '../store.js';
+import { newVersionUid } from '../support/uid.js';
+
+/** The `--snapshot` value that creates a snapshot for the backup. */
+export const AUTO_SNAPSHOT = 'auto';
+
+/** Options of {@link backup}. */
+export interface BackupOptions {
+  /** Source: a path or `file:PATH` (regular file or block device). */
+  readonly source: string;
+  /** Name of the image the version belongs to. */
+  readonly image: string;
+  /** `rbd diff --format=json` file: read only the blocks it names (plus a verification sample). */
+  readonly hintsFile?: string | undefined;
+  /** Base version uid. @default the newest valid version of the image */
+  readonly baseUid?: string | undefined;
+  /**
+   * Snapshot name to record with the version; for `rbd:` sources `auto` creates a
+   * `backy2-<uid>` snapshot and, after the commit, removes older backy2 snapshots.
+   */
+  readonly snapshot?: string | undefined;
+  /** Tags; when undefined the automatic b_daily/b_weekly/b_monthly tags apply. */
+  readonly tags?: readonly string[] | undefined;
+  readonly progress?: Progress | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** What a backup reports. */
+export interface BackupResult extends VersionStats {
+  readonly uid: string;
+  readonly image: string;
+  readonly size: number;
+  readonly blockSize: number;
+  readonly status: 'valid';
+  readonly baseUid: string | null;
+  readonly tags: readonly string[];
+}
+
+/**
+ * Backs up a source as a new version of an image. Only changed blocks are stored; all-zero
+ * blocks are not stored at all. The version is `incomplete` in the catalog while the backup
+ * runs and becomes `valid` in one transaction after every block and its map are durable.
+ *
+ * @param store the open store
+ * @param options what to back up
+ * @returns the new version's uid and figures
+ * @throws {NotFoundError} when the source, the hints file or the base version does not exist
+ * @throws {UsageError} for a bad image name, hints or base of another image
+ * @throws {ConflictError} when sampled blocks show that the hints are wrong (nothing is committed)
+ * @throws {LockedError} when another backup of the image runs
+ * @throws {StoreFullError} when the store runs out of space (nothing is committed)
+ * @example
+ * const result = await backup(store, { source: '/dev/vg0/vm1', image: 'vm1' });
+ */
+export async function backup(store: Store, options: BackupOptions): Promise<BackupResult> {
+  const started = Date.now();
+  const image = checkImageName(options.image);
+  const tags = options.tags?.map(checkTag);
+  const { catalog, config } = store;
+  const hints = options.hintsFile === undefined ? undefined : await readHintsFile(options.hintsFile);
+  const uid = newVersionUid(started);
+  const auto = options.snapshot === AUTO_SNAPSHOT;
+  // The image lock comes first: the snapshot made for this backup and the removal of older ones
+  // (source.finish) must not interleave with another backup of the image.
+  const locks = await acquireLocks(catalog, [
+    { resource: imageResource(image), mode: 'exclusive', operation: 'backup', writer: true },
+    { resource: versionResource(uid), mode: 'exclusive', operation: 'backup' },
+  ]);
+  try {
+    const source = await openSource(options.source, {
+      ceph: config.ceph,
+      createSnapshot: auto ? `${AUTO_SNAPSHOT_PREFIX}${uid}` : undefined,
+      tmpDir: config.spillDir,
+    });
+    debug(`backup: source ${source.location} opened, ${source.size} bytes`);
+    let committed = false;
+    try {
+      const blockSize = (await catalog.imageBlockSize(image)) ?? config.blockSize;
+      const base = await findBase(store, image, options.baseUid);
+      if (base && base.blockSize !== blockSize) {
+        throw new UsageError(`Base version "${base.uid}" has block size ${base.blockSize}, image "${image}" uses ${blockSize}`);
+      }
+      // Sources that know what changed (RBD) plan their reads; their extents are hints unless the user gave some.
+      const changed = source.changedExtents ? await source.changedExtents(base ?? null) : undefined;
+      const extents = hints ?? changed;
+      const hintsName = hints ? `"${options.hintsFile ?? ''}"` : `from rbd diff of ${source.location}`;
+      const hinted = extents === undefined ? undefined : hintedBlocks(extents, { size: source.size, blockSize, what: hintsName });
+      const snapshot = (auto ? source.snapshot : (options.snapshot ?? source.snapshot)) ?? null;
+      const baseLock = base ? await acquireLocks(catalog, [{ resource: versionResource(base.uid), mode: 'shared', operation: 'backup (as base)' }]) : undefined;
+      debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
+      try {
+        await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, baseUid: base?.uid ?? null, source: source.location });
+        try {
+          const result = await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, hintsName, snapshot, tags, options });
+          committed = true;
+          return result;
+        } catch (err) {
+          await abandonVersion(store, uid);
+          throw err;
+        }
+      } finally {
+        await baseLock?.release();
+      }
+    } finally {
+      if (source.finish) {
+        const earlier = (await catalog.listVersions({ image })).flatMap((v) => (v.snapshot !== null && v.uid !== uid ? [v.snapshot] : []));
+        await source.finish(committed, earlier).catch((err: unknown) => debug(`backup: finishing the source failed: ${String(err)}`));
+      }
+      await source.close();
+    }
+  } finally {
+    await locks.release();
+  }
+}
+
+interface RunInput {
+  readonly uid: string;
+  readonly image: string;
+  readonly started: number;
+  readonly blockSize: number;
+  readonly source: Awaited<ReturnType<typeof openSource>>;
+  readonly base: VersionRecord | undefined;
+  readonly hinted: Uint8Array | undefined;
+  readonly hintsName: string;
+  readonly snapshot: string | null;
+  readonly tags: readonly string[] | undefined;
+  readonly options: BackupOptions;
+}
+
+async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> {
+  const { catalog, blocks, config } = store;
+  const { source, blockSize } = run;
+  let baseMap: BaseMap | undefined;
+  if (run.base) {
+    const segments = await catalog.versionSegments(run.base.uid);
+    baseMap = { map: new BlockMap(store, segments, blockCount(run.base.size, blockSize)), size: run.base.size };
+  }
+  const invalid = new Set((await catalog.invalidBlocks()).map((d) => d.toString('hex')));
+  // Enough blocks in flight to keep reads, both hash workers and the writes busy; memory stays fixed.
+  const slots = config.readers + 2 * config.hashWorkers + 4;
+  const pool = new BufferPool(blockSize, Math.min(slots, Math.max(4, Math.floor((256 << 20) / blockSize))));
+  const writer = new BlockWriter(catalog, blocks, { writers: config.writers, ...(run.options.signal ? { signal: run.options.signal } : {}) });
+  const { segments, counters } = await runBackupPipeline(
+    {
+      source,
+      size: source.size,
+      blockSize,
+      base: baseMap,
+      hinted: baseMap ? run.hinted : undefined,
+      hintsName: run.hintsName,
+      sample: config.hintSample,
+      invalid,
+    },
+    {
+      storage: store,
+      writer,
+      hasher: store.hasher(),
+      pool,
+      readers: new Semaphore(config.readers),
+      progress: run.options.progress,
+      signal: run.options.signal,
+    },
+  );
+  debug(`backup: blocks done, ${counters.blocksRead} read, ${counters.blocksWritten} written`);
+  const stats: VersionStats = { ...counters, durationSeconds: (Date.now() - run.started) / 1000 };
+  const others = (await catalog.listVersions({ image: run.image, status: 'valid' })).map((v) => v.createdAt);
+  const tags = run.tags ?? autoTags(run.started, others);
+  const record = {
+    uid: run.uid,
+    image: run.image,
+    createdAt: run.started,
+    size: source.size,
+    blockSize,
+    protected: false,
+    tags,
+    snapshot: run.snapshot,
+    baseUid: run.base?.uid ?? null,
+    source: source.location,
+    stats,
+  };
+  await publishVersion(store, record, segments);
+  debug('backup: committed');
+  return { ...stats, uid: run.uid, image: run.image, size: source.size, blockSize, status: 'valid', baseUid: record.baseUid, tags };
+}
+
+async function findBase(store: Store, image: string, baseUid: string | undefined): Promise<VersionRecord | undefined> {
+  if (baseUid === undefined) return store.catalog.latestValidVersion(image);
+  const base = await store.catalog.getVersion(baseUid);
+  if (!base) throw new NotFoundError(`Base version "${baseUid}" not found`, { hint: 'run `backy2 ls` to see versions' });
+  if (base.image !== image) throw new UsageError(`Base version "${baseUid}" belongs to image "${base.image}", not "${image}"`);
+  if (base.status === 'incomplete') throw new UsageError(`Base version "${baseUid}" is incomplete and cannot be a base`);
+  return base;
+}

@@ -1,0 +1,301 @@
+/**
+ * The catalog is not a single point of failure: every committed version's manifest and map
+ * segments live in the block store too, so the catalog can be rebuilt from the block store alone,
+ * a version can be restored without any catalog, and version metadata can move between catalogs
+ * as JSON.
+ */
+import { createHash } from 'node:crypto';
+import { SPARSE_ENTRY, decodeSegment, encodeSegment, loadSegment, type MapStorage } from '../objects/block-map.js';
+import type { BlockStore } from '../blockstore/block-store.js';
+import { BlockState, type Catalog, type VersionRecord, type VersionStats } from '../catalog/catalog.js';
+import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
+import type { Config } from '../support/config.js';
+import { ConflictError, LockedError, NotFoundError, UsageError, isBackyError } from '../errors.js';
+import { DIGEST_ALGORITHM, DIGEST_LENGTH, OBJECT_HEADER_LENGTH, ObjectKeys } from '../objects/formats.js';
+import { loadManifest, manifestOf, type Manifest } from '../objects/manifest.js';
+import { existsSync, renameSync } from 'node:fs';
+import { assembleStore, openBlockStore, type Store } from '../store.js';
+import { getVersion } from './versions.js';
+
+/** What a rebuild found. */
+export interface RebuildResult {
+  readonly versions: number;
+  /** Versions whose blocks are not all in the block store (imported as invalid). */
+  readonly incompleteVersions: number;
+  readonly segments: number;
+  readonly blocks: number;
+  /** Manifests that could not be read (damaged). */
+  readonly badManifests: readonly string[];
+  readonly durationSeconds: number;
+}
+
+/**
+ * Fills an empty catalog from the block store: versions from their manifests, segments, and the
+ * known blocks (those with a scrub's invalid marker as invalid). A version whose blocks are not
+ * all present, or that a scrub marked invalid, is imported as invalid.
+ * @param store a store whose catalog has no versions
+ * @throws {ConflictError} when the catalog has versions already
+ * @example
+ * const result = await rebuildCatalog(store);
+ */
+export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
+  const started = Date.now();
+  const { catalog, blocks } = store;
+  if ((await catalog.listVersions()).length > 0) {
+    throw new ConflictError(`Catalog "${catalog.location}" has versions already`, { hint: 'move it away first; rebuild fills an empty catalog' });
+  }
+  // Blocks first: their objects' sizes tell their lengths (64-byte header, no compression yet).
+  let blockCount = 0;
+  let batch: { digest: Buffer; length: number; storedLength: number }[] = [];
+  for await (const info of blocks.list('blocks/')) {
+    const hex = info.key.slice(info.key.lastIndexOf('/') + 1);
+    if (!/^[0-9a-f]{64}$/.test(hex) || info.size < OBJECT_HEADER_LENGTH) continue;
+    batch.push({ digest: Buffer.from(hex, 'hex'), length: info.size - OBJECT_HEADER_LENGTH, storedLength: info.size - OBJECT_HEADER_LENGTH });
+    if (batch.length >= 1024) {
+      await catalog.registerBlocks(batch);
+      blockCount += batch.length;
+      batch = [];
+    }
+  }
+  await catalog.registerBlocks(batch);
+  blockCount += batch.length;
+  // Blocks a scrub found bad stay bad (the next backup re-stores them).
+  let invalid: Buffer[] = [];
+  for await (const info of blocks.list('invalid/')) {
+    const hex = info.key.slice('invalid/'.length);
+    if (/^[0-9a-f]{64}$/.test(hex)) invalid.push(Buffer.from(hex, 'hex'));
+    if (invalid.length >= 1024) {
+      await catalog.setBlockState(invalid, BlockState.invalid);
+      invalid = [];
+    }
+  }
+  await catalog.setBlockState(invalid, BlockState.invalid);
+
+  const badManifests: string[] = [];
+  const segmentsSeen = new Map<string, boolean>();
+  let versions = 0;
+  let incompleteVersions = 0;
+  for await (const info of blocks.list('versions/')) {
+    const uid = info.key.slice('versions/'.length);
+    let manifest: Manifest;
+    try {
+      manifest = await loadManifest(blocks, uid);
+    } catch (err) {
+      if (!isBackyError(err)) throw err;
+      badManifests.push(uid);
+      continue;
+    }
+    const complete = await importManifest(store, manifest, segmentsSeen);
+    versions++;
+    if (!complete) incompleteVersions++;
+  }
+  return { versions, incompleteVersions, segments: segmentsSeen.size, blocks: blockCount, badManifests, durationSeconds: (Date.now() - started) / 1000 };
+}
+
+/**
+ * Adds one manifest's version to the catalog with its segments, checking that every block it
+ * uses is known and not invalid; when one is not, the version is imported as invalid.
+ * @param segmentsSeen per segment already imported, whether all its blocks are good
+ * @returns true when every block is present and good
+ */
+async function importManifest(store: MapStorage, manifest: Manifest, segmentsSeen = new Map<string, boolean>()): Promise<boolean> {
+  const segments = manifest.segments.map((hex) => Buffer.from(hex, 'hex'));
+  let complete = true;
+  for (const digest of segments) {
+    const hex = digest.toString('hex');
+    let good = segmentsSeen.get(hex);
+    if (good === undefined) {
+      good = await importSegment(store, digest);
+      segmentsSeen.set(hex, good);
+    }
+    complete &&= good;
+  }
+  await store.catalog.importVersion(versionOf(manifest, complete && manifest.status !== 'invalid' ? 'valid' : 'invalid'), segments);
+  return complete;
+}
+
+/** Puts a segment into the catalog; false when it cannot be read or uses a missing or invalid block. */
+async function importSegment(store: MapStorage, digest: Buffer): Promise<boolean> {
+  let entries: Buffer;
+  try {
+    entries = await loadSegment(store, digest);
+  } catch (err) {
+    if (!isBackyError(err)) throw err;
+    return false;
+  }
+  await store.catalog.putSegment(digest, entries.length / DIGEST_LENGTH, encodeSegment(entries).payload);
+  for (let at = 0; at < entries.length; at += DIGEST_LENGTH) {
+    const entry = entries.subarray(at, at + DIGEST_LENGTH);
+    if (!entry.equals(SPARSE_ENTRY) && (await store.catalog.getBlock(entry))?.state !== BlockState.valid) return false;
+  }
+  return true;
+}
+
+function versionOf(m: Manifest, status: VersionRecord['status']): VersionRecord {
+  if (typeof m.uid !== 'string' || typeof m.image !== 'string' || !Number.isSafeInteger(m.size) || !Array.isArray(m.segments)) {
+    throw new UsageError(`Malformed version metadata for "${String(m.uid)}"`);
+  }
+  return {
+    uid: m.uid,
+    image: m.image,
+    createdAt: m.createdAt,
+    size: m.size,
+    blockSize: m.blockSize,
+    status,
+    protected: m.protected,
+    tags: m.tags,
+    snapshot: m.snapshot,
+    baseUid: m.baseUid,
+    source: m.source,
+    stats: m.stats as VersionStats | null,
+  };
+}
+
+/** Version metadata as moved by `db export` / `db import`. */
+export interface ExportedVersion {
+  readonly manifest: Manifest;
+  /** Segment payloads in hex, by digest. */
+  readonly segments: Record<string, string>;
+}
+
+/**
+ * Exports versions' metadata and maps (not their blocks) as JSON-ready objects.
+ * @throws {NotFoundError} when a uid does not exist
+ */
+export async function exportVersions(store: Store, uids: readonly string[]): Promise<ExportedVersion[]> {
+  const out: ExportedVersion[] = [];
+  for (const uid of uids) {
+    // The catalog is authoritative when it has the version (tags may be newer than the manifest).
+    const v = await getVersion(store, uid);
+    const manifest = manifestOf(v, await store.catalog.versionSegments(uid));
+    const segments: Record<string, string> = {};
+    for (const hex of manifest.segments) {
+      segments[hex] = encodeSegment(await loadSegment(store, Buffer.from(hex, 'hex'))).payload.toString('hex');
+    }
+    out.push({ manifest, segments });
+  }
+  return out;
+}
+
+/**
+ * Imports exported versions into this catalog. Their blocks must be in this store's block store
+ * (the same bucket or directory); blocks the catalog does not know yet are registered from it.
+ * @returns per version, whether all its blocks were found (else it is imported as invalid)
+ * @throws {UsageError} for malformed JSON input
+ * @throws {ConflictError} when a version exists already
+ */
+export async function importVersions(store: Store, exported: unknown): Promise<{ uid: string; complete: boolean }[]> {
+  if (!Array.isArray(exported)) throw new UsageError('Version metadata must be a JSON array (as `backy2 db export` prints)');
+  const results: { uid: string; complete: boolean }[] = [];
+  for (const item of exported as ExportedVersion[]) {
+    if (!item || typeof item !== 'object' || !item.manifest || typeof item.segments !== 'object') throw new UsageError('Malformed version metadata');
+    const maps: Buffer[] = [];
+    for (const [hex, payloadHex] of Object.entries(item.segments)) {
+      const payload = Buffer.from(payloadHex, 'hex');
+      if (createHash(DIGEST_ALGORITHM).update(payload).digest('hex') !== hex) throw new UsageError(`Segment ${hex} does not match its digest`);
+      let entries: Buffer;
+      try {
+        entries = decodeSegment(payload, hex);
+      } catch (err) {
+        throw new UsageError(`Segment ${hex} is malformed`, { cause: err });
+      }
+      await store.catalog.putSegment(Buffer.from(hex, 'hex'), entries.length / DIGEST_LENGTH, payload);
+      maps.push(entries);
+    }
+    await registerPresentBlocks(store, maps);
+    results.push({ uid: item.manifest.uid, complete: await importManifest(store, item.manifest) });
+  }
+  return results;
+}
+
+/** Registers the blocks an imported version uses (segment entries) that the block store has but the catalog lacks. */
+async function registerPresentBlocks(store: Store, maps: readonly Buffer[]): Promise<void> {
+  for (const entries of maps) {
+    const found: { digest: Buffer; length: number; storedLength: number }[] = [];
+    for (let at = 0; at < entries.length; at += DIGEST_LENGTH) {
+      const digest = entries.subarray(at, at + DIGEST_LENGTH);
+      if (digest.equals(SPARSE_ENTRY) || (await store.catalog.getBlock(digest))) continue;
+      const info = await store.blocks.stat(ObjectKeys.block(digest.toString('hex')));
+      if (info) found.push({ digest: Buffer.from(digest), length: info.size - OBJECT_HEADER_LENGTH, storedLength: info.size - OBJECT_HEADER_LENGTH });
+    }
+    await store.catalog.registerBlocks(found);
+  }
+}
+
+/**
+ * A store for one version straight from the block store, with a throwaway in-memory catalog
+ * holding only that version: restores work when the catalog is lost or damaged.
+ * @throws {ObjectMissingError} when the block store has no manifest for `uid`
+ */
+export async function storeWithoutCatalog(config: Config, blocks: BlockStore, uid: string): Promise<Store> {
+  const catalog: Catalog = SqliteCatalog.open(':memory:');
+  const store = assembleStore(config, catalog, blocks);
+  try {
+    const manifest = await loadManifest(blocks, uid);
+    // Blocks are not registered: restore reads every block from the block store anyway.
+    await catalog.importVersion(versionOf(manifest, manifest.status === 'invalid' ? 'invalid' : 'valid'), manifest.segments.map((hex) => Buffer.from(hex, 'hex')));
+    return store;
+  } catch (err) {
+    await catalog.close();
+    throw err;
+  }
+}
+
+/** Options of {@link rebuildCatalogAt}. */
+export interface RebuildAtOptions {
+  /** Move a catalog that still has versions aside instead of refusing. @default false */
+  readonly force?: boolean | undefined;
+}
+
+/**
+ * Rebuilds the catalog that `config` names from its block store. An existing catalog file that
+ * cannot be opened, or (with `force`) one that has versions, is kept as `<file>.old-<time>`.
+ * @returns the figures and where the old catalog went, if anywhere
+ * @throws {ConflictError} when the catalog has versions and `force` is not set
+ * @throws {LockedError} when a command is using the catalog
+ */
+export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions = {}): Promise<RebuildResult & { movedTo: string | undefined }> {
+  const file = config.store.catalogPath;
+  let movedTo: string | undefined;
+  if (existsSync(file)) {
+    let versions = -1;
+    let holders: string[] = [];
+    try {
+      const existing = SqliteCatalog.open(file);
+      versions = (await existing.listVersions()).length;
+      holders = (await existing.listLocks()).map((l) => `${l.operation} (pid ${l.pid} on ${l.host})`);
+      await existing.close();
+    } catch (err) {
+      if (!isBackyError(err)) throw err; // unreadable: move it aside
+    }
+    // Moving a catalog away under a running command would lose what it writes.
+    if (holders.length > 0) throw new LockedError(`Catalog "${file}" is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
+    if (versions > 0 && !options.force) {
+      throw new ConflictError(`Catalog "${file}" has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
+    }
+    if (versions !== 0) {
+      movedTo = `${file}.old-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, movedTo + suffix);
+    }
+  }
+  const blocks = await openBlockStore(config);
+  const store = assembleStore(config, SqliteCatalog.open(file), blocks);
+  try {
+    return { ...(await rebuildCatalog(store)), movedTo };
+  } finally {
+    await store.close();
+  }
+}
+
+/** Opens the block store of `config` and a catalog-less store for restoring `uid` (see storeWithoutCatalog). */
+export async function openWithoutCatalog(config: Config, uid: string): Promise<Store> {
+  const blocks = await openBlockStore(config);
+  try {
+    return await storeWithoutCatalog(config, blocks, uid);
+  } catch (err) {
+    if (isBackyError(err) && err.code === 'E_OBJECT_MISSING') {
+      throw new NotFoundError(`Version "${uid}" has no manifest in block store ${blocks.properties.location}`, { cause: err });
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,275 @@
+import { createHash, randomInt } from 'node:crypto';
+import { BlockMap, SPARSE_ENTRY, blockCount, loadSegment } from '../objects/block-map.js';
+import { fetchBlock } from '../objects/block-reader.js';
+import { BlockState, type VersionRecord } from '../catalog/catalog.js';
+import { NotFoundError, UsageError, isBackyError, isBadBlock } from '../errors.js';
+import { DIGEST_ALGORITHM, DIGEST_LENGTH, ObjectKeys, SEGMENT_ENTRIES } from '../objects/formats.js';
+import { acquireLocks, versionResource } from '../catalog/locking.js';
+import { BufferPool } from '../pipeline/buffer-pool.js';
+import { TaskGroup } from '../pipeline/task-group.js';
+import type { Progress } from '../support/progress.js';
+import { openSource, type BlockSource } from '../endpoints/endpoints.js';
+import type { Store } from '../store.js';
+import { changeMetadata } from './versions.js';
+
+/** Options of {@link scrub}. */
+export interface ScrubOptions {
+  /** Versions to check; with `all`, every valid or invalid version (of `image` when given). */
+  readonly uids?: readonly string[];
+  readonly all?: boolean;
+  readonly image?: string | undefined;
+  /** Check a random share of each version's blocks, 0 < percent ≤ 100. @default 100 */
+  readonly percent?: number | undefined;
+  /** Also compare with this source, byte for byte (one version only). */
+  readonly source?: string | undefined;
+  readonly progress?: Progress | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Something a scrub found. */
+export type ScrubFinding =
+  | { readonly type: 'bad-block'; readonly digest: string; readonly code: string; readonly message: string }
+  | { readonly type: 'version-invalid'; readonly uid: string; readonly image: string; readonly badBlocks: number }
+  | { readonly type: 'version-valid'; readonly uid: string; readonly image: string }
+  | { readonly type: 'source-mismatch'; readonly uid: string; readonly block: number; readonly offset: number; readonly reason: string };
+
+/** Counters a scrub ends with. */
+export interface ScrubResult {
+  readonly versions: number;
+  /** Distinct blocks read and verified (a block shared by versions counts once). */
+  readonly blocksChecked: number;
+  readonly bytesChecked: number;
+  readonly badBlocks: number;
+  readonly versionsInvalidated: number;
+  readonly versionsRevalidated: number;
+  readonly sourceMismatches: number;
+  readonly durationSeconds: number;
+}
+
+/**
+ * Re-reads stored blocks and checks header, length and digest. Bad or missing blocks are marked
+ * invalid, and so is every version that uses one (the next backup of such an image re-reads and
+ * re-stores them). A complete scrub without findings makes an invalid version valid again. A
+ * block shared by several versions is read once. With `source`, the source is compared too: a
+ * difference fails the scrub but marks nothing.
+ *
+ * Yields findings as they come and returns the counters.
+ * @throws {NotFoundError} when a version does not exist
+ * @throws {UsageError} for a bad percentage, or a source with several versions
+ * @example
+ * const run = scrub(store, { uids: ['v1kx3f9qm7wz'], percent: 15 });
+ * for (let r = await run.next(); !r.done; r = await run.next()) console.log(r.value);
+ */
+export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerator<ScrubFinding, ScrubResult> {
+  const started = Date.now();
+  const percent = options.percent ?? 100;
+  if (!(percent > 0 && percent <= 100)) throw new UsageError(`Invalid percentage ${percent}: use a number above 0 and at most 100`);
+  const selected = await selectVersions(store, options);
+  if (options.source !== undefined && selected.length !== 1) throw new UsageError('A source can be compared with exactly one version');
+  const locks = await acquireLocks(
+    store.catalog,
+    selected.map((v) => ({ resource: versionResource(v.uid), mode: 'shared' as const, operation: 'scrub' })),
+  );
+  const counters = { blocksChecked: 0, bytesChecked: 0, badBlocks: 0, versionsInvalidated: 0, versionsRevalidated: 0, sourceMismatches: 0 };
+  const findings: ScrubFinding[] = [];
+  const versions: VersionRecord[] = [];
+  try {
+    // Under the locks, what is still there: an rm may have finished meanwhile.
+    for (const v of selected) {
+      const now = await store.catalog.getVersion(v.uid);
+      if (now) versions.push(now);
+      else if (!options.all) throw new NotFoundError(`Version "${v.uid}" was removed meanwhile`);
+    }
+    // 1. Which distinct blocks to read: a random share of each version, shared blocks once. The
+    // list lives in the catalog: a 10 TiB version has millions of blocks.
+    await store.catalog.beginScrubList();
+    let totalBytes = 0;
+    let sampled: Set<number> | undefined; // of the one version compared with the source
+    for (const v of versions) {
+      const blocks = blockCount(v.size, v.blockSize);
+      const map = new BlockMap(store, await store.catalog.versionSegments(v.uid), blocks);
+      const chosen = percent >= 100 ? undefined : sample(blocks, Math.max(1, Math.round((blocks * percent) / 100)));
+      if (options.source !== undefined) sampled = chosen;
+      for (let k = 0; k < map.segments.length; k++) {
+        const entries = await map.segmentEntries(k);
+        const refs: { digest: Uint8Array; length: number }[] = [];
+        for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
+          const i = k * SEGMENT_ENTRIES + j;
+          if (chosen && !chosen.has(i)) continue;
+          const entry = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
+          if (!entry.equals(SPARSE_ENTRY)) refs.push({ digest: entry, length: Math.min(v.blockSize, v.size - i * v.blockSize) });
+        }
+        totalBytes += await store.catalog.addToScrubList(refs);
+      }
+    }
+    // 2. Read and verify them, in parallel.
+    options.progress?.start?.({ totalBytes, workBytes: totalBytes });
+    const bad = new Map<string, { code: string; message: string }>();
+    const maxBlock = Math.max(...versions.map((v) => v.blockSize), 65536);
+    // The pool bounds the reads in flight (and their memory).
+    const pool = new BufferPool(maxBlock, Math.min(store.config.readers * 2, Math.max(4, Math.floor((128 << 20) / maxBlock))));
+    const group = new TaskGroup(options.signal);
+    for (let after = 0, batch = await store.catalog.scrubListBatch(0, 1024); batch.length > 0 && !group.failed; batch = await store.catalog.scrubListBatch(after, 1024)) {
+      after = batch[batch.length - 1]?.position ?? after;
+      for (const ref of batch) {
+        if (group.failed) break;
+        const buf = await group.obtain((signal) => pool.acquire(signal));
+        if (!buf) break;
+        group.spawn(async () => {
+          try {
+            await fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, ref.digest, ref.length, buf, { signal: group.signal });
+          } catch (err) {
+            if (!isBadBlock(err)) throw err;
+            bad.set(ref.digest.toString('hex'), { code: err.code, message: err.message });
+          } finally {
+            pool.release(buf);
+          }
+          counters.blocksChecked++;
+          counters.bytesChecked += ref.length;
+          options.progress?.advance?.(ref.length);
+        });
+      }
+    }
+    await group.wait();
+    counters.badBlocks = bad.size;
+    for (const [digest, why] of bad) findings.push({ type: 'bad-block', digest, ...why });
+    for (const f of findings.splice(0)) yield f;
+
+    // 3. Mark bad blocks and every version using one; revalidate versions checked completely.
+    // The block store learns it too (markers, manifests): a catalog rebuild must not forget.
+    if (bad.size > 0) {
+      for (const [hex, why] of bad) await store.blocks.put(ObjectKeys.invalidMarker(hex), [Buffer.from(`${why.code}: ${why.message}\n`, 'utf8')]);
+      await store.catalog.setBlockState([...bad.keys()].map((h) => Buffer.from(h, 'hex')), BlockState.invalid);
+      for (const { version, count } of await versionsUsing(store, new Set(bad.keys()))) {
+        if (version.status !== 'invalid' && (await setStatus(store, version.uid, 'invalid'))) counters.versionsInvalidated++;
+        yield { type: 'version-invalid', uid: version.uid, image: version.image, badBlocks: count };
+      }
+    } else if (percent >= 100) {
+      for (const v of versions.filter((x) => x.status === 'invalid')) {
+        if (!(await setStatus(store, v.uid, 'valid'))) continue;
+        counters.versionsRevalidated++;
+        yield { type: 'version-valid', uid: v.uid, image: v.image };
+      }
+    }
+
+    // 4. Compare with the source (a difference fails the scrub, marks nothing).
+    const only = versions[0];
+    if (options.source !== undefined && only) {
+      for await (const mismatch of compareSource(store, only, options.source, sampled, options.signal)) {
+        counters.sourceMismatches++;
+        yield mismatch;
+      }
+    }
+  } finally {
+    await store.catalog.endScrubList().catch(() => undefined);
+    await locks.release();
+  }
+  return { versions: versions.length, ...counters, durationSeconds: (Date.now() - started) / 1000 };
+}
+
+/** Sets a version's status (and its manifest's); false when the version is being removed. */
+async function setStatus(store: Store, uid: string, status: 'valid' | 'invalid'): Promise<boolean> {
+  try {
+    await changeMetadata(store, uid, () => store.catalog.setStatus(uid, status));
+    return true;
+  } catch (err) {
+    if (isBackyError(err) && (err.code === 'E_LOCKED' || err.code === 'E_NOT_FOUND')) return false;
+    throw err;
+  }
+}
+
+/** k distinct random numbers below n (Floyd's algorithm: k draws, whatever k/n). */
+function sample(n: number, k: number): Set<number> {
+  const chosen = new Set<number>();
+  for (let j = Math.max(0, n - k); j < n; j++) {
+    const t = randomInt(j + 1);
+    chosen.add(chosen.has(t) ? j : t);
+  }
+  return chosen;
+}
+
+async function selectVersions(store: Store, options: ScrubOptions): Promise<VersionRecord[]> {
+  if (options.all) {
+    const all = await store.catalog.listVersions(options.image !== undefined ? { image: options.image } : {});
+    return all.filter((v) => v.status !== 'incomplete');
+  }
+  if (!options.uids?.length) throw new UsageError('Name the versions to scrub, or use --all');
+  const out: VersionRecord[] = [];
+  for (const uid of options.uids) {
+    const v = await store.catalog.getVersion(uid);
+    if (!v) throw new NotFoundError(`Version "${uid}" not found`, { hint: 'run `backy2 ls` to see versions' });
+    if (v.status === 'incomplete') throw new UsageError(`Version "${uid}" is incomplete and cannot be scrubbed`);
+    out.push(v);
+  }
+  return out;
+}
+
+/**
+ * Every committed version using one of `digests`, reading each distinct segment once. Versions
+ * removed meanwhile are skipped, and so are segments that cannot be read (their versions are
+ * invalid since the rebuild that found them missing).
+ */
+async function versionsUsing(store: Store, digests: ReadonlySet<string>): Promise<{ version: VersionRecord; count: number }[]> {
+  const bySegment = new Map<string, number>();
+  const out: { version: VersionRecord; count: number }[] = [];
+  for (const v of await store.catalog.listVersions()) {
+    if (v.status === 'incomplete') continue;
+    let count = 0;
+    let segments: Buffer[];
+    try {
+      segments = await store.catalog.versionSegments(v.uid);
+    } catch (err) {
+      if (isBackyError(err) && err.code === 'E_NOT_FOUND') continue;
+      throw err;
+    }
+    for (const segment of segments) {
+      const hex = segment.toString('hex');
+      let n = bySegment.get(hex);
+      if (n === undefined) {
+        n = 0;
+        try {
+          const entries = await loadSegment(store, segment);
+          for (let at = 0; at < entries.length; at += DIGEST_LENGTH) if (digests.has(entries.subarray(at, at + DIGEST_LENGTH).toString('hex'))) n++;
+        } catch (err) {
+          if (!isBadBlock(err)) throw err;
+        }
+        bySegment.set(hex, n);
+      }
+      count += n;
+    }
+    if (count > 0) out.push({ version: v, count });
+  }
+  return out;
+}
+
+async function* compareSource(store: Store, version: VersionRecord, spec: string, sampled: Set<number> | undefined, signal: AbortSignal | undefined): AsyncGenerator<ScrubFinding> {
+  const source: BlockSource = await openSource(spec, { ceph: store.config.ceph, tmpDir: store.config.spillDir });
+  try {
+    await source.changedExtents?.(null); // RBD: stream the allocated data in one pass
+    if (source.size !== version.size) {
+      yield { type: 'source-mismatch', uid: version.uid, block: -1, offset: 0, reason: `the source has ${source.size} bytes, the version ${version.size}` };
+      return;
+    }
+    const blocks = blockCount(version.size, version.blockSize);
+    const map = new BlockMap(store, await store.catalog.versionSegments(version.uid), blocks);
+    const buf = Buffer.alloc(version.blockSize);
+    const zeros = Buffer.alloc(version.blockSize);
+    for (let i = 0; i < blocks; i++) {
+      if (signal?.aborted) return;
+      if (sampled && sampled.size > 0 && !sampled.has(i)) continue;
+      const offset = i * version.blockSize;
+      const length = Math.min(version.blockSize, version.size - offset);
+      const view = buf.subarray(0, length);
+      const expected = await map.entry(i);
+      if (!source.mayHaveData(offset, length)) view.fill(0);
+      else await source.read(offset, view);
+      if (expected === null) {
+        if (!view.equals(zeros.subarray(0, length))) yield { type: 'source-mismatch', uid: version.uid, block: i, offset, reason: 'sparse in the backup but not zero in the source' };
+      } else if (!createHash(DIGEST_ALGORITHM).update(view).digest().equals(expected)) {
+        yield { type: 'source-mismatch', uid: version.uid, block: i, offset, reason: 'differs from the source' };
+      }
+    }
+  } finally {
+    await source.close();
+  }
+}

@@ -1,0 +1,115 @@
+import { BlockMap, SPARSE_ENTRY, blockCount, loadSegment } from '../objects/block-map.js';
+import type { VersionStats } from '../catalog/catalog.js';
+import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
+import type { Store } from '../store.js';
+import { getVersion } from './versions.js';
+
+/** Space figures of one version. */
+export interface VersionSpace {
+  readonly uid: string;
+  readonly image: string;
+  readonly size: number;
+  readonly blockSize: number;
+  readonly blocks: number;
+  readonly sparseBlocks: number;
+  /** Bytes of non-zero blocks the version refers to (each distinct block once). */
+  readonly bytesReferenced: number;
+  /** Of those, bytes of blocks no other version refers to: what removing it frees. */
+  readonly bytesUnique: number;
+  /** Of those, bytes of blocks other versions refer to as well. */
+  readonly bytesShared: number;
+  /** Figures of the backup run that made it. */
+  readonly backup: VersionStats | null;
+}
+
+/**
+ * Computes what a version occupies, alone and shared with others. Memory grows with the
+ * version's number of distinct blocks.
+ * @throws {NotFoundError} when the version does not exist
+ * @example
+ * const space = await versionSpace(store, 'v1kx3f9qm7wz');
+ */
+export async function versionSpace(store: Store, uid: string): Promise<VersionSpace> {
+  const version = await getVersion(store, uid);
+  const blocks = blockCount(version.size, version.blockSize);
+  const ownSegments = await store.catalog.versionSegments(uid);
+  const map = new BlockMap(store, ownSegments, version.status === 'incomplete' ? 0 : blocks);
+  const own = new Map<string, number>();
+  let sparseBlocks = 0;
+  for (let k = 0; k < map.segments.length; k++) {
+    const entries = await map.segmentEntries(k);
+    for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
+      const entry = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
+      if (entry.equals(SPARSE_ENTRY)) {
+        sparseBlocks++;
+        continue;
+      }
+      const i = k * SEGMENT_ENTRIES + j;
+      own.set(entry.toString('hex'), Math.min(version.blockSize, version.size - i * version.blockSize));
+    }
+  }
+  let bytesReferenced = 0;
+  for (const length of own.values()) bytesReferenced += length;
+
+  const ownSegmentSet = new Set(ownSegments.map((d) => d.toString('hex')));
+  const seen = new Set<string>();
+  const shared = new Set<string>();
+  for (const other of await store.catalog.listVersions()) {
+    if (other.uid === uid || other.status === 'incomplete') continue;
+    for (const segment of await store.catalog.versionSegments(other.uid)) {
+      const hex = segment.toString('hex');
+      if (seen.has(hex)) continue;
+      seen.add(hex);
+      const entries = ownSegmentSet.has(hex) ? await map.segmentEntries(ownSegments.findIndex((d) => d.equals(segment))) : await loadSegment(store, segment);
+      for (let at = 0; at < entries.length; at += DIGEST_LENGTH) {
+        const key = entries.subarray(at, at + DIGEST_LENGTH).toString('hex');
+        if (own.has(key)) shared.add(key);
+      }
+    }
+  }
+  let bytesShared = 0;
+  for (const key of shared) bytesShared += own.get(key) ?? 0;
+  return {
+    uid: version.uid,
+    image: version.image,
+    size: version.size,
+    blockSize: version.blockSize,
+    blocks,
+    sparseBlocks,
+    bytesReferenced,
+    bytesUnique: bytesReferenced - bytesShared,
+    bytesShared,
+    backup: version.stats,
+  };
+}
+
+/** Space figures of the whole store. */
+export interface StoreSpace {
+  readonly images: number;
+  readonly versions: number;
+  /** Sum of the sizes of all versions (what they would take without dedup and sparseness). */
+  readonly bytesLogical: number;
+  /** Distinct blocks stored. */
+  readonly blocks: number;
+  /** Bytes those blocks take in the block store (payload). */
+  readonly bytesStored: number;
+  readonly invalidBlocks: number;
+  /** bytesLogical / bytesStored. */
+  readonly reduction: number;
+}
+
+/** Computes the space figures of the whole store. */
+export async function storeSpace(store: Store): Promise<StoreSpace> {
+  const versions = await store.catalog.listVersions();
+  const totals = await store.catalog.blockTotals();
+  const bytesLogical = versions.reduce((n, v) => n + v.size, 0);
+  return {
+    images: new Set(versions.map((v) => v.image)).size,
+    versions: versions.length,
+    bytesLogical,
+    blocks: totals.blocks,
+    bytesStored: totals.bytes,
+    invalidBlocks: totals.invalid,
+    reduction: totals.bytes > 0 ? bytesLogical / totals.bytes : 0,
+  };
+}

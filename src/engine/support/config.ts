@@ -1,0 +1,145 @@
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import type { ConfigFile } from './config-file.js';
+import { parseFaultPlan, type FaultPlan } from '../blockstore/fault-injection.js';
+import { UsageError } from '../errors.js';
+import type { CephOptions } from '../endpoints/rbd-cli.js';
+import type { S3StoreOptions } from '../blockstore/s3-store.js';
+import { DEFAULT_BLOCK_SIZE } from '../objects/formats.js';
+
+/** The system-wide config file, read when present and no other is named. */
+export const SYSTEM_CONFIG_FILE = '/etc/backy2.yaml';
+
+/** Where blocks live: a directory, or an S3 bucket. */
+export type BlockStoreLocation =
+  | { readonly type: 'file'; readonly path: string }
+  | ({ readonly type: 's3' } & S3StoreOptions);
+
+/** Where the catalog and blocks live. */
+export interface StoreLocation {
+  /** The store directory (catalog file and, by default, the blocks). */
+  readonly path: string;
+  readonly catalogPath: string;
+  readonly blockStore: BlockStoreLocation;
+}
+
+/** Every setting, defaults applied. */
+export interface Config {
+  /** The config file that was read, if any. */
+  readonly file: string | undefined;
+  readonly store: StoreLocation;
+  /** Block size for new images. @default 4 MiB */
+  readonly blockSize: number;
+  /** Parallel source reads. @default 4 */
+  readonly readers: number;
+  /** Parallel block-store writes. @default 8 */
+  readonly writers: number;
+  /** Worker threads hashing blocks. @default 2 */
+  readonly hashWorkers: number;
+  /** Unhinted blocks re-read to verify hints. @default 32 */
+  readonly hintSample: number;
+  /** Versions younger than this are only removed with --force. @default 6 days */
+  readonly minRemoveAgeMs: number;
+  /** Bytes of the block cache of `mount` and `nbd`. @default 256 MiB */
+  readonly cacheBytes: number;
+  /** Blocks read ahead for sequential readers of `mount` and `nbd`. @default 8 */
+  readonly readAhead: number;
+  /** Directory of copy-on-write spill files. @default /var/tmp */
+  readonly spillDir: string;
+  /** How the `rbd` and `qemu-img` commands reach Ceph (a missing field uses Ceph's own defaults). */
+  readonly ceph: CephOptions;
+  /** Faults to inject into the block store (tests and chaos runs: BACKY2_FAULTS, JSON). */
+  readonly faults?: FaultPlan | undefined;
+}
+
+/** Inputs of {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /** `--config FILE`. */
+  readonly configFile?: string | undefined;
+  /** `--store PATH`: a self-contained store directory, overriding the config's locations. */
+  readonly storePath?: string | undefined;
+  /** Environment to read BACKY2_CONFIG and BACKY2_STORE from. @default process.env */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Resolves the configuration: `--config`, else `$BACKY2_CONFIG`, else /etc/backy2.yaml when it
+ * exists; the store is `--store`, else `$BACKY2_STORE`, else the config's, else
+ * `~/.local/share/backy2`. `$BACKY2_FAULTS` (a JSON FaultPlan) injects block-store faults, for tests.
+ * @throws {UsageError} when the config file is missing, unreadable or invalid (naming the key)
+ * @example
+ * const config = await loadConfig({ storePath: '/tmp/store' });
+ */
+export async function loadConfig(options: LoadConfigOptions = {}): Promise<Config> {
+  const env = options.env ?? process.env;
+  const explicit = options.configFile ?? (env.BACKY2_CONFIG || undefined);
+  const file = explicit ?? (existsSync(SYSTEM_CONFIG_FILE) ? SYSTEM_CONFIG_FILE : undefined);
+  // The YAML parser and schema are loaded only when there is a file (they cost memory).
+  const parsed: ConfigFile = file === undefined ? {} : await (await import('./config-file.js')).readConfigFile(file);
+  const override = options.storePath ?? (env.BACKY2_STORE || undefined);
+  const config = resolveConfig(file, parsed, override);
+  if (!env.BACKY2_FAULTS) return config;
+  try {
+    return { ...config, faults: parseFaultPlan(env.BACKY2_FAULTS) };
+  } catch (err) {
+    throw new UsageError(`Bad BACKY2_FAULTS: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+}
+
+/**
+ * The configuration of a self-contained store directory with every default (no config file).
+ * @param storeDir the store directory
+ */
+export function defaultConfig(storeDir: string): Config {
+  return resolveConfig(undefined, {}, storeDir);
+}
+
+function blockStoreOf(spec: ConfigFile['blockStore'], storeDir: string): BlockStoreLocation {
+  if (!spec) return { type: 'file', path: storeDir };
+  if (spec.type === 'file') return { type: 'file', path: path.resolve(spec.path) };
+  return {
+    type: 's3',
+    endpoint: spec.endpoint,
+    region: spec.region,
+    bucket: spec.bucket,
+    prefix: spec.prefix,
+    accessKeyId: spec.accessKeyId,
+    secretAccessKey: spec.secretAccessKey,
+    pathStyle: spec.pathStyle,
+    concurrency: spec.concurrency,
+    attempts: spec.retries === undefined ? undefined : spec.retries + 1,
+    timeoutMs: spec.timeout,
+  };
+}
+
+function resolveConfig(file: string | undefined, parsed: ConfigFile, override: string | undefined): Config {
+  const storeDir = path.resolve(override ?? parsed.store ?? path.join(homedir(), '.local', 'share', 'backy2'));
+  const store: StoreLocation =
+    override !== undefined
+      ? { path: storeDir, catalogPath: path.join(storeDir, 'catalog.sqlite'), blockStore: { type: 'file', path: storeDir } }
+      : {
+          path: storeDir,
+          catalogPath: path.resolve(parsed.catalog?.path ?? path.join(storeDir, 'catalog.sqlite')),
+          blockStore: blockStoreOf(parsed.blockStore, storeDir),
+        };
+  return {
+    file,
+    store,
+    blockSize: parsed.backup?.blockSize ?? DEFAULT_BLOCK_SIZE,
+    readers: parsed.backup?.readers ?? 4,
+    writers: parsed.backup?.writers ?? 8,
+    hashWorkers: parsed.backup?.hashWorkers ?? 2,
+    hintSample: parsed.backup?.hintSample ?? 32,
+    minRemoveAgeMs: parsed.retention?.minAge ?? 6 * 24 * 3600 * 1000,
+    cacheBytes: parsed.mount?.cacheSize ?? 256 << 20,
+    readAhead: parsed.mount?.readAhead ?? 8,
+    spillDir: path.resolve(parsed.mount?.spillDir ?? '/var/tmp'),
+    ceph: {
+      conf: parsed.ceph?.conf,
+      id: parsed.ceph?.id,
+      keyring: parsed.ceph?.keyring,
+      timeoutMs: parsed.ceph?.timeout ?? 120_000,
+    },
+  };
+}

@@ -1,0 +1,147 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { backup } from '../../../../src/engine/operations/backup.js';
+import { restore } from '../../../../src/engine/operations/restore.js';
+import { scrub, type ScrubFinding, type ScrubResult } from '../../../../src/engine/operations/scrub.js';
+import { rebuildCatalog } from '../../../../src/engine/operations/catalog-rebuild.js';
+import { SqliteCatalog } from '../../../../src/engine/catalog/sqlite-catalog.js';
+import { assembleStore, type Store } from '../../../../src/engine/store.js';
+import { makeImage } from '../../../helpers/image.js';
+import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../../helpers/store.js';
+import { makeTempDir } from '../../../helpers/temp.js';
+
+let store: Store | undefined;
+afterEach(async () => {
+  await store?.close();
+  store = undefined;
+});
+
+async function runScrub(s: Store, options: Parameters<typeof scrub>[1]): Promise<{ findings: ScrubFinding[]; result: ScrubResult }> {
+  const findings: ScrubFinding[] = [];
+  const it = scrub(s, options);
+  let step = await it.next();
+  while (!step.done) {
+    findings.push(step.value);
+    step = await it.next();
+  }
+  return { findings, result: step.value };
+}
+
+const keyOf = (data: Buffer) => {
+  const hex = createHash('sha256').update(data).digest('hex');
+  return `blocks/${hex.slice(0, 2)}/${hex}`;
+};
+
+describe('scrub()', () => {
+  it('finds every kind of bitrot, marks blocks and all versions using them invalid; a backup heals, a full scrub revalidates', async () => {
+    const s = (store = makeMemoryStore());
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 12 * B }, { kind: 'zero', length: 2 * B }]);
+    const data = readFileSync(image);
+    const a = await backup(s, { source: image, image: 'vm1' });
+    const b = await backup(s, { source: image, image: 'vm2' }); // shares every block
+    const block = (i: number) => data.subarray(i * B, (i + 1) * B);
+
+    // flipped byte, truncated, deleted, and two objects swapped between keys
+    const flipped = Buffer.from(await s.blocks.get(keyOf(block(0))));
+    flipped[500] = flipped[500]! ^ 0x40;
+    await s.blocks.put(keyOf(block(0)), [flipped]);
+    const truncated = Buffer.from(await s.blocks.get(keyOf(block(1))));
+    await s.blocks.put(keyOf(block(1)), [truncated.subarray(0, truncated.length - 10)]);
+    await s.blocks.delete(keyOf(block(2)));
+    const three = Buffer.from(await s.blocks.get(keyOf(block(3))));
+    const four = Buffer.from(await s.blocks.get(keyOf(block(4))));
+    await s.blocks.put(keyOf(block(3)), [four]);
+    await s.blocks.put(keyOf(block(4)), [three]);
+
+    const { findings, result } = await runScrub(s, { uids: [a.uid] });
+    expect(result.badBlocks).toBe(5);
+    expect(findings.filter((f) => f.type === 'bad-block')).toHaveLength(5);
+    expect(result.versionsInvalidated).toBe(2);
+    expect((await s.catalog.getVersion(a.uid))?.status).toBe('invalid');
+    expect((await s.catalog.getVersion(b.uid))?.status).toBe('invalid');
+    expect(await s.catalog.invalidBlocks()).toHaveLength(5);
+
+    // invalid versions still restore what is good
+    const out = path.join(dir, 'out');
+    expect((await restore(s, { uid: b.uid, target: out })).badBlockCount).toBe(5);
+
+    // the next backup heals even with empty hints
+    const hints = path.join(dir, 'hints.json');
+    writeFileSync(hints, '[]');
+    const healed = await backup(s, { source: image, image: 'vm1', hintsFile: hints });
+    expect(healed.bytesWritten).toBe(5 * B);
+    expect(await s.catalog.invalidBlocks()).toHaveLength(0);
+    const again = await runScrub(s, { all: true });
+    expect(again.result.badBlocks).toBe(0);
+    expect(again.result.versionsRevalidated).toBe(2);
+    expect((await s.catalog.listVersions()).every((v) => v.status === 'valid')).toBe(true);
+    // shared blocks are read once: 12 distinct blocks for 3 versions
+    expect(again.result.blocksChecked).toBe(12);
+  });
+
+  it('a catalog rebuilt from the block store keeps what a scrub found; healing clears it', async () => {
+    const s = (store = makeMemoryStore());
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 4 * B }]);
+    const data = readFileSync(image);
+    const v = await backup(s, { source: image, image: 'vm1' });
+    const key = keyOf(data.subarray(B, 2 * B));
+    const bad = Buffer.from(await s.blocks.get(key));
+    bad[100] = bad[100]! ^ 1;
+    await s.blocks.put(key, [bad]);
+    expect((await runScrub(s, { uids: [v.uid] })).result.versionsInvalidated).toBe(1);
+
+    const rebuiltFrom = async () => {
+      const fresh = assembleStore(s.config, SqliteCatalog.open(':memory:'), s.blocks);
+      await rebuildCatalog(fresh);
+      return fresh;
+    };
+    const rebuilt = await rebuiltFrom();
+    expect((await rebuilt.catalog.getVersion(v.uid))?.status).toBe('invalid');
+    expect(await rebuilt.catalog.invalidBlocks()).toHaveLength(1);
+    await rebuilt.catalog.close();
+
+    // the next backup re-stores the block and drops its marker; the version stays invalid until a full scrub
+    await backup(s, { source: image, image: 'vm1' });
+    expect(await s.blocks.stat(`invalid/${key.slice(key.lastIndexOf('/') + 1)}`)).toBeUndefined();
+    await runScrub(s, { uids: [v.uid] });
+    const healed = await rebuiltFrom();
+    expect((await healed.catalog.getVersion(v.uid))?.status).toBe('valid');
+    expect(await healed.catalog.invalidBlocks()).toHaveLength(0);
+    await healed.catalog.close();
+  });
+
+  it('checks a random share with -p and compares with the source with -s', async () => {
+    const s = (store = makeMemoryStore());
+    const dir = makeTempDir();
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 100 * B }, { kind: 'zero', length: 10 * B }]);
+    const v = await backup(s, { source: image, image: 'vm1' });
+    const part = await runScrub(s, { uids: [v.uid], percent: 10 });
+    expect(part.result.blocksChecked).toBeGreaterThan(0);
+    expect(part.result.blocksChecked).toBeLessThanOrEqual(11);
+
+    expect((await runScrub(s, { uids: [v.uid], source: image })).result.sourceMismatches).toBe(0);
+    const data = readFileSync(image);
+    randomBytes(10).copy(data, 5 * B + 3);
+    data[105 * B] = 1; // in a block that is sparse in the backup
+    writeFileSync(image, data);
+    const { findings, result } = await runScrub(s, { uids: [v.uid], source: image });
+    expect(result.sourceMismatches).toBe(2);
+    expect(result.badBlocks).toBe(0);
+    expect(findings.filter((f) => f.type === 'source-mismatch').map((f) => (f.type === 'source-mismatch' ? f.block : -1))).toEqual([5, 105]);
+    expect((await s.catalog.getVersion(v.uid))?.status).toBe('valid');
+  });
+
+  it('rejects bad arguments', async () => {
+    const s = (store = makeMemoryStore());
+    await expect(runScrub(s, { uids: ['vnope'] })).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    await expect(runScrub(s, { uids: [] })).rejects.toMatchObject({ code: 'E_USAGE' });
+    await expect(runScrub(s, { all: true, percent: 0 })).rejects.toMatchObject({ code: 'E_USAGE' });
+  });
+});

@@ -1,0 +1,123 @@
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { backup } from '../../../../src/engine/operations/backup.js';
+import { acquireLocks, versionResource } from '../../../../src/engine/catalog/locking.js';
+import { loadManifest } from '../../../../src/engine/objects/manifest.js';
+import { restore } from '../../../../src/engine/operations/restore.js';
+import { storeSpace, versionSpace } from '../../../../src/engine/operations/stats.js';
+import type { Store } from '../../../../src/engine/store.js';
+import { changeTags, listVersions, removeVersions, setProtected } from '../../../../src/engine/operations/versions.js';
+import { makeImage } from '../../../helpers/image.js';
+import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../../helpers/store.js';
+import { makeTempDir } from '../../../helpers/temp.js';
+
+let store: Store | undefined;
+afterEach(async () => {
+  await store?.close();
+  store = undefined;
+});
+
+async function withVersions(count: number): Promise<{ s: Store; uids: string[]; image: string }> {
+  const s = (store = makeMemoryStore());
+  const image = path.join(makeTempDir(), 'img');
+  makeImage(image, [{ kind: 'random', length: 4 * B }]);
+  const uids: string[] = [];
+  for (let i = 0; i < count; i++) uids.push((await backup(s, { source: image, image: 'vm1', tags: [`t${i}`] })).uid);
+  return { s, uids, image };
+}
+
+describe('removeVersions()', () => {
+  it('refuses versions younger than the minimum age unless forced', async () => {
+    const { s, uids } = await withVersions(1);
+    await expect(removeVersions(s, uids)).rejects.toMatchObject({ code: 'E_CONFLICT', message: expect.stringContaining('minimum age') });
+    expect(await removeVersions(s, uids, { now: Date.now() + 7 * 86_400_000 })).toHaveLength(1);
+    expect(await s.catalog.listVersions()).toEqual([]);
+  });
+
+  it('refuses protected versions even when forced, and removes none of a batch', async () => {
+    const { s, uids } = await withVersions(2);
+    await setProtected(s, [uids[1]!], true);
+    await expect(removeVersions(s, uids, { force: true })).rejects.toMatchObject({ code: 'E_CONFLICT', message: expect.stringContaining('protected') });
+    expect(await s.catalog.listVersions()).toHaveLength(2);
+    await setProtected(s, [uids[1]!], false);
+    await removeVersions(s, uids, { force: true });
+    expect(await s.catalog.listVersions()).toHaveLength(0);
+  });
+
+  it('refuses a version that is being restored', async () => {
+    const { s, uids } = await withVersions(1);
+    const held = await acquireLocks(s.catalog, [{ resource: versionResource(uids[0]!), mode: 'shared', operation: 'restore' }]);
+    await expect(removeVersions(s, uids, { force: true })).rejects.toMatchObject({ code: 'E_LOCKED', message: expect.stringContaining('restore') });
+    await held.release();
+    await removeVersions(s, uids, { force: true });
+  });
+
+  it('removes none of a batch when one of them is in use', async () => {
+    const { s, uids } = await withVersions(2);
+    const held = await acquireLocks(s.catalog, [{ resource: versionResource(uids[1]!), mode: 'shared', operation: 'restore' }]);
+    await expect(removeVersions(s, uids, { force: true })).rejects.toMatchObject({ code: 'E_LOCKED' });
+    expect(await s.catalog.listVersions()).toHaveLength(2);
+    await loadManifest(s.blocks, uids[0]!);
+    await held.release();
+    expect(await removeVersions(s, [...uids, uids[0]!], { force: true })).toHaveLength(2);
+  });
+
+  it('removes incomplete versions at any age, and the manifest with a version', async () => {
+    const { s, uids } = await withVersions(1);
+    await s.catalog.createVersion({ uid: 'vincomplete01', image: 'vm1', createdAt: Date.now(), size: 10, blockSize: B, snapshot: null, baseUid: null, source: null });
+    await removeVersions(s, ['vincomplete01']);
+    await loadManifest(s.blocks, uids[0]!);
+    await removeVersions(s, uids, { force: true });
+    await expect(loadManifest(s.blocks, uids[0]!)).rejects.toMatchObject({ code: 'E_OBJECT_MISSING' });
+  });
+
+  it('rejects unknown uids', async () => {
+    const { s } = await withVersions(1);
+    await expect(removeVersions(s, ['vnope'])).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+  });
+});
+
+describe('tags and protection', () => {
+  it('changeTags() adds and removes tags and keeps the manifest up to date', async () => {
+    const { s, uids } = await withVersions(1);
+    const uid = uids[0]!;
+    expect((await changeTags(s, uid, { add: ['keep', 'x'] })).tags).toEqual(['keep', 't0', 'x']);
+    expect((await changeTags(s, uid, { remove: ['x', 't0'] })).tags).toEqual(['keep']);
+    expect((await loadManifest(s.blocks, uid)).tags).toEqual(['keep']);
+    await expect(changeTags(s, uid, { add: ['bad tag'] })).rejects.toMatchObject({ code: 'E_USAGE' });
+    expect((await listVersions(s, { tag: 'keep' })).map((v) => v.uid)).toEqual([uid]);
+  });
+
+  it('listVersions() rejects an unknown image', async () => {
+    const { s } = await withVersions(1);
+    await expect(listVersions(s, { image: 'nope' })).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+  });
+
+  it('a backup without tags gets the automatic tags once per day', async () => {
+    const s = (store = makeMemoryStore());
+    const image = path.join(makeTempDir(), 'img');
+    makeImage(image, [{ kind: 'random', length: B }]);
+    expect((await backup(s, { source: image, image: 'vm1' })).tags).toEqual(['b_daily', 'b_weekly', 'b_monthly']);
+    expect((await backup(s, { source: image, image: 'vm1' })).tags).toEqual([]);
+  });
+});
+
+describe('stats', () => {
+  it('versionSpace() splits referenced bytes into unique and shared', async () => {
+    const s = (store = makeMemoryStore());
+    const dir = makeTempDir();
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    makeImage(a, [{ kind: 'random', length: 3 * B }, { kind: 'zero', length: B }]);
+    const shared = (await import('node:fs')).readFileSync(a).subarray(0, 2 * B);
+    makeImage(b, [{ kind: 'bytes', data: shared }, { kind: 'random', length: 5 * B }]);
+    const va = await backup(s, { source: a, image: 'a' });
+    await backup(s, { source: b, image: 'b' });
+    const space = await versionSpace(s, va.uid);
+    expect(space).toMatchObject({ blocks: 4, sparseBlocks: 1, bytesReferenced: 3 * B, bytesShared: 2 * B, bytesUnique: B });
+    const total = await storeSpace(s);
+    expect(total).toMatchObject({ images: 2, versions: 2, blocks: 8, bytesStored: 8 * B });
+    const out = path.join(dir, 'out');
+    await restore(s, { uid: va.uid, target: out });
+  });
+});

@@ -214,7 +214,8 @@ export class FileStore implements BlockStore {
         }
       }
     };
-    for (const top of ['blocks', 'segments', 'versions']) await walk(path.join(this.#root, top));
+    // Every directory: the store does not know which keys the engine uses.
+    await walk(this.#root);
     return { files, bytes };
   }
 

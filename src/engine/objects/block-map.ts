@@ -7,11 +7,11 @@ import {
   DIGEST_ALGORITHM,
   DIGEST_LENGTH,
   OBJECT_HEADER_LENGTH,
-  ObjectKeys,
   ObjectKind,
   SEGMENT_ENTRIES,
   SEGMENT_HEADER_LENGTH,
 } from './formats.js';
+import { StoreKeys } from './store-keys.js';
 
 /** The map entry of an all-zero (sparse) block. */
 export const SPARSE_ENTRY: Buffer = Buffer.alloc(DIGEST_LENGTH);
@@ -71,7 +71,7 @@ export async function saveSegment(storage: MapStorage, segment: { payload: Buffe
   // cleanup from deleting it. Its durable copy may be missing (a writer killed between the two
   // steps below): write it then.
   if (await storage.catalog.touchSegment(segment.digest)) {
-    if (!(await storage.blocks.stat(ObjectKeys.segment(segment.digest.toString('hex'))))) await saveSegmentObject(storage.blocks, segment);
+    if (!(await storage.blocks.stat(StoreKeys.segment(segment.digest)))) await saveSegmentObject(storage.blocks, segment);
     return;
   }
   // The row first: a cleanup that deleted the object meanwhile then finds it and writes it back.
@@ -82,7 +82,7 @@ export async function saveSegment(storage: MapStorage, segment: { payload: Buffe
 /** Writes a segment's durable copy into the block store. */
 export async function saveSegmentObject(blocks: BlockStore, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
   const header = encodeObjectHeader(ObjectKind.segment, segment.digest, segment.payload.length);
-  await blocks.put(ObjectKeys.segment(segment.digest.toString('hex')), [header, segment.payload]);
+  await blocks.put(StoreKeys.segment(segment.digest), [header, segment.payload]);
 }
 
 /**
@@ -94,7 +94,7 @@ export async function loadSegment(storage: MapStorage, digest: Buffer): Promise<
   const hex = digest.toString('hex');
   let payload = await storage.catalog.getSegment(digest);
   if (!payload) {
-    const object = Buffer.from(await storage.blocks.get(ObjectKeys.segment(hex)));
+    const object = Buffer.from(await storage.blocks.get(StoreKeys.segment(digest)));
     const header = decodeObjectHeader(object, `segment ${hex}`);
     payload = object.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + header.plainLength);
   }

@@ -1,9 +1,10 @@
 import type { BlockStore } from '../blockstore/block-store.js';
 import { decodeObjectHeader } from './object-codec.js';
 import { CorruptBlockError } from '../errors.js';
-import { OBJECT_HEADER_LENGTH, ObjectKeys, ObjectKind } from './formats.js';
+import { OBJECT_HEADER_LENGTH, ObjectKind } from './formats.js';
 import type { PooledBuffer } from '../pipeline/buffer-pool.js';
 import type { HashPool } from '../pipeline/hash-pool.js';
+import { StoreKeys } from './store-keys.js';
 
 /** What {@link fetchBlock} needs. */
 export interface BlockFetchContext {
@@ -35,7 +36,7 @@ const SLOT_HEAD = 4096;
 export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length: number, buf: PooledBuffer, options: FetchOptions = {}): Promise<Buffer> {
   const hex = digest.toString('hex');
   const what = `block ${hex}`;
-  const object = await ctx.blocks.get(ObjectKeys.block(hex), {
+  const object = await ctx.blocks.get(StoreKeys.block(digest), {
     length: OBJECT_HEADER_LENGTH + length,
     into: buf.slotView,
     direct: true,

@@ -3,9 +3,10 @@ import type { BlockStore } from '../blockstore/block-store.js';
 import { encodeObjectHeader } from './object-codec.js';
 import { BlockState, type Catalog } from '../catalog/catalog.js';
 import { throwIfAborted } from '../errors.js';
-import { OBJECT_HEADER_LENGTH, ObjectKeys, ObjectKind } from './formats.js';
+import { OBJECT_HEADER_LENGTH, ObjectKind } from './formats.js';
 import type { PooledBuffer } from '../pipeline/buffer-pool.js';
 import { Semaphore } from '../pipeline/semaphore.js';
+import { StoreKeys } from './store-keys.js';
 
 /** How many stored blocks are registered in the catalog per transaction. */
 const REGISTER_BATCH = 64;
@@ -60,7 +61,7 @@ export class BlockWriter {
       return false;
     }
     if (this.#recent.has(hex)) return false;
-    const storing = this.#ensureStored(hex, digest, buf, length);
+    const storing = this.#ensureStored(digest, buf, length);
     this.#inFlight.set(hex, storing);
     try {
       const written = await storing;
@@ -71,14 +72,14 @@ export class BlockWriter {
     }
   }
 
-  async #ensureStored(hex: string, digest: Uint8Array, buf: PooledBuffer, length: number): Promise<boolean> {
+  async #ensureStored(digest: Uint8Array, buf: PooledBuffer, length: number): Promise<boolean> {
     const state = await this.#catalog.touchBlock(digest);
     if (state === BlockState.valid) return false;
     if (state === BlockState.deleting) await this.#waitForCleanup(digest);
-    await this.#write(hex, digest, buf, length);
+    await this.#write(digest, buf, length);
     // A block a scrub found bad is good again: drop its marker (a leftover one only makes a
     // rebuilt catalog re-store the block once more).
-    if (state === BlockState.invalid) await this.#blocks.delete(ObjectKeys.invalidMarker(hex)).catch(() => undefined);
+    if (state === BlockState.invalid) await this.#blocks.delete(StoreKeys.invalidMarker(digest)).catch(() => undefined);
     return true;
   }
 
@@ -104,11 +105,11 @@ export class BlockWriter {
     await this.#catalog.registerBlocks(batch);
   }
 
-  async #write(hex: string, digest: Uint8Array, buf: PooledBuffer, length: number): Promise<void> {
+  async #write(digest: Uint8Array, buf: PooledBuffer, length: number): Promise<void> {
     const header = encodeObjectHeader(ObjectKind.block, digest, length);
     buf.object.set(header, 0);
     await this.#puts.run(() =>
-      this.#blocks.put(ObjectKeys.block(hex), [buf.object.subarray(0, OBJECT_HEADER_LENGTH + length)], { ...(this.#signal ? { signal: this.#signal } : {}) }),
+      this.#blocks.put(StoreKeys.block(digest), [buf.object.subarray(0, OBJECT_HEADER_LENGTH + length)], { ...(this.#signal ? { signal: this.#signal } : {}) }),
     );
     this.#pending.push({ digest: Buffer.from(digest), length, storedLength: length });
     if (this.#pending.length >= REGISTER_BATCH) await this.flush();

@@ -70,12 +70,3 @@ export const MANIFEST_FORMAT_VERSION = 1;
 export const MIN_BLOCK_SIZE = 64 * 1024;
 export const MAX_BLOCK_SIZE = 64 * 1024 * 1024;
 export const DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024;
-
-/** Object keys inside a block store. */
-export const ObjectKeys = {
-  block: (hex: string) => `blocks/${hex.slice(0, 2)}/${hex}`,
-  segment: (hex: string) => `segments/${hex.slice(0, 2)}/${hex}`,
-  manifest: (uid: string) => `versions/${uid}`,
-  /** Marks a block that a scrub found bad, so that a catalog rebuild knows it too. */
-  invalidMarker: (hex: string) => `invalid/${hex}`,
-} as const;

@@ -3,7 +3,8 @@ import type { BlockStore } from '../blockstore/block-store.js';
 import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
 import type { VersionRecord, VersionStats, VersionStatus } from '../catalog/catalog.js';
 import { CorruptBlockError } from '../errors.js';
-import { DIGEST_ALGORITHM, MANIFEST_FORMAT_VERSION, OBJECT_HEADER_LENGTH, ObjectKeys, ObjectKind } from './formats.js';
+import { DIGEST_ALGORITHM, MANIFEST_FORMAT_VERSION, OBJECT_HEADER_LENGTH, ObjectKind } from './formats.js';
+import { StoreKeys } from './store-keys.js';
 
 /**
  * A committed version's metadata as stored in the block store next to its blocks (object kind 3,
@@ -56,7 +57,7 @@ export function manifestOf(version: Omit<VersionRecord, 'status'> & { readonly s
 export async function saveManifest(blocks: BlockStore, manifest: Manifest): Promise<void> {
   const payload = Buffer.from(JSON.stringify(manifest), 'utf8');
   const digest = createHash(DIGEST_ALGORITHM).update(payload).digest();
-  await blocks.put(ObjectKeys.manifest(manifest.uid), [encodeObjectHeader(ObjectKind.manifest, digest, payload.length), payload]);
+  await blocks.put(StoreKeys.manifest(manifest.uid), [encodeObjectHeader(ObjectKind.manifest, digest, payload.length), payload]);
 }
 
 /**
@@ -65,7 +66,7 @@ export async function saveManifest(blocks: BlockStore, manifest: Manifest): Prom
  * @throws {CorruptBlockError} when it is damaged
  */
 export async function loadManifest(blocks: BlockStore, uid: string): Promise<Manifest> {
-  const object = Buffer.from(await blocks.get(ObjectKeys.manifest(uid)));
+  const object = Buffer.from(await blocks.get(StoreKeys.manifest(uid)));
   const header = decodeObjectHeader(object, `manifest ${uid}`);
   const payload = object.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + header.plainLength);
   if (payload.length !== header.plainLength || !createHash(DIGEST_ALGORITHM).update(payload).digest().equals(header.digest)) {
@@ -76,5 +77,5 @@ export async function loadManifest(blocks: BlockStore, uid: string): Promise<Man
 
 /** Removes a version's manifest from the block store. */
 export async function deleteManifest(blocks: BlockStore, uid: string): Promise<void> {
-  await blocks.delete(ObjectKeys.manifest(uid));
+  await blocks.delete(StoreKeys.manifest(uid));
 }

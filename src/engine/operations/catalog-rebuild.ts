@@ -11,11 +11,12 @@ import { BlockState, type Catalog, type VersionRecord, type VersionStats } from 
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
 import type { Config } from '../support/config.js';
 import { ConflictError, LockedError, NotFoundError, UsageError, isBackyError } from '../errors.js';
-import { DIGEST_ALGORITHM, DIGEST_LENGTH, OBJECT_HEADER_LENGTH, ObjectKeys } from '../objects/formats.js';
+import { DIGEST_ALGORITHM, DIGEST_LENGTH, OBJECT_HEADER_LENGTH } from '../objects/formats.js';
 import { loadManifest, manifestOf, type Manifest } from '../objects/manifest.js';
 import { existsSync, renameSync } from 'node:fs';
 import { assembleStore, openBlockStore, type Store } from '../store.js';
 import { getVersion } from './versions.js';
+import { KeyPrefix, StoreKeys, parseBlockKey, parseInvalidMarkerKey, parseManifestKey } from '../objects/store-keys.js';
 
 /** What a rebuild found. */
 export interface RebuildResult {
@@ -47,10 +48,10 @@ export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
   // Blocks first: their objects' sizes tell their lengths (64-byte header, no compression yet).
   let blockCount = 0;
   let batch: { digest: Buffer; length: number; storedLength: number }[] = [];
-  for await (const info of blocks.list('blocks/')) {
-    const hex = info.key.slice(info.key.lastIndexOf('/') + 1);
-    if (!/^[0-9a-f]{64}$/.test(hex) || info.size < OBJECT_HEADER_LENGTH) continue;
-    batch.push({ digest: Buffer.from(hex, 'hex'), length: info.size - OBJECT_HEADER_LENGTH, storedLength: info.size - OBJECT_HEADER_LENGTH });
+  for await (const info of blocks.list(KeyPrefix.blocks)) {
+    const digest = parseBlockKey(info.key);
+    if (!digest || info.size < OBJECT_HEADER_LENGTH) continue;
+    batch.push({ digest, length: info.size - OBJECT_HEADER_LENGTH, storedLength: info.size - OBJECT_HEADER_LENGTH });
     if (batch.length >= 1024) {
       await catalog.registerBlocks(batch);
       blockCount += batch.length;
@@ -61,9 +62,9 @@ export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
   blockCount += batch.length;
   // Blocks a scrub found bad stay bad (the next backup re-stores them).
   let invalid: Buffer[] = [];
-  for await (const info of blocks.list('invalid/')) {
-    const hex = info.key.slice('invalid/'.length);
-    if (/^[0-9a-f]{64}$/.test(hex)) invalid.push(Buffer.from(hex, 'hex'));
+  for await (const info of blocks.list(KeyPrefix.invalidMarkers)) {
+    const digest = parseInvalidMarkerKey(info.key);
+    if (digest) invalid.push(digest);
     if (invalid.length >= 1024) {
       await catalog.setBlockState(invalid, BlockState.invalid);
       invalid = [];
@@ -75,8 +76,9 @@ export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
   const segmentsSeen = new Map<string, boolean>();
   let versions = 0;
   let incompleteVersions = 0;
-  for await (const info of blocks.list('versions/')) {
-    const uid = info.key.slice('versions/'.length);
+  for await (const info of blocks.list(KeyPrefix.manifests)) {
+    const uid = parseManifestKey(info.key);
+    if (uid === undefined) continue;
     let manifest: Manifest;
     try {
       manifest = await loadManifest(blocks, uid);
@@ -215,7 +217,7 @@ async function registerPresentBlocks(store: Store, maps: readonly Buffer[]): Pro
     for (let at = 0; at < entries.length; at += DIGEST_LENGTH) {
       const digest = entries.subarray(at, at + DIGEST_LENGTH);
       if (digest.equals(SPARSE_ENTRY) || (await store.catalog.getBlock(digest))) continue;
-      const info = await store.blocks.stat(ObjectKeys.block(digest.toString('hex')));
+      const info = await store.blocks.stat(StoreKeys.block(digest));
       if (info) found.push({ digest: Buffer.from(digest), length: info.size - OBJECT_HEADER_LENGTH, storedLength: info.size - OBJECT_HEADER_LENGTH });
     }
     await store.catalog.registerBlocks(found);

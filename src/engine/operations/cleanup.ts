@@ -16,11 +16,11 @@
 import { BlockMap, blockCount, saveSegmentObject } from '../objects/block-map.js';
 import { BlockState } from '../catalog/catalog.js';
 import { ConflictError, isBackyError, throwIfAborted } from '../errors.js';
-import { ObjectKeys } from '../objects/formats.js';
 import { acquireLocks } from '../catalog/locking.js';
 import { Semaphore } from '../pipeline/semaphore.js';
 import type { Progress } from '../support/progress.js';
 import type { Store } from '../store.js';
+import { KeyPrefix, StoreKeys, parseBlockKey, parseInvalidMarkerKey, parseManifestKey, parseSegmentKey } from '../objects/store-keys.js';
 
 /**
  * Objects the catalog does not know are judged by their file-system mtime, which comes from
@@ -108,7 +108,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
     if (!dryRun) {
       for (let left = await catalog.deletingBlocks(batch); left.length > 0; left = await catalog.deletingBlocks(batch)) {
         throwIfAborted(options.signal);
-        await deleteKeys(left.map((b) => ObjectKeys.block(b.digest.toString('hex'))));
+        await deleteKeys(left.map((b) => StoreKeys.block(b.digest)));
         await catalog.forgetDeletedBlocks(left.map((b) => b.digest));
         counters.resumed += left.length;
       }
@@ -144,7 +144,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
     } else {
       for (let claimed = await catalog.claimGarbageBlocks(safeBefore, batch); claimed.length > 0; claimed = await catalog.claimGarbageBlocks(safeBefore, batch)) {
         throwIfAborted(options.signal);
-        await deleteKeys(claimed.map((b) => ObjectKeys.block(b.digest.toString('hex'))));
+        await deleteKeys(claimed.map((b) => StoreKeys.block(b.digest)));
         await catalog.forgetDeletedBlocks(claimed.map((b) => b.digest));
         const bytes = claimed.reduce((n, b) => n + b.storedLength, 0);
         counters.blocksDeleted += claimed.length;
@@ -159,7 +159,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
     if (dryRun) counters.segmentsDeleted = deadSegments.length;
     else {
       const deleted = await catalog.deleteSegments(deadSegments.map((s) => s.digest), safeBefore);
-      await deleteKeys(deleted.map((d) => ObjectKeys.segment(d.toString('hex'))));
+      await deleteKeys(deleted.map((d) => StoreKeys.segment(d)));
       counters.segmentsDeleted = deleted.length;
       // A writer may have saved one of them again meanwhile: put its durable copy back.
       for (const digest of deleted) {
@@ -170,29 +170,29 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
 
     // 5. Objects the catalog does not know, and temp files of unfinished writes.
     const orphanBefore = safeBefore - ORPHAN_CLOCK_SLACK_MS;
-    for await (const info of blocks.list('blocks/')) {
+    for await (const info of blocks.list(KeyPrefix.blocks)) {
       throwIfAborted(options.signal);
-      const hex = info.key.slice(info.key.lastIndexOf('/') + 1);
-      if (info.mtimeMs >= orphanBefore || !/^[0-9a-f]{64}$/.test(hex)) continue;
-      if (await catalog.getBlock(Buffer.from(hex, 'hex'))) continue;
+      const digest = parseBlockKey(info.key);
+      if (info.mtimeMs >= orphanBefore || !digest) continue;
+      if (await catalog.getBlock(digest)) continue;
       if (!dryRun) await deletes.run(() => blocks.delete(info.key));
       counters.orphansDeleted++;
       counters.orphanBytes += info.size;
     }
-    for await (const info of blocks.list('segments/')) {
-      const hex = info.key.slice(info.key.lastIndexOf('/') + 1);
-      if (info.mtimeMs >= orphanBefore || !/^[0-9a-f]{64}$/.test(hex) || liveSegments.has(hex)) continue;
-      if (await catalog.getSegment(Buffer.from(hex, 'hex'))) continue;
+    for await (const info of blocks.list(KeyPrefix.segments)) {
+      const digest = parseSegmentKey(info.key);
+      if (info.mtimeMs >= orphanBefore || !digest || liveSegments.has(digest.toString('hex'))) continue;
+      if (await catalog.getSegment(digest)) continue;
       if (!dryRun) await deletes.run(() => blocks.delete(info.key));
       counters.orphansDeleted++;
       counters.orphanBytes += info.size;
     }
     // Invalid markers of blocks that are gone or were stored again (a scrub sets the state right
     // after writing the marker; not counted as orphans: they hold no data).
-    for await (const info of blocks.list('invalid/')) {
-      const hex = info.key.slice('invalid/'.length);
-      if (info.mtimeMs >= orphanBefore || !/^[0-9a-f]{64}$/.test(hex)) continue;
-      if ((await catalog.getBlock(Buffer.from(hex, 'hex')))?.state === BlockState.invalid) continue;
+    for await (const info of blocks.list(KeyPrefix.invalidMarkers)) {
+      const digest = parseInvalidMarkerKey(info.key);
+      if (info.mtimeMs >= orphanBefore || !digest) continue;
+      if ((await catalog.getBlock(digest))?.state === BlockState.invalid) continue;
       if (!dryRun) await deletes.run(() => blocks.delete(info.key));
     }
     if (canSweepTemporary(blocks)) counters.tempFilesDeleted = (await blocks.sweepTemporary(orphanBefore, dryRun)).files;
@@ -218,9 +218,9 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
  */
 async function refuseLostCatalog(store: Store): Promise<void> {
   const known = new Set((await store.catalog.listVersions()).map((v) => v.uid));
-  for await (const info of store.blocks.list('versions/')) {
-    const uid = info.key.slice('versions/'.length);
-    if (known.has(uid) || (await store.catalog.getVersion(uid))) continue;
+  for await (const info of store.blocks.list(KeyPrefix.manifests)) {
+    const uid = parseManifestKey(info.key);
+    if (uid === undefined || known.has(uid) || (await store.catalog.getVersion(uid))) continue;
     if (!(await store.blocks.stat(info.key))) continue;
     throw new ConflictError(`The block store has version "${uid}" that the catalog does not know: the catalog is incomplete`, {
       hint: 'run `backy2 db rebuild` before a cleanup',

@@ -3,7 +3,7 @@ import { BlockMap, SPARSE_ENTRY, blockCount, loadSegment } from '../objects/bloc
 import { fetchBlock } from '../objects/block-reader.js';
 import { BlockState, type VersionRecord } from '../catalog/catalog.js';
 import { NotFoundError, UsageError, isBackyError, isBadBlock } from '../errors.js';
-import { DIGEST_ALGORITHM, DIGEST_LENGTH, ObjectKeys, SEGMENT_ENTRIES } from '../objects/formats.js';
+import { DIGEST_ALGORITHM, DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
 import { acquireLocks, versionResource } from '../catalog/locking.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { TaskGroup } from '../pipeline/task-group.js';
@@ -11,6 +11,7 @@ import type { Progress } from '../support/progress.js';
 import { openSource, type BlockSource } from '../endpoints/endpoints.js';
 import type { Store } from '../store.js';
 import { changeMetadata } from './versions.js';
+import { StoreKeys } from '../objects/store-keys.js';
 
 /** Options of {@link scrub}. */
 export interface ScrubOptions {
@@ -138,7 +139,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     // 3. Mark bad blocks and every version using one; revalidate versions checked completely.
     // The block store learns it too (markers, manifests): a catalog rebuild must not forget.
     if (bad.size > 0) {
-      for (const [hex, why] of bad) await store.blocks.put(ObjectKeys.invalidMarker(hex), [Buffer.from(`${why.code}: ${why.message}\n`, 'utf8')]);
+      for (const [hex, why] of bad) await store.blocks.put(StoreKeys.invalidMarker(Buffer.from(hex, 'hex')), [Buffer.from(`${why.code}: ${why.message}\n`, 'utf8')]);
       await store.catalog.setBlockState([...bad.keys()].map((h) => Buffer.from(h, 'hex')), BlockState.invalid);
       for (const { version, count } of await versionsUsing(store, new Set(bad.keys()))) {
         if (version.status !== 'invalid' && (await setStatus(store, version.uid, 'invalid'))) counters.versionsInvalidated++;

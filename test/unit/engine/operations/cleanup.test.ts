@@ -123,13 +123,16 @@ describe('cleanup()', () => {
     mkdirSync(path.dirname(orphan), { recursive: true });
     writeFileSync(orphan, randomBytes(100));
     utimesSync(orphan, old, old);
-    const temp = path.join(dir, 'blocks', 'ff', '.tmp-abc');
-    writeFileSync(temp, randomBytes(10));
-    utimesSync(temp, old, old);
+    // Temp files in every directory of the store, invalid markers' too (once missed there).
+    mkdirSync(path.join(dir, 'invalid'), { recursive: true });
+    for (const temp of [path.join(dir, 'blocks', 'ff', '.tmp-abc'), path.join(dir, 'invalid', '.tmp-def')]) {
+      writeFileSync(temp, randomBytes(10));
+      utimesSync(temp, old, old);
+    }
     // a running backup wrote this one and is about to register it
     writeFileSync(path.join(dir, 'blocks', 'ff', 'fe'.repeat(32)), randomBytes(10));
     const result = await cleanup(s);
-    expect(result).toMatchObject({ orphansDeleted: 1, orphanBytes: 100, tempFilesDeleted: 1, blocksDeleted: 0 });
+    expect(result).toMatchObject({ orphansDeleted: 1, orphanBytes: 100, tempFilesDeleted: 2, blocksDeleted: 0 });
     expect((await objects(s)).some((k) => k.endsWith('fe'.repeat(32)))).toBe(true);
   });
 

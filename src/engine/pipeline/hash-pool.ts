@@ -1,3 +1,4 @@
+import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { HashResult, HashTask } from './hash-worker.js';
 import type { PooledBuffer } from './buffer-pool.js';
@@ -12,6 +13,8 @@ import type { PooledBuffer } from './buffer-pool.js';
  */
 export class HashPool {
   readonly #piscina: Piscina<HashTask, HashResult>;
+  /** Settle once each worker has loaded its code (or died). */
+  readonly #loaded: Promise<void>[];
 
   /** @param threads worker threads to run */
   constructor(threads: number) {
@@ -24,6 +27,7 @@ export class HashPool {
       idleTimeout: 30_000,
       ...(fromSource ? { execArgv: ['--import', 'tsx'] } : {}),
     });
+    this.#loaded = this.#piscina.threads.map(loaded);
   }
 
   /**
@@ -45,8 +49,38 @@ export class HashPool {
     return this.#piscina.run({ memory: buf.memory, offset, length, zeroCheck });
   }
 
-  /** Stops the worker threads. */
+  /**
+   * Stops the worker threads. Terminating a worker that is still loading its modules aborts the
+   * whole process (a V8 fatal error, exit status 134, seen after short backups), so this waits
+   * until every worker has loaded first.
+   */
   async close(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(this.#loaded), new Promise((resolve) => (timer = setTimeout(resolve, LOAD_TIMEOUT_MS)))]);
+    clearTimeout(timer);
     await this.#piscina.destroy();
   }
+}
+
+/** How long close waits for a worker that never reports ready (it then terminates it anyway). */
+const LOAD_TIMEOUT_MS = 30_000;
+
+/** The message piscina's worker posts once it has loaded the task module. */
+const WORKER_READY = '_WORKER_READY';
+
+function loaded(worker: Worker): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      worker.off('message', onMessage);
+      worker.off('exit', done);
+      worker.off('error', done);
+      resolve();
+    };
+    const onMessage = (message: unknown) => {
+      if (typeof message === 'object' && message !== null && WORKER_READY in message) done();
+    };
+    worker.on('message', onMessage);
+    worker.once('exit', done);
+    worker.once('error', done);
+  });
 }

@@ -12,6 +12,7 @@ import { backup } from '../src/engine/operations/backup.js';
 import type { BlockStore } from '../src/engine/blockstore/block-store.js';
 import { defaultConfig } from '../src/engine/support/config.js';
 import { restore } from '../src/engine/operations/restore.js';
+import { initStore } from '../src/engine/operations/init-store.js';
 import { openStore } from '../src/engine/store.js';
 import { DIFF_END, encodeDiffRecord, encodeDiffStart } from '../src/engine/endpoints/rbd-diff-format.js';
 import { bench, buildImages, sh } from './images.js';
@@ -70,7 +71,8 @@ async function main(): Promise<void> {
       },
     };
     const counts: Record<string, number> = {};
-    const store = await openStore(config, { create: true, wrapBlockStore: (s) => counting(s, counts) });
+    await initStore(config);
+    const store = await openStore(config, { wrapBlockStore: (s) => counting(s, counts) });
     try {
       console.log(`# RBD (${bench.gib} GiB image, ${(statSync(bench.baseImage).blocks * 512 / 1e9).toFixed(1)} GB allocated) into S3 on radosgw, memstore OSD, one node; node ${process.version}`);
       let t = Date.now();

@@ -3,13 +3,10 @@ import { loadConfig } from '../engine/support/config.js';
 import { openStore, type Store } from '../engine/store.js';
 import type { CliIo, Globals } from './io.js';
 
-/**
- * Opens the store that the global options and environment name, runs `fn`, and closes it.
- * @param create create the store when missing (backups only)
- */
-export async function withStore<T>(globals: Globals, io: CliIo, create: boolean, fn: (store: Store) => Promise<T>): Promise<T> {
+/** Opens the store that the global options and environment name, runs `fn`, and closes it. */
+export async function withStore<T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>): Promise<T> {
   const config = await loadConfig({ configFile: globals.config, storePath: globals.store, env: io.env });
-  const store = await openStore(config, { create });
+  const store = await openStore(config);
   try {
     return await fn(store);
   } finally {
@@ -19,7 +16,7 @@ export async function withStore<T>(globals: Globals, io: CliIo, create: boolean,
 
 /** Like withStore, for one version read straight from the block store (restore --no-catalog). */
 export function withoutCatalog(uid: string) {
-  return async <T>(globals: Globals, io: CliIo, _create: boolean, fn: (store: Store) => Promise<T>): Promise<T> => {
+  return async <T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>): Promise<T> => {
     const config = await loadConfig({ configFile: globals.config, storePath: globals.store, env: io.env });
     const store = await openWithoutCatalog(config, uid);
     try {

@@ -4,6 +4,7 @@ import type { CommandContext } from './command-context.js';
 import { registerBackup } from './commands/backup.js';
 import { registerCleanup } from './commands/cleanup.js';
 import { registerDb } from './commands/db.js';
+import { registerInit } from './commands/init.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
 import { registerNbd } from './commands/nbd.js';
@@ -34,15 +35,17 @@ export function buildProgram(ctx: CommandContext): Command {
       'after',
       `
 Store: --store PATH, else BACKY2_STORE, else the config file's "store", else ~/.local/share/backy2.
-A store is a directory with catalog.sqlite and the blocks; it is created by the first backup.
+A store is a directory with catalog.sqlite and the blocks; \`backy2 init\` creates it.
 
 Examples:
+  backy2 init /srv/backy2 && export BACKY2_STORE=/srv/backy2
   backy2 backup /dev/vg0/vm1 vm1
   backy2 ls vm1
   backy2 restore v1kx3f9qm7wz /tmp/vm1.img --sparse
 ${EXIT_STATUS_HELP}
 `,
     );
+  registerInit(program, ctx);
   registerBackup(program, ctx);
   registerRestore(program, ctx);
   registerLs(program, ctx);

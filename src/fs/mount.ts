@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import Fuse from 'fuse-native';
 import { ConflictError, NotFoundError, StoreUnavailableError, UsageError, errnoCode } from '../engine/errors.js';
 import { acquireLocks } from '../engine/catalog/locking.js';
-import type { Store } from '../engine/store.js';
+import { assertWritable, type Store } from '../engine/store.js';
 import { fuseOperations } from './fuse-ops.js';
 import { VersionFs } from './version-fs.js';
 
@@ -50,6 +50,7 @@ export async function forceUnmount(dir: string): Promise<void> {
  * @throws {LockedError} when another backy2 daemon serves that mount point
  */
 export async function serveMount(store: Store, options: MountOptions): Promise<void> {
+  if (options.writable) assertWritable(store, 'mount writable');
   const mountpoint = await canonical(options.mountpoint);
   await clearStaleMount(mountpoint, options.log);
   const st = await fsp.stat(mountpoint).catch((err: unknown) => {

@@ -43,3 +43,9 @@ export function spawnCli(args: readonly string[], env: NodeJS.ProcessEnv = {}): 
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
   });
 }
+
+/** Creates the store that `env` names (`backy2 init`, in-process), failing the test when it cannot. */
+export async function initStoreFor(env: NodeJS.ProcessEnv, args: readonly string[] = []): Promise<void> {
+  const r = await runCli([...args, 'init'], env);
+  if (r.code !== 0) throw new Error(`backy2 init failed (${r.code}): ${r.stderr}`);
+}

@@ -1,6 +1,7 @@
 import { MemoryStore } from '../../src/engine/blockstore/memory-store.js';
 import { SqliteCatalog } from '../../src/engine/catalog/sqlite-catalog.js';
 import { defaultConfig, type Config } from '../../src/engine/support/config.js';
+import { initStore } from '../../src/engine/operations/init-store.js';
 import { assembleStore, openStore, type Store } from '../../src/engine/store.js';
 import { makeTempDir } from './temp.js';
 
@@ -20,5 +21,7 @@ export function makeMemoryStore(overrides: Partial<Config> = {}): Store {
 /** A real file store with its catalog in a temp directory. */
 export async function makeTempStore(overrides: Partial<Config> = {}): Promise<{ store: Store; dir: string }> {
   const dir = makeTempDir('backy2-store-');
-  return { store: await openStore(testConfig(dir, overrides), { create: true }), dir };
+  const config = testConfig(dir, overrides);
+  await initStore(config);
+  return { store: await openStore(config), dir };
 }

@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { deferCleanup } from './cleanup.js';
 
 /** Runs a system command and returns its stdout; throws with stderr on failure. */
-export function run(cmd: string, args: readonly string[], options: { input?: string } = {}): string {
+export function run(cmd: string, args: readonly string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], ...options });
 }
 

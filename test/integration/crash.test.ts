@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { openSync, closeSync, writeSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { BIN, spawnCli } from '../helpers/cli.js';
+import { BIN, initStoreFor, spawnCli } from '../helpers/cli.js';
 import { makeImage, sha256File } from '../helpers/image.js';
 import { makeTempDir } from '../helpers/temp.js';
 
@@ -14,11 +14,12 @@ let dir: string;
 let env: NodeJS.ProcessEnv;
 let config: string;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir('backy2-crash-');
   config = path.join(dir, 'backy2.yaml');
   writeFileSync(config, 'backup:\n  blockSize: 256KiB\n');
   env = { BACKY2_STORE: path.join(dir, 'store'), BACKY2_CONFIG: config };
+  await initStoreFor(env);
 });
 
 interface Listed {

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { spawnCli } from '../helpers/cli.js';
+import { initStoreFor, spawnCli } from '../helpers/cli.js';
 import { makeDiskImage, sha256File } from '../helpers/image.js';
 import { eventually, isMountPoint, startMount } from '../helpers/mount.js';
 import { attachLoop, mount, run } from '../helpers/system.js';
@@ -16,11 +16,12 @@ let mnt: string;
 let image: string;
 let filesDir: string;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir('backy2-fuse-');
   const config = path.join(dir, 'backy2.yaml');
   writeFileSync(config, `backup:\n  blockSize: 1MiB\nmount:\n  spillDir: ${dir}\n`);
   env = { BACKY2_STORE: path.join(dir, 'store'), BACKY2_CONFIG: config };
+  await initStoreFor(env);
   mnt = path.join(dir, 'mnt');
   ({ image, files: filesDir } = makeDiskImage(dir, { fs: 32, zeros: 8, random: 4 }));
 });

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { BIN, spawnCli } from '../helpers/cli.js';
+import { BIN, initStoreFor, spawnCli } from '../helpers/cli.js';
 import { deferCleanup } from '../helpers/cleanup.js';
 import { makeDiskImage, sha256File } from '../helpers/image.js';
 import { eventually, isMountPoint } from '../helpers/mount.js';
@@ -16,11 +16,12 @@ let env: NodeJS.ProcessEnv;
 let image: string;
 let filesDir: string;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir('backy2-nbd-');
   const config = path.join(dir, 'backy2.yaml');
   writeFileSync(config, `backup:\n  blockSize: 1MiB\nmount:\n  spillDir: ${dir}\n`);
   env = { BACKY2_STORE: path.join(dir, 'store'), BACKY2_CONFIG: config };
+  await initStoreFor(env);
   // ext4 (24 MiB), zeros (8 MiB), random (4 MiB), zeros (4 MiB)
   ({ image, files: filesDir } = makeDiskImage(dir, { fs: 24, zeros: 8, random: 4, tail: 4 }));
 });

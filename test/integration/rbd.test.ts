@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { spawnCli } from '../helpers/cli.js';
+import { initStoreFor, spawnCli } from '../helpers/cli.js';
 import { ceph, rbd, rbdSha, writeRbd } from '../helpers/ceph.js';
 import { makeTempDir } from '../helpers/temp.js';
 
@@ -13,11 +13,12 @@ let dir: string;
 let env: NodeJS.ProcessEnv;
 let name: string;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir('backy2-rbd-');
   const config = path.join(dir, 'backy2.yaml');
   writeFileSync(config, `ceph:\n  conf: ${ceph().conf}\nbackup:\n  hintSample: 3\nmount:\n  spillDir: ${dir}\n`);
   env = { BACKY2_STORE: path.join(dir, 'store'), BACKY2_CONFIG: config };
+  await initStoreFor(env);
   name = `img${randomBytes(4).toString('hex')}`;
   rbd(['create', '--size', `${SIZE}B`, `rbd/${name}`]);
 });

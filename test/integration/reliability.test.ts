@@ -17,8 +17,9 @@ import { backup } from '../../src/engine/operations/backup.js';
 import { FaultInjectingStore } from '../../src/engine/blockstore/fault-injection.js';
 import { defaultConfig } from '../../src/engine/support/config.js';
 import { restore } from '../../src/engine/operations/restore.js';
+import { initStore } from '../../src/engine/operations/init-store.js';
 import { openStore } from '../../src/engine/store.js';
-import { BIN, spawnCli } from '../helpers/cli.js';
+import { BIN, initStoreFor, spawnCli } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/temp.js';
 
 const LONG = process.env.BACKY2_RELIABILITY === 'long';
@@ -43,11 +44,12 @@ let env: NodeJS.ProcessEnv;
 let expected: Map<string, string>;
 let stateCount = 0;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir('backy2-rel-');
   const config = path.join(dir, 'backy2.yaml');
   writeFileSync(config, `backup:\n  blockSize: 256KiB\n  hintSample: 4\nmount:\n  spillDir: ${dir}\n`);
   env = { BACKY2_STORE: path.join(dir, 'store'), BACKY2_CONFIG: config };
+  await initStoreFor(env);
   expected = new Map();
   mkdirSync(path.join(dir, 'states'));
 });
@@ -302,10 +304,10 @@ describe('reliability', () => {
     const base = { ...defaultConfig(path.join(dir, 'faulty')), blockSize: B, hintSample: 4 };
     let committed = 0;
     const shaOf = new Map<number, string>();
+    await initStore(base);
     for (let seed = 1; seed <= 40; seed++) {
       const faulty: FaultInjectingStore[] = [];
       const store = await openStore(base, {
-        create: true,
         wrapBlockStore: (s) => {
           const f = new FaultInjectingStore(s, { errorRate: 0.03, fullRate: 0.02, shortReadRate: 0.05, bitFlipRate: 0.05, seed });
           faulty.push(f);

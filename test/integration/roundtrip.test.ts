@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { spawnCli } from '../helpers/cli.js';
+import { initStoreFor, spawnCli } from '../helpers/cli.js';
 import { makeDiskImage, makeImage, sha256File } from '../helpers/image.js';
 import { attachLoop, mount, run } from '../helpers/system.js';
 import { makeTempDir } from '../helpers/temp.js';
@@ -12,9 +12,10 @@ let env: NodeJS.ProcessEnv;
 let image: string;
 let filesDir: string;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir('backy2-rt-');
   env = { BACKY2_STORE: path.join(dir, 'store') };
+  await initStoreFor(env);
   ({ image, files: filesDir } = makeDiskImage(dir, { fs: 48, zeros: 16, random: 8 }));
 });
 

@@ -22,7 +22,7 @@ describeBlockStore('s3 (radosgw)', async () => {
 let dir: string;
 let env: NodeJS.ProcessEnv;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir('backy2-s3-');
   const c = ceph();
   const config = path.join(dir, 'backy2.yaml');
@@ -32,6 +32,9 @@ beforeEach(() => {
   );
   // Credentials from the environment, as an admin would set them.
   env = { BACKY2_CONFIG: config, AWS_ACCESS_KEY_ID: c.accessKeyId, AWS_SECRET_ACCESS_KEY: c.secretAccessKey };
+  // A child process: the S3 SDK takes its credentials from the process environment.
+  const init = await spawnCli(['init'], env);
+  expect(init.code, init.stderr).toBe(0);
 });
 
 function radosgwPid(): number {

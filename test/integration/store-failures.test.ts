@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { spawnCli } from '../helpers/cli.js';
+import { BIN, initStoreFor, spawnCli } from '../helpers/cli.js';
 import { makeImage, sha256File } from '../helpers/image.js';
+import { startMount } from '../helpers/mount.js';
 import { mountedScratchFs, run } from '../helpers/system.js';
 import { makeTempDir } from '../helpers/temp.js';
 
@@ -10,11 +11,12 @@ let dir: string;
 let mnt: string;
 let env: NodeJS.ProcessEnv;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir('backy2-fail-');
   mnt = path.join(dir, 'mnt');
   mountedScratchFs(path.join(dir, 'fs.img'), mnt, 48);
   env = { BACKY2_STORE: path.join(mnt, 'store') };
+  await initStoreFor(env);
 });
 
 async function listJson(): Promise<string> {
@@ -45,15 +47,48 @@ describe('store failures', () => {
     expect(await sha256File(out)).toBe(await sha256File(small));
   });
 
-  it('an unwritable (read-only) store: one clear line, exit 10', async () => {
+  it('a store on read-only media: ls, restore (also without the catalog) and a read-only mount work; changes get one clear line, exit 10', async () => {
+    const small = path.join(dir, 'small.img');
+    makeImage(small, [{ kind: 'random', length: 2 * MiB }, { kind: 'zero', length: 2 * MiB }]);
+    const uid = (await spawnCli(['backup', small, 'vm1'], env)).stdout.trim();
+    run('mount', ['-o', 'remount,ro', mnt]);
+    try {
+      expect(JSON.parse(await listJson())).toHaveLength(1);
+      for (const extra of [[], ['--no-catalog']]) {
+        const out = path.join(dir, `out${extra.length}.img`);
+        const r = await spawnCli(['restore', uid, out, ...extra], env);
+        expect(r.code, r.stderr).toBe(0);
+        expect(await sha256File(out)).toBe(await sha256File(small));
+      }
+      const daemon = await startMount(path.join(dir, 'view'), env);
+      try {
+        expect(await sha256File(path.join(dir, 'view', 'vm1', 'latest.img'))).toBe(await sha256File(small));
+      } finally {
+        expect(await daemon.stop()).toBe(0);
+      }
+      for (const command of [['backup', small, 'vm1'], ['rm', '--force', uid], ['protect', uid], ['cleanup'], ['mount', '--writable', path.join(dir, 'view')]]) {
+        const r = await spawnCli(command, env);
+        expect(r.code, command.join(' ')).toBe(10);
+        expect(r.stderr).toMatch(/^backy2: Cannot [^\n]*: the store is read-only \(.* cannot be written\) \(ls, restore and read-only mounts work; .*\)\n$/);
+      }
+    } finally {
+      run('mount', ['-o', 'remount,rw', mnt]);
+    }
+  });
+
+  it('a store is private to its owner whatever the umask: directories 0700, files 0600', async () => {
+    const store = path.join(dir, 'private');
     const small = path.join(dir, 'small.img');
     makeImage(small, [{ kind: 'random', length: 2 * MiB }]);
-    expect((await spawnCli(['backup', small, 'vm1'], env)).code).toBe(0);
-    run('mount', ['-o', 'remount,ro', mnt]);
-    const r = await spawnCli(['backup', small, 'vm1'], env);
-    expect(r.code).toBe(10);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/^backy2: Cannot open block store ".*": read-only file system\n$/);
-    run('mount', ['-o', 'remount,rw', mnt]);
+    const umask0 = (command: string) => run('sh', ['-c', `umask 000 && ${command}`], { env: { ...process.env, BACKY2_STORE: store } });
+    umask0(`${BIN} init`);
+    umask0(`${BIN} backup ${small} vm1`);
+    const modes = run('find', [store, '-printf', '%m %y %P\n']).trim().split('\n');
+    expect(modes.length).toBeGreaterThan(8);
+    for (const line of modes) {
+      const [mode, type] = line.split(' ');
+      expect(line).toMatch(/\S/);
+      expect(mode, line).toBe(type === 'd' ? '700' : '600');
+    }
   });
 });

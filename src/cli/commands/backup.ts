@@ -55,7 +55,7 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runBackup(options: BackupCommandOptions, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, true, async (store) => {
+  return withStore(globals, io, async (store) => {
     const progress = await progressView(io, globals, `backup ${options.image}`);
     let result: BackupResult;
     try {

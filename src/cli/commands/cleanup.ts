@@ -35,7 +35,7 @@ export function registerCleanup(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runCleanup(options: { dryRun?: boolean | undefined }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     const progress = await progressView(io, globals, 'cleanup');
     let result;
     try {

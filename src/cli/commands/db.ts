@@ -61,7 +61,7 @@ export async function runDbRebuild(options: { force?: boolean | undefined }, glo
 
 /** Prints versions' metadata as JSON. @returns the exit status */
 export async function runDbExport(options: { uids: readonly string[] }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     printJson(io, await exportVersions(store, options.uids));
     return 0;
   });
@@ -75,7 +75,7 @@ export async function runDbImport(options: { file: string }, globals: Globals, i
   } catch (err) {
     throw new UsageError(`Cannot read version metadata from "${options.file}": ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
-  return withStore(globals, io, true, async (store) => {
+  return withStore(globals, io, async (store) => {
     const results = await importVersions(store, data);
     for (const r of results) io.stderr(`Imported ${r.uid}${r.complete ? '' : ' as invalid: some of its blocks are not in this block store'}\n`);
     return results.every((r) => r.complete) ? 0 : 3;

@@ -33,7 +33,7 @@ export function registerLs(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runLs(options: LsCommandOptions, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     const versions = await listVersions(store, options);
     if (globals.json) {
       printJson(io, versions.map(toJson));

@@ -68,7 +68,7 @@ export function registerMount(program: Command, ctx: CommandContext): void {
 export async function runMount(options: MountCommandOptions, globals: Globals, io: CliIo): Promise<number> {
   if (options.daemon) return startDaemon(options, globals, io);
   const readyFd = io.env[READY_FD_ENV] ? Number(io.env[READY_FD_ENV]) : undefined;
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     const signal = io.signal ?? new AbortController().signal;
     // FUSE (a native library) is loaded only by the commands that mount.
     const { serveMount } = await import('../../fs/mount.js');
@@ -123,7 +123,7 @@ async function startDaemon(options: MountCommandOptions, globals: Globals, io: C
 }
 
 async function storeDir(globals: Globals, io: CliIo): Promise<string | undefined> {
-  return withStore(globals, io, false, async (store) => store.config.store.path);
+  return withStore(globals, io, async (store) => store.config.store.path);
 }
 
 /**
@@ -131,7 +131,7 @@ async function storeDir(globals: Globals, io: CliIo): Promise<string | undefined
  * @returns the exit status
  */
 export async function runUmount(options: { mountpoint: string }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     const { stopMount } = await import('../../fs/mount.js');
     const how = await stopMount(store, options.mountpoint);
     io.stderr(how === 'stopped' ? `Unmounted ${path.resolve(options.mountpoint)}\n` : `Cleared the stale mount at ${path.resolve(options.mountpoint)}\n`);

@@ -52,7 +52,7 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runNbd(options: NbdCommandOptions, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     const { serveNbd } = await import('../../nbd/server.js');
     await serveNbd(store, {
       address: options.address ?? '127.0.0.1',

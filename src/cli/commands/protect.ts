@@ -25,7 +25,7 @@ export function registerProtect(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runProtect(options: { uids: readonly string[]; value: boolean }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     for (const v of await setProtected(store, options.uids, options.value)) {
       io.stderr(`${options.value ? 'Protected' : 'Unprotected'} ${v.uid} (${v.image})\n`);
     }

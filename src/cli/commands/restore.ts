@@ -47,7 +47,7 @@ export function registerRestore(program: Command, ctx: CommandContext): void {
  */
 export async function runRestore(options: RestoreCommandOptions, globals: Globals, io: CliIo): Promise<number> {
   const open = options.noCatalog ? withoutCatalog(options.uid) : withStore;
-  return open(globals, io, false, async (store) => {
+  return open(globals, io, async (store) => {
     const progress = await progressView(io, globals, `restore ${options.uid}`);
     let result: RestoreResult;
     try {

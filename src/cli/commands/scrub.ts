@@ -69,7 +69,7 @@ function describe(f: ScrubFinding): string {
  * @returns 0, or 3 when bad blocks or source differences were found
  */
 export async function runScrub(options: ScrubCommandOptions, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     const progress = await progressView(io, globals, 'scrub');
     const findings: ScrubFinding[] = [];
     let result: ScrubResult;

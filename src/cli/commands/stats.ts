@@ -27,7 +27,7 @@ export function registerStats(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runStats(options: { uid?: string | undefined }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     if (options.uid === undefined) {
       const s = await storeSpace(store);
       if (globals.json) printJson(io, s);

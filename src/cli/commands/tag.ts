@@ -28,7 +28,7 @@ export function registerTag(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runTag(options: { uid: string; action: 'add' | 'rm'; tags: readonly string[] }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, false, async (store) => {
+  return withStore(globals, io, async (store) => {
     const change = options.action === 'add' ? { add: options.tags } : { remove: options.tags };
     const version = await changeTags(store, options.uid, change);
     if (globals.json) printJson(io, { uid: version.uid, tags: version.tags });

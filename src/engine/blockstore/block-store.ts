@@ -14,6 +14,8 @@ export interface BlockStoreProperties {
   readonly maxConnections: number;
   /** True when `put` atomically replaces an existing object (readers see old or new, never a mix). */
   readonly atomicOverwrite: boolean;
+  /** True when the store can only be read (read-only media, another user's files): puts and deletes fail. */
+  readonly readOnly: boolean;
 }
 
 /** What `stat` and `list` report about one object. */

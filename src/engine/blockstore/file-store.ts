@@ -3,10 +3,12 @@ import { constants as fsc, promises as fsp, type Dir } from 'node:fs';
 import path from 'node:path';
 import {
   CorruptBlockError,
+  NotFoundError,
   ObjectMissingError,
   StoreFullError,
   StoreUnavailableError,
   errnoCode,
+  isBackyError,
   throwIfAborted,
 } from '../errors.js';
 import {
@@ -23,10 +25,16 @@ import { dropCache, isCached } from '../sys/native.js';
 /** Prefix of temp files of unfinished puts; `list` never shows them. */
 export const TEMP_PREFIX = '.tmp-';
 
+/** Objects and directories of a store are private to its owner (they hold raw disk data). */
+const PRIVATE_FILE_MODE = 0o600;
+const PRIVATE_DIR_MODE = 0o700;
+
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions {
   /** Parallel requests to advertise in `properties.maxConnections`. @default 8 */
   readonly maxConnections?: number;
+  /** Create the directory (private to the owner) when it is missing: only `backy2 init` does. @default false */
+  readonly create?: boolean;
 }
 
 /**
@@ -45,24 +53,34 @@ export class FileStore implements BlockStore {
   readonly #knownDirs = new Set<string>();
   #closed = false;
 
-  private constructor(root: string, options: FileStoreOptions) {
+  private constructor(root: string, options: FileStoreOptions, readOnly: boolean) {
     this.#root = root;
-    this.properties = { location: `file:${root}`, maxConnections: options.maxConnections ?? 8, atomicOverwrite: true };
+    this.properties = { location: `file:${root}`, maxConnections: options.maxConnections ?? 8, atomicOverwrite: true, readOnly };
   }
 
   /**
-   * Opens (creating when missing) a file store rooted at `root` and checks that it is writable.
-   * @throws {StoreUnavailableError} when the directory cannot be created or written
+   * Opens a file store rooted at the directory `root`. A directory this process cannot write
+   * (read-only media) opens read-only.
+   * @throws {NotFoundError} when the directory does not exist (and `create` is not set)
+   * @throws {StoreUnavailableError} when it cannot be created or read
    */
   static async open(root: string, options: FileStoreOptions = {}): Promise<FileStore> {
     const abs = path.resolve(root);
     try {
-      await fsp.mkdir(abs, { recursive: true });
-      await fsp.access(abs, fsc.W_OK | fsc.R_OK | fsc.X_OK);
+      // Stores hold raw disk blocks: private to the owner, whatever the umask.
+      if (options.create) await fsp.mkdir(abs, { recursive: true, mode: PRIVATE_DIR_MODE });
+      const st = await fsp.stat(abs);
+      if (!st.isDirectory()) throw new StoreUnavailableError(`Cannot open block store "${abs}": not a directory`);
+      await fsp.access(abs, fsc.R_OK | fsc.X_OK);
     } catch (err) {
+      if (errnoCode(err) === 'ENOENT') throw new NotFoundError(`No store at "${abs}": no such directory`, { hint: 'create one with `backy2 init`' });
       throw mapFsError(err, `Cannot open block store "${abs}"`);
     }
-    return new FileStore(abs, options);
+    const readOnly = await fsp.access(abs, fsc.W_OK).then(
+      () => false,
+      () => true,
+    );
+    return new FileStore(abs, options, readOnly);
   }
 
   async put(key: string, body: readonly Uint8Array[], options: PutOptions = {}): Promise<void> {
@@ -75,7 +93,7 @@ export class FileStore implements BlockStore {
     const tmp = path.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
     let handle: fsp.FileHandle | undefined;
     try {
-      handle = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+      handle = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, PRIVATE_FILE_MODE);
       await writeAll(handle, body);
       throwIfAborted(options.signal);
       await handle.datasync();
@@ -223,11 +241,11 @@ export class FileStore implements BlockStore {
     if (this.#knownDirs.has(dir)) return;
     try {
       // Not recursive first: a recursive mkdir reports ENOSPC as ENOENT.
-      await fsp.mkdir(dir).catch(async (err: unknown) => {
+      await fsp.mkdir(dir, PRIVATE_DIR_MODE).catch(async (err: unknown) => {
         if (errnoCode(err) === 'EEXIST') return;
         if (errnoCode(err) !== 'ENOENT') throw err;
-        await fsp.mkdir(path.dirname(dir), { recursive: true });
-        await fsp.mkdir(dir).catch((again: unknown) => {
+        await fsp.mkdir(path.dirname(dir), { recursive: true, mode: PRIVATE_DIR_MODE });
+        await fsp.mkdir(dir, PRIVATE_DIR_MODE).catch((again: unknown) => {
           if (errnoCode(again) !== 'EEXIST') throw again;
         });
       });
@@ -292,7 +310,7 @@ async function syncDir(dir: string): Promise<void> {
 
 /** The one place where file-store errno values become BackyErrors. */
 function mapFsError(err: unknown, what: string): Error {
-  if (err instanceof CorruptBlockError || err instanceof ObjectMissingError) return err;
+  if (isBackyError(err)) return err;
   const code = errnoCode(err);
   const detail = err instanceof Error ? err.message : String(err);
   switch (code) {

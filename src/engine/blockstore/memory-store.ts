@@ -16,7 +16,7 @@ import {
  * const store = new MemoryStore();
  */
 export class MemoryStore implements BlockStore {
-  readonly properties: BlockStoreProperties = { location: 'memory:', maxConnections: 16, atomicOverwrite: true };
+  readonly properties: BlockStoreProperties = { location: 'memory:', maxConnections: 16, atomicOverwrite: true, readOnly: false };
   readonly #objects = new Map<string, { data: Buffer; mtimeMs: number }>();
   #closed = false;
 

@@ -9,7 +9,7 @@ import {
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
-import { CorruptBlockError, InterruptedError, ObjectMissingError, StoreFullError, StoreUnavailableError, throwIfAborted } from '../errors.js';
+import { CorruptBlockError, InterruptedError, NotFoundError, ObjectMissingError, StoreFullError, StoreUnavailableError, throwIfAborted } from '../errors.js';
 import {
   assertValidKey,
   bodyLength,
@@ -40,7 +40,7 @@ export interface S3StoreOptions {
   readonly attempts?: number | undefined;
   /** Timeout of one request, ms. @default 60 s */
   readonly timeoutMs?: number | undefined;
-  /** Create the bucket when it does not exist. @default true */
+  /** Create the bucket when it does not exist (`backy2 init`). @default false */
   readonly createBucket?: boolean | undefined;
 }
 
@@ -64,11 +64,12 @@ export class S3Store implements BlockStore {
     this.#bucket = options.bucket;
     this.#prefix = options.prefix ?? '';
     const where = options.endpoint ? ` at ${new URL(options.endpoint).origin}` : '';
-    this.properties = { location: `s3://${options.bucket}/${this.#prefix}${where}`, maxConnections: options.concurrency ?? 16, atomicOverwrite: true };
+    this.properties = { location: `s3://${options.bucket}/${this.#prefix}${where}`, maxConnections: options.concurrency ?? 16, atomicOverwrite: true, readOnly: false };
   }
 
   /**
-   * Connects, checks the bucket and creates it when missing (unless told not to).
+   * Connects and checks the bucket (creating it when missing with `createBucket`).
+   * @throws {NotFoundError} when the bucket does not exist (and is not to be created)
    * @throws {StoreUnavailableError} when the endpoint cannot be reached or access is denied
    */
   static async open(options: S3StoreOptions): Promise<S3Store> {
@@ -89,8 +90,9 @@ export class S3Store implements BlockStore {
       await client.send(new HeadBucketCommand({ Bucket: options.bucket }));
     } catch (err) {
       const missing = err instanceof S3ServiceException && (err.name === 'NotFound' || err.name === 'NoSuchBucket' || err.$metadata.httpStatusCode === 404);
-      if (!missing || options.createBucket === false) {
+      if (!missing || options.createBucket !== true) {
         client.destroy();
+        if (missing) throw new NotFoundError(`No store at ${store.properties.location}: the bucket does not exist`, { hint: 'create one with `backy2 init`' });
         throw mapS3Error(err, `Cannot open block store ${store.properties.location}`);
       }
       try {

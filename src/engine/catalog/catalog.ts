@@ -7,6 +7,12 @@
 
 export type VersionStatus = 'incomplete' | 'valid' | 'invalid';
 
+/**
+ * What made a version: `backup` read a source; `cow` is a copy-on-write commit of writes through
+ * a mount or NBD. Only backups form an image's lineage: bases of backups and `latest`.
+ */
+export type VersionKind = 'backup' | 'cow';
+
 /** Figures of one backup run, stored with its version. */
 export interface VersionStats {
   /** Bytes read from the source. */
@@ -41,6 +47,7 @@ export interface VersionRecord {
   /** Where the data came from (a path or URL without credentials). */
   readonly source: string | null;
   readonly stats: VersionStats | null;
+  readonly kind: VersionKind;
 }
 
 /** Fields given when a backup starts. */
@@ -53,6 +60,7 @@ export interface NewVersion {
   readonly snapshot: string | null;
   readonly baseUid: string | null;
   readonly source: string | null;
+  readonly kind: VersionKind;
 }
 
 export const BlockState = { valid: 0, invalid: 1, deleting: 2 } as const;
@@ -98,11 +106,23 @@ export interface VersionFilter {
   readonly image?: string;
   readonly tag?: string;
   readonly status?: VersionStatus;
+  readonly kind?: VersionKind;
 }
 
 export interface Catalog {
   /** Where the catalog lives, for messages. */
   readonly location: string;
+  /**
+   * True when the catalog cannot be written (read-only media, another user's store): it is read
+   * from a private copy, locks are not taken (nobody can change the store), and writes throw.
+   */
+  readonly readOnly: boolean;
+
+  // Identity
+  /** This catalog's id, and the id of the store it belongs to (null before it was bound to one). */
+  identity(): Promise<{ catalogId: string; storeId: string | null }>;
+  /** Binds the catalog to a store, when the store is created, adopted or rebuilt. */
+  bindToStore(storeId: string): Promise<void>;
 
   // Images and versions
   /** Block size fixed for `image`, or undefined for a new image. */
@@ -123,8 +143,8 @@ export interface Catalog {
   importVersion(version: VersionRecord, segments: readonly Buffer[]): Promise<void>;
   /** Versions ordered by creation time, oldest first. */
   listVersions(filter?: VersionFilter): Promise<VersionRecord[]>;
-  /** Newest valid version of an image. */
-  latestValidVersion(image: string): Promise<VersionRecord | undefined>;
+  /** Newest valid version of an image, of one kind when given. */
+  latestValidVersion(image: string, kind?: VersionKind): Promise<VersionRecord | undefined>;
   /** Segment digests of a committed version, in order (empty for an incomplete one). */
   versionSegments(uid: string): Promise<Buffer[]>;
   /** Removes a version and its tags (blocks stay until cleanup); removes the image with its last version. */

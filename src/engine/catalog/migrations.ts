@@ -67,4 +67,17 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX locks_by_resource ON locks(resource);
   `,
+  // 2: catalog identity (which store it belongs to); what made each version
+  `
+  CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  ) WITHOUT ROWID;
+  INSERT INTO meta (key, value) VALUES ('catalog_id', lower(hex(randomblob(16))));
+
+  ALTER TABLE versions ADD COLUMN kind TEXT NOT NULL DEFAULT 'backup' CHECK (kind IN ('backup', 'cow'));
+  -- Copy-on-write versions were told apart by their tag.
+  UPDATE versions SET kind = 'cow' WHERE uid IN (SELECT uid FROM tags WHERE tag = 'cow');
+  CREATE INDEX versions_by_kind ON versions(image, kind, status, created_at);
+  `,
 ];

@@ -1,8 +1,10 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsc, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
   ConflictError,
+  isBackyError,
   LockedError,
   NotFoundError,
   StoreFullError,
@@ -19,6 +21,7 @@ import {
   type LockRequest,
   type NewVersion,
   type VersionFilter,
+  type VersionKind,
   type VersionRecord,
   type VersionStats,
   type VersionStatus,
@@ -39,6 +42,7 @@ interface VersionRow {
   source: string | null;
   stats: string | null;
   tags: string | null;
+  kind: VersionKind;
 }
 
 interface BlockRow {
@@ -70,7 +74,7 @@ interface LockRow {
 
 const TAG_SEPARATOR = '\u001f';
 const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.status, v.protected, v.snapshot,
-  v.base_uid, v.source, v.stats,
+  v.base_uid, v.source, v.stats, v.kind,
   (SELECT group_concat(t.tag, char(31)) FROM tags t WHERE t.uid = v.uid) AS tags`;
 
 /**
@@ -84,35 +88,102 @@ const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.s
  */
 export class SqliteCatalog implements Catalog {
   readonly location: string;
+  readonly readOnly: boolean;
   readonly #db: Database.Database;
   readonly #holder: Holder = currentHolder();
   readonly #statements = new Map<string, Database.Statement>();
+  /** The private copy a read-only catalog is read from, removed on close. */
+  readonly #copyDir: string | undefined;
+  #nextLocalLock = -1;
 
-  private constructor(file: string, db: Database.Database) {
+  private constructor(file: string, db: Database.Database, copyDir: string | undefined) {
     this.location = file;
     this.#db = db;
+    this.readOnly = copyDir !== undefined;
+    this.#copyDir = copyDir;
   }
 
   /**
-   * Opens (creating and migrating when needed) the catalog at `file`.
-   * @throws {StoreUnavailableError} when the file cannot be opened or is not a backy2 catalog
+   * Opens (and migrates when needed) the existing catalog at `file`. A catalog that this process
+   * cannot write (read-only media, another user's files) is read from a private copy: everything
+   * but writes works.
+   * @throws {StoreUnavailableError} when the file is missing, empty, not a backy2 catalog, or newer than this program
    */
   static open(file: string): SqliteCatalog {
-    const abs = file === ':memory:' ? file : path.resolve(file);
+    if (file === ':memory:') return SqliteCatalog.#openFile(file, file, undefined);
+    const abs = path.resolve(file);
+    let size: number;
+    try {
+      size = statSync(abs).size;
+    } catch (err) {
+      throw mapSqliteError(err, `Cannot open catalog "${abs}"`);
+    }
+    if (size === 0) {
+      throw new StoreUnavailableError(`Cannot open catalog "${abs}": the file is empty (0 bytes), so the catalog is damaged`, {
+        hint: 'run `backy2 db rebuild --force` to recreate it from the block store',
+      });
+    }
+    if (isWritable(abs)) return SqliteCatalog.#openFile(abs, abs, undefined);
+    // SQLite cannot read a WAL-mode database it cannot write unless its -shm file exists.
+    const copyDir = mkdtempSync(path.join(tmpdir(), 'backy2-catalog-'));
+    try {
+      const copy = path.join(copyDir, 'catalog.sqlite');
+      copyFileSync(abs, copy);
+      if (existsSync(`${abs}-wal`)) copyFileSync(`${abs}-wal`, `${copy}-wal`);
+      return SqliteCatalog.#openFile(abs, copy, copyDir);
+    } catch (err) {
+      rmSync(copyDir, { recursive: true, force: true });
+      throw mapSqliteError(err, `Cannot open catalog "${abs}"`);
+    }
+  }
+
+  /**
+   * Creates a new, empty catalog at `file`, private to the owner (0600), its directory (0700)
+   * when missing.
+   * @throws {ConflictError} when the file exists (another `init` or rebuild may be creating it)
+   * @throws {StoreUnavailableError} when it cannot be created
+   */
+  static create(file: string): SqliteCatalog {
+    const abs = path.resolve(file);
+    try {
+      mkdirSync(path.dirname(abs), { recursive: true, mode: 0o700 });
+      closeSync(openSync(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600));
+    } catch (err) {
+      if (errnoOf(err) === 'EEXIST') throw new ConflictError(`Catalog "${abs}" exists already`);
+      throw mapSqliteError(err, `Cannot create catalog "${abs}"`);
+    }
+    try {
+      return SqliteCatalog.#openFile(abs, abs, undefined);
+    } catch (err) {
+      rmSync(abs, { force: true });
+      throw err;
+    }
+  }
+
+  static #openFile(location: string, file: string, copyDir: string | undefined): SqliteCatalog {
     let db: Database.Database | undefined;
     try {
-      if (abs !== ':memory:') mkdirSync(path.dirname(abs), { recursive: true });
-      db = new Database(abs);
+      db = new Database(file, { fileMustExist: file !== ':memory:' });
       db.pragma('busy_timeout = 30000');
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
-      migrate(db, abs);
+      migrate(db, location);
     } catch (err) {
       db?.close();
-      throw mapSqliteError(err, `Cannot open catalog "${abs}"`);
+      throw mapSqliteError(err, `Cannot open catalog "${location}"`);
     }
-    return new SqliteCatalog(abs, db);
+    return new SqliteCatalog(location, db, copyDir);
+  }
+
+  async identity(): Promise<{ catalogId: string; storeId: string | null }> {
+    const rows = this.#all<{ key: string; value: string }>("SELECT key, value FROM meta WHERE key IN ('catalog_id', 'store_id')");
+    const get = (key: string) => rows.find((r) => r.key === key)?.value ?? null;
+    return { catalogId: get('catalog_id') ?? '', storeId: get('store_id') };
+  }
+
+  async bindToStore(storeId: string): Promise<void> {
+    this.#write(() => this.#run("INSERT INTO meta (key, value) VALUES ('store_id', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", storeId), true);
   }
 
   async imageBlockSize(image: string): Promise<number | undefined> {
@@ -124,9 +195,9 @@ export class SqliteCatalog implements Catalog {
     this.#write(() => {
       this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
       this.#run(
-        `INSERT INTO versions (uid, image, created_at, size, block_size, status, snapshot, base_uid, source)
-         VALUES (?, ?, ?, ?, ?, 'incomplete', ?, ?, ?)`,
-        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.snapshot, v.baseUid, v.source,
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, snapshot, base_uid, source, kind)
+         VALUES (?, ?, ?, ?, ?, 'incomplete', ?, ?, ?, ?)`,
+        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.snapshot, v.baseUid, v.source, v.kind,
       );
     });
   }
@@ -151,10 +222,10 @@ export class SqliteCatalog implements Catalog {
       }
       this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
       this.#run(
-        `INSERT INTO versions (uid, image, created_at, size, block_size, status, protected, snapshot, base_uid, source, segments, stats)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, protected, snapshot, base_uid, source, segments, stats, kind)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         v.uid, v.image, v.createdAt, v.size, v.blockSize, v.status, v.protected ? 1 : 0, v.snapshot, v.baseUid, v.source,
-        Buffer.concat(segments), v.stats ? JSON.stringify(v.stats) : null,
+        Buffer.concat(segments), v.stats ? JSON.stringify(v.stats) : null, v.kind,
       );
       for (const tag of v.tags) this.#run('INSERT OR IGNORE INTO tags (uid, tag) VALUES (?, ?)', v.uid, tag);
     }, true);
@@ -176,6 +247,10 @@ export class SqliteCatalog implements Catalog {
       where.push('v.status = ?');
       params.push(filter.status);
     }
+    if (filter.kind !== undefined) {
+      where.push('v.kind = ?');
+      params.push(filter.kind);
+    }
     if (filter.tag !== undefined) {
       where.push('EXISTS (SELECT 1 FROM tags t WHERE t.uid = v.uid AND t.tag = ?)');
       params.push(filter.tag);
@@ -185,10 +260,13 @@ export class SqliteCatalog implements Catalog {
     return this.#all<VersionRow>(sql, ...params).map(toVersion);
   }
 
-  async latestValidVersion(image: string): Promise<VersionRecord | undefined> {
+  async latestValidVersion(image: string, kind?: VersionKind): Promise<VersionRecord | undefined> {
     const row = this.#get<VersionRow>(
-      `SELECT ${VERSION_COLUMNS} FROM versions v WHERE v.image = ? AND v.status = 'valid' ORDER BY v.created_at DESC, v.uid DESC LIMIT 1`,
+      `SELECT ${VERSION_COLUMNS} FROM versions v WHERE v.image = ? AND v.status = 'valid' AND (? IS NULL OR v.kind = ?)
+       ORDER BY v.created_at DESC, v.uid DESC LIMIT 1`,
       image,
+      kind ?? null,
+      kind ?? null,
     );
     return row && toVersion(row);
   }
@@ -406,6 +484,11 @@ export class SqliteCatalog implements Catalog {
   async acquireLock(request: LockRequest): Promise<LockRecord> {
     const now = Date.now();
     const holder = this.#holder;
+    if (this.readOnly) {
+      // Nobody can change a store on read-only media: a lock protects nothing and cannot be written.
+      const base = { resource: request.resource, mode: request.mode, operation: request.operation, writer: request.writer ?? false };
+      return { id: this.#nextLocalLock--, ...base, pid: holder.pid, host: holder.host, acquiredAt: now, heartbeatAt: now };
+    }
     return this.#write(() => {
       const rows = this.#all<LockRow>('SELECT * FROM locks WHERE resource = ?', request.resource);
       for (const row of rows) {
@@ -443,6 +526,7 @@ export class SqliteCatalog implements Catalog {
   }
 
   async releaseLock(id: number): Promise<void> {
+    if (id < 0) return; // a lock of a read-only catalog
     this.#run('DELETE FROM locks WHERE id = ?', id);
   }
 
@@ -467,6 +551,7 @@ export class SqliteCatalog implements Catalog {
   }
 
   async heartbeat(ids: readonly number[]): Promise<void> {
+    if (this.readOnly) return;
     const now = Date.now();
     this.#write(() => {
       for (const id of ids) this.#run('UPDATE locks SET heartbeat_at = ? WHERE id = ?', now, id);
@@ -475,6 +560,7 @@ export class SqliteCatalog implements Catalog {
 
   async close(): Promise<void> {
     if (this.#db.open) this.#db.close();
+    if (this.#copyDir) rmSync(this.#copyDir, { recursive: true, force: true });
   }
 
   #requireVersion(uid: string): void {
@@ -487,6 +573,7 @@ export class SqliteCatalog implements Catalog {
 
   /** Runs `fn` in an IMMEDIATE transaction; `durable` flushes the commit to disk. */
   #write<T>(fn: () => T, durable = false): T {
+    this.#checkWritable();
     return this.#guard(() => {
       if (!durable) return this.#db.transaction(fn).immediate();
       this.#db.pragma('synchronous = FULL');
@@ -499,7 +586,12 @@ export class SqliteCatalog implements Catalog {
   }
 
   #run(sql: string, ...params: unknown[]): number {
+    this.#checkWritable();
     return this.#guard(() => this.#statement(sql).run(...params).changes);
+  }
+
+  #checkWritable(): void {
+    if (this.readOnly) throw new StoreUnavailableError(`Catalog "${this.location}" is read-only: it cannot be changed`, { hint: 'restore, ls and read-only mounts work; copy the store to writable media to change it' });
   }
 
   #get<T>(sql: string, ...params: unknown[]): T | undefined {
@@ -557,11 +649,28 @@ function toVersion(row: VersionRow): VersionRecord {
     baseUid: row.base_uid,
     source: row.source,
     stats: row.stats ? (JSON.parse(row.stats) as VersionStats) : null,
+    kind: row.kind,
   };
+}
+
+/** True when this process may write the catalog file and create its -wal and -shm files. */
+function isWritable(file: string): boolean {
+  try {
+    accessSync(file, fsc.W_OK);
+    accessSync(path.dirname(file), fsc.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function errnoOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
 /** The one place where SQLite errors become BackyErrors. */
 function mapSqliteError(err: unknown, what: string): Error {
+  if (isBackyError(err)) return err;
   if (err instanceof Error && 'code' in err && typeof err.code === 'string' && err.code.startsWith('SQLITE_')) {
     const code = err.code;
     if (code === 'SQLITE_FULL') return new StoreFullError(`${what}: no space left on device`, { cause: err });
@@ -576,5 +685,10 @@ function mapSqliteError(err: unknown, what: string): Error {
     }
     return new StoreUnavailableError(`${what}: ${err.message}`, { cause: err });
   }
+  const errno = errnoOf(err);
+  if (errno === 'ENOENT') return new StoreUnavailableError(`${what}: no such file`, { cause: err });
+  if (errno === 'EACCES' || errno === 'EPERM') return new StoreUnavailableError(`${what}: permission denied`, { cause: err });
+  if (errno === 'ENOSPC') return new StoreFullError(`${what}: no space left on device`, { cause: err });
+  if (errno !== undefined) return new StoreUnavailableError(`${what}: ${errno}`, { cause: err });
   return err instanceof Error ? err : new Error(String(err));
 }

@@ -12,7 +12,7 @@ import { SEGMENT_ENTRIES } from '../objects/formats.js';
 import { acquireLocks, versionResource, type HeldLocks } from '../catalog/locking.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { abandonVersion, publishVersion } from '../objects/publish.js';
-import type { Store } from '../store.js';
+import { assertWritable, type Store } from '../store.js';
 import { zeroRange } from '../sys/native.js';
 import { newVersionUid } from '../support/uid.js';
 import { VersionReader, type Extent } from './version-reader.js';
@@ -93,6 +93,7 @@ export class CowSession {
    * @throws {LockedError} when the version is being removed
    */
   static async open(store: Store, base: VersionRecord, options: CowSessionOptions): Promise<CowSession> {
+    assertWritable(store, 'write (copy-on-write)');
     const locks = await acquireLocks(store.catalog, [{ resource: versionResource(base.uid), mode: 'shared', operation: `copy-on-write session (${options.origin})` }]);
     try {
       const reader = await VersionReader.open(store, base, options.cache, { readAhead: 0 });
@@ -267,10 +268,10 @@ export class CowSession {
     const uid = newVersionUid(started);
     const locks = await acquireLocks(catalog, [{ resource: versionResource(uid), mode: 'exclusive', operation: 'copy-on-write commit', writer: true }]);
     try {
-      await catalog.createVersion({ uid, image: this.base.image, createdAt: started, size: this.size, blockSize: this.blockSize, snapshot: null, baseUid: this.base.uid, source: this.#origin });
+      await catalog.createVersion({ uid, image: this.base.image, createdAt: started, size: this.size, blockSize: this.blockSize, snapshot: null, baseUid: this.base.uid, source: this.#origin, kind: 'cow' });
       try {
         const { segments, stats, updates } = await this.#writeMap(started);
-        const record = { uid, image: this.base.image, size: this.size, blockSize: this.blockSize, createdAt: started, protected: false, tags: [COW_TAG], snapshot: null, baseUid: this.base.uid, source: this.#origin, stats };
+        const record = { uid, image: this.base.image, size: this.size, blockSize: this.blockSize, createdAt: started, protected: false, tags: [COW_TAG], snapshot: null, baseUid: this.base.uid, source: this.#origin, stats, kind: 'cow' as const };
         await publishVersion(store, record, segments);
         // Only now are the blocks committed: a failed commit leaves them dirty for the next one.
         for (const u of updates) if (u.block.generation === u.generation) u.block.committed = u.committed;

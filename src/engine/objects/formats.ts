@@ -38,6 +38,10 @@ export const ObjectKind = {
   block: 1,
   segment: 2,
   manifest: 3,
+  /** The store's settings (UTF-8 JSON); added with `backy2 init`, older stores have none. */
+  settings: 4,
+  /** The catalog that uses the block store (UTF-8 JSON); added with `backy2 init`. */
+  owner: 5,
 } as const;
 export type ObjectKindValue = (typeof ObjectKind)[keyof typeof ObjectKind];
 
@@ -65,6 +69,9 @@ export const SEGMENT_HEADER_LENGTH = 8;
 
 /** Version manifest (object kind 3): UTF-8 JSON, see docs/formats.md. */
 export const MANIFEST_FORMAT_VERSION = 1;
+
+/** Store settings (object kind 4): UTF-8 JSON, see docs/formats.md and store-settings.ts. */
+export const STORE_FORMAT_VERSION = 1;
 
 /** Block sizes we accept: powers of two between 64 KiB and 64 MiB. */
 export const MIN_BLOCK_SIZE = 64 * 1024;

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import type { BlockStore } from '../blockstore/block-store.js';
-import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
-import type { VersionRecord, VersionStats, VersionStatus } from '../catalog/catalog.js';
+import type { VersionKind, VersionRecord, VersionStats, VersionStatus } from '../catalog/catalog.js';
 import { CorruptBlockError } from '../errors.js';
-import { DIGEST_ALGORITHM, MANIFEST_FORMAT_VERSION, OBJECT_HEADER_LENGTH, ObjectKind } from './formats.js';
+import { VERSION_UID_PATTERN } from '../support/uid.js';
+import { DIGEST_LENGTH, MANIFEST_FORMAT_VERSION, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, ObjectKind, SEGMENT_ENTRIES } from './formats.js';
+import { decodeJsonObject, encodeJsonObject } from './object-codec.js';
 import { StoreKeys } from './store-keys.js';
 
 /**
@@ -27,6 +27,12 @@ export interface Manifest {
   readonly stats: VersionStats | null;
   /** 'invalid' once a scrub found a bad block in it; absent (valid) in older manifests. */
   readonly status?: Extract<VersionStatus, 'valid' | 'invalid'>;
+  /**
+   * What made the version: a backup, or a copy-on-write commit (mount, nbd). Absent in older
+   * manifests, which read as `cow` when tagged "cow" (how those versions were told apart) and
+   * else as `backup`.
+   */
+  readonly kind?: VersionKind;
 }
 
 /**
@@ -50,32 +56,83 @@ export function manifestOf(version: Omit<VersionRecord, 'status'> & { readonly s
     segments: segments.map((d) => d.toString('hex')),
     stats: version.stats,
     status: version.status === 'invalid' ? 'invalid' : 'valid',
+    kind: version.kind,
+  };
+}
+
+/**
+ * The catalog record a manifest describes.
+ * @param manifest a checked manifest
+ * @param status the status to give it (a rebuild decides from what it finds)
+ */
+export function versionOfManifest(manifest: Manifest, status: VersionStatus): VersionRecord {
+  return {
+    uid: manifest.uid,
+    image: manifest.image,
+    createdAt: manifest.createdAt,
+    size: manifest.size,
+    blockSize: manifest.blockSize,
+    status,
+    protected: manifest.protected,
+    tags: manifest.tags,
+    snapshot: manifest.snapshot,
+    baseUid: manifest.baseUid,
+    source: manifest.source,
+    stats: manifest.stats,
+    kind: manifest.kind ?? (manifest.tags.includes('cow') ? 'cow' : 'backup'),
   };
 }
 
 /** Writes (or replaces) a version's manifest in the block store, durably. */
 export async function saveManifest(blocks: BlockStore, manifest: Manifest): Promise<void> {
-  const payload = Buffer.from(JSON.stringify(manifest), 'utf8');
-  const digest = createHash(DIGEST_ALGORITHM).update(payload).digest();
-  await blocks.put(StoreKeys.manifest(manifest.uid), [encodeObjectHeader(ObjectKind.manifest, digest, payload.length), payload]);
+  await blocks.put(StoreKeys.manifest(manifest.uid), encodeJsonObject(ObjectKind.manifest, manifest));
 }
 
 /**
- * Reads a version's manifest from the block store.
+ * Reads a version's manifest from the block store and checks every field.
  * @throws {ObjectMissingError} when there is none
- * @throws {CorruptBlockError} when it is damaged
+ * @throws {CorruptBlockError} when it is damaged or malformed
  */
 export async function loadManifest(blocks: BlockStore, uid: string): Promise<Manifest> {
-  const object = Buffer.from(await blocks.get(StoreKeys.manifest(uid)));
-  const header = decodeObjectHeader(object, `manifest ${uid}`);
-  const payload = object.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + header.plainLength);
-  if (payload.length !== header.plainLength || !createHash(DIGEST_ALGORITHM).update(payload).digest().equals(header.digest)) {
-    throw new CorruptBlockError(`Manifest of version "${uid}" is corrupt`);
-  }
-  return JSON.parse(payload.toString('utf8')) as Manifest;
+  const value = decodeJsonObject(await blocks.get(StoreKeys.manifest(uid)), ObjectKind.manifest, `manifest ${uid}`);
+  return checkManifest(value, uid);
 }
 
 /** Removes a version's manifest from the block store. */
 export async function deleteManifest(blocks: BlockStore, uid: string): Promise<void> {
   await blocks.delete(StoreKeys.manifest(uid));
+}
+
+const HEX_DIGEST = new RegExp(`^[0-9a-f]{${DIGEST_LENGTH * 2}}$`);
+
+/**
+ * Checks that a decoded manifest is one: metadata gets the same scrutiny as data, since a
+ * rebuild or a catalog-less restore acts on it.
+ * @param value the decoded JSON
+ * @param uid the uid its key names
+ * @throws {CorruptBlockError} naming the first bad field
+ */
+export function checkManifest(value: unknown, uid: string): Manifest {
+  const bad = (field: string) => new CorruptBlockError(`Manifest of version "${uid}" is malformed: bad "${field}"`);
+  if (typeof value !== 'object' || value === null) throw bad('(top level)');
+  const m = value as Record<string, unknown>;
+  const isText = (v: unknown) => typeof v === 'string' && v.length <= 4096;
+  const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  if (m.format !== MANIFEST_FORMAT_VERSION) throw bad('format');
+  if (m.uid !== uid || !VERSION_UID_PATTERN.test(uid)) throw bad('uid');
+  if (!isText(m.image) || m.image === '') throw bad('image');
+  if (!isCount(m.createdAt)) throw bad('createdAt');
+  if (!isCount(m.size)) throw bad('size');
+  const bs = m.blockSize;
+  if (typeof bs !== 'number' || bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE || (bs & (bs - 1)) !== 0) throw bad('blockSize');
+  if (typeof m.protected !== 'boolean') throw bad('protected');
+  if (!Array.isArray(m.tags) || !m.tags.every(isText)) throw bad('tags');
+  for (const field of ['snapshot', 'baseUid', 'source'] as const) if (m[field] !== null && !isText(m[field])) throw bad(field);
+  if (!Array.isArray(m.segments) || !m.segments.every((s) => typeof s === 'string' && HEX_DIGEST.test(s))) throw bad('segments');
+  const blocks = Math.ceil((m.size as number) / bs);
+  if (m.segments.length !== Math.ceil(blocks / SEGMENT_ENTRIES)) throw bad('segments');
+  if (m.stats !== null && (typeof m.stats !== 'object' || Array.isArray(m.stats))) throw bad('stats');
+  if (m.status !== undefined && m.status !== 'valid' && m.status !== 'invalid') throw bad('status');
+  if (m.kind !== undefined && m.kind !== 'backup' && m.kind !== 'cow') throw bad('kind');
+  return value as Manifest;
 }

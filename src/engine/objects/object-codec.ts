@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { CorruptBlockError } from '../errors.js';
 import {
   Compression,
+  DIGEST_ALGORITHM,
   DIGEST_LENGTH,
   Encryption,
   OBJECT_FORMAT_VERSION,
@@ -59,7 +61,7 @@ export function decodeObjectHeader(bytes: Uint8Array, what: string): ObjectHeade
     throw new CorruptBlockError(`Object ${what} has unknown format version ${formatVersion}`);
   }
   const kind = view.readUInt8(5);
-  if (kind < 1 || kind > 3) throw new CorruptBlockError(`Object ${what} is corrupt: unknown kind ${kind}`);
+  if (kind < 1 || kind > 5) throw new CorruptBlockError(`Object ${what} is corrupt: unknown kind ${kind}`);
   const compression = view.readUInt8(6);
   const encryption = view.readUInt8(7);
   if (compression !== Compression.none || encryption !== Encryption.none) {
@@ -77,4 +79,41 @@ export function decodeObjectHeader(bytes: Uint8Array, what: string): ObjectHeade
     storedLength,
     digest: Buffer.from(view.subarray(24, 24 + DIGEST_LENGTH)),
   };
+}
+
+/**
+ * Encodes a small JSON object (manifest, settings, owner) with its header; the digest of the
+ * payload lets a reader tell a damaged object from a good one.
+ * @param kind what the object holds
+ * @param value anything JSON.stringify accepts
+ * @returns the header and the payload, to be stored concatenated
+ */
+export function encodeJsonObject(kind: ObjectKindValue, value: unknown): [Buffer, Buffer] {
+  const payload = Buffer.from(JSON.stringify(value), 'utf8');
+  return [encodeObjectHeader(kind, createHash(DIGEST_ALGORITHM).update(payload).digest(), payload.length), payload];
+}
+
+/**
+ * Decodes a JSON object written by {@link encodeJsonObject}, checking its header, kind and digest.
+ * @param bytes the whole object
+ * @param kind the kind expected
+ * @param what names the object in error messages
+ * @throws {CorruptBlockError} when it is damaged, of another kind, or not JSON
+ */
+export function decodeJsonObject(bytes: Uint8Array, kind: ObjectKindValue, what: string): unknown {
+  const object = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const header = decodeObjectHeader(object, what);
+  if (header.kind !== kind) throw new CorruptBlockError(`Object ${what} is corrupt: kind ${header.kind} instead of ${kind}`);
+  const payload = object.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + header.plainLength);
+  if (payload.length !== header.plainLength || object.length !== OBJECT_HEADER_LENGTH + header.plainLength) {
+    throw new CorruptBlockError(`Object ${what} is corrupt: ${object.length - OBJECT_HEADER_LENGTH} bytes of payload instead of ${header.plainLength}`);
+  }
+  if (!createHash(DIGEST_ALGORITHM).update(payload).digest().equals(header.digest)) {
+    throw new CorruptBlockError(`Object ${what} is corrupt: its content does not match its digest`);
+  }
+  try {
+    return JSON.parse(payload.toString('utf8')) as unknown;
+  } catch (err) {
+    throw new CorruptBlockError(`Object ${what} is corrupt: not JSON`, { cause: err });
+  }
 }

@@ -14,7 +14,7 @@ import { abandonVersion, publishVersion } from '../objects/publish.js';
 import { hintedBlocks, readHintsFile } from '../endpoints/hints.js';
 import { openSource } from '../endpoints/endpoints.js';
 import { AUTO_SNAPSHOT_PREFIX } from '../endpoints/rbd-source.js';
-import type { Store } from '../store.js';
+import { assertWritable, type Store } from '../store.js';
 import { newVersionUid } from '../support/uid.js';
 
 /** The `--snapshot` value that creates a snapshot for the backup. */
@@ -70,6 +70,7 @@ export interface BackupResult extends VersionStats {
  */
 export async function backup(store: Store, options: BackupOptions): Promise<BackupResult> {
   const started = Date.now();
+  assertWritable(store, 'back up');
   const image = checkImageName(options.image);
   const tags = options.tags?.map(checkTag);
   const { catalog, config } = store;
@@ -105,7 +106,7 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
       const baseLock = base ? await acquireLocks(catalog, [{ resource: versionResource(base.uid), mode: 'shared', operation: 'backup (as base)' }]) : undefined;
       debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
       try {
-        await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, baseUid: base?.uid ?? null, source: source.location });
+        await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, baseUid: base?.uid ?? null, source: source.location, kind: 'backup' });
         try {
           const result = await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, hintsName, snapshot, tags, options });
           committed = true;
@@ -193,6 +194,7 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
     baseUid: run.base?.uid ?? null,
     source: source.location,
     stats,
+    kind: 'backup' as const,
   };
   await publishVersion(store, record, segments);
   debug('backup: committed');

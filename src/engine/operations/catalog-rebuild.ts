@@ -7,14 +7,15 @@
 import { createHash } from 'node:crypto';
 import { SPARSE_ENTRY, decodeSegment, encodeSegment, loadSegment, type MapStorage } from '../objects/block-map.js';
 import type { BlockStore } from '../blockstore/block-store.js';
-import { BlockState, type Catalog, type VersionRecord, type VersionStats } from '../catalog/catalog.js';
+import { BlockState, type Catalog } from '../catalog/catalog.js';
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
 import type { Config } from '../support/config.js';
-import { ConflictError, LockedError, NotFoundError, UsageError, isBackyError } from '../errors.js';
+import { ConflictError, LockedError, NotFoundError, StoreUnavailableError, UsageError, isBackyError } from '../errors.js';
 import { DIGEST_ALGORITHM, DIGEST_LENGTH, OBJECT_HEADER_LENGTH } from '../objects/formats.js';
-import { loadManifest, manifestOf, type Manifest } from '../objects/manifest.js';
+import { checkManifest, loadManifest, manifestOf, versionOfManifest, type Manifest } from '../objects/manifest.js';
 import { existsSync, renameSync } from 'node:fs';
-import { assembleStore, openBlockStore, type Store } from '../store.js';
+import { assembleStore, assertWritable, blockStoreSettings, openBlockStore, type Store } from '../store.js';
+import { loadStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
 import { getVersion } from './versions.js';
 import { KeyPrefix, StoreKeys, parseBlockKey, parseInvalidMarkerKey, parseManifestKey } from '../objects/store-keys.js';
 
@@ -112,7 +113,7 @@ async function importManifest(store: MapStorage, manifest: Manifest, segmentsSee
     }
     complete &&= good;
   }
-  await store.catalog.importVersion(versionOf(manifest, complete && manifest.status !== 'invalid' ? 'valid' : 'invalid'), segments);
+  await store.catalog.importVersion(versionOfManifest(manifest, complete && manifest.status !== 'invalid' ? 'valid' : 'invalid'), segments);
   return complete;
 }
 
@@ -131,26 +132,6 @@ async function importSegment(store: MapStorage, digest: Buffer): Promise<boolean
     if (!entry.equals(SPARSE_ENTRY) && (await store.catalog.getBlock(entry))?.state !== BlockState.valid) return false;
   }
   return true;
-}
-
-function versionOf(m: Manifest, status: VersionRecord['status']): VersionRecord {
-  if (typeof m.uid !== 'string' || typeof m.image !== 'string' || !Number.isSafeInteger(m.size) || !Array.isArray(m.segments)) {
-    throw new UsageError(`Malformed version metadata for "${String(m.uid)}"`);
-  }
-  return {
-    uid: m.uid,
-    image: m.image,
-    createdAt: m.createdAt,
-    size: m.size,
-    blockSize: m.blockSize,
-    status,
-    protected: m.protected,
-    tags: m.tags,
-    snapshot: m.snapshot,
-    baseUid: m.baseUid,
-    source: m.source,
-    stats: m.stats as VersionStats | null,
-  };
 }
 
 /** Version metadata as moved by `db export` / `db import`. */
@@ -188,9 +169,17 @@ export async function exportVersions(store: Store, uids: readonly string[]): Pro
  */
 export async function importVersions(store: Store, exported: unknown): Promise<{ uid: string; complete: boolean }[]> {
   if (!Array.isArray(exported)) throw new UsageError('Version metadata must be a JSON array (as `backy2 db export` prints)');
+  assertWritable(store, 'import versions');
   const results: { uid: string; complete: boolean }[] = [];
   for (const item of exported as ExportedVersion[]) {
     if (!item || typeof item !== 'object' || !item.manifest || typeof item.segments !== 'object') throw new UsageError('Malformed version metadata');
+    const uid = (item.manifest as { uid?: unknown }).uid;
+    let manifest: Manifest;
+    try {
+      manifest = checkManifest(item.manifest, typeof uid === 'string' ? uid : '');
+    } catch (err) {
+      throw new UsageError(isBackyError(err) ? err.message : 'Malformed version metadata', { cause: err });
+    }
     const maps: Buffer[] = [];
     for (const [hex, payloadHex] of Object.entries(item.segments)) {
       const payload = Buffer.from(payloadHex, 'hex');
@@ -205,7 +194,7 @@ export async function importVersions(store: Store, exported: unknown): Promise<{
       maps.push(entries);
     }
     await registerPresentBlocks(store, maps);
-    results.push({ uid: item.manifest.uid, complete: await importManifest(store, item.manifest) });
+    results.push({ uid: manifest.uid, complete: await importManifest(store, manifest) });
   }
   return results;
 }
@@ -230,12 +219,13 @@ async function registerPresentBlocks(store: Store, maps: readonly Buffer[]): Pro
  * @throws {ObjectMissingError} when the block store has no manifest for `uid`
  */
 export async function storeWithoutCatalog(config: Config, blocks: BlockStore, uid: string): Promise<Store> {
+  const settings = await blockStoreSettings(config, blocks);
   const catalog: Catalog = SqliteCatalog.open(':memory:');
-  const store = assembleStore(config, catalog, blocks);
+  const store = assembleStore(config, catalog, blocks, settings);
   try {
     const manifest = await loadManifest(blocks, uid);
     // Blocks are not registered: restore reads every block from the block store anyway.
-    await catalog.importVersion(versionOf(manifest, manifest.status === 'invalid' ? 'invalid' : 'valid'), manifest.segments.map((hex) => Buffer.from(hex, 'hex')));
+    await catalog.importVersion(versionOfManifest(manifest, manifest.status === 'invalid' ? 'invalid' : 'valid'), manifest.segments.map((hex) => Buffer.from(hex, 'hex')));
     return store;
   } catch (err) {
     await catalog.close();
@@ -281,9 +271,24 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
     }
   }
   const blocks = await openBlockStore(config);
-  const store = assembleStore(config, SqliteCatalog.open(file), blocks);
+  let catalog: SqliteCatalog;
+  let settings: StoreSettings;
   try {
-    return { ...(await rebuildCatalog(store)), movedTo };
+    settings = await blockStoreSettings(config, blocks);
+    if (blocks.properties.readOnly) throw new StoreUnavailableError(`Cannot rebuild the catalog: block store ${blocks.properties.location} is read-only`);
+    catalog = existsSync(file) ? SqliteCatalog.open(file) : SqliteCatalog.create(file);
+  } catch (err) {
+    await blocks.close();
+    throw err;
+  }
+  const store = assembleStore(config, catalog, blocks, settings);
+  try {
+    const result = await rebuildCatalog(store);
+    // The rebuilt catalog is the block store's catalog now (a store made before init gets its settings).
+    if (!(await loadStoreSettings(blocks))) await saveStoreSettings(blocks, settings);
+    await catalog.bindToStore(settings.storeId);
+    await saveStoreOwner(blocks, (await catalog.identity()).catalogId, catalog.location);
+    return { ...result, movedTo };
   } finally {
     await store.close();
   }

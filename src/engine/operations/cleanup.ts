@@ -19,7 +19,7 @@ import { ConflictError, isBackyError, throwIfAborted } from '../errors.js';
 import { acquireLocks } from '../catalog/locking.js';
 import { Semaphore } from '../pipeline/semaphore.js';
 import type { Progress } from '../support/progress.js';
-import type { Store } from '../store.js';
+import { assertWritable, type Store } from '../store.js';
 import { KeyPrefix, StoreKeys, parseBlockKey, parseInvalidMarkerKey, parseManifestKey, parseSegmentKey } from '../objects/store-keys.js';
 
 /**
@@ -88,6 +88,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
   const started = options.now ?? t0;
   const dryRun = options.dryRun === true;
   const batch = options.batch ?? 256;
+  if (!dryRun) assertWritable(store, 'clean up');
   const { catalog, blocks } = store;
   const locks = await acquireLocks(catalog, [{ resource: CLEANUP_RESOURCE, mode: 'exclusive', operation: dryRun ? 'cleanup --dry-run' : 'cleanup' }]);
   const counters = { blocksDeleted: 0, bytesFreed: 0, segmentsDeleted: 0, orphansDeleted: 0, orphanBytes: 0, tempFilesDeleted: 0, resumed: 0 };

@@ -3,7 +3,7 @@ import { ConflictError, NotFoundError } from '../errors.js';
 import { versionResource, withLocks } from '../catalog/locking.js';
 import { deleteManifest, manifestOf, saveManifest } from '../objects/manifest.js';
 import { checkImageName, checkTag } from '../support/names.js';
-import type { Store } from '../store.js';
+import { assertWritable, type Store } from '../store.js';
 import { formatDuration } from '../support/units.js';
 
 /** Selects versions for {@link listVersions}. */
@@ -60,6 +60,7 @@ export interface RemoveOptions {
  */
 export async function removeVersions(store: Store, uids: readonly string[], options: RemoveOptions = {}): Promise<VersionRecord[]> {
   const now = options.now ?? Date.now();
+  assertWritable(store, 'remove versions');
   const unique = [...new Set(uids)];
   for (const uid of unique) await getVersion(store, uid);
   const locks = unique.map((uid) => ({ resource: versionResource(uid), mode: 'exclusive' as const, operation: 'rm' }));
@@ -123,6 +124,7 @@ export async function changeTags(store: Store, uid: string, change: { add?: read
  * written again, nor a protect land after its checks.
  */
 export async function changeMetadata(store: Store, uid: string, change: () => Promise<void>): Promise<VersionRecord> {
+  assertWritable(store, 'change a version');
   return withLocks(store.catalog, [{ resource: versionResource(uid), mode: 'shared', operation: 'metadata change' }], async () => {
     await getVersion(store, uid);
     await change();

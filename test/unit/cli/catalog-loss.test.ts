@@ -1,8 +1,8 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { killHard, startHelper } from '../../helpers/child.js';
-import { runCli } from '../../helpers/cli.js';
+import { initStoreFor, runCli } from '../../helpers/cli.js';
 import { makeImage } from '../../helpers/image.js';
 import { makeTempDir } from '../../helpers/temp.js';
 
@@ -12,11 +12,12 @@ let config: string;
 let storeDir: string;
 const args = (...rest: string[]) => ['--store', storeDir, '--config', config, ...rest];
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir();
   config = path.join(dir, 'backy2.yaml');
   writeFileSync(config, 'backup:\n  blockSize: 64KiB\n');
   storeDir = path.join(dir, 'store');
+  await initStoreFor({}, args());
 });
 
 async function backupOf(file: string, image: string, extra: string[] = []): Promise<string> {
@@ -73,32 +74,53 @@ describe('the catalog is not a single point of failure', () => {
     expect((await runCli(args('db', 'rebuild', '--force'))).code).toBe(0);
   });
 
-  it('db export and db import move version metadata to another catalog over the same blocks', async () => {
+  it('a second catalog over one block store is refused, so neither can delete what the other uses', async () => {
     const a = path.join(dir, 'a.img');
     makeImage(a, [{ kind: 'random', length: 4 * B }]);
     const ua = await backupOf(a, 'vm1');
-    const exported = await runCli(args('db', 'export', ua));
-    expect(exported.code).toBe(0);
     const json = path.join(dir, 'v.json');
-    writeFileSync(json, exported.stdout);
+    writeFileSync(json, (await runCli(args('db', 'export', ua))).stdout);
+    // Catalog B over A's block store (the sequence that once lost blocks: export, import, rm + cleanup in A).
     const other = path.join(dir, 'other.yaml');
     writeFileSync(other, `store: ${path.join(dir, 'other')}\nblockStore:\n  type: file\n  path: ${storeDir}\nbackup:\n  blockSize: 64KiB\n`);
+    const init = await runCli(['--config', other, 'init']);
+    expect(init.code, init.stderr).toBe(5);
+    expect(init.stderr).toMatch(/^backy2: Block store file:.* holds a store already \(.*db rebuild.*\)\n$/);
     const imported = await runCli(['--config', other, 'db', 'import', json]);
-    expect(imported.code, imported.stderr).toBe(0);
+    expect(imported.code).toBe(10);
+    expect(imported.stderr).toContain('catalog of store');
+    // Rebuilding B makes it the owner; A is refused from then on, and nothing is lost.
+    expect((await runCli(['--config', other, 'db', 'rebuild'])).code).toBe(0);
+    for (const command of [['ls'], ['rm', '--force', ua], ['cleanup']]) {
+      const r = await runCli(args(...command));
+      expect(r.code, command.join(' ')).toBe(10);
+      expect(r.stderr).toContain('is used by another catalog');
+    }
     const target = path.join(dir, 'x.img');
+    expect((await runCli(['--config', other, 'restore', ua, target])).code).toBe(0);
+    expect(readFileSync(target).equals(readFileSync(a))).toBe(true);
+    // Export and import still move a version's metadata within the catalog that owns the blocks.
+    expect((await runCli(['--config', other, 'rm', '--force', ua])).code).toBe(0);
+    const back = await runCli(['--config', other, 'db', 'import', json]);
+    expect(back.code, back.stderr).toBe(0);
+    rmSync(target);
     expect((await runCli(['--config', other, 'restore', ua, target])).code).toBe(0);
     expect(readFileSync(target).equals(readFileSync(a))).toBe(true);
     expect((await runCli(['--config', other, 'db', 'import', json])).code).toBe(5);
   });
 
-  it('cleanup refuses to run on a lost catalog instead of deleting everything', async () => {
+  it('cleanup refuses to run on a catalog that lacks versions of the block store', async () => {
     const a = path.join(dir, 'a.img');
     makeImage(a, [{ kind: 'random', length: 4 * B }]);
     await backupOf(a, 'vm1');
+    // An older copy of the catalog put back: it does not know the newer version.
+    const catalog = path.join(storeDir, 'catalog.sqlite');
+    copyFileSync(catalog, path.join(dir, 'old-catalog'));
+    await backupOf(a, 'vm9');
     catalogGone();
-    await runCli(args('backup', a, 'vm9')); // a new, nearly empty catalog
+    copyFileSync(path.join(dir, 'old-catalog'), catalog);
     const r = await runCli(args('cleanup'));
-    expect(r.code).toBe(5);
+    expect(r.code, r.stderr).toBe(5);
     expect(r.stderr).toContain('db rebuild');
   });
 });

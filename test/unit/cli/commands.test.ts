@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { runCli } from '../../helpers/cli.js';
+import { initStoreFor, runCli } from '../../helpers/cli.js';
 import { makeImage } from '../../helpers/image.js';
 import { makeTempDir } from '../../helpers/temp.js';
 
@@ -10,12 +10,13 @@ let dir: string;
 let args: (...rest: string[]) => string[];
 let image: string;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = makeTempDir();
   const config = path.join(dir, 'backy2.yaml');
   writeFileSync(config, 'backup:\n  blockSize: 64KiB\n');
   const storeDir = path.join(dir, 'store');
   args = (...rest) => ['--store', storeDir, '--config', config, ...rest];
+  await initStoreFor({}, args());
   image = path.join(dir, 'img');
   makeImage(image, [{ kind: 'random', length: 5 * B }, { kind: 'zero', length: 3 * B }, { kind: 'random', length: 100 }]);
 });
@@ -139,7 +140,7 @@ describe('bad input: one line on stderr, documented exit status, store unchanged
 
   it('a missing store is reported, not created, by reading commands', async () => {
     const r = await runCli(['--store', path.join(dir, 'nostore'), 'ls']);
-    expect(r.code).toBe(10);
+    expect(r.code).toBe(4);
     expect(r.stderr).toContain('No store at');
   });
 

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -12,7 +13,7 @@ afterEach(async () => {
   for (const c of catalogs.splice(0)) await c.close();
 });
 function open(file = path.join(makeTempDir(), 'catalog.sqlite')): SqliteCatalog {
-  const c = SqliteCatalog.open(file);
+  const c = existsSync(file) ? SqliteCatalog.open(file) : SqliteCatalog.create(file);
   catalogs.push(c);
   return c;
 }
@@ -26,6 +27,7 @@ const version = (uid: string, image = 'vm1', createdAt = 1000) => ({
   snapshot: null,
   baseUid: null,
   source: '/dev/x',
+  kind: 'backup' as const,
 });
 const stats = { bytesRead: 1, bytesWritten: 2, bytesDeduplicated: 3, bytesSparse: 4, bytesSkipped: 5, blocksRead: 6, blocksWritten: 7, durationSeconds: 8 };
 

@@ -64,7 +64,7 @@ describe('removeVersions()', () => {
 
   it('removes incomplete versions at any age, and the manifest with a version', async () => {
     const { s, uids } = await withVersions(1);
-    await s.catalog.createVersion({ uid: 'vincomplete01', image: 'vm1', createdAt: Date.now(), size: 10, blockSize: B, snapshot: null, baseUid: null, source: null });
+    await s.catalog.createVersion({ uid: 'vincomplete01', image: 'vm1', createdAt: Date.now(), size: 10, blockSize: B, snapshot: null, baseUid: null, source: null, kind: 'backup' });
     await removeVersions(s, ['vincomplete01']);
     await loadManifest(s.blocks, uids[0]!);
     await removeVersions(s, uids, { force: true });

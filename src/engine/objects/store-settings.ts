@@ -1,0 +1,124 @@
+/**
+ * A store describes itself: `settings` (written once by `backy2 init`) records everything needed
+ * to read the store — format, digest, transforms — so that a rebuild or a restore without the
+ * catalog needs nothing but the store. `owner` names the one catalog that uses the block store:
+ * two catalogs over one block store would each delete blocks only the other knows.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { BlockStore } from '../blockstore/block-store.js';
+import { CorruptBlockError, StoreUnavailableError, isBackyError } from '../errors.js';
+import { PACKAGE_VERSION } from '../support/package-version.js';
+import { DIGEST_ALGORITHM, ObjectKind, STORE_FORMAT_VERSION } from './formats.js';
+import { decodeJsonObject, encodeJsonObject } from './object-codec.js';
+import { StoreKeys } from './store-keys.js';
+
+/** The settings object of a store (object kind 4, UTF-8 JSON). */
+export interface StoreSettings {
+  /** Store format; a newer one is refused by older programs. */
+  readonly format: number;
+  /** Random id, 32 hex digits; the catalog records it too. */
+  readonly storeId: string;
+  readonly createdAt: number;
+  /** The program that created the store, e.g. `backy2 0.1.0`. */
+  readonly createdBy: string;
+  /** Digest of block ids (node:crypto name). */
+  readonly digest: 'sha256';
+  readonly compression: 'none';
+  readonly encryption: 'none';
+}
+
+/** The owner object (kind 5): the catalog that uses a block store. */
+export interface StoreOwner {
+  readonly catalogId: string;
+  /** Where that catalog is, for messages (a path or URL without credentials). */
+  readonly catalog: string;
+  readonly host: string;
+  /** When it became the owner, ms since the epoch. */
+  readonly since: number;
+}
+
+/** Settings of a new store. */
+export function newStoreSettings(now: number = Date.now()): StoreSettings {
+  return {
+    format: STORE_FORMAT_VERSION,
+    storeId: randomBytes(16).toString('hex'),
+    createdAt: now,
+    createdBy: `backy2 ${PACKAGE_VERSION}`,
+    digest: DIGEST_ALGORITHM,
+    compression: 'none',
+    encryption: 'none',
+  };
+}
+
+/**
+ * Reads a store's settings.
+ * @returns the settings, or undefined when the block store has none (no store, or one made before `init` existed)
+ * @throws {StoreUnavailableError} when they are damaged, or the store is newer than this program
+ */
+export async function loadStoreSettings(blocks: BlockStore): Promise<StoreSettings | undefined> {
+  const what = `The settings object of store ${blocks.properties.location}`;
+  const value = await readJson(blocks, StoreKeys.settings, ObjectKind.settings, what);
+  if (value === undefined) return undefined;
+  const s = value as Partial<StoreSettings>;
+  if (typeof s.format === 'number' && s.format > STORE_FORMAT_VERSION) {
+    throw new StoreUnavailableError(`Store ${blocks.properties.location} has format ${s.format}, newer than this backy2 understands (${STORE_FORMAT_VERSION})`, {
+      hint: 'upgrade backy2',
+    });
+  }
+  if (s.format !== STORE_FORMAT_VERSION || typeof s.storeId !== 'string' || !/^[0-9a-f]{32}$/.test(s.storeId) || typeof s.createdAt !== 'number') {
+    throw damaged(what);
+  }
+  if (s.digest !== DIGEST_ALGORITHM || s.compression !== 'none' || s.encryption !== 'none') {
+    throw new StoreUnavailableError(`Store ${blocks.properties.location} uses digest "${String(s.digest)}", compression "${String(s.compression)}" and encryption "${String(s.encryption)}", which this backy2 cannot read`, {
+      hint: 'upgrade backy2',
+    });
+  }
+  return s as StoreSettings;
+}
+
+/** Writes a store's settings, durably. */
+export async function saveStoreSettings(blocks: BlockStore, settings: StoreSettings): Promise<void> {
+  await blocks.put(StoreKeys.settings, encodeJsonObject(ObjectKind.settings, settings));
+}
+
+/**
+ * Reads the owner of a block store.
+ * @returns the owner, or undefined when none is recorded
+ * @throws {StoreUnavailableError} when it is damaged
+ */
+export async function loadStoreOwner(blocks: BlockStore): Promise<StoreOwner | undefined> {
+  const what = `The owner object of block store ${blocks.properties.location}`;
+  const value = await readJson(blocks, StoreKeys.owner, ObjectKind.owner, what);
+  if (value === undefined) return undefined;
+  const o = value as Partial<StoreOwner>;
+  if (typeof o.catalogId !== 'string' || typeof o.catalog !== 'string' || typeof o.host !== 'string' || typeof o.since !== 'number') throw damaged(what);
+  return o as StoreOwner;
+}
+
+/** Records `catalogId` as the owner of a block store, durably. */
+export async function saveStoreOwner(blocks: BlockStore, catalogId: string, catalog: string): Promise<StoreOwner> {
+  const owner: StoreOwner = { catalogId, catalog, host: hostname(), since: Date.now() };
+  await blocks.put(StoreKeys.owner, encodeJsonObject(ObjectKind.owner, owner));
+  return owner;
+}
+
+async function readJson(blocks: BlockStore, key: string, kind: (typeof ObjectKind)[keyof typeof ObjectKind], what: string): Promise<unknown> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await blocks.get(key);
+  } catch (err) {
+    if (isBackyError(err) && err.code === 'E_OBJECT_MISSING') return undefined;
+    throw err;
+  }
+  try {
+    return decodeJsonObject(bytes, kind, what);
+  } catch (err) {
+    if (err instanceof CorruptBlockError) throw damaged(what, err);
+    throw err;
+  }
+}
+
+function damaged(what: string, cause?: unknown): StoreUnavailableError {
+  return new StoreUnavailableError(`${what} is damaged`, { cause, hint: 'restore that object from a copy of the store' });
+}

@@ -1,0 +1,114 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { runCli } from '../../helpers/cli.js';
+import { makeImage } from '../../helpers/image.js';
+import { makeTempDir } from '../../helpers/temp.js';
+
+const B = 64 * 1024;
+const FIXTURE = path.resolve(import.meta.dirname, '../../fixtures/store-before-init.tar.gz');
+let dir: string;
+let config: string;
+let image: string;
+
+beforeEach(() => {
+  dir = makeTempDir();
+  config = path.join(dir, 'backy2.yaml');
+  writeFileSync(config, 'backup:\n  blockSize: 64KiB\n');
+  image = path.join(dir, 'img');
+  makeImage(image, [{ kind: 'random', length: 3 * B }]);
+});
+
+const at = (store: string, ...rest: string[]) => ['--store', store, '--config', config, ...rest];
+const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+describe('backy2 init: stores are created explicitly', () => {
+  it('a mistyped store path is an error with exit status 4, and nothing is created', async () => {
+    const typo = path.join(dir, 'bakcup');
+    for (const command of [['backup', image, 'vm1'], ['ls'], ['restore', 'v1kx3f9qm7wz', path.join(dir, 'out')], ['scrub', '--all'], ['cleanup']]) {
+      const r = await runCli(at(typo, ...command));
+      expect(r.code, command[0]).toBe(4);
+      expect(r.stderr).toMatch(/^backy2: No store at "[^"]*bakcup".*\(create one with `backy2 init`.*\)\n$/);
+    }
+    expect(existsSync(typo)).toBe(false);
+    expect(existsSync(path.join(dir, 'out'))).toBe(false);
+  });
+
+  it('creates a store once; a second init, or two at once, get one clear line', async () => {
+    const store = path.join(dir, 'store');
+    const first = await runCli(at(store, 'init', '--json'));
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ path: store, catalog: path.join(store, 'catalog.sqlite'), storeId: expect.stringMatching(/^[0-9a-f]{32}$/) });
+    expect(readdirSync(store).sort()).toEqual(['catalog.sqlite', 'owner', 'settings']);
+    const again = await runCli(['--config', config, 'init', store]);
+    expect(again.code).toBe(5);
+    expect(again.stderr).toMatch(/^backy2: A store exists at ".*" already .*\n$/);
+    expect((await runCli(at(store, 'backup', image, 'vm1'))).code).toBe(0);
+
+    const racing = path.join(dir, 'racing');
+    const both = await Promise.all([runCli(at(racing, 'init')), runCli(at(racing, 'init'))]);
+    expect(both.map((r) => r.code).sort()).toEqual([0, 5]);
+    expect(both.find((r) => r.code === 5)?.stderr.trim().split('\n')).toHaveLength(1);
+    expect((await runCli(at(racing, 'backup', image, 'vm1'))).code).toBe(0);
+  });
+
+  it('a damaged or missing catalog is refused, pointing at db rebuild, which brings the versions back', async () => {
+    const store = path.join(dir, 'store');
+    expect((await runCli(at(store, 'init'))).code).toBe(0);
+    const uid = (await runCli(at(store, 'backup', image, 'vm1'))).stdout.trim();
+    const catalog = path.join(store, 'catalog.sqlite');
+    renameSync(catalog, `${catalog}.saved`);
+    writeFileSync(catalog, '');
+    const empty = await runCli(at(store, 'ls'));
+    expect(empty.code).toBe(10);
+    expect(empty.stderr).toMatch(/the file is empty \(0 bytes\), so the catalog is damaged \(run `backy2 db rebuild --force`/);
+    rmSync(catalog);
+    const missing = await runCli(at(store, 'backup', image, 'vm1'));
+    expect(missing.code).toBe(10);
+    expect(missing.stderr).toMatch(/^backy2: The catalog of store file:.* is missing: ".*catalog.sqlite" \(run `backy2 db rebuild`/);
+    expect(existsSync(catalog)).toBe(false);
+    expect((await runCli(at(store, 'db', 'rebuild'))).code).toBe(0);
+    const out = path.join(dir, 'out');
+    expect((await runCli(at(store, 'restore', uid, out))).code).toBe(0);
+    expect(sha(out)).toBe(sha(image));
+  });
+
+  it('a catalog of another store is refused', async () => {
+    const one = path.join(dir, 'one');
+    const two = path.join(dir, 'two');
+    for (const store of [one, two]) expect((await runCli(at(store, 'init'))).code).toBe(0);
+    rmSync(path.join(two, 'catalog.sqlite'));
+    execFileSync('cp', [path.join(one, 'catalog.sqlite'), path.join(two, 'catalog.sqlite')]);
+    const r = await runCli(at(two, 'ls'));
+    expect(r.code).toBe(10);
+    expect(r.stderr).toMatch(/^backy2: Catalog ".*two\/catalog.sqlite" belongs to another store \([0-9a-f]{32}\) than file:.*two \([0-9a-f]{32}\)/);
+  });
+
+  it('a store made before init existed keeps working: it restores, and describes itself from then on', async () => {
+    execFileSync('tar', ['-xzf', FIXTURE, '-C', dir]);
+    const store = path.join(dir, 'store');
+    const listed = await runCli(at(store, 'ls', '--json'));
+    expect(listed.code, listed.stderr).toBe(0);
+    const versions = JSON.parse(listed.stdout) as { uid: string; kind: string; tags: string[] }[];
+    expect(versions.map((v) => [v.uid, v.kind])).toEqual([
+      ['v1ngkhkkp38f', 'backup'],
+      ['v1ngkhksfnq2', 'cow'],
+    ]);
+    expect(readdirSync(store)).toEqual(expect.arrayContaining(['settings', 'owner']));
+    // See test/fixtures/README.md for how the fixture was made and what its versions hold.
+    const expected: Record<string, string> = {
+      v1ngkhkkp38f: '27e99f61375224ec2220a2b871abeae04006907b9ecd11140b70771092711d67',
+      v1ngkhksfnq2: '8d2c37e1afe46ce6801af9a23b64461a31233ad468f138bae0f123cf62e6d133',
+    };
+    for (const [uid, digest] of Object.entries(expected)) {
+      const out = path.join(dir, uid);
+      const r = await runCli(at(store, 'restore', uid, out));
+      expect(r.code, r.stderr).toBe(0);
+      expect(sha(out)).toBe(digest);
+    }
+    const scrub = await runCli(at(store, 'scrub', '--all'));
+    expect(scrub.code, scrub.stderr).toBe(0);
+  });
+});

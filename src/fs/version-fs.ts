@@ -3,16 +3,18 @@ import path from 'node:path';
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { LRUCache } from 'lru-cache';
 import type { VersionRecord } from '../engine/catalog/catalog.js';
+import type { Partition } from '../engine/live/partition-table.js';
 import { isBackyError } from '../engine/errors.js';
 import { OpenVersions, type VersionUser } from '../engine/live/open-versions.js';
 import type { Store } from '../engine/store.js';
 import { VersionReader } from '../engine/live/version-reader.js';
 import { listVersions } from '../engine/operations/versions.js';
-import { versionsListing } from './listing.js';
-import { parsePath, type FsPath } from './paths.js';
+import { versionXattrs, versionsListing } from './listing.js';
+import { PartitionTables } from './partition-tables.js';
+import { LATEST_LINK, LISTING_FILE, latestPartitionLink, latestVersion, parsePath, partitionFile, versionFile, type FsPath } from './paths.js';
 
 const E = osConstants.errno;
-/** Readers kept for the allocation figures of files not open (each holds a version's block map). */
+/** Readers kept for allocation figures and partition tables of files not open (each holds a version's block map). */
 const MAX_READERS = 256;
 
 /** An error that becomes a negative errno for the kernel. */
@@ -46,17 +48,22 @@ export interface VersionFsOptions {
 
 interface Handle {
   readonly path: FsPath;
-  /** For version files. */
+  /** For version and partition files. */
   readonly user: VersionUser | undefined;
   readonly write: boolean;
+  /** Where the file lies in the version (a partition file: the partition). */
+  readonly start: number;
+  readonly length: number;
 }
 
 /**
  * The file system of versions behind `backy2 mount`, as plain async methods (the kernel glue is
  * in fuse-ops.ts): `/<image>/<uid>.img` per version, `/<image>/latest.img` (a symlink to the
- * newest valid version), `/<image>/versions.txt`. Reads go through one shared block cache;
- * with `writable`, writes open a copy-on-write session per version file that is committed as a
- * new version when its last writer closes, on fsync, and at shutdown.
+ * newest valid version), `/<image>/versions.txt`, and for versions whose image has an MBR or GPT
+ * partition table `/<image>/<uid>-part<N>.img` and `latest-part<N>.img` per partition. Reads go
+ * through one shared block cache; with `writable`, writes open a copy-on-write session per version
+ * (shared by its whole-image and partition files) that is committed as a new version when its
+ * last writer closes, on fsync, and at shutdown.
  */
 export class VersionFs {
   readonly #store: Store;
@@ -66,6 +73,7 @@ export class VersionFs {
   #refreshing: Promise<VersionRecord[]> | undefined;
   readonly #handles = new Map<number, Handle>();
   readonly #readers = new LRUCache<string, Promise<VersionReader>>({ max: MAX_READERS });
+  readonly #tables: PartitionTables;
   #nextFd = 10;
 
   constructor(store: Store, options: VersionFsOptions) {
@@ -77,6 +85,7 @@ export class VersionFs {
       // A new version shows at once.
       onCommit: () => (this.#listing = undefined),
     });
+    this.#tables = new PartitionTables(async (version) => this.#reader(version), options.log);
   }
 
   get writable(): boolean {
@@ -104,16 +113,21 @@ export class VersionFs {
       case 'image':
         return { kind: 'dir', size: 4096, allocated: 4096, mtime: p.mtime, writable: false };
       case 'latest':
-        return { kind: 'symlink', size: `${p.target}.img`.length, allocated: 0, mtime: p.mtime, writable: false };
+        return { kind: 'symlink', size: versionFile(p.target).length, allocated: 0, mtime: p.mtime, writable: false };
+      case 'latest-partition':
+        await this.#partition(p.version, p.number);
+        return { kind: 'symlink', size: partitionFile(p.version.uid, p.number).length, allocated: 0, mtime: p.mtime, writable: false };
       case 'listing': {
         const text = versionsListing(p.versions);
         return { kind: 'file', size: Buffer.byteLength(text), allocated: Buffer.byteLength(text), mtime: p.mtime, writable: false };
       }
-      case 'version': {
+      case 'version':
+      case 'partition': {
+        const { start, length } = await this.#extent(p);
         const reader = await this.#reader(p.version);
         // A file with a copy-on-write session changes; its mtime tells caches so.
         const mtime = this.#versions.hasSession(p.version.uid) ? new Date(Math.max(Date.now(), p.version.createdAt)) : new Date(p.version.createdAt);
-        return { kind: 'file', size: p.version.size, allocated: await reader.allocatedBytes(), mtime, writable: this.writable };
+        return { kind: 'file', size: length, allocated: await reader.allocatedBytes(start, length), mtime, writable: this.writable };
       }
     }
   }
@@ -122,16 +136,24 @@ export class VersionFs {
     const p = await this.#resolve(path);
     if (p.kind === 'root') return [...new Set((await this.versions()).map((v) => v.image))].sort();
     if (p.kind !== 'image') throw new FsError(E.ENOTDIR, `${path} is not a directory`);
-    const names = p.versions.map((v) => `${v.uid}.img`);
-    if (p.versions.some((v) => v.status === 'valid')) names.push('latest.img');
-    names.push('versions.txt');
+    // The first listing of a directory reads the partition tables of its versions (then cached).
+    const tables = await Promise.all(p.versions.map(async (v) => this.#tables.partitions(v)));
+    const names = p.versions.flatMap((v, i) => [versionFile(v.uid), ...(tables[i] ?? []).map((part) => partitionFile(v.uid, part.number))]);
+    const latest = latestVersion(p.versions);
+    if (latest) {
+      names.push(LATEST_LINK);
+      for (const part of await this.#tables.partitions(latest)) names.push(latestPartitionLink(part.number));
+    }
+    names.push(LISTING_FILE);
     return names;
   }
 
   async readlink(path: string): Promise<string> {
     const p = await this.#resolve(path);
-    if (p.kind !== 'latest') throw new FsError(E.EINVAL, `${path} is not a symlink`);
-    return `${p.target}.img`;
+    if (p.kind === 'latest') return versionFile(p.target);
+    if (p.kind !== 'latest-partition') throw new FsError(E.EINVAL, `${path} is not a symlink`);
+    await this.#partition(p.version, p.number);
+    return partitionFile(p.version.uid, p.number);
   }
 
   /** Opens a file; returns the handle number the kernel passes back. */
@@ -140,9 +162,10 @@ export class VersionFs {
     const write = (flags & 3) !== fsConstants.O_RDONLY || (flags & fsConstants.O_TRUNC) !== 0;
     if (p.kind === 'listing') {
       if (write) throw new FsError(E.EROFS, `${path} is read-only`);
-      return this.#newHandle({ path: p, user: undefined, write: false });
+      return this.#newHandle({ path: p, user: undefined, write: false, start: 0, length: 0 });
     }
-    if (p.kind !== 'version') throw new FsError(E.EISDIR, `${path} is not a file`);
+    if (p.kind !== 'version' && p.kind !== 'partition') throw new FsError(E.EISDIR, `${path} is not a file`);
+    const { start, length } = await this.#extent(p);
     if (write && !this.writable) throw new FsError(E.EROFS, `${path}: the mount is read-only (mount with --writable for copy-on-write)`);
     if ((flags & fsConstants.O_TRUNC) !== 0) {
       this.#options.log(`refused O_TRUNC of ${path}: version sizes are fixed`);
@@ -151,7 +174,7 @@ export class VersionFs {
     const user = await this.#versions.open(p.version, { writer: write }).catch((err: unknown) => {
       throw this.#ioError(err, `open of ${p.version.uid}`);
     });
-    return this.#newHandle({ path: p, user, write });
+    return this.#newHandle({ path: p, user, write, start, length });
   }
 
   async read(fd: number, into: Buffer, position: number): Promise<number> {
@@ -164,10 +187,11 @@ export class VersionFs {
     }
     const user = handle.user;
     if (!user) throw new FsError(E.EBADF, 'stale handle');
+    if (position >= handle.length) return 0;
     try {
-      return await user.read(position, into);
+      return await user.read(handle.start + position, into.subarray(0, Math.min(into.length, handle.length - position)));
     } catch (err) {
-      throw this.#ioError(err, `read of ${user.version.uid} at ${position}`);
+      throw this.#ioError(err, `read of ${user.version.uid} at ${handle.start + position}`);
     }
   }
 
@@ -175,14 +199,14 @@ export class VersionFs {
     const handle = this.#handle(fd);
     const user = handle.user;
     if (!user || !handle.write) throw new FsError(E.EBADF, 'not open for writing');
-    if (position + data.length > user.version.size) {
-      throw new FsError(E.ENOSPC, `write past the end of ${user.version.uid}`);
+    if (position + data.length > handle.length) {
+      throw new FsError(E.ENOSPC, `write past the end of ${handle.path.path}`);
     }
     try {
-      await user.write(position, data);
+      await user.write(handle.start + position, data);
       return data.length;
     } catch (err) {
-      throw this.#ioError(err, `write to ${user.version.uid} at ${position}`);
+      throw this.#ioError(err, `write to ${user.version.uid} at ${handle.start + position}`);
     }
   }
 
@@ -203,7 +227,7 @@ export class VersionFs {
 
   async truncate(path: string, size: number): Promise<void> {
     const p = await this.#resolve(path);
-    if (p.kind === 'version' && size === p.version.size) return;
+    if ((p.kind === 'version' || p.kind === 'partition') && size === (await this.#extent(p)).length) return;
     this.#options.log(`refused truncate of ${path} to ${size} bytes: version sizes are fixed`);
     throw new FsError(E.EPERM, 'sizes are fixed');
   }
@@ -215,20 +239,15 @@ export class VersionFs {
     return { blocks: st.blocks, bfree: st.bfree, bavail: st.bavail, bsize: st.bsize, files: (await this.versions()).length };
   }
 
-  /** Extended attributes of version files: user.backy2.{uid,image,status,date,tags,base,protected}. */
+  /**
+   * Extended attributes of version files: user.backy2.{uid,image,status,date,tags,base,protected};
+   * partition files add user.backy2.{partition,offset}.
+   */
   async xattrs(path: string): Promise<Record<string, string>> {
     const p = await this.#resolve(path);
-    if (p.kind !== 'version') return {};
-    const v = p.version;
-    return {
-      'user.backy2.uid': v.uid,
-      'user.backy2.image': v.image,
-      'user.backy2.status': v.status,
-      'user.backy2.date': new Date(v.createdAt).toISOString(),
-      'user.backy2.tags': v.tags.join(','),
-      'user.backy2.base': v.baseUid ?? '',
-      'user.backy2.protected': v.protected ? 'yes' : 'no',
-    };
+    if (p.kind === 'version') return versionXattrs(p.version);
+    if (p.kind === 'partition') return versionXattrs(p.version, await this.#partition(p.version, p.number));
+    return {};
   }
 
   /**
@@ -243,11 +262,26 @@ export class VersionFs {
   async #reader(version: VersionRecord): Promise<VersionReader> {
     let reader = this.#readers.get(version.uid);
     if (!reader) {
-      reader = VersionReader.open(this.#store, version, this.#versions.cache);
+      // No read-ahead: of data, these readers read only partition tables (files read through #versions).
+      reader = VersionReader.open(this.#store, version, this.#versions.cache, { readAhead: 0 });
       reader.catch(() => this.#readers.delete(version.uid));
       this.#readers.set(version.uid, reader);
     }
     return reader;
+  }
+
+  /** Partition `number` of a version; ENOENT when it has none of that number. */
+  async #partition(version: VersionRecord, number: number): Promise<Partition> {
+    const partition = await this.#tables.find(version, number);
+    if (!partition) throw new FsError(E.ENOENT, `${version.uid} has no partition ${number}`);
+    return partition;
+  }
+
+  /** Where a version or partition file lies in its version. */
+  async #extent(p: Extract<FsPath, { kind: 'version' | 'partition' }>): Promise<{ start: number; length: number }> {
+    if (p.kind === 'version') return { start: 0, length: p.version.size };
+    const partition = await this.#partition(p.version, p.number);
+    return { start: partition.offset, length: partition.length };
   }
 
   async #resolve(path: string): Promise<FsPath & { mtime: Date }> {

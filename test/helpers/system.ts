@@ -26,6 +26,20 @@ export function mount(source: string, dir: string, options: readonly string[] = 
   });
 }
 
+/**
+ * Mounts an image file with `mount -o loop` as a user would; after the test it is unmounted and
+ * any loop device left on the file (mount normally frees it) is detached.
+ */
+export function mountLoop(file: string, dir: string, options: readonly string[] = []): void {
+  deferCleanup(() => {
+    for (const line of run('losetup', ['-j', file]).split('\n')) {
+      const device = line.split(':')[0];
+      if (device) run('losetup', ['-d', device]);
+    }
+  });
+  mount(file, dir, ['loop', ...options]);
+}
+
 /** Makes an ext4 file system image of `sizeMiB`, optionally filled from a directory. */
 export function makeExt4(file: string, sizeMiB: number, fromDir?: string): void {
   run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', ...(fromDir ? ['-d', fromDir] : []), file, `${sizeMiB}M`]);

@@ -4,9 +4,9 @@ import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, re
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { initStoreFor, spawnCli } from '../helpers/cli.js';
-import { makeDiskImage, sha256File } from '../helpers/image.js';
+import { makeDiskImage, makePartitionedImage, sha256File } from '../helpers/image.js';
 import { eventually, isMountPoint, startMount } from '../helpers/mount.js';
-import { attachLoop, mount, run } from '../helpers/system.js';
+import { attachLoop, mount, mountLoop, run } from '../helpers/system.js';
 import { makeTempDir } from '../helpers/temp.js';
 
 const MiB = 1024 * 1024;
@@ -89,6 +89,30 @@ describe('backy2 mount (read-only)', () => {
     const inner = path.join(dir, 'inner');
     mount(device, inner, ['ro']);
     run('diff', ['-r', '--exclude=lost+found', filesDir, inner]);
+  });
+
+  it.each([
+    ['gpt', [1, 2]],
+    ['dos', [1, 5, 6]],
+  ] as const)('shows each partition of a %s disk as a file; the ext4 in one loop-mounts with the same files', async (label, numbers) => {
+    const disk = makePartitionedImage(path.join(dir, label), label);
+    const uid = await backupOf(disk.image);
+    await startMount(mnt, env);
+    const names = readdirSync(path.join(mnt, 'vm1'));
+    // The extended partition (2) of the MBR gets no file.
+    expect(names.filter((n) => n.startsWith(`${uid}-part`))).toEqual(numbers.map((n) => `${uid}-part${n}.img`));
+    expect(names.filter((n) => n.startsWith('latest-part'))).toEqual(numbers.map((n) => `latest-part${n}.img`));
+    const n = disk.partition;
+    const file = path.join(mnt, 'vm1', `latest-part${n}.img`);
+    expect(readlinkSync(file)).toBe(`${uid}-part${n}.img`);
+    expect(statSync(file).size).toBe(disk.length);
+    const xattrs = run('python3', ['-c', `import os, sys; f = sys.argv[1]; print(os.getxattr(f, 'user.backy2.partition').decode(), os.getxattr(f, 'user.backy2.offset').decode())`, file]);
+    expect(xattrs.trim()).toBe(`${n} ${disk.offset}`);
+    expect(readRange(file, 0, 2 * MiB).equals(readRange(disk.image, disk.offset, 2 * MiB))).toBe(true);
+    run('e2fsck', ['-fn', file]);
+    const inner = path.join(dir, 'inner');
+    mountLoop(file, inner, ['ro']);
+    run('diff', ['-r', '--exclude=lost+found', disk.files, inner]);
   });
 
   it('shows versions made or removed while mounted, and refuses to remove one that is open', async () => {

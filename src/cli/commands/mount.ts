@@ -24,7 +24,7 @@ const READY_FD_ENV = 'BACKY2_READY_FD';
 export function registerMount(program: Command, ctx: CommandContext): void {
   program
     .command('mount')
-    .description('show every version as a file: MOUNTPOINT/<image>/<uid>.img, latest.img, versions.txt')
+    .description('show every version as a file: MOUNTPOINT/<image>/<uid>.img, latest.img, versions.txt; each partition as <uid>-part<N>.img')
     .argument('<mountpoint>', 'an existing, empty directory')
     .option('-w, --writable', 'allow writes to version files; they never change the version but become a new copy-on-write version')
     .option('--daemon', 'run in the background (the log goes to --log)')
@@ -36,15 +36,21 @@ export function registerMount(program: Command, ctx: CommandContext): void {
         [
           'backy2 mount /backy                                # foreground; Ctrl-C unmounts',
           'cp --sparse=always /backy/vm1/latest.img /tmp/vm1.img',
+          'mount -o loop,ro /backy/vm1/latest-part1.img /mnt  # partition 1 of the newest version',
+          'losetup -P -r -f --show /backy/vm1/latest.img      # /dev/loopNpM (needs the kernel partition scan)',
           'losetup -r -f --show /backy/vm1/latest.img && mount -o ro /dev/loop0 /mnt',
           'backy2 mount --writable --daemon /backy && backy2 umount /backy',
         ],
         'Reads are verified block by block; a bad block gives EIO for its range and a log line.\n' +
+          'A version whose image has an MBR or GPT partition table also shows one file per partition,\n' +
+          '<uid>-part<N>.img, and latest-part<N>.img links to those of latest.img (numbered as Linux\n' +
+          'does: MBR 1-4 and logical from 5, GPT from 1; extended partitions get no file).\n' +
           'With --writable, the first write to a version file starts a copy-on-write session (data\n' +
           'spills to mount.spillDir, default /var/tmp); when the last writer closes the file, on\n' +
           'fsync and at unmount, the changes are committed as a new version tagged "cow" whose base\n' +
-          'is the written version. Sizes are fixed: truncation is refused. SIGINT or SIGTERM\n' +
-          'commit open sessions and unmount. A stale mount of a killed daemon is cleared.',
+          'is the written version; partition files write into it at the partition offset. Sizes are\n' +
+          'fixed: truncation and writes past the end are refused. SIGINT or SIGTERM commit open\n' +
+          'sessions and unmount. A stale mount of a killed daemon is cleared.',
       ),
     )
     .action(async (mountpoint: string, opts: Omit<MountCommandOptions, 'mountpoint'>, command: Command) => {

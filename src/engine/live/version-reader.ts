@@ -5,6 +5,8 @@ import { UsageError } from '../errors.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
 
 const MAX_STREAMS = 8;
+/** Allocation figures kept per reader (the whole version and its partitions). */
+const MAX_ALLOCATION_RANGES = 16;
 
 /** A run of blocks that are all data or all sparse. */
 export interface Extent {
@@ -35,7 +37,7 @@ export class VersionReader {
   readonly #readAhead: number;
   /** Last block of each sequential stream seen recently. */
   readonly #streams: number[] = [];
-  #allocated: Promise<number> | undefined;
+  readonly #allocated = new Map<string, Promise<number>>();
 
   private constructor(version: VersionRecord, map: BlockMap, cache: BlockCache, options: VersionReaderOptions) {
     this.version = version;
@@ -137,20 +139,42 @@ export class VersionReader {
     return out;
   }
 
-  /** Bytes of non-sparse blocks (what `du` should show), computed once. */
-  allocatedBytes(): Promise<number> {
-    this.#allocated ??= (async () => {
-      let bytes = 0;
-      for (let k = 0; k < this.#map.segments.length; k++) {
-        const entries = await this.#map.segmentEntries(k);
-        for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
-          const entry = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
-          if (!entry.equals(SPARSE_ENTRY)) bytes += this.blockLength(k * SEGMENT_ENTRIES + j);
-        }
+  /**
+   * Bytes of non-sparse blocks (what `du` should show), of the whole version or of a range (a
+   * partition; blocks across its ends count in part), computed once per range.
+   * @param offset start of the range
+   * @param length bytes
+   */
+  allocatedBytes(offset = 0, length = this.version.size): Promise<number> {
+    const from = Math.max(0, offset);
+    const to = Math.min(this.version.size, offset + length);
+    const key = `${from}-${to}`;
+    let bytes = this.#allocated.get(key);
+    if (!bytes) {
+      // A few ranges per version (its partitions); forget the oldest beyond that.
+      if (this.#allocated.size >= MAX_ALLOCATION_RANGES) this.#allocated.delete(this.#allocated.keys().next().value as string);
+      bytes = this.#countAllocated(from, to);
+      this.#allocated.set(key, bytes);
+    }
+    return bytes;
+  }
+
+  async #countAllocated(from: number, to: number): Promise<number> {
+    if (to <= from) return 0;
+    const bs = this.version.blockSize;
+    const first = Math.floor(from / bs);
+    const last = Math.floor((to - 1) / bs);
+    let bytes = 0;
+    for (let k = Math.floor(first / SEGMENT_ENTRIES); k <= Math.floor(last / SEGMENT_ENTRIES); k++) {
+      const entries = await this.#map.segmentEntries(k);
+      for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
+        const i = k * SEGMENT_ENTRIES + j;
+        if (i < first || i > last) continue;
+        const entry = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
+        if (!entry.equals(SPARSE_ENTRY)) bytes += Math.min(to, i * bs + this.blockLength(i)) - Math.max(from, i * bs);
       }
-      return bytes;
-    })();
-    return this.#allocated;
+    }
+    return bytes;
   }
 
   #maybeReadAhead(first: number, last: number): void {

@@ -6,6 +6,7 @@
  * not read its replies (backpressure).
  */
 import type { Duplex } from 'node:stream';
+import { NbdError, type NbdBackend, type NbdExport, type NbdExtent } from './backend.js';
 import { ByteQueue } from './byte-queue.js';
 import {
   BASE_ALLOCATION,
@@ -44,46 +45,6 @@ import {
   parseMetaContextRequest,
   type Request,
 } from './protocol.js';
-
-/** An NBD error a backend throws to choose the reply's error code. */
-export class NbdError extends Error {
-  constructor(readonly errno: number, message: string) {
-    super(message);
-  }
-}
-
-/** A run of an export with one allocation state. */
-export interface NbdExtent {
-  readonly length: number;
-  /** Reads as zeros without being stored. */
-  readonly hole: boolean;
-}
-
-/** One opened export, as a connection sees it. */
-export interface NbdExport {
-  readonly name: string;
-  readonly description: string;
-  readonly size: number;
-  readonly readOnly: boolean;
-  read(offset: number, into: Buffer): Promise<void>;
-  write(offset: number, data: Buffer): Promise<void>;
-  /** WRITE_ZEROES; throws NbdError(NBD_ENOTSUP) when `fast` is set and it would not be fast. */
-  zero(offset: number, length: number, options: { noHole: boolean; fast: boolean }): Promise<void>;
-  trim(offset: number, length: number): Promise<void>;
-  flush(): Promise<void>;
-  /** Allocation runs covering [offset, offset + length) (the last may reach further). */
-  extents(offset: number, length: number): Promise<NbdExtent[]>;
-  /** This connection is done with the export. */
-  close(): Promise<void>;
-}
-
-/** Where exports come from. */
-export interface NbdBackend {
-  /** Exports for NBD_OPT_LIST. */
-  list(): Promise<{ name: string; description: string }[]>;
-  /** Opens an export by name ('' is the default export); undefined when there is none. */
-  open(name: string): Promise<NbdExport | undefined>;
-}
 
 /** Limits of one connection. */
 export interface SessionLimits {

@@ -1,5 +1,5 @@
 import { Duplex } from 'node:stream';
-import { NbdError, type NbdBackend, type NbdExport } from '../../../src/nbd/session.js';
+import { NbdError, type NbdBackend, type NbdExport } from '../../../src/nbd/backend.js';
 
 /** Big-endian byte builder for hand-made protocol messages, independent of src/nbd/protocol.ts. */
 export class Bytes {

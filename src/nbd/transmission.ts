@@ -1,0 +1,176 @@
+/**
+ * The transmission phase of one NBD connection: answers each request on the negotiated export
+ * (every request gets a reply; failures become NBD error replies), assembling READ replies from
+ * data and hole chunks when structured replies were negotiated.
+ */
+import { NbdError, type NbdExport, type NbdExtent } from './backend.js';
+import { CONTEXT_ID, MIN_BLOCK, type Negotiated } from './negotiation.js';
+import {
+  Cmd,
+  CmdFlag,
+  Errno,
+  NBD_STATE_HOLE,
+  NBD_STATE_ZERO,
+  ReplyFlag,
+  ReplyType,
+  encodeBlockStatusChunk,
+  encodeChunkHeader,
+  encodeDataChunkHeader,
+  encodeErrorChunk,
+  encodeHoleChunk,
+  encodeSimpleReply,
+  type Request,
+} from './protocol.js';
+
+/** What a transmission may use of its connection. */
+export interface TransmissionContext {
+  /** Sends bytes to the client, in order (dropped once the connection closed). */
+  readonly write: (...data: Buffer[]) => void;
+  readonly log: (line: string) => void;
+  /** Largest READ/WRITE length. */
+  readonly maxRequest: number;
+}
+
+const KNOWN_CMD_FLAGS = Object.values(CmdFlag).reduce((a, b) => a | b, 0);
+
+/** Serves the requests of one connection on its negotiated export. */
+export class Transmission {
+  readonly #ctx: TransmissionContext;
+  readonly #export: NbdExport;
+  readonly #structured: boolean;
+  readonly #blockStatus: boolean;
+
+  constructor(negotiated: Negotiated, ctx: TransmissionContext) {
+    this.#ctx = ctx;
+    this.#export = negotiated.export;
+    this.#structured = negotiated.structured;
+    this.#blockStatus = negotiated.blockStatus;
+  }
+
+  /** The export this connection uses. */
+  get export(): NbdExport {
+    return this.#export;
+  }
+
+  /** Answers one request; rejects only when replying itself is impossible. */
+  async handle(r: Request, data: Buffer | undefined): Promise<void> {
+    const exp = this.#export;
+    const fail = (errno: number, message: string) => this.#replyError(r, errno, message);
+    if ((r.flags & ~KNOWN_CMD_FLAGS) !== 0) return fail(Errno.NBD_EINVAL, 'unknown command flags');
+    const end = r.offset + r.length;
+    try {
+      switch (r.type) {
+        case Cmd.NBD_CMD_READ:
+          if (end > exp.size) return fail(Errno.NBD_EINVAL, 'read past the end of the export');
+          if (r.length > this.#ctx.maxRequest) return fail(Errno.NBD_EINVAL, 'read longer than the maximum block size');
+          if ((r.flags & CmdFlag.NBD_CMD_FLAG_DF) !== 0 && !this.#structured) return fail(Errno.NBD_EINVAL, 'DF without structured replies');
+          return await this.#read(r, exp);
+        case Cmd.NBD_CMD_WRITE:
+          if (exp.readOnly) return fail(Errno.NBD_EPERM, 'the export is read-only');
+          if (end > exp.size) return fail(Errno.NBD_ENOSPC, 'write past the end of the export');
+          await exp.write(r.offset, data ?? Buffer.alloc(0));
+          if ((r.flags & CmdFlag.NBD_CMD_FLAG_FUA) !== 0) await exp.flush();
+          return this.#replyOk(r);
+        case Cmd.NBD_CMD_FLUSH:
+          await exp.flush();
+          return this.#replyOk(r);
+        case Cmd.NBD_CMD_TRIM:
+          if (exp.readOnly) return fail(Errno.NBD_EPERM, 'the export is read-only');
+          if (end > exp.size) return fail(Errno.NBD_EINVAL, 'trim past the end of the export');
+          await exp.trim(r.offset, r.length);
+          if ((r.flags & CmdFlag.NBD_CMD_FLAG_FUA) !== 0) await exp.flush();
+          return this.#replyOk(r);
+        case Cmd.NBD_CMD_WRITE_ZEROES:
+          if (exp.readOnly) return fail(Errno.NBD_EPERM, 'the export is read-only');
+          if (end > exp.size) return fail(Errno.NBD_ENOSPC, 'write past the end of the export');
+          await exp.zero(r.offset, r.length, {
+            noHole: (r.flags & CmdFlag.NBD_CMD_FLAG_NO_HOLE) !== 0,
+            fast: (r.flags & CmdFlag.NBD_CMD_FLAG_FAST_ZERO) !== 0,
+          });
+          if ((r.flags & CmdFlag.NBD_CMD_FLAG_FUA) !== 0) await exp.flush();
+          return this.#replyOk(r);
+        case Cmd.NBD_CMD_BLOCK_STATUS:
+          if (!this.#blockStatus) return fail(Errno.NBD_EINVAL, 'no meta context selected');
+          if (end > exp.size || r.length === 0) return fail(Errno.NBD_EINVAL, 'block status past the end of the export');
+          return await this.#blockStatusReply(r, exp);
+        default:
+          return fail(Errno.NBD_EINVAL, `command ${r.type} is not supported`);
+      }
+    } catch (err) {
+      const errno = err instanceof NbdError ? err.errno : Errno.NBD_EIO;
+      const message = err instanceof Error ? err.message : String(err);
+      if (!(err instanceof NbdError)) this.#ctx.log(`export "${exp.name}": ${message}`);
+      return fail(errno, message);
+    }
+  }
+
+  async #read(r: Request, exp: NbdExport): Promise<void> {
+    if (!this.#structured) {
+      const data = Buffer.allocUnsafe(r.length);
+      await exp.read(r.offset, data);
+      this.#ctx.write(encodeSimpleReply(r.handle, 0), data);
+      return;
+    }
+    const df = (r.flags & CmdFlag.NBD_CMD_FLAG_DF) !== 0;
+    const pieces = df ? [{ length: r.length, hole: false }] : await this.#clampedExtents(exp, r.offset, r.length, true);
+    // Read everything first, so that an error becomes one error reply with nothing before it.
+    const parts: { offset: number; length: number; data?: Buffer }[] = [];
+    let at = r.offset;
+    for (const piece of pieces) {
+      if (piece.hole) parts.push({ offset: at, length: piece.length });
+      else {
+        const data = Buffer.allocUnsafe(piece.length);
+        await exp.read(at, data);
+        parts.push({ offset: at, length: piece.length, data });
+      }
+      at += piece.length;
+    }
+    parts.forEach((p, i) => {
+      const done = i === parts.length - 1;
+      if (p.data) this.#ctx.write(encodeDataChunkHeader(r.handle, done, p.offset, p.length), p.data);
+      else this.#ctx.write(encodeHoleChunk(r.handle, done, p.offset, p.length));
+    });
+    if (parts.length === 0) this.#ctx.write(encodeChunkHeader(r.handle, ReplyFlag.NBD_REPLY_FLAG_DONE, ReplyType.NBD_REPLY_TYPE_NONE, 0));
+  }
+
+  async #blockStatusReply(r: Request, exp: NbdExport): Promise<void> {
+    let extents = await this.#clampedExtents(exp, r.offset, r.length, false);
+    if ((r.flags & CmdFlag.NBD_CMD_FLAG_REQ_ONE) !== 0) extents = extents.slice(0, 1);
+    this.#ctx.write(
+      encodeBlockStatusChunk(
+        r.handle,
+        true,
+        CONTEXT_ID,
+        extents.map((e) => ({ length: e.length, flags: e.hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0 })),
+      ),
+    );
+  }
+
+  /**
+   * Extents cut to the request, merged, each under 4 GiB. With `fill`, a range the export did
+   * not describe counts as data (reads must cover the request; block status may cover less).
+   */
+  async #clampedExtents(exp: NbdExport, offset: number, length: number, fill: boolean): Promise<NbdExtent[]> {
+    const out: NbdExtent[] = [];
+    let left = length;
+    for (const e of await exp.extents(offset, length)) {
+      if (left <= 0) break;
+      const take = Math.min(e.length, left);
+      const last = out[out.length - 1];
+      if (last && last.hole === e.hole && last.length + take < 2 ** 32 - MIN_BLOCK) out[out.length - 1] = { length: last.length + take, hole: e.hole };
+      else out.push({ length: take, hole: e.hole });
+      left -= take;
+    }
+    if (left > 0 && (fill || out.length === 0)) out.push({ length: left, hole: false });
+    return out;
+  }
+
+  #replyOk(r: Request): void {
+    this.#ctx.write(encodeSimpleReply(r.handle, 0));
+  }
+
+  #replyError(r: Request, errno: number, message: string): void {
+    if (this.#structured) this.#ctx.write(encodeErrorChunk(r.handle, errno, message));
+    else this.#ctx.write(encodeSimpleReply(r.handle, errno));
+  }
+}

@@ -9,10 +9,10 @@ import {
   BASE_ALLOCATION,
   ClientFlag,
   Info,
-  NBD_IHAVEOPT,
   Opt,
   Rep,
   TxFlag,
+  decodeClientFlags,
   decodeOption,
   encodeExportNameReply,
   encodeInfoBlockSize,
@@ -23,6 +23,7 @@ import {
   encodeServerEntry,
   parseInfoRequest,
   parseMetaContextRequest,
+  type Decoded,
 } from './protocol.js';
 
 /** What the client and the server agreed on; transmission starts from it. */
@@ -37,15 +38,14 @@ export interface Negotiated {
 /** Where an option leaves the connection. */
 export type OptionOutcome = { readonly next: 'options' } | { readonly next: 'end' } | { readonly next: 'transmission'; readonly negotiated: Negotiated };
 
-/** One step of the negotiation over the bytes received so far. */
+/**
+ * One step of the negotiation over the bytes received so far: more bytes needed, input that
+ * closes the connection (as from the decoders), a message consumed, or an option being answered
+ * (read nothing more until it settles).
+ */
 export type NegotiationStep =
-  /** More bytes are needed. */
-  | { readonly kind: 'need' }
-  /** The input was consumed; look for the next message. */
+  | Exclude<Decoded<never>, { readonly kind: 'message' }>
   | { readonly kind: 'continue' }
-  /** Malformed or hostile input: drop the connection. */
-  | { readonly kind: 'abort'; readonly why: string }
-  /** An option is being answered; read nothing more until it settles. */
   | { readonly kind: 'option'; readonly outcome: Promise<OptionOutcome> };
 
 /** What a negotiation may use of its connection. */
@@ -88,19 +88,18 @@ export class Negotiation {
   /** Consumes the next message of the negotiation from `q`, if it is complete. */
   next(q: ByteQueue): NegotiationStep {
     if (!this.#clientFlags) {
-      if (q.length < 4) return { kind: 'need' };
-      const flags = q.consume(4).readUInt32BE(0);
-      if ((flags & ~KNOWN_CLIENT_FLAGS) !== 0) return { kind: 'abort', why: `unknown client flags 0x${flags.toString(16)}` };
+      const decoded = decodeClientFlags(q);
+      if (decoded.kind !== 'message') return decoded;
+      const flags = decoded.message;
+      if ((flags & ~KNOWN_CLIENT_FLAGS) !== 0) return { kind: 'invalid', reason: `unknown client flags 0x${flags.toString(16)}` };
       this.#noZeroes = (flags & ClientFlag.NBD_FLAG_C_NO_ZEROES) !== 0;
       this.#clientFlags = true;
       return { kind: 'continue' };
     }
-    const option = decodeOption(q, this.#ctx.limits.maxOptionData);
-    if (!option) return { kind: 'need' };
-    if ('tooBig' in option) return { kind: 'abort', why: `option data of ${option.tooBig} bytes` };
-    if (option.magic !== NBD_IHAVEOPT) return { kind: 'abort', why: 'bad option magic' };
-    if (++this.#options > this.#ctx.limits.maxOptions) return { kind: 'abort', why: 'too many options' };
-    return { kind: 'option', outcome: this.#handleOption(option.option, option.data) };
+    const decoded = decodeOption(q, this.#ctx.limits.maxOptionData);
+    if (decoded.kind !== 'message') return decoded;
+    if (++this.#options > this.#ctx.limits.maxOptions) return { kind: 'invalid', reason: 'too many options' };
+    return { kind: 'option', outcome: this.#handleOption(decoded.message.option, decoded.message.data) };
   }
 
   async #handleOption(option: number, data: Buffer): Promise<OptionOutcome> {

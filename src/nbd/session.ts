@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { NbdBackend } from './backend.js';
 import { ByteQueue } from './byte-queue.js';
 import { Negotiation, type OptionOutcome } from './negotiation.js';
-import { Cmd, NBD_REQUEST_MAGIC, REQUEST_HEADER_LENGTH, decodeRequest, encodeGreeting, type Request } from './protocol.js';
+import { Cmd, decodeRequest, encodeGreeting } from './protocol.js';
 import { Transmission } from './transmission.js';
 
 /** Limits of one connection. */
@@ -44,6 +44,8 @@ export class NbdSession {
   #inFlight = 0;
   #inFlightBytes = 0;
   #processing = false;
+  /** Bytes the queue must hold before decoding is worth trying again. */
+  #awaiting = 0;
   #timer: NodeJS.Timeout | undefined;
   #pausedForBackpressure = false;
   #released = false;
@@ -99,6 +101,9 @@ export class NbdSession {
     this.#processing = true;
     try {
       while (this.#state === 'negotiation' || this.#state === 'transmission') {
+        // The decoder said how many bytes the next message needs at least: wait for them.
+        if (this.#queue.length < this.#awaiting) break;
+        this.#awaiting = 0;
         if (this.#state === 'negotiation') {
           if (!this.#nextNegotiationStep()) break;
         } else if (!this.#nextRequest()) break;
@@ -113,12 +118,13 @@ export class NbdSession {
     const step = this.#negotiation.next(this.#queue);
     switch (step.kind) {
       case 'need':
+        this.#awaiting = this.#queue.length + step.bytes;
+        return false;
+      case 'invalid':
+        this.#abort(step.reason);
         return false;
       case 'continue':
         return true;
-      case 'abort':
-        this.#abort(step.why);
-        return false;
       case 'option':
         // Options are answered one at a time: stop reading and parsing until this one is done.
         this.#state = 'option-pending';
@@ -154,36 +160,26 @@ export class NbdSession {
       this.#pause();
       return false;
     }
-    if (this.#queue.length < REQUEST_HEADER_LENGTH) return false;
-    const head = this.#queue.peek(REQUEST_HEADER_LENGTH);
-    if (head.readUInt32BE(0) !== NBD_REQUEST_MAGIC) {
-      this.#abort('bad request magic');
+    const decoded = decodeRequest(this.#queue, this.#limits.maxRequest);
+    if (decoded.kind === 'need') {
+      this.#awaiting = this.#queue.length + decoded.bytes;
       return false;
     }
-    const type = head.readUInt16BE(6);
-    const length = head.readUInt32BE(24);
-    let payload = 0;
-    if (type === Cmd.NBD_CMD_WRITE) {
-      // A payload we will not hold is not worth reading: close (the spec allows it).
-      if (length > this.#limits.maxRequest) {
-        this.#abort(`write of ${length} bytes`);
-        return false;
-      }
-      payload = length;
-      if (this.#queue.length < REQUEST_HEADER_LENGTH + payload) return false;
+    if (decoded.kind === 'invalid') {
+      this.#abort(decoded.reason);
+      return false;
     }
-    const request = decodeRequest(this.#queue) as Request;
-    const data = payload > 0 ? this.#queue.consume(payload) : undefined;
-    if (type === Cmd.NBD_CMD_DISC) {
+    const request = decoded.message;
+    if (request.type === Cmd.NBD_CMD_DISC) {
       this.#state = 'closing';
       this.#maybeFinish();
       return false;
     }
-    const bytes = type === Cmd.NBD_CMD_READ || type === Cmd.NBD_CMD_WRITE ? Math.min(length, this.#limits.maxRequest) : 0;
+    const bytes = request.type === Cmd.NBD_CMD_READ || request.type === Cmd.NBD_CMD_WRITE ? Math.min(request.length, this.#limits.maxRequest) : 0;
     this.#inFlight++;
     this.#inFlightBytes += bytes;
     (this.#transmission as Transmission)
-      .handle(request, data)
+      .handle(request)
       .catch((err: unknown) => this.#abort(`request failed: ${err instanceof Error ? err.message : String(err)}`))
       .finally(() => {
         this.#inFlight--;

@@ -53,7 +53,7 @@ export class Transmission {
   }
 
   /** Answers one request; rejects only when replying itself is impossible. */
-  async handle(r: Request, data: Buffer | undefined): Promise<void> {
+  async handle(r: Request): Promise<void> {
     const exp = this.#export;
     const fail = (errno: number, message: string) => this.#replyError(r, errno, message);
     if ((r.flags & ~KNOWN_CMD_FLAGS) !== 0) return fail(Errno.NBD_EINVAL, 'unknown command flags');
@@ -68,7 +68,7 @@ export class Transmission {
         case Cmd.NBD_CMD_WRITE:
           if (exp.readOnly) return fail(Errno.NBD_EPERM, 'the export is read-only');
           if (end > exp.size) return fail(Errno.NBD_ENOSPC, 'write past the end of the export');
-          await exp.write(r.offset, data ?? Buffer.alloc(0));
+          await exp.write(r.offset, r.data ?? Buffer.alloc(0));
           if ((r.flags & CmdFlag.NBD_CMD_FLAG_FUA) !== 0) await exp.flush();
           return this.#replyOk(r);
         case Cmd.NBD_CMD_FLUSH:

@@ -29,6 +29,8 @@ import {
 /** What the client and the server agreed on; transmission starts from it. */
 export interface Negotiated {
   readonly export: NbdExport;
+  /** The transmission flags advertised for the export. */
+  readonly flags: number;
   /** Structured replies were negotiated. */
   readonly structured: boolean;
   /** `base:allocation` was selected for this export (BLOCK_STATUS allowed). */
@@ -181,7 +183,10 @@ export class Negotiation {
   }
 
   #go(exp: NbdExport): OptionOutcome {
-    return { next: 'transmission', negotiated: { export: exp, structured: this.#structured, blockStatus: this.#structured && this.#metaExport !== undefined } };
+    return {
+      next: 'transmission',
+      negotiated: { export: exp, flags: this.#flags(exp), structured: this.#structured, blockStatus: this.#structured && this.#metaExport !== undefined },
+    };
   }
 
   #flags(exp: NbdExport): number {

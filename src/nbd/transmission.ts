@@ -1,10 +1,11 @@
 /**
- * The transmission phase of one NBD connection: answers each request on the negotiated export
- * (every request gets a reply; failures become NBD error replies), assembling READ replies from
- * data and hole chunks when structured replies were negotiated.
+ * The transmission phase of one NBD connection: validates each request (validate-request.ts), then
+ * runs it on the negotiated export. Every request gets a reply; failures become NBD error
+ * replies. With structured replies, READ replies are assembled from data and hole chunks.
  */
 import { NbdError, type NbdExport, type NbdExtent } from './backend.js';
 import { CONTEXT_ID, MIN_BLOCK, type Negotiated } from './negotiation.js';
+import { validateRequest, type RequestLimits } from './validate-request.js';
 import {
   Cmd,
   CmdFlag,
@@ -31,20 +32,24 @@ export interface TransmissionContext {
   readonly maxRequest: number;
 }
 
-const KNOWN_CMD_FLAGS = Object.values(CmdFlag).reduce((a, b) => a | b, 0);
-
 /** Serves the requests of one connection on its negotiated export. */
 export class Transmission {
   readonly #ctx: TransmissionContext;
   readonly #export: NbdExport;
   readonly #structured: boolean;
-  readonly #blockStatus: boolean;
+  readonly #limits: RequestLimits;
 
   constructor(negotiated: Negotiated, ctx: TransmissionContext) {
     this.#ctx = ctx;
     this.#export = negotiated.export;
     this.#structured = negotiated.structured;
-    this.#blockStatus = negotiated.blockStatus;
+    this.#limits = {
+      size: negotiated.export.size,
+      readOnly: negotiated.export.readOnly,
+      flags: negotiated.flags,
+      blockStatus: negotiated.blockStatus,
+      maxRequest: ctx.maxRequest,
+    };
   }
 
   /** The export this connection uses. */
@@ -55,52 +60,42 @@ export class Transmission {
   /** Answers one request; rejects only when replying itself is impossible. */
   async handle(r: Request): Promise<void> {
     const exp = this.#export;
-    const fail = (errno: number, message: string) => this.#replyError(r, errno, message);
-    if ((r.flags & ~KNOWN_CMD_FLAGS) !== 0) return fail(Errno.NBD_EINVAL, 'unknown command flags');
-    const end = r.offset + r.length;
+    const refusal = validateRequest(r, this.#limits);
+    if (refusal) return this.#replyError(r, refusal.errno, refusal.message);
+    const fua = (r.flags & CmdFlag.NBD_CMD_FLAG_FUA) !== 0;
     try {
       switch (r.type) {
         case Cmd.NBD_CMD_READ:
-          if (end > exp.size) return fail(Errno.NBD_EINVAL, 'read past the end of the export');
-          if (r.length > this.#ctx.maxRequest) return fail(Errno.NBD_EINVAL, 'read longer than the maximum block size');
-          if ((r.flags & CmdFlag.NBD_CMD_FLAG_DF) !== 0 && !this.#structured) return fail(Errno.NBD_EINVAL, 'DF without structured replies');
           return await this.#read(r, exp);
         case Cmd.NBD_CMD_WRITE:
-          if (exp.readOnly) return fail(Errno.NBD_EPERM, 'the export is read-only');
-          if (end > exp.size) return fail(Errno.NBD_ENOSPC, 'write past the end of the export');
           await exp.write(r.offset, r.data ?? Buffer.alloc(0));
-          if ((r.flags & CmdFlag.NBD_CMD_FLAG_FUA) !== 0) await exp.flush();
-          return this.#replyOk(r);
+          break;
         case Cmd.NBD_CMD_FLUSH:
           await exp.flush();
           return this.#replyOk(r);
         case Cmd.NBD_CMD_TRIM:
-          if (exp.readOnly) return fail(Errno.NBD_EPERM, 'the export is read-only');
-          if (end > exp.size) return fail(Errno.NBD_EINVAL, 'trim past the end of the export');
           await exp.trim(r.offset, r.length);
-          if ((r.flags & CmdFlag.NBD_CMD_FLAG_FUA) !== 0) await exp.flush();
-          return this.#replyOk(r);
+          break;
         case Cmd.NBD_CMD_WRITE_ZEROES:
-          if (exp.readOnly) return fail(Errno.NBD_EPERM, 'the export is read-only');
-          if (end > exp.size) return fail(Errno.NBD_ENOSPC, 'write past the end of the export');
           await exp.zero(r.offset, r.length, {
             noHole: (r.flags & CmdFlag.NBD_CMD_FLAG_NO_HOLE) !== 0,
             fast: (r.flags & CmdFlag.NBD_CMD_FLAG_FAST_ZERO) !== 0,
           });
-          if ((r.flags & CmdFlag.NBD_CMD_FLAG_FUA) !== 0) await exp.flush();
-          return this.#replyOk(r);
+          break;
         case Cmd.NBD_CMD_BLOCK_STATUS:
-          if (!this.#blockStatus) return fail(Errno.NBD_EINVAL, 'no meta context selected');
-          if (end > exp.size || r.length === 0) return fail(Errno.NBD_EINVAL, 'block status past the end of the export');
           return await this.#blockStatusReply(r, exp);
         default:
-          return fail(Errno.NBD_EINVAL, `command ${r.type} is not supported`);
+          // validateRequest() lets only the commands above through.
+          throw new RangeError(`Command ${r.type} passed validation but has no handler`);
       }
+      // The writing commands: FUA makes them durable before the reply.
+      if (fua) await exp.flush();
+      return this.#replyOk(r);
     } catch (err) {
       const errno = err instanceof NbdError ? err.errno : Errno.NBD_EIO;
       const message = err instanceof Error ? err.message : String(err);
       if (!(err instanceof NbdError)) this.#ctx.log(`export "${exp.name}": ${message}`);
-      return fail(errno, message);
+      return this.#replyError(r, errno, message);
     }
   }
 

@@ -5,11 +5,11 @@
  */
 import { NbdError, type NbdExport, type NbdExtent } from './backend.js';
 import { CONTEXT_ID, MIN_BLOCK, type Negotiated } from './negotiation.js';
+import { nbdErrno } from './nbd-errno.js';
 import { validateRequest, type RequestLimits } from './validate-request.js';
 import {
   Cmd,
   CmdFlag,
-  Errno,
   NBD_STATE_HOLE,
   NBD_STATE_ZERO,
   ReplyFlag,
@@ -92,10 +92,10 @@ export class Transmission {
       if (fua) await exp.flush();
       return this.#replyOk(r);
     } catch (err) {
-      const errno = err instanceof NbdError ? err.errno : Errno.NBD_EIO;
       const message = err instanceof Error ? err.message : String(err);
+      // A backend's NbdError is an answer it chose; anything else is worth a line in the log.
       if (!(err instanceof NbdError)) this.#ctx.log(`export "${exp.name}": ${message}`);
-      return this.#replyError(r, errno, message);
+      return this.#replyError(r, nbdErrno(err), message);
     }
   }
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { CorruptBlockError, StoreFullError } from '../../../src/engine/errors.js';
 import { ByteQueue } from '../../../src/nbd/byte-queue.js';
 import { NbdSession } from '../../../src/nbd/session.js';
 import { Bytes, FakeSocket, REPLY_MAGIC, goData, memoryBackend, option, request, settle } from './fixtures.js';
@@ -11,9 +12,9 @@ function optionReply(opt: number, type: number, data: Buffer = Buffer.alloc(0)):
 }
 
 /** Runs a session over `input`, delivered in the given pieces, and returns what it wrote. */
-async function converse(pieces: Buffer[], backend = memoryBackend()): Promise<FakeSocket> {
+async function converse(pieces: Buffer[], backend = memoryBackend(), log: (line: string) => void = () => undefined): Promise<FakeSocket> {
   const socket = new FakeSocket();
-  new NbdSession(socket, backend, { log: () => undefined });
+  new NbdSession(socket, backend, { log });
   for (const p of pieces) {
     socket.push(p);
     await settle(2);
@@ -101,8 +102,8 @@ describe('NbdSession handshake and options', () => {
 describe('NbdSession transmission', () => {
   const go = [FLAGS, option(8), option(10, new Bytes().u32(4).str('disk').u32(1).u32(15).str('base:allocation').buffer), option(7, goData('disk'))];
 
-  async function transmit(requests: Buffer[], backend = memoryBackend()): Promise<Buffer> {
-    const socket = await converse([...go, ...requests], backend);
+  async function transmit(requests: Buffer[], backend = memoryBackend(), log?: (line: string) => void): Promise<Buffer> {
+    const socket = await converse([...go, ...requests], backend, log);
     const out = socket.output;
     // skip greeting and option replies up to the GO ACK
     let at = 18;
@@ -165,5 +166,18 @@ describe('NbdSession transmission', () => {
   it('refuses writes to a read-only export with EPERM', async () => {
     const out = await transmit([request(1, 1, 0, 512, 0, Buffer.alloc(512))], memoryBackend(1 << 20, { readOnly: true }));
     expect(out.readUInt32BE(20)).toBe(1);
+  });
+
+  it('answers engine failures with the matching NBD error and its message, and logs them', async () => {
+    const full = memoryBackend(1 << 20, { fail: { write: new StoreFullError('Cannot write object "ab": no space left on device') } });
+    const out = await transmit([request(1, 1, 0, 512, 0, Buffer.alloc(512))], full);
+    // one structured ERROR chunk: flags DONE, type ERROR, error, message length, message
+    expect(out.readUInt16BE(6)).toBe(0x8001);
+    expect(out.readUInt32BE(20)).toBe(28);
+    expect(out.subarray(26, 26 + out.readUInt16BE(24)).toString()).toBe('Cannot write object "ab": no space left on device');
+    const corrupt = memoryBackend(1 << 20, { fail: { read: new CorruptBlockError('Block "cd" does not match its digest') } });
+    const lines: string[] = [];
+    expect((await transmit([request(0, 2, 0, 512)], corrupt, (l) => lines.push(l))).readUInt32BE(20)).toBe(5);
+    expect(lines.some((l) => l.includes('does not match its digest'))).toBe(true);
   });
 });

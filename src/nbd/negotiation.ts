@@ -190,17 +190,26 @@ export class Negotiation {
   }
 
   #flags(exp: NbdExport): number {
-    let flags =
-      TxFlag.NBD_FLAG_HAS_FLAGS |
-      TxFlag.NBD_FLAG_SEND_FLUSH |
-      TxFlag.NBD_FLAG_SEND_FUA |
-      TxFlag.NBD_FLAG_SEND_TRIM |
-      TxFlag.NBD_FLAG_SEND_WRITE_ZEROES |
-      TxFlag.NBD_FLAG_SEND_FAST_ZERO |
-      // All connections to an export share one cache and one copy-on-write session.
-      TxFlag.NBD_FLAG_CAN_MULTI_CONN;
-    if (this.#structured) flags |= TxFlag.NBD_FLAG_SEND_DF;
-    if (exp.readOnly) flags |= TxFlag.NBD_FLAG_READ_ONLY;
-    return flags;
+    return transmissionFlags(exp, this.#structured);
   }
+}
+
+/**
+ * The transmission flags of an export. A read-only export offers no FLUSH, FUA, TRIM or
+ * WRITE_ZEROES: clients then do not try them (and get EPERM if they do).
+ * @param structured structured replies were negotiated (DF is offered only then)
+ */
+export function transmissionFlags(exp: Pick<NbdExport, 'readOnly'>, structured: boolean): number {
+  // All connections to an export share one cache and one copy-on-write session.
+  let flags = TxFlag.NBD_FLAG_HAS_FLAGS | TxFlag.NBD_FLAG_CAN_MULTI_CONN;
+  if (structured) flags |= TxFlag.NBD_FLAG_SEND_DF;
+  if (exp.readOnly) return flags | TxFlag.NBD_FLAG_READ_ONLY;
+  return (
+    flags |
+    TxFlag.NBD_FLAG_SEND_FLUSH |
+    TxFlag.NBD_FLAG_SEND_FUA |
+    TxFlag.NBD_FLAG_SEND_TRIM |
+    TxFlag.NBD_FLAG_SEND_WRITE_ZEROES |
+    TxFlag.NBD_FLAG_SEND_FAST_ZERO
+  );
 }

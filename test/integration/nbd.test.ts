@@ -156,6 +156,8 @@ describe('backy2 nbd with real clients', () => {
     const uid = await backupOf(image);
     const server = await startServer(['-r']);
     expect(() => run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', uri(server.port, uid)])).toThrow();
+    const info = JSON.parse(run('nbdinfo', ['--json', uri(server.port, uid)])) as { exports: Record<string, unknown>[] };
+    expect(info.exports[0]).toMatchObject({ is_read_only: true, can_flush: false, can_fua: false, can_trim: false, can_zero: false, can_fast_zero: false });
     const { connect } = await import('node:net');
     const hostile = connect(server.port, '127.0.0.1');
     hostile.on('error', () => undefined);

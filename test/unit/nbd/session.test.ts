@@ -163,9 +163,29 @@ describe('NbdSession transmission', () => {
     expect(errors).toEqual([22, 95, 22, 22, 0]);
   });
 
-  it('refuses writes to a read-only export with EPERM', async () => {
-    const out = await transmit([request(1, 1, 0, 512, 0, Buffer.alloc(512))], memoryBackend(1 << 20, { readOnly: true }));
-    expect(out.readUInt32BE(20)).toBe(1);
+  it('refuses WRITE, FLUSH, TRIM and WRITE_ZEROES on a read-only export with EPERM, and still reads', async () => {
+    const out = await transmit(
+      [request(1, 1, 0, 512, 0, Buffer.alloc(512)), request(3, 2, 0, 0), request(4, 3, 0, 4096), request(6, 4, 0, 4096), request(0, 5, 0, 512, 4)],
+      memoryBackend(1 << 20, { readOnly: true }),
+    );
+    const errors: [number, number][] = [];
+    let at = 0;
+    for (let i = 0; i < 4; i++) {
+      // structured ERROR chunks: cookie at 8, error at 20, message length at 24
+      errors.push([Number(out.readBigUInt64BE(at + 8)), out.readUInt32BE(at + 20)]);
+      at += 20 + out.readUInt32BE(at + 16);
+    }
+    expect(errors).toEqual([[1, 1], [2, 1], [3, 1], [4, 1]]);
+    expect(out.subarray(at, at + 28).equals(new Bytes().u32(0x668e33ef).u16(1).u16(1).u64(5).u32(8 + 512).u64(0).buffer)).toBe(true);
+  });
+
+  it('advertises no FLUSH, FUA, TRIM or WRITE_ZEROES for a read-only export', async () => {
+    const socket = await converse([FLAGS, option(1, Buffer.from('disk'))], memoryBackend(1 << 20, { readOnly: true }));
+    expect(socket.output.subarray(18).equals(new Bytes().u64(1 << 20).u16(1 | 2 | 256).buffer)).toBe(true);
+    const info = await converse([FLAGS, option(8), option(6, goData('disk')), option(2)], memoryBackend(1 << 20, { readOnly: true }));
+    // INFO's first reply: NBD_INFO_EXPORT with size and flags (DF with structured replies)
+    const first = info.output.subarray(18 + 20);
+    expect(first.subarray(20, 32).equals(new Bytes().u16(0).u64(1 << 20).u16(1 | 2 | 128 | 256).buffer)).toBe(true);
   });
 
   it('answers engine failures with the matching NBD error and its message, and logs them', async () => {

@@ -57,6 +57,9 @@ export interface NegotiationContext {
   readonly write: (data: Buffer) => void;
   /** False once the connection closed while an option was being answered. */
   readonly isOpen: () => boolean;
+  readonly log: (line: string) => void;
+  /** The server as an NBD URI (`nbd://127.0.0.1:10809`), for hints in refusals. */
+  readonly uri: string;
   readonly limits: {
     /** Largest option data accepted; more aborts. */
     readonly maxOptionData: number;
@@ -110,7 +113,14 @@ export class Negotiation {
     const options = { next: 'options' } as const;
     switch (option) {
       case Opt.NBD_OPT_EXPORT_NAME: {
-        const exp = await this.#adopt(await this.#ctx.backend.open(data.toString('utf8')));
+        const name = data.toString('utf8');
+        const opened = await this.#ctx.backend.open(name);
+        if (!opened) {
+          // EXPORT_NAME has no error reply: the spec says to close the connection.
+          this.#refusal(name);
+          return { next: 'end' };
+        }
+        const exp = await this.#adopt(opened);
         if (!exp) return { next: 'end' };
         this.#ctx.write(encodeExportNameReply(exp.size, this.#flags(exp), this.#noZeroes));
         return this.#go(exp);
@@ -132,9 +142,10 @@ export class Negotiation {
       case Opt.NBD_OPT_GO: {
         const request = parseInfoRequest(data);
         if (!request) return (error(Rep.NBD_REP_ERR_INVALID, 'malformed INFO/GO request'), options);
-        const exp = await this.#adopt(await this.#ctx.backend.open(request.name));
+        const opened = await this.#ctx.backend.open(request.name);
+        const exp = await this.#adopt(opened);
         if (!this.#ctx.isOpen()) return { next: 'end' };
-        if (!exp) return (error(Rep.NBD_REP_ERR_UNKNOWN, `no export named "${request.name}"`), options);
+        if (!exp) return (error(Rep.NBD_REP_ERR_UNKNOWN, this.#refusal(request.name)), options);
         reply(Rep.NBD_REP_INFO, encodeInfoExport(exp.size, this.#flags(exp)));
         if (request.infos.includes(Info.NBD_INFO_NAME)) reply(Rep.NBD_REP_INFO, encodeInfoText(Info.NBD_INFO_NAME, exp.name));
         if (request.infos.includes(Info.NBD_INFO_DESCRIPTION)) reply(Rep.NBD_REP_INFO, encodeInfoText(Info.NBD_INFO_DESCRIPTION, exp.description));
@@ -171,6 +182,21 @@ export class Negotiation {
         error(Rep.NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
         return options;
     }
+  }
+
+  /**
+   * Logs the refusal of an export that is not served.
+   * @returns the message for the client, with a hint how to name one
+   */
+  #refusal(name: string): string {
+    const { uri } = this.#ctx;
+    const list = `\`nbdinfo --list ${uri}\` lists them`;
+    if (name === '') {
+      this.#ctx.log('refused the default export: there is none');
+      return `no default export: name one, e.g. ${uri}/<uid>; ${list}`;
+    }
+    this.#ctx.log(`refused unknown export ${printable(name)}`);
+    return `no export named ${printable(name)}; ${list}`;
   }
 
   /** An export opened while the connection closed is released at once. */
@@ -212,4 +238,20 @@ export function transmissionFlags(exp: Pick<NbdExport, 'readOnly'>, structured: 
     TxFlag.NBD_FLAG_SEND_WRITE_ZEROES |
     TxFlag.NBD_FLAG_SEND_FAST_ZERO
   );
+}
+
+/** Longest part of a client's export name that goes into logs and replies. */
+const MAX_PRINTED_NAME = 64;
+
+/**
+ * A client-chosen name, safe to print: quoted, control and format characters (escape sequences,
+ * bidirectional overrides) escaped, and cut to {@link MAX_PRINTED_NAME} characters.
+ */
+export function printable(name: string): string {
+  const chars = [...name];
+  const shown = chars
+    .slice(0, MAX_PRINTED_NAME)
+    .map((c) => (/[\p{C}"\\]/u.test(c) ? `\\u{${(c.codePointAt(0) ?? 0).toString(16)}}` : c))
+    .join('');
+  return `"${shown}"${chars.length > MAX_PRINTED_NAME ? ` (${chars.length} characters)` : ''}`;
 }

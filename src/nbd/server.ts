@@ -1,4 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import { hostname } from 'node:os';
 import { NotFoundError, StoreUnavailableError, UsageError, errnoCode } from '../engine/errors.js';
 import type { Store } from '../engine/store.js';
 import { VersionExports } from './exports.js';
@@ -32,11 +33,13 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
     throw new NotFoundError(`Version "${options.uid}" not found or not complete`, { hint: 'run `backy2 ls` to see versions' });
   }
   const sessions = new Set<NbdSession>();
+  // Set once listening, before any connection arrives.
+  let uri = '';
   const server: Server = createServer((socket: Socket) => {
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
     const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    const session = new NbdSession(socket, backend, { log: (line) => options.log(`${peer}: ${line}`) });
+    const session = new NbdSession(socket, backend, { log: (line) => options.log(`${peer}: ${line}`), uri });
     sessions.add(session);
     void session.closed.then(() => sessions.delete(session));
   });
@@ -46,6 +49,7 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
+  uri = serverUri(options.address, port);
   options.log(`serving ${options.uid ? `version ${options.uid}` : 'every version'} ${options.readOnly ? 'read-only' : 'with copy-on-write'} on ${options.address}:${port}`);
   await new Promise<void>((resolve) => {
     if (options.signal.aborted) resolve();
@@ -59,4 +63,13 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
   clearTimeout(timer);
   const lost = await backend.shutdown();
   if (lost.length > 0) throw new StoreUnavailableError(`Stopped, but could not commit ${lost.join(', ')}: those writes are lost (see the log above)`);
+}
+
+/**
+ * The server as an NBD URI (exports are paths below it). IPv6 addresses go in brackets; a
+ * wildcard address is shown as this machine's name, which remote clients can use.
+ */
+export function serverUri(address: string, port: number): string {
+  const host = address === '0.0.0.0' || address === '::' || address === '' ? hostname() : address;
+  return `nbd://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }

@@ -28,6 +28,15 @@ export interface SessionLimits {
   readonly handshakeTimeoutMs?: number;
 }
 
+/** Options of {@link NbdSession}. */
+export interface NbdSessionOptions {
+  /** One line per event worth keeping (the server prefixes the client's address). */
+  readonly log: (line: string) => void;
+  /** The server as an NBD URI, for the hints in refusals. @default "nbd://HOST:PORT" */
+  readonly uri?: string | undefined;
+  readonly limits?: SessionLimits | undefined;
+}
+
 type State = 'negotiation' | 'option-pending' | 'transmission' | 'closing' | 'closed';
 
 /** Serves one connection. */
@@ -51,7 +60,7 @@ export class NbdSession {
   #released = false;
   #closeReason = '';
 
-  constructor(socket: Duplex, backend: NbdBackend, options: { log: (line: string) => void; limits?: SessionLimits }) {
+  constructor(socket: Duplex, backend: NbdBackend, options: NbdSessionOptions) {
     this.#socket = socket;
     this.#log = options.log;
     this.#limits = {
@@ -67,6 +76,8 @@ export class NbdSession {
       backend,
       write: (data) => this.#write(data),
       isOpen: () => this.#state === 'option-pending',
+      log: this.#log,
+      uri: options.uri ?? 'nbd://HOST:PORT',
       limits: this.#limits,
     });
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));

@@ -70,6 +70,16 @@ async function listed(): Promise<{ uid: string; tags: string[]; baseUid: string 
   return JSON.parse((await spawnCli(['ls', '--json'], env)).stdout) as { uid: string; tags: string[]; baseUid: string | null }[];
 }
 
+/** Runs a command that must fail and returns its stderr. */
+function failing(cmd: string, args: readonly string[]): string {
+  try {
+    run(cmd, args);
+  } catch (err) {
+    return String((err as { stderr?: unknown }).stderr);
+  }
+  throw new Error(`${cmd} ${args.join(' ')} succeeded`);
+}
+
 describe('backy2 nbd with real clients', () => {
   it('nbdinfo lists every version and maps the sparse layout', async () => {
     const a = await backupOf(image);
@@ -168,6 +178,23 @@ describe('backy2 nbd with real clients', () => {
     await eventually(() => hostile.closed, 5000, 'the hostile client to be dropped');
     expect(server.log()).toContain('closing connection');
     expect((await listed()).length).toBe(1);
+  });
+
+  it('refuses unknown export names with a logged line, and an empty name unless a default export was given', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r']);
+    const base = `nbd://127.0.0.1:${server.port}`;
+    failing('nbdinfo', [`${base}/nope%1B%5B2J`]);
+    await eventually(() => /127\.0\.0\.1:\d+: refused unknown export "nope\\u\{1b\}\[2J"\n/.test(server.log()), 5000, 'the log line');
+    expect(failing('qemu-img', ['info', `${base}/nope`])).toContain(`no export named "nope"; \`nbdinfo --list ${base}\` lists them`);
+    const refused = failing('qemu-img', ['info', base]);
+    expect(refused).toContain(`no default export: name one, e.g. ${base}/<uid>; \`nbdinfo --list ${base}\` lists them`);
+    await eventually(() => server.log().includes('refused the default export: there is none'), 5000, 'the log line');
+    await server.stop();
+
+    const single = await startServer(['-r', uid]);
+    const info = JSON.parse(run('qemu-img', ['info', '--output=json', `nbd://127.0.0.1:${single.port}`])) as { 'virtual-size': number };
+    expect(info['virtual-size']).toBe(statSync(image).size);
   });
 
   it('refuses to remove a version while a client uses it', async () => {

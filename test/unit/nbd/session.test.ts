@@ -12,9 +12,9 @@ function optionReply(opt: number, type: number, data: Buffer = Buffer.alloc(0)):
 }
 
 /** Runs a session over `input`, delivered in the given pieces, and returns what it wrote. */
-async function converse(pieces: Buffer[], backend = memoryBackend(), log: (line: string) => void = () => undefined): Promise<FakeSocket> {
+async function converse(pieces: Buffer[], backend = memoryBackend(), log: (line: string) => void = () => undefined, uri?: string): Promise<FakeSocket> {
   const socket = new FakeSocket();
-  new NbdSession(socket, backend, { log });
+  new NbdSession(socket, backend, { log, uri });
   for (const p of pieces) {
     socket.push(p);
     await settle(2);
@@ -86,6 +86,32 @@ describe('NbdSession handshake and options', () => {
     const third = second.subarray(20 + second.readUInt32BE(16));
     expect(third.equals(optionReply(2, 1))).toBe(true);
     expect(socket.ended).toBe(true);
+  });
+
+  it('refuses an unknown name and a missing default export with ERR_UNKNOWN, a hint and one log line each', async () => {
+    const memory = memoryBackend();
+    const noDefault = { ...memory, open: (name: string) => (name === '' ? Promise.resolve(undefined) : memory.open(name)) };
+    const lines: string[] = [];
+    const hostileName = `\x1b[31mred\u202e"${'x'.repeat(100)}`;
+    const socket = await converse([FLAGS, option(7, goData('')), option(6, goData(hostileName)), option(7, goData('disk'))], noDefault, (l) => lines.push(l), 'nbd://127.0.0.1:10809');
+    const list = '`nbdinfo --list nbd://127.0.0.1:10809` lists them';
+    const escaped = `"\\u{1b}[31mred\\u{202e}\\u{22}${'x'.repeat(54)}" (110 characters)`;
+    const expected = Buffer.concat([
+      GREETING,
+      optionReply(7, 0x80000006, Buffer.from(`no default export: name one, e.g. nbd://127.0.0.1:10809/<uid>; ${list}`)),
+      optionReply(6, 0x80000006, Buffer.from(`no export named ${escaped}; ${list}`)),
+    ]);
+    expect(socket.output.subarray(0, expected.length).toString()).toBe(expected.toString());
+    expect(lines.slice(0, 2)).toEqual(['refused the default export: there is none', `refused unknown export ${escaped}`]);
+    expect(lines[2]).toBe('client opened export "disk"'); // and the client goes on
+  });
+
+  it('closes the connection after EXPORT_NAME of an unknown export (it has no error reply), with a log line', async () => {
+    const lines: string[] = [];
+    const socket = await converse([FLAGS, option(1, Buffer.from('nope'))], memoryBackend(), (l) => lines.push(l));
+    expect(socket.output.equals(GREETING)).toBe(true);
+    expect(socket.ended).toBe(true);
+    expect(lines).toEqual(['refused unknown export "nope"']);
   });
 
   it('answers LIST_META_CONTEXT and SET_META_CONTEXT with base:allocation', async () => {

@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
-import { NotFoundError, StoreUnavailableError, UsageError, errnoCode } from '../engine/errors.js';
+import { NotFoundError, StoreUnavailableError, UsageError, errnoCode, type BackyError } from '../engine/errors.js';
 import type { Store } from '../engine/store.js';
 import { VersionExports } from './exports.js';
 import { NbdSession } from './session.js';
@@ -22,7 +22,7 @@ export interface NbdServerOptions {
 
 /**
  * Serves versions over the NBD protocol until `signal` fires.
- * @throws {UsageError} when the address cannot be bound
+ * @throws {UsageError} when the address cannot be bound (port in use, address not of this machine)
  * @throws {NotFoundError} when `uid` is given but does not exist
  * @throws {StoreUnavailableError} when writes could not be committed at the stop
  */
@@ -44,7 +44,7 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
     void session.closed.then(() => sessions.delete(session));
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new UsageError(`Cannot listen on ${options.address}:${options.port}: ${errnoCode(err) ?? err.message}`, { cause: err })));
+    server.once('error', (err) => reject(listenError(err, options.address, options.port)));
     server.listen(options.port, options.address, () => resolve());
   });
   const address = server.address();
@@ -72,4 +72,29 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
 export function serverUri(address: string, port: number): string {
   const host = address === '0.0.0.0' || address === '::' || address === '' ? hostname() : address;
   return `nbd://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * Why the server cannot listen, in one line with a remedy: the usual causes are a port in use
+ * and an address that is not this machine's; both are fixed on the command line.
+ */
+function listenError(err: Error, address: string, port: number): BackyError {
+  const where = `Cannot listen on ${address.includes(':') ? `[${address}]` : address}:${port}`;
+  const cause = { cause: err };
+  switch (errnoCode(err)) {
+    case 'EADDRINUSE':
+      return new UsageError(`${where}: the port is in use, perhaps by another backy2 nbd or qemu-nbd`, { ...cause, hint: 'choose another port with -p' });
+    case 'EADDRNOTAVAIL':
+      return new UsageError(`${where}: no network interface of this machine has the address "${address}"`, {
+        ...cause,
+        hint: 'choose one of its addresses with -a, or 0.0.0.0 for all of them',
+      });
+    case 'EACCES':
+      return new UsageError(`${where}: permission denied (ports below 1024 need root)`, { ...cause, hint: 'choose another port with -p' });
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new UsageError(`${where}: "${address}" is neither an IP address nor a known host name`, { ...cause, hint: 'give -a an address such as 127.0.0.1' });
+    default:
+      return new UsageError(`${where}: ${errnoCode(err) ?? err.message}`, cause);
+  }
 }

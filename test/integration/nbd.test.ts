@@ -208,3 +208,21 @@ describe('backy2 nbd with real clients', () => {
     await eventually(async () => (await spawnCli(['rm', '--force', uid], env)).code === 0, 10_000, 'rm after disconnect');
   });
 });
+
+describe('backy2 nbd start-up', () => {
+  it('a port in use or an address not of this machine is one line on stderr and exit status 2', async () => {
+    await backupOf(image);
+    const { createServer } = await import('node:net');
+    const other = createServer();
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+    deferCleanup(() => new Promise<void>((r) => other.close(() => r())));
+    const port = (other.address() as { port: number }).port;
+    const inUse = await spawnCli(['nbd', '-p', String(port)], env);
+    expect(inUse.code).toBe(2);
+    expect(inUse.stderr).toBe(`backy2: Cannot listen on 127.0.0.1:${port}: the port is in use, perhaps by another backy2 nbd or qemu-nbd (choose another port with -p)\n`);
+    // 192.0.2.0/24 is reserved for documentation: no machine has it
+    const foreign = await spawnCli(['nbd', '-a', '192.0.2.1', '-p', '0'], env);
+    expect(foreign.code).toBe(2);
+    expect(foreign.stderr).toMatch(/^backy2: Cannot listen on 192\.0\.2\.1:0: no network interface of this machine has the address "192\.0\.2\.1" \(.*-a.*\)\n$/);
+  });
+});

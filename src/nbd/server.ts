@@ -16,8 +16,28 @@ export interface NbdServerOptions {
   /** Serve only this version. */
   readonly uid?: string | undefined;
   readonly log: (line: string) => void;
+  /** Called once the server listens (the CLI prints the start-up line or JSON from it). */
+  readonly onListening: (info: NbdListening) => void;
   /** Aborting it stops the server: in-flight requests finish, sessions commit, connections close. */
   readonly signal: AbortSignal;
+}
+
+/** Where the server listens and what it serves, reported once at start-up. */
+export interface NbdListening {
+  /** The bound address (a host name given to -a resolved). */
+  readonly address: string;
+  readonly port: number;
+  /** The server as an NBD URI; exports are paths below it. */
+  readonly uri: string;
+  /** Exports at start-up (without a uid, versions backed up later are served too). */
+  readonly exports: number;
+  /** What an empty export name gets, if anything. */
+  readonly defaultExport: string | null;
+  /** URIs of the default export, else of the newest two exports. */
+  readonly uris: readonly string[];
+  readonly readOnly: boolean;
+  /** Only this machine can connect. */
+  readonly loopback: boolean;
 }
 
 /**
@@ -29,7 +49,8 @@ export interface NbdServerOptions {
 export async function serveNbd(store: Store, options: NbdServerOptions): Promise<void> {
   const origin = `nbd ${options.address}:${options.port}`;
   const backend = new VersionExports(store, { readOnly: options.readOnly, uid: options.uid, origin, log: options.log });
-  if (options.uid !== undefined && (await backend.list()).length === 0) {
+  const initial = (await backend.list()).map((e) => e.name);
+  if (options.uid !== undefined && initial.length === 0) {
     throw new NotFoundError(`Version "${options.uid}" not found or not complete`, { hint: 'run `backy2 ls` to see versions' });
   }
   const sessions = new Set<NbdSession>();
@@ -47,10 +68,20 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
     server.once('error', (err) => reject(listenError(err, options.address, options.port)));
     server.listen(options.port, options.address, () => resolve());
   });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : options.port;
+  const bound = server.address();
+  const address = typeof bound === 'object' && bound ? bound.address : options.address;
+  const port = typeof bound === 'object' && bound ? bound.port : options.port;
   uri = serverUri(options.address, port);
-  options.log(`serving ${options.uid ? `version ${options.uid}` : 'every version'} ${options.readOnly ? 'read-only' : 'with copy-on-write'} on ${options.address}:${port}`);
+  options.onListening({
+    address,
+    port,
+    uri,
+    exports: initial.length,
+    defaultExport: options.uid ?? null,
+    uris: (options.uid !== undefined ? [options.uid] : initial.slice(-2)).map((name) => `${uri}/${encodeURIComponent(name)}`),
+    readOnly: options.readOnly,
+    loopback: isLoopback(address),
+  });
   await new Promise<void>((resolve) => {
     if (options.signal.aborted) resolve();
     else options.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -72,6 +103,11 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
 export function serverUri(address: string, port: number): string {
   const host = address === '0.0.0.0' || address === '::' || address === '' ? hostname() : address;
   return `nbd://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** True for addresses only this machine can reach (127.0.0.0/8, ::1, IPv4-mapped 127.x). */
+export function isLoopback(address: string): boolean {
+  return /^(::ffff:)?127\./i.test(address) || address === '::1';
 }
 
 /**

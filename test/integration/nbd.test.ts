@@ -35,13 +35,16 @@ interface Server {
   readonly child: ChildProcess;
   readonly port: number;
   log(): string;
+  stdout(): string;
   stop(): Promise<void>;
 }
 
 async function startServer(extra: string[] = []): Promise<Server> {
-  const child = spawn(BIN, ['nbd', '-p', '0', ...extra], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(BIN, ['nbd', '-p', '0', ...extra], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
+  let stdout = '';
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   deferCleanup(async () => {
     if (child.exitCode === null) {
@@ -50,13 +53,15 @@ async function startServer(extra: string[] = []): Promise<Server> {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
   });
-  await eventually(() => /on 127\.0\.0\.1:\d+/.test(log) || child.exitCode !== null, 15_000, 'the NBD server');
-  const port = Number(/on 127\.0\.0\.1:(\d+)/.exec(log)?.[1]);
+  const listening = / on (?:\[[^\]]+\]|[^\s:]+):(\d+)/;
+  await eventually(() => listening.test(log) || child.exitCode !== null, 15_000, 'the NBD server');
+  const port = Number(listening.exec(log)?.[1]);
   if (!port) throw new Error(`backy2 nbd failed: ${log}`);
   return {
     child,
     port,
     log: () => log,
+    stdout: () => stdout,
     stop: async () => {
       child.kill('SIGINT');
       await exited;
@@ -210,6 +215,46 @@ describe('backy2 nbd with real clients', () => {
 });
 
 describe('backy2 nbd start-up', () => {
+  it('names the URIs and the nbdinfo command that lists them; --json makes it one JSON line on stdout', async () => {
+    const a = await backupOf(image);
+    const b = await backupOf(image);
+    const server = await startServer(['--json']);
+    const base = `nbd://127.0.0.1:${server.port}`;
+    expect(server.log()).toContain(`serving every version (2 now) with copy-on-write on 127.0.0.1:${server.port}, e.g. ${base}/${a} ${base}/${b}; \`nbdinfo --list ${base}\` lists them`);
+    expect(server.log()).not.toContain('warning');
+    await eventually(() => server.stdout().endsWith('\n'), 5000, 'the JSON line');
+    expect(server.stdout().split('\n')).toHaveLength(2);
+    const started = JSON.parse(server.stdout()) as { list: string; uris: string[] };
+    expect(started).toEqual({
+      type: 'listening',
+      address: '127.0.0.1',
+      port: server.port,
+      uri: base,
+      exports: 2,
+      defaultExport: null,
+      uris: [`${base}/${a}`, `${base}/${b}`],
+      list: `nbdinfo --list ${base}`,
+      readOnly: false,
+      loopback: true,
+    });
+    const [cmd, ...args] = started.list.split(' ');
+    expect(run(cmd!, args)).toContain(a);
+    expect(run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', started.uris[0]!, image])).toContain('identical');
+    await server.stop();
+
+    const single = await startServer(['-r', a]);
+    const singleBase = `nbd://127.0.0.1:${single.port}`;
+    expect(single.log()).toContain(`serving version ${a} read-only on 127.0.0.1:${single.port} as ${singleBase}/${a} (also the default export: ${singleBase}); \`nbdinfo --list ${singleBase}\` shows it`);
+  });
+
+  it('warns that there is no TLS when it listens on an address other machines can reach', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r', '-a', '0.0.0.0']);
+    const warning = /warning: 0\.0\.0\.0 is not a loopback address and there is no TLS yet: anyone who can reach port \d+ can read every version;/;
+    await eventually(() => warning.test(server.log()), 5000, 'the warning');
+    expect(run('nbdinfo', ['--list', `nbd://127.0.0.1:${server.port}`])).toContain(uid);
+  });
+
   it('a port in use or an address not of this machine is one line on stderr and exit status 2', async () => {
     await backupOf(image);
     const { createServer } = await import('node:net');

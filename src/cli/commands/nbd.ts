@@ -36,7 +36,8 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
           'backy2 nbd -r                               # every version, read-only, on 127.0.0.1:10809',
           'nbdinfo --list nbd://127.0.0.1:10809',
           'qemu-img convert -O raw nbd://127.0.0.1:10809/v1kx3f9qm7wz /tmp/vm1.raw',
-          'backy2 nbd v1kx3f9qm7wz -r -p 10810 && qemu-img info nbd://127.0.0.1:10810   # the default export',
+          'backy2 nbd v1kx3f9qm7wz -r -p 10810          # one version, also as the default export',
+          'qemu-img info nbd://127.0.0.1:10810          # no export name: the default export',
           'nbd-client -N v1kx3f9qm7wz 127.0.0.1 /dev/nbd0',
         ],
         'The start-up line names the URIs to use (with --json: one JSON line on stdout). Without a\n' +
@@ -44,7 +45,7 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
           'Without -r, writes go to a copy-on-write session shared by all connections to an export.\n' +
           'FLUSH and FUA commit them as a new version tagged "cow" (base = the served version; a later\n' +
           'commit of the session replaces it), and so does the disconnect of the last writing client.\n' +
-          'The served version never changes. With -r exports offer no FLUSH, TRIM or WRITE_ZEROES.\n' +
+          'The served version never changes. With -r exports offer no FLUSH, FUA, TRIM or WRITE_ZEROES.\n' +
           'There is no TLS yet: on an address other than loopback anyone who can reach the port can\n' +
           'read the versions (a warning says so). SIGINT or SIGTERM stop the server after committing.\n' +
           'A port in use or an address not of this machine ends with status 2.',

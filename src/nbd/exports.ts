@@ -3,7 +3,7 @@ import { OpenVersions } from '../engine/live/open-versions.js';
 import type { Store } from '../engine/store.js';
 import { listVersions } from '../engine/operations/versions.js';
 import { Errno } from './protocol.js';
-import { NbdError, type NbdBackend, type NbdExport, type NbdExtent } from './session.js';
+import { NbdError, type NbdBackend, type NbdExport, type NbdExtent } from './backend.js';
 
 /** Options of {@link VersionExports}. */
 export interface VersionExportsOptions {

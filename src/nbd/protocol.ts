@@ -1,7 +1,8 @@
 /**
  * NBD protocol constants, named as in `doc/proto.md` of the NetworkBlockDevice/nbd project, and
- * pure encoders and decoders. All integers are big-endian. Decoders take a ByteQueue and return a
- * message, or `undefined` when more bytes are needed (they consume nothing then).
+ * pure encoders and decoders. All integers are big-endian. Decoders of the byte stream take a
+ * ByteQueue and return a {@link Decoded}: the message (consumed), or how many more bytes it
+ * needs, or why the input cannot be framed (then they consume nothing).
  */
 import type { ByteQueue } from './byte-queue.js';
 
@@ -110,51 +111,83 @@ export const REQUEST_HEADER_LENGTH = 28;
 
 // ---- decoders ---------------------------------------------------------------------------------
 
-/** An option request header and its data. */
+/**
+ * What a decoder found at the head of the queue: a whole message (consumed), a shortfall (nothing
+ * consumed; at least `bytes` more are needed), or input that cannot be framed (nothing consumed;
+ * the connection has to go, since where the next message starts is unknown).
+ */
+export type Decoded<T> =
+  | { readonly kind: 'message'; readonly message: T }
+  | { readonly kind: 'need'; readonly bytes: number }
+  | { readonly kind: 'invalid'; readonly reason: string };
+
+function need(bytes: number): { readonly kind: 'need'; readonly bytes: number } {
+  return { kind: 'need', bytes };
+}
+
+/** Decodes the client flags that follow the greeting (32 bits). */
+export function decodeClientFlags(q: ByteQueue): Decoded<number> {
+  if (q.length < 4) return need(4 - q.length);
+  return { kind: 'message', message: q.consume(4).readUInt32BE(0) };
+}
+
+/** An option request of the negotiation. */
 export interface OptionRequest {
-  readonly magic: bigint;
   readonly option: number;
   readonly data: Buffer;
 }
 
 /**
  * Decodes an option request once header and data are complete.
- * @param maxData larger data lengths are returned as `{ tooBig: length }` without consuming
+ * @param maxData larger data is invalid (decided from the header, before any data is buffered)
  */
-export function decodeOption(q: ByteQueue, maxData: number): OptionRequest | { readonly tooBig: number } | undefined {
-  if (q.length < OPTION_HEADER_LENGTH) return undefined;
+export function decodeOption(q: ByteQueue, maxData: number): Decoded<OptionRequest> {
+  if (q.length < OPTION_HEADER_LENGTH) return need(OPTION_HEADER_LENGTH - q.length);
   const head = q.peek(OPTION_HEADER_LENGTH);
+  if (head.readBigUInt64BE(0) !== NBD_IHAVEOPT) return { kind: 'invalid', reason: 'bad option magic' };
   const length = head.readUInt32BE(12);
-  if (length > maxData) return { tooBig: length };
-  if (q.length < OPTION_HEADER_LENGTH + length) return undefined;
-  q.consume(OPTION_HEADER_LENGTH);
-  return { magic: head.readBigUInt64BE(0), option: head.readUInt32BE(8), data: q.consume(length) };
+  if (length > maxData) return { kind: 'invalid', reason: `option data of ${length} bytes` };
+  if (q.length < OPTION_HEADER_LENGTH + length) return need(OPTION_HEADER_LENGTH + length - q.length);
+  q.skip(OPTION_HEADER_LENGTH);
+  return { kind: 'message', message: { option: head.readUInt32BE(8), data: q.consume(length) } };
 }
 
-/** A transmission request header (WRITE data is read separately). */
+/** A transmission request; a WRITE carries its payload. */
 export interface Request {
-  readonly magic: number;
   readonly flags: number;
   readonly type: number;
   readonly handle: Buffer;
   readonly offset: number;
   readonly length: number;
+  /** The payload of NBD_CMD_WRITE (`length` bytes); undefined for other commands. */
+  readonly data?: Buffer | undefined;
 }
 
-/** Decodes a request header (28 bytes). */
-export function decodeRequest(q: ByteQueue): Request | undefined {
-  if (q.length < REQUEST_HEADER_LENGTH) return undefined;
-  const b = q.consume(REQUEST_HEADER_LENGTH);
+/**
+ * Decodes a request header (28 bytes) and, for NBD_CMD_WRITE, its payload.
+ * @param maxPayload a longer WRITE is invalid: its payload is not worth buffering (the spec
+ *   allows closing the connection), and it is refused from the header alone
+ */
+export function decodeRequest(q: ByteQueue, maxPayload: number): Decoded<Request> {
+  if (q.length < REQUEST_HEADER_LENGTH) return need(REQUEST_HEADER_LENGTH - q.length);
+  const b = q.peek(REQUEST_HEADER_LENGTH);
+  if (b.readUInt32BE(0) !== NBD_REQUEST_MAGIC) return { kind: 'invalid', reason: 'bad request magic' };
+  const type = b.readUInt16BE(6);
+  const length = b.readUInt32BE(24);
+  const payload = type === Cmd.NBD_CMD_WRITE ? length : 0;
+  if (payload > maxPayload) return { kind: 'invalid', reason: `write of ${length} bytes` };
+  if (q.length < REQUEST_HEADER_LENGTH + payload) return need(REQUEST_HEADER_LENGTH + payload - q.length);
   const offset = b.readBigUInt64BE(16);
-  return {
-    magic: b.readUInt32BE(0),
+  const request = {
     flags: b.readUInt16BE(4),
-    type: b.readUInt16BE(6),
+    type,
     handle: Buffer.from(b.subarray(8, 16)),
     // Offsets past 2^53 cannot be valid for any export; keep them out of range.
     offset: offset > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(offset),
-    length: b.readUInt32BE(24),
+    length,
   };
+  q.skip(REQUEST_HEADER_LENGTH);
+  return { kind: 'message', message: { ...request, data: payload > 0 ? q.consume(payload) : undefined } };
 }
 
 /** The data of NBD_OPT_INFO / NBD_OPT_GO: export name and requested info types. */

@@ -1,5 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { NotFoundError, StoreUnavailableError, UsageError, errnoCode } from '../engine/errors.js';
+import { hostname } from 'node:os';
+import { NotFoundError, StoreUnavailableError, UsageError, errnoCode, type BackyError } from '../engine/errors.js';
 import type { Store } from '../engine/store.js';
 import { VersionExports } from './exports.js';
 import { NbdSession } from './session.js';
@@ -15,38 +16,72 @@ export interface NbdServerOptions {
   /** Serve only this version. */
   readonly uid?: string | undefined;
   readonly log: (line: string) => void;
+  /** Called once the server listens (the CLI prints the start-up line or JSON from it). */
+  readonly onListening: (info: NbdListening) => void;
   /** Aborting it stops the server: in-flight requests finish, sessions commit, connections close. */
   readonly signal: AbortSignal;
 }
 
+/** Where the server listens and what it serves, reported once at start-up. */
+export interface NbdListening {
+  /** The bound address (a host name given to -a resolved). */
+  readonly address: string;
+  readonly port: number;
+  /** The server as an NBD URI; exports are paths below it. */
+  readonly uri: string;
+  /** Exports at start-up (without a uid, versions backed up later are served too). */
+  readonly exports: number;
+  /** What an empty export name gets, if anything. */
+  readonly defaultExport: string | null;
+  /** URIs of the default export, else of the newest two exports. */
+  readonly uris: readonly string[];
+  readonly readOnly: boolean;
+  /** Only this machine can connect. */
+  readonly loopback: boolean;
+}
+
 /**
  * Serves versions over the NBD protocol until `signal` fires.
- * @throws {UsageError} when the address cannot be bound
+ * @throws {UsageError} when the address cannot be bound (port in use, address not of this machine)
  * @throws {NotFoundError} when `uid` is given but does not exist
  * @throws {StoreUnavailableError} when writes could not be committed at the stop
  */
 export async function serveNbd(store: Store, options: NbdServerOptions): Promise<void> {
   const origin = `nbd ${options.address}:${options.port}`;
   const backend = new VersionExports(store, { readOnly: options.readOnly, uid: options.uid, origin, log: options.log });
-  if (options.uid !== undefined && (await backend.list()).length === 0) {
+  const initial = (await backend.list()).map((e) => e.name);
+  if (options.uid !== undefined && initial.length === 0) {
     throw new NotFoundError(`Version "${options.uid}" not found or not complete`, { hint: 'run `backy2 ls` to see versions' });
   }
   const sessions = new Set<NbdSession>();
+  // Set once listening, before any connection arrives.
+  let uri = '';
   const server: Server = createServer((socket: Socket) => {
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
     const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    const session = new NbdSession(socket, backend, { log: (line) => options.log(`${peer}: ${line}`) });
+    const session = new NbdSession(socket, backend, { log: (line) => options.log(`${peer}: ${line}`), uri });
     sessions.add(session);
     void session.closed.then(() => sessions.delete(session));
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new UsageError(`Cannot listen on ${options.address}:${options.port}: ${errnoCode(err) ?? err.message}`, { cause: err })));
+    server.once('error', (err) => reject(listenError(err, options.address, options.port)));
     server.listen(options.port, options.address, () => resolve());
   });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : options.port;
-  options.log(`serving ${options.uid ? `version ${options.uid}` : 'every version'} ${options.readOnly ? 'read-only' : 'with copy-on-write'} on ${options.address}:${port}`);
+  const bound = server.address();
+  const address = typeof bound === 'object' && bound ? bound.address : options.address;
+  const port = typeof bound === 'object' && bound ? bound.port : options.port;
+  uri = serverUri(options.address, port);
+  options.onListening({
+    address,
+    port,
+    uri,
+    exports: initial.length,
+    defaultExport: options.uid ?? null,
+    uris: (options.uid !== undefined ? [options.uid] : initial.slice(-2)).map((name) => `${uri}/${encodeURIComponent(name)}`),
+    readOnly: options.readOnly,
+    loopback: isLoopback(address),
+  });
   await new Promise<void>((resolve) => {
     if (options.signal.aborted) resolve();
     else options.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -59,4 +94,43 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
   clearTimeout(timer);
   const lost = await backend.shutdown();
   if (lost.length > 0) throw new StoreUnavailableError(`Stopped, but could not commit ${lost.join(', ')}: those writes are lost (see the log above)`);
+}
+
+/**
+ * The server as an NBD URI (exports are paths below it). IPv6 addresses go in brackets; a
+ * wildcard address is shown as this machine's name, which remote clients can use.
+ */
+export function serverUri(address: string, port: number): string {
+  const host = address === '0.0.0.0' || address === '::' || address === '' ? hostname() : address;
+  return `nbd://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** True for addresses only this machine can reach (127.0.0.0/8, ::1, IPv4-mapped 127.x). */
+export function isLoopback(address: string): boolean {
+  return /^(::ffff:)?127\./i.test(address) || address === '::1';
+}
+
+/**
+ * Why the server cannot listen, in one line with a remedy: the usual causes are a port in use
+ * and an address that is not this machine's; both are fixed on the command line.
+ */
+function listenError(err: Error, address: string, port: number): BackyError {
+  const where = `Cannot listen on ${address.includes(':') ? `[${address}]` : address}:${port}`;
+  const cause = { cause: err };
+  switch (errnoCode(err)) {
+    case 'EADDRINUSE':
+      return new UsageError(`${where}: the port is in use, perhaps by another backy2 nbd or qemu-nbd`, { ...cause, hint: 'choose another port with -p' });
+    case 'EADDRNOTAVAIL':
+      return new UsageError(`${where}: no network interface of this machine has the address "${address}"`, {
+        ...cause,
+        hint: 'choose one of its addresses with -a, or 0.0.0.0 for all of them',
+      });
+    case 'EACCES':
+      return new UsageError(`${where}: permission denied (ports below 1024 need root)`, { ...cause, hint: 'choose another port with -p' });
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new UsageError(`${where}: "${address}" is neither an IP address nor a known host name`, { ...cause, hint: 'give -a an address such as 127.0.0.1' });
+    default:
+      return new UsageError(`${where}: ${errnoCode(err) ?? err.message}`, cause);
+  }
 }

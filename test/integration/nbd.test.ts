@@ -36,13 +36,16 @@ interface Server {
   readonly child: ChildProcess;
   readonly port: number;
   log(): string;
+  stdout(): string;
   stop(): Promise<void>;
 }
 
 async function startServer(extra: string[] = []): Promise<Server> {
-  const child = spawn(BIN, ['nbd', '-p', '0', ...extra], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(BIN, ['nbd', '-p', '0', ...extra], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
+  let stdout = '';
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   deferCleanup(async () => {
     if (child.exitCode === null) {
@@ -51,13 +54,15 @@ async function startServer(extra: string[] = []): Promise<Server> {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
   });
-  await eventually(() => /on 127\.0\.0\.1:\d+/.test(log) || child.exitCode !== null, 15_000, 'the NBD server');
-  const port = Number(/on 127\.0\.0\.1:(\d+)/.exec(log)?.[1]);
+  const listening = / on (?:\[[^\]]+\]|[^\s:]+):(\d+)/;
+  await eventually(() => listening.test(log) || child.exitCode !== null, 15_000, 'the NBD server');
+  const port = Number(listening.exec(log)?.[1]);
   if (!port) throw new Error(`backy2 nbd failed: ${log}`);
   return {
     child,
     port,
     log: () => log,
+    stdout: () => stdout,
     stop: async () => {
       child.kill('SIGINT');
       await exited;
@@ -69,6 +74,16 @@ const uri = (port: number, uid: string) => `nbd://127.0.0.1:${port}/${uid}`;
 
 async function listed(): Promise<{ uid: string; tags: string[]; baseUid: string | null }[]> {
   return JSON.parse((await spawnCli(['ls', '--json'], env)).stdout) as { uid: string; tags: string[]; baseUid: string | null }[];
+}
+
+/** Runs a command that must fail and returns its stderr. */
+function failing(cmd: string, args: readonly string[]): string {
+  try {
+    run(cmd, args);
+  } catch (err) {
+    return String((err as { stderr?: unknown }).stderr);
+  }
+  throw new Error(`${cmd} ${args.join(' ')} succeeded`);
 }
 
 describe('backy2 nbd with real clients', () => {
@@ -157,6 +172,8 @@ describe('backy2 nbd with real clients', () => {
     const uid = await backupOf(image);
     const server = await startServer(['-r']);
     expect(() => run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', uri(server.port, uid)])).toThrow();
+    const info = JSON.parse(run('nbdinfo', ['--json', uri(server.port, uid)])) as { exports: Record<string, unknown>[] };
+    expect(info.exports[0]).toMatchObject({ is_read_only: true, can_flush: false, can_fua: false, can_trim: false, can_zero: false, can_fast_zero: false });
     const { connect } = await import('node:net');
     const hostile = connect(server.port, '127.0.0.1');
     hostile.on('error', () => undefined);
@@ -169,6 +186,23 @@ describe('backy2 nbd with real clients', () => {
     expect((await listed()).length).toBe(1);
   });
 
+  it('refuses unknown export names with a logged line, and an empty name unless a default export was given', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r']);
+    const base = `nbd://127.0.0.1:${server.port}`;
+    failing('nbdinfo', [`${base}/nope%1B%5B2J`]);
+    await eventually(() => /127\.0\.0\.1:\d+: refused unknown export "nope\\u\{1b\}\[2J"\n/.test(server.log()), 5000, 'the log line');
+    expect(failing('qemu-img', ['info', `${base}/nope`])).toContain(`no export named "nope"; \`nbdinfo --list ${base}\` lists them`);
+    const refused = failing('qemu-img', ['info', base]);
+    expect(refused).toContain(`no default export: name one, e.g. ${base}/<uid>; \`nbdinfo --list ${base}\` lists them`);
+    await eventually(() => server.log().includes('refused the default export: there is none'), 5000, 'the log line');
+    await server.stop();
+
+    const single = await startServer(['-r', uid]);
+    const info = JSON.parse(run('qemu-img', ['info', '--output=json', `nbd://127.0.0.1:${single.port}`])) as { 'virtual-size': number };
+    expect(info['virtual-size']).toBe(statSync(image).size);
+  });
+
   it('refuses to remove a version while a client uses it', async () => {
     const uid = await backupOf(image);
     const server = await startServer(['-r']);
@@ -178,5 +212,63 @@ describe('backy2 nbd with real clients', () => {
     expect(rm.code).toBe(11);
     await new Promise((r) => reader.once('exit', r));
     await eventually(async () => (await spawnCli(['rm', '--force', uid], env)).code === 0, 10_000, 'rm after disconnect');
+  });
+});
+
+describe('backy2 nbd start-up', () => {
+  it('names the URIs and the nbdinfo command that lists them; --json makes it one JSON line on stdout', async () => {
+    const a = await backupOf(image);
+    const b = await backupOf(image);
+    const server = await startServer(['--json']);
+    const base = `nbd://127.0.0.1:${server.port}`;
+    expect(server.log()).toContain(`serving every version (2 now) with copy-on-write on 127.0.0.1:${server.port}, e.g. ${base}/${a} ${base}/${b}; \`nbdinfo --list ${base}\` lists them`);
+    expect(server.log()).not.toContain('warning');
+    await eventually(() => server.stdout().endsWith('\n'), 5000, 'the JSON line');
+    expect(server.stdout().split('\n')).toHaveLength(2);
+    const started = JSON.parse(server.stdout()) as { list: string; uris: string[] };
+    expect(started).toEqual({
+      type: 'listening',
+      address: '127.0.0.1',
+      port: server.port,
+      uri: base,
+      exports: 2,
+      defaultExport: null,
+      uris: [`${base}/${a}`, `${base}/${b}`],
+      list: `nbdinfo --list ${base}`,
+      readOnly: false,
+      loopback: true,
+    });
+    const [cmd, ...args] = started.list.split(' ');
+    expect(run(cmd!, args)).toContain(a);
+    expect(run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', started.uris[0]!, image])).toContain('identical');
+    await server.stop();
+
+    const single = await startServer(['-r', a]);
+    const singleBase = `nbd://127.0.0.1:${single.port}`;
+    expect(single.log()).toContain(`serving version ${a} read-only on 127.0.0.1:${single.port} as ${singleBase}/${a} (also the default export: ${singleBase}); \`nbdinfo --list ${singleBase}\` shows it`);
+  });
+
+  it('warns that there is no TLS when it listens on an address other machines can reach', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r', '-a', '0.0.0.0']);
+    const warning = /warning: 0\.0\.0\.0 is not a loopback address and there is no TLS yet: anyone who can reach port \d+ can read every version;/;
+    await eventually(() => warning.test(server.log()), 5000, 'the warning');
+    expect(run('nbdinfo', ['--list', `nbd://127.0.0.1:${server.port}`])).toContain(uid);
+  });
+
+  it('a port in use or an address not of this machine is one line on stderr and exit status 2', async () => {
+    await backupOf(image);
+    const { createServer } = await import('node:net');
+    const other = createServer();
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+    deferCleanup(() => new Promise<void>((r) => other.close(() => r())));
+    const port = (other.address() as { port: number }).port;
+    const inUse = await spawnCli(['nbd', '-p', String(port)], env);
+    expect(inUse.code).toBe(2);
+    expect(inUse.stderr).toBe(`backy2: Cannot listen on 127.0.0.1:${port}: the port is in use, perhaps by another backy2 nbd or qemu-nbd (choose another port with -p)\n`);
+    // 192.0.2.0/24 is reserved for documentation: no machine has it
+    const foreign = await spawnCli(['nbd', '-a', '192.0.2.1', '-p', '0'], env);
+    expect(foreign.code).toBe(2);
+    expect(foreign.stderr).toMatch(/^backy2: Cannot listen on 192\.0\.2\.1:0: no network interface of this machine has the address "192\.0\.2\.1" \(.*-a.*\)\n$/);
   });
 });

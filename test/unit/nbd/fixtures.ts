@@ -1,5 +1,5 @@
 import { Duplex } from 'node:stream';
-import { NbdError, type NbdBackend, type NbdExport } from '../../../src/nbd/session.js';
+import { NbdError, type NbdBackend, type NbdExport } from '../../../src/nbd/backend.js';
 
 /** Big-endian byte builder for hand-made protocol messages, independent of src/nbd/protocol.ts. */
 export class Bytes {
@@ -77,8 +77,8 @@ export class FakeSocket extends Duplex {
   }
 }
 
-/** An in-memory export of `size` bytes: block 0 holds data, the rest is a hole. */
-export function memoryBackend(size = 1 << 20, options: { readOnly?: boolean } = {}): NbdBackend & { data: Buffer } {
+/** An in-memory export of `size` bytes: block 0 holds data, the rest is a hole. `fail` makes reads or writes throw. */
+export function memoryBackend(size = 1 << 20, options: { readOnly?: boolean; fail?: { read?: unknown; write?: unknown } } = {}): NbdBackend & { data: Buffer } {
   const data = Buffer.alloc(size);
   for (let i = 0; i < 65536; i++) data[i] = (i * 7) & 0xff;
   const exp = (): NbdExport => ({
@@ -86,8 +86,14 @@ export function memoryBackend(size = 1 << 20, options: { readOnly?: boolean } = 
     description: 'test disk',
     size,
     readOnly: options.readOnly === true,
-    read: async (offset, into) => void data.copy(into, 0, offset, offset + into.length),
-    write: async (offset, d) => void d.copy(data, offset),
+    read: async (offset, into) => {
+      if (options.fail?.read !== undefined) throw options.fail.read;
+      data.copy(into, 0, offset, offset + into.length);
+    },
+    write: async (offset, d) => {
+      if (options.fail?.write !== undefined) throw options.fail.write;
+      d.copy(data, offset);
+    },
     zero: async (offset, length, { fast }) => {
       if (fast) throw new NbdError(95, 'not fast');
       data.fill(0, offset, offset + length);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { CorruptBlockError, StoreFullError } from '../../../src/engine/errors.js';
 import { ByteQueue } from '../../../src/nbd/byte-queue.js';
 import { NbdSession } from '../../../src/nbd/session.js';
 import { Bytes, FakeSocket, REPLY_MAGIC, goData, memoryBackend, option, request, settle } from './fixtures.js';
@@ -11,9 +12,9 @@ function optionReply(opt: number, type: number, data: Buffer = Buffer.alloc(0)):
 }
 
 /** Runs a session over `input`, delivered in the given pieces, and returns what it wrote. */
-async function converse(pieces: Buffer[], backend = memoryBackend()): Promise<FakeSocket> {
+async function converse(pieces: Buffer[], backend = memoryBackend(), log: (line: string) => void = () => undefined, uri?: string): Promise<FakeSocket> {
   const socket = new FakeSocket();
-  new NbdSession(socket, backend, { log: () => undefined });
+  new NbdSession(socket, backend, { log, uri });
   for (const p of pieces) {
     socket.push(p);
     await settle(2);
@@ -87,6 +88,32 @@ describe('NbdSession handshake and options', () => {
     expect(socket.ended).toBe(true);
   });
 
+  it('refuses an unknown name and a missing default export with ERR_UNKNOWN, a hint and one log line each', async () => {
+    const memory = memoryBackend();
+    const noDefault = { ...memory, open: (name: string) => (name === '' ? Promise.resolve(undefined) : memory.open(name)) };
+    const lines: string[] = [];
+    const hostileName = `\x1b[31mred\u202e"${'x'.repeat(100)}`;
+    const socket = await converse([FLAGS, option(7, goData('')), option(6, goData(hostileName)), option(7, goData('disk'))], noDefault, (l) => lines.push(l), 'nbd://127.0.0.1:10809');
+    const list = '`nbdinfo --list nbd://127.0.0.1:10809` lists them';
+    const escaped = `"\\u{1b}[31mred\\u{202e}\\u{22}${'x'.repeat(54)}" (110 characters)`;
+    const expected = Buffer.concat([
+      GREETING,
+      optionReply(7, 0x80000006, Buffer.from(`no default export: name one, e.g. nbd://127.0.0.1:10809/<uid>; ${list}`)),
+      optionReply(6, 0x80000006, Buffer.from(`no export named ${escaped}; ${list}`)),
+    ]);
+    expect(socket.output.subarray(0, expected.length).toString()).toBe(expected.toString());
+    expect(lines.slice(0, 2)).toEqual(['refused the default export: there is none', `refused unknown export ${escaped}`]);
+    expect(lines[2]).toBe('client opened export "disk"'); // and the client goes on
+  });
+
+  it('closes the connection after EXPORT_NAME of an unknown export (it has no error reply), with a log line', async () => {
+    const lines: string[] = [];
+    const socket = await converse([FLAGS, option(1, Buffer.from('nope'))], memoryBackend(), (l) => lines.push(l));
+    expect(socket.output.equals(GREETING)).toBe(true);
+    expect(socket.ended).toBe(true);
+    expect(lines).toEqual(['refused unknown export "nope"']);
+  });
+
   it('answers LIST_META_CONTEXT and SET_META_CONTEXT with base:allocation', async () => {
     const meta = new Bytes().u32(4).str('disk').u32(1).u32(15).str('base:allocation').buffer;
     const socket = await converse([FLAGS, option(10, meta), option(8), option(9, new Bytes().u32(4).str('disk').u32(0).buffer), option(10, meta)]);
@@ -101,8 +128,8 @@ describe('NbdSession handshake and options', () => {
 describe('NbdSession transmission', () => {
   const go = [FLAGS, option(8), option(10, new Bytes().u32(4).str('disk').u32(1).u32(15).str('base:allocation').buffer), option(7, goData('disk'))];
 
-  async function transmit(requests: Buffer[], backend = memoryBackend()): Promise<Buffer> {
-    const socket = await converse([...go, ...requests], backend);
+  async function transmit(requests: Buffer[], backend = memoryBackend(), log?: (line: string) => void): Promise<Buffer> {
+    const socket = await converse([...go, ...requests], backend, log);
     const out = socket.output;
     // skip greeting and option replies up to the GO ACK
     let at = 18;
@@ -162,8 +189,41 @@ describe('NbdSession transmission', () => {
     expect(errors).toEqual([22, 95, 22, 22, 0]);
   });
 
-  it('refuses writes to a read-only export with EPERM', async () => {
-    const out = await transmit([request(1, 1, 0, 512, 0, Buffer.alloc(512))], memoryBackend(1 << 20, { readOnly: true }));
-    expect(out.readUInt32BE(20)).toBe(1);
+  it('refuses WRITE, FLUSH, TRIM and WRITE_ZEROES on a read-only export with EPERM, and still reads', async () => {
+    const out = await transmit(
+      [request(1, 1, 0, 512, 0, Buffer.alloc(512)), request(3, 2, 0, 0), request(4, 3, 0, 4096), request(6, 4, 0, 4096), request(0, 5, 0, 512, 4)],
+      memoryBackend(1 << 20, { readOnly: true }),
+    );
+    const errors: [number, number][] = [];
+    let at = 0;
+    for (let i = 0; i < 4; i++) {
+      // structured ERROR chunks: cookie at 8, error at 20, message length at 24
+      errors.push([Number(out.readBigUInt64BE(at + 8)), out.readUInt32BE(at + 20)]);
+      at += 20 + out.readUInt32BE(at + 16);
+    }
+    expect(errors).toEqual([[1, 1], [2, 1], [3, 1], [4, 1]]);
+    expect(out.subarray(at, at + 28).equals(new Bytes().u32(0x668e33ef).u16(1).u16(1).u64(5).u32(8 + 512).u64(0).buffer)).toBe(true);
+  });
+
+  it('advertises no FLUSH, FUA, TRIM or WRITE_ZEROES for a read-only export', async () => {
+    const socket = await converse([FLAGS, option(1, Buffer.from('disk'))], memoryBackend(1 << 20, { readOnly: true }));
+    expect(socket.output.subarray(18).equals(new Bytes().u64(1 << 20).u16(1 | 2 | 256).buffer)).toBe(true);
+    const info = await converse([FLAGS, option(8), option(6, goData('disk')), option(2)], memoryBackend(1 << 20, { readOnly: true }));
+    // INFO's first reply: NBD_INFO_EXPORT with size and flags (DF with structured replies)
+    const first = info.output.subarray(18 + 20);
+    expect(first.subarray(20, 32).equals(new Bytes().u16(0).u64(1 << 20).u16(1 | 2 | 128 | 256).buffer)).toBe(true);
+  });
+
+  it('answers engine failures with the matching NBD error and its message, and logs them', async () => {
+    const full = memoryBackend(1 << 20, { fail: { write: new StoreFullError('Cannot write object "ab": no space left on device') } });
+    const out = await transmit([request(1, 1, 0, 512, 0, Buffer.alloc(512))], full);
+    // one structured ERROR chunk: flags DONE, type ERROR, error, message length, message
+    expect(out.readUInt16BE(6)).toBe(0x8001);
+    expect(out.readUInt32BE(20)).toBe(28);
+    expect(out.subarray(26, 26 + out.readUInt16BE(24)).toString()).toBe('Cannot write object "ab": no space left on device');
+    const corrupt = memoryBackend(1 << 20, { fail: { read: new CorruptBlockError('Block "cd" does not match its digest') } });
+    const lines: string[] = [];
+    expect((await transmit([request(0, 2, 0, 512)], corrupt, (l) => lines.push(l))).readUInt32BE(20)).toBe(5);
+    expect(lines.some((l) => l.includes('does not match its digest'))).toBe(true);
   });
 });

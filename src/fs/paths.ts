@@ -28,12 +28,13 @@ export const latestPartitionLink = (number: number) => `latest-part${number}.img
 const PARTITION_NAME = /^(.+)-part([1-9][0-9]{0,5})\.img$/;
 
 /**
- * The version `latest.img` and `latest-part<N>.img` point to: the newest valid one. The one place
- * that decides it, so that both always agree.
+ * The version `latest.img` and `latest-part<N>.img` point to: the newest valid backup (a
+ * copy-on-write version is an experiment, never "latest"). The one place that decides it, so
+ * that both always agree.
  * @param ofImage the versions of one image, oldest first
  */
 export function latestVersion(ofImage: readonly VersionRecord[]): VersionRecord | undefined {
-  return ofImage.findLast((v) => v.status === 'valid');
+  return ofImage.findLast((v) => v.status === 'valid' && v.kind === 'backup');
 }
 
 /**

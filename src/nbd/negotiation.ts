@@ -3,6 +3,7 @@
  * until the client chooses an export (NBD_OPT_GO or NBD_OPT_EXPORT_NAME) or leaves. What it
  * agreed on is handed to the transmission phase as a {@link Negotiated}.
  */
+import { printable } from '../engine/support/names.js';
 import type { NbdBackend, NbdExport } from './backend.js';
 import type { ByteQueue } from './byte-queue.js';
 import {
@@ -240,18 +241,3 @@ export function transmissionFlags(exp: Pick<NbdExport, 'readOnly'>, structured: 
   );
 }
 
-/** Longest part of a client's export name that goes into logs and replies. */
-const MAX_PRINTED_NAME = 64;
-
-/**
- * A client-chosen name, safe to print: quoted, control and format characters (escape sequences,
- * bidirectional overrides) escaped, and cut to {@link MAX_PRINTED_NAME} characters.
- */
-export function printable(name: string): string {
-  const chars = [...name];
-  const shown = chars
-    .slice(0, MAX_PRINTED_NAME)
-    .map((c) => (/[\p{C}"\\]/u.test(c) ? `\\u{${(c.codePointAt(0) ?? 0).toString(16)}}` : c))
-    .join('');
-  return `"${shown}"${chars.length > MAX_PRINTED_NAME ? ` (${chars.length} characters)` : ''}`;
-}

@@ -213,6 +213,35 @@ describe('backy2 mount --writable (copy-on-write)', () => {
     expect(await sha256File(original)).toBe(await sha256File(image));
   });
 
+  it('a version written through the mount is never latest.img nor the base of the next backup, which equals its source', async () => {
+    const first = JSON.parse((await spawnCli(['backup', image, 'vm1', '-s', 's1', '--json'], env)).stdout) as { uid: string };
+    const daemon = await startMount(mnt, env, ['--writable']);
+    const patch = path.join(dir, 'patch');
+    writeFileSync(patch, randomBytes(MiB));
+    run('dd', [`if=${patch}`, `of=${path.join(mnt, 'vm1', `${first.uid}.img`)}`, 'bs=1M', 'seek=2', 'conv=notrunc', 'status=none']);
+    await eventually(async () => (await listed()).some((v) => v.tags.includes('cow')), 30_000, 'the copy-on-write version');
+    const cow = (await listed()).find((v) => v.tags.includes('cow'))!;
+    await eventually(() => readlinkSync(path.join(mnt, 'vm1', 'latest.img')) === `${first.uid}.img`, 5000, 'latest.img');
+    expect(readFileSync(path.join(mnt, 'vm1', 'versions.txt'), 'utf8')).toMatch(new RegExp(`${cow.uid}\\t\\S+\\tvalid\\tcow\\t.*\\t${first.uid}\\n`));
+    expect(await daemon.stop()).toBe(0);
+    const data = readFileSync(image);
+    randomBytes(MiB).copy(data, 40 * MiB);
+    writeFileSync(image, data);
+    const hints = path.join(dir, 'hints.json');
+    writeFileSync(hints, JSON.stringify([{ offset: 40 * MiB, length: MiB, exists: 'true' }]));
+    const inc = await spawnCli(['backup', image, 'vm1', '-r', hints, '--hints-from', 's1', '--json'], env);
+    expect(inc.code, inc.stderr).toBe(0);
+    const result = JSON.parse(inc.stdout) as { uid: string; baseUid: string };
+    expect(result.baseUid).toBe(first.uid);
+    const plain = JSON.parse((await spawnCli(['backup', image, 'vm1', '--json'], env)).stdout) as { uid: string; baseUid: string };
+    expect(plain.baseUid).toBe(result.uid);
+    for (const uid of [result.uid, plain.uid]) {
+      const out = path.join(dir, `${uid}.img`);
+      expect((await spawnCli(['restore', uid, out], env)).code).toBe(0);
+      expect(await sha256File(out)).toBe(await sha256File(image));
+    }
+  });
+
   it('dd conv=notrunc writes at offsets; O_TRUNC is refused', async () => {
     const uid = await backupOf(image);
     const daemon = await startMount(mnt, env, ['--writable']);

@@ -152,6 +152,32 @@ describe('backy2 nbd with real clients', () => {
     expect(server.log()).toContain('committed copy-on-write version');
   });
 
+  it('a version written by an NBD client is never the base of a hinted backup: the next backup still equals the source', async () => {
+    const first = await spawnCli(['backup', image, 'vm1', '-s', 's1', '--json'], env);
+    const uid = (JSON.parse(first.stdout) as { uid: string }).uid;
+    const server = await startServer();
+    run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 2M 1M', uri(server.port, uid)]);
+    await eventually(async () => (await listed()).some((v) => v.tags.includes('cow')), 15_000, 'the copy-on-write version');
+    await server.stop();
+    // The source changes at 30 MiB only, and the hints say so (as rbd diff --from-snap s1 would).
+    const data = readFileSync(image);
+    randomBytes(MiB).copy(data, 30 * MiB);
+    writeFileSync(image, data);
+    const hints = path.join(dir, 'hints.json');
+    writeFileSync(hints, JSON.stringify([{ offset: 30 * MiB, length: MiB, exists: 'true' }]));
+    const unproven = await spawnCli(['backup', image, 'vm1', '-r', hints], env);
+    expect(unproven.code).toBe(2);
+    expect(unproven.stderr.trim().split('\n')).toHaveLength(1);
+    expect(unproven.stderr).toContain('--hints-from');
+    const inc = await spawnCli(['backup', image, 'vm1', '-r', hints, '--hints-from', 's1', '-s', 's2', '--json'], env);
+    expect(inc.code, inc.stderr).toBe(0);
+    const result = JSON.parse(inc.stdout) as { uid: string; baseUid: string };
+    expect(result.baseUid).toBe(uid);
+    const out = path.join(dir, 'inc.img');
+    expect((await spawnCli(['restore', result.uid, out], env)).code).toBe(0);
+    expect(await sha256File(out)).toBe(await sha256File(image));
+  });
+
   it('nbdcopy into a writable export makes a version equal to the copied file', async () => {
     const uid = await backupOf(image);
     const changed = readFileSync(image);

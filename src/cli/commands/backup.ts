@@ -12,6 +12,7 @@ export interface BackupCommandOptions {
   readonly source: string;
   readonly image: string;
   readonly hints?: string | undefined;
+  readonly hintsFrom?: string | undefined;
   readonly from?: string | undefined;
   readonly snapshot?: string | undefined;
   readonly tags?: string | undefined;
@@ -25,7 +26,8 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
     .argument('<source>', 'image file or block device (PATH, file:PATH) or RBD snapshot (rbd:POOL/IMAGE@SNAPSHOT)')
     .argument('<image>', 'name of the image the version belongs to, e.g. vm1')
     .option('-r, --hints <file>', 'read only the blocks named in this `rbd diff --format=json` file (plus a verification sample)')
-    .option('-f, --from <uid>', 'base version (default: the newest valid version of IMAGE)')
+    .option('--hints-from <snapshot>', 'the snapshot the hints start from (rbd diff --from-snap): the base is the backup made from it')
+    .option('-f, --from <version>', 'base version (default: the newest valid backup of IMAGE; a copy-on-write version only when named, never with hints)')
     .option('-s, --snapshot <name>', 'snapshot name to record with the version; "auto" with rbd:POOL/IMAGE creates backy2-<uid> and removes those of earlier versions')
     .option('-t, --tags <tags>', 'comma-separated tags (default: b_daily/b_weekly/b_monthly for the first version of a day/week/month)')
     .option('--json', 'print the result as one JSON object')
@@ -36,16 +38,20 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
           'backy2 backup /dev/vg0/vm1 vm1',
           'backy2 backup vm1.img vm1 -t before-upgrade',
           'backy2 backup rbd:rbd/vm1 vm1 --snapshot auto       # incremental from the previous backy2 snapshot',
-          'rbd diff --from-snap s1 pool/vm1@s2 --format=json > hints.json && backy2 backup /dev/rbd0 vm1 -r hints.json -s s2',
+          'rbd diff --from-snap s1 pool/vm1@s2 --format=json > hints.json',
+          'backy2 backup /dev/rbd1 vm1 -r hints.json --hints-from s1 -s s2   # /dev/rbd1: pool/vm1@s2 mapped',
         ],
         'Prints the uid of the new version on stdout and a summary on stderr. All-zero blocks are\n' +
           'not stored; blocks already in the store (in any image) are stored once. For rbd: sources,\n' +
           'only the objects changed since the base version\'s snapshot are read (rbd diff), or only\n' +
           'allocated objects when that snapshot is gone. Ceph options: ceph.conf/id/keyring in the\n' +
-          'config, or rbd:POOL/IMAGE@SNAP?conf=FILE&id=NAME&keyring=FILE.',
+          'config, or rbd:POOL/IMAGE@SNAP?conf=FILE&id=NAME&keyring=FILE.\n' +
+          'Hints (-r) need the version they start from: --hints-from names the snapshot that rbd diff\n' +
+          'started from (backups record theirs with -s), or -f names the base; a base that cannot be\n' +
+          'proven is refused rather than guessed. Copy-on-write versions are never a default base.',
       ),
     )
-    .action(async (source: string, image: string, opts: { hints?: string; from?: string; snapshot?: string; tags?: string }, command: Command) => {
+    .action(async (source: string, image: string, opts: { hints?: string; hintsFrom?: string; from?: string; snapshot?: string; tags?: string }, command: Command) => {
       ctx.exitCode = await runBackup({ source, image, ...opts }, globalsOf(command), ctx.io);
     });
 }
@@ -63,6 +69,7 @@ export async function runBackup(options: BackupCommandOptions, globals: Globals,
         source: options.source,
         image: options.image,
         hintsFile: options.hints,
+        hintsFrom: options.hintsFrom,
         baseUid: options.from,
         snapshot: options.snapshot,
         tags: splitList(options.tags),

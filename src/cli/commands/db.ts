@@ -29,7 +29,7 @@ export function registerDb(program: Command, ctx: CommandContext): void {
     });
   db.command('export')
     .description('print version metadata and block maps (not blocks) as JSON')
-    .argument('<uid...>', 'versions')
+    .argument('<version...>', 'versions (uid, unique uid prefix, IMAGE or IMAGE@latest (its newest valid backup))')
     .addHelpText('after', helpAfter(['backy2 db export v1kx3f9qm7wz > vm1.json']))
     .action(async (uids: string[], _opts: unknown, command: Command) => {
       ctx.exitCode = await runDbExport({ uids }, globalsOf(command), ctx.io);

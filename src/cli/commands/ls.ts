@@ -1,7 +1,6 @@
-import type { Command } from 'commander';
-import type { VersionRecord } from '../../engine/catalog/catalog.js';
+import { InvalidArgumentError, type Command } from 'commander';
 import { formatBytes } from '../../engine/support/units.js';
-import { listVersions } from '../../engine/operations/versions.js';
+import { listVersions, versionAllocated } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';
@@ -12,6 +11,13 @@ import { formatDate, renderTable } from '../ui/table.js';
 export interface LsCommandOptions {
   readonly image?: string | undefined;
   readonly tag?: string | undefined;
+  readonly last?: number | undefined;
+}
+
+function count(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number of at least 1');
+  return n;
 }
 
 /** Wires `backy2 ls` into the program. */
@@ -21,10 +27,19 @@ export function registerLs(program: Command, ctx: CommandContext): void {
     .description('list versions, oldest first')
     .argument('[image]', 'only versions of this image')
     .option('--tag <tag>', 'only versions with this tag')
+    .option('--last <n>', 'only the newest N versions of each image', count)
     .option('--json', 'print a JSON array of versions')
-    .addHelpText('after', helpAfter(['backy2 ls', 'backy2 ls vm1 --tag b_weekly', 'backy2 ls --json | jq -r \'.[] | select(.status=="valid") | .uid\'']))
-    .action(async (image: string | undefined, opts: { tag?: string }, command: Command) => {
-      ctx.exitCode = await runLs({ image, tag: opts.tag }, globalsOf(command), ctx.io);
+    .addHelpText(
+      'after',
+      helpAfter(
+        ['backy2 ls', 'backy2 ls vm1 --last 3', 'backy2 ls vm1 --tag b_weekly', 'backy2 ls --json | jq -r \'.[] | select(.status=="valid") | .uid\''],
+        'KIND is "backup" (read from a source) or "cow" (writes through a mount or NBD, committed as a\n' +
+          'new version of BASE). STORED is the data the version refers to (what du shows of its\n' +
+          'file); NEW is what its backup added to the store.',
+      ),
+    )
+    .action(async (image: string | undefined, opts: { tag?: string; last?: number }, command: Command) => {
+      ctx.exitCode = await runLs({ image, tag: opts.tag, last: opts.last }, globalsOf(command), ctx.io);
     });
 }
 
@@ -35,30 +50,32 @@ export function registerLs(program: Command, ctx: CommandContext): void {
 export async function runLs(options: LsCommandOptions, globals: Globals, io: CliIo): Promise<number> {
   return withStore(globals, io, async (store) => {
     const versions = await listVersions(store, options);
+    const stored = new Map<string, number>();
+    for (const v of versions) stored.set(v.uid, await versionAllocated(store, v));
     if (globals.json) {
-      printJson(io, versions.map(toJson));
+      printJson(io, versions.map((v) => ({ ...v, allocated: stored.get(v.uid) ?? null, date: new Date(v.createdAt).toISOString() })));
       return 0;
     }
     io.stdout(
       renderTable(
-        ['DATE', 'UID', 'IMAGE', 'SIZE', 'STATUS', 'PROTECTED', 'TAGS', 'SNAPSHOT'],
+        ['DATE', 'UID', 'IMAGE', 'KIND', 'SIZE', 'STORED', 'NEW', 'STATUS', 'PROTECTED', 'BASE', 'TAGS', 'SNAPSHOT'],
         versions.map((v) => [
           formatDate(v.createdAt),
           v.uid,
           v.image,
+          v.kind,
           formatBytes(v.size),
+          formatBytes(stored.get(v.uid) ?? 0),
+          v.stats ? formatBytes(v.stats.bytesWritten) : '',
           v.status,
           v.protected ? 'yes' : '',
+          v.baseUid ?? '',
           v.tags.join(','),
           v.snapshot ?? '',
         ]),
-        [3],
+        [4, 5, 6],
       ),
     );
     return 0;
   });
-}
-
-function toJson(v: VersionRecord): Record<string, unknown> {
-  return { ...v, date: new Date(v.createdAt).toISOString() };
 }

@@ -2,6 +2,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import type { NbdListening } from '../../nbd/server.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
+import { resolveVersion } from '../../engine/operations/versions.js';
 import { helpAfter } from '../help.js';
 import type { CliIo, Globals } from '../io.js';
 
@@ -24,7 +25,7 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
   program
     .command('nbd')
     .description('serve versions as Network Block Devices (export name = version uid)')
-    .argument('[uid]', 'serve only this version, also as the default export (the empty name)')
+    .argument('[version]', 'serve only this version (uid, unique uid prefix, IMAGE or IMAGE@latest (its newest valid backup)), also as the default export (the empty name)')
     .option('-a, --address <address>', 'address to bind', '127.0.0.1')
     .option('-p, --port <port>', 'TCP port', port, 10809)
     .option('-r, --read-only', 'refuse all writes')
@@ -62,13 +63,14 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
  */
 export async function runNbd(options: NbdCommandOptions, globals: Globals, io: CliIo): Promise<number> {
   return withStore(globals, io, async (store) => {
+    const uid = options.uid === undefined ? undefined : (await resolveVersion(store, options.uid)).uid;
     const { serveNbd } = await import('../../nbd/server.js');
     const log = (line: string) => io.stderr(`${new Date().toISOString()} ${line}\n`);
     await serveNbd(store, {
       address: options.address ?? '127.0.0.1',
       port: options.port ?? 10809,
       readOnly: options.readOnly === true,
-      uid: options.uid,
+      uid,
       signal: io.signal ?? new AbortController().signal,
       log,
       onListening: (info) => {

@@ -12,7 +12,7 @@ export function registerProtect(program: Command, ctx: CommandContext): void {
     program
       .command(verb)
       .description(value ? 'protect versions from removal' : 'allow removing versions again')
-      .argument('<uid...>', 'versions')
+      .argument('<version...>', 'versions (uid, unique uid prefix, IMAGE or IMAGE@latest (its newest valid backup))')
       .addHelpText('after', helpAfter([`backy2 ${verb} v1kx3f9qm7wz`]))
       .action(async (uids: string[], _opts: unknown, command: Command) => {
         ctx.exitCode = await runProtect({ uids, value }, globalsOf(command), ctx.io);

@@ -23,7 +23,7 @@ export function registerRestore(program: Command, ctx: CommandContext): void {
   program
     .command('restore')
     .description('restore a version to a file or block device')
-    .argument('<uid>', 'version to restore (see backy2 ls)')
+    .argument('<version>', 'version to restore: uid, unique uid prefix, IMAGE or IMAGE@latest (its newest valid backup); with --no-catalog its full uid')
     .argument('<target>', 'file to create, or (with --force) an existing file or block device')
     .option('--sparse', 'skip all-zero blocks instead of writing zeros (holes in a file)')
     .option('--force', 'overwrite an existing target')

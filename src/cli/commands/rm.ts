@@ -10,7 +10,7 @@ export function registerRm(program: Command, ctx: CommandContext): void {
   program
     .command('rm')
     .description('remove versions (their blocks are freed by cleanup)')
-    .argument('<uid...>', 'versions to remove')
+    .argument('<version...>', 'versions to remove (uid, unique uid prefix, or IMAGE@latest for its newest valid backup)')
     .option('--force', 'also remove versions younger than the minimum age (retention.minAge, default 6d)')
     .option('--json', 'print the removed versions as JSON')
     .addHelpText(

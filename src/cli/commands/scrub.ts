@@ -30,7 +30,7 @@ export function registerScrub(program: Command, ctx: CommandContext): void {
   program
     .command('scrub')
     .description('re-read stored blocks and check them; mark bad blocks and the versions using them invalid')
-    .argument('[uid...]', 'versions to check')
+    .argument('[version...]', 'versions to check (uid, unique uid prefix, IMAGE or IMAGE@latest (its newest valid backup))')
     .option('-p, --percent <n>', 'check a random share of the blocks (15 a day covers everything in about a week)', percentage)
     .option('-s, --source <source>', 'also compare with the source, byte for byte (one version)')
     .option('--all', 'check every version; a block shared by versions is read once')

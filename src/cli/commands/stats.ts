@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { storeSpace, versionSpace } from '../../engine/operations/stats.js';
-import { formatBytes } from '../../engine/support/units.js';
+import { formatBytes, formatDuration } from '../../engine/support/units.js';
+import { formatDate, renderTable } from '../ui/table.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';
@@ -10,8 +11,8 @@ import { printJson, type CliIo, type Globals } from '../io.js';
 export function registerStats(program: Command, ctx: CommandContext): void {
   program
     .command('stats')
-    .description('space used by a version (referenced, unique, shared) or by the whole store')
-    .argument('[uid]', 'version; without it, figures of the whole store')
+    .description('space used by a version (referenced, unique, shared), or by the whole store with the newest backup of each image')
+    .argument('[version]', 'version (uid, uid prefix, IMAGE or IMAGE@latest); without it, figures of the whole store')
     .option('--json', 'print the figures as JSON')
     .addHelpText(
       'after',
@@ -37,6 +38,21 @@ export async function runStats(options: { uid?: string | undefined }, globals: G
             `${s.invalidBlocks ? ` (${s.invalidBlocks} invalid)` : ''}\nbytes stored:    ${formatBytes(s.bytesStored)}\n` +
             `logical bytes:   ${formatBytes(s.bytesLogical)}\nreduction:       ${s.reduction.toFixed(2)}x\n`,
         );
+        if (s.perImage.length > 0) {
+          io.stdout(
+            `\n${renderTable(
+              ['IMAGE', 'VERSIONS', 'INVALID', 'NEWEST BACKUP', 'AGE'],
+              s.perImage.map((i) => [
+                i.image,
+                String(i.versions),
+                String(i.invalidVersions || ''),
+                i.newestBackup ? `${i.newestBackup.uid} ${formatDate(i.newestBackup.createdAt)}` : 'none',
+                i.newestBackup ? formatDuration(i.newestBackup.ageSeconds * 1000) : '',
+              ]),
+              [1, 2],
+            )}`,
+          );
+        }
       }
       return 0;
     }

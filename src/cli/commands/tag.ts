@@ -10,7 +10,7 @@ export function registerTag(program: Command, ctx: CommandContext): void {
   program
     .command('tag')
     .description('add or remove tags of a version')
-    .argument('<uid>', 'version')
+    .argument('<version>', 'version: uid, unique uid prefix, IMAGE or IMAGE@latest (its newest valid backup)')
     .argument('<action>', 'add or rm', (value: string) => {
       if (value !== 'add' && value !== 'rm') throw new InvalidArgumentError('must be "add" or "rm"');
       return value;

@@ -48,6 +48,11 @@ export interface VersionRecord {
   readonly source: string | null;
   readonly stats: VersionStats | null;
   readonly kind: VersionKind;
+  /**
+   * Bytes of its data (non-sparse) blocks: what `du` shows of its file. Recorded at commit;
+   * null for versions committed before it was, until first computed.
+   */
+  readonly allocated: number | null;
 }
 
 /** Fields given when a backup starts. */
@@ -133,7 +138,9 @@ export interface Catalog {
    * Makes an incomplete version valid with its block map and figures, durably, in one transaction.
    * @throws {NotFoundError} when the version does not exist or is not incomplete
    */
-  commitVersion(uid: string, commit: { segments: readonly Buffer[]; stats: VersionStats; tags: readonly string[] }): Promise<void>;
+  commitVersion(uid: string, commit: { segments: readonly Buffer[]; stats: VersionStats; tags: readonly string[]; allocated: number }): Promise<void>;
+  /** Records a version's allocated bytes (computed late for older versions). */
+  setAllocated(uid: string, bytes: number): Promise<void>;
   getVersion(uid: string): Promise<VersionRecord | undefined>;
   /**
    * Adds a committed version with its map as it is (catalog rebuilds and imports); its image is

@@ -80,4 +80,9 @@ export const MIGRATIONS: readonly string[] = [
   UPDATE versions SET kind = 'cow' WHERE uid IN (SELECT uid FROM tags WHERE tag = 'cow');
   CREATE INDEX versions_by_kind ON versions(image, kind, status, created_at);
   `,
+  // 3: bytes of each version's data blocks (what du shows), recorded at commit; NULL for older
+  // versions until first computed
+  `
+  ALTER TABLE versions ADD COLUMN allocated INTEGER;
+  `,
 ];

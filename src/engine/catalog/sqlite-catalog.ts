@@ -43,6 +43,7 @@ interface VersionRow {
   stats: string | null;
   tags: string | null;
   kind: VersionKind;
+  allocated: number | null;
 }
 
 interface BlockRow {
@@ -74,7 +75,7 @@ interface LockRow {
 
 const TAG_SEPARATOR = '\u001f';
 const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.status, v.protected, v.snapshot,
-  v.base_uid, v.source, v.stats, v.kind,
+  v.base_uid, v.source, v.stats, v.kind, v.allocated,
   (SELECT group_concat(t.tag, char(31)) FROM tags t WHERE t.uid = v.uid) AS tags`;
 
 /**
@@ -202,11 +203,11 @@ export class SqliteCatalog implements Catalog {
     });
   }
 
-  async commitVersion(uid: string, commit: { segments: readonly Buffer[]; stats: VersionStats; tags: readonly string[] }): Promise<void> {
+  async commitVersion(uid: string, commit: { segments: readonly Buffer[]; stats: VersionStats; tags: readonly string[]; allocated: number }): Promise<void> {
     this.#write(() => {
       const changed = this.#run(
-        `UPDATE versions SET status = 'valid', segments = ?, stats = ? WHERE uid = ? AND status = 'incomplete'`,
-        Buffer.concat(commit.segments), JSON.stringify(commit.stats), uid,
+        `UPDATE versions SET status = 'valid', segments = ?, stats = ?, allocated = ? WHERE uid = ? AND status = 'incomplete'`,
+        Buffer.concat(commit.segments), JSON.stringify(commit.stats), commit.allocated, uid,
       );
       if (changed === 0) throw new NotFoundError(`Version "${uid}" is not an incomplete version`);
       for (const tag of commit.tags) this.#run('INSERT OR IGNORE INTO tags (uid, tag) VALUES (?, ?)', uid, tag);
@@ -287,6 +288,10 @@ export class SqliteCatalog implements Catalog {
       this.#run('DELETE FROM versions WHERE uid = ?', uid);
       this.#run('DELETE FROM images WHERE name = ? AND NOT EXISTS (SELECT 1 FROM versions WHERE image = ?)', row.image, row.image);
     }, true);
+  }
+
+  async setAllocated(uid: string, bytes: number): Promise<void> {
+    this.#run('UPDATE versions SET allocated = ? WHERE uid = ?', bytes, uid);
   }
 
   async setProtected(uid: string, value: boolean): Promise<void> {
@@ -650,6 +655,7 @@ function toVersion(row: VersionRow): VersionRecord {
     source: row.source,
     stats: row.stats ? (JSON.parse(row.stats) as VersionStats) : null,
     kind: row.kind,
+    allocated: row.allocated,
   };
 }
 

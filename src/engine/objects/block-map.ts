@@ -38,6 +38,32 @@ export function segmentLength(k: number, blocks: number): number {
 }
 
 /**
+ * Bytes of the data (non-sparse) blocks of a map within a byte range: what `du` counts.
+ * @param map the version's map
+ * @param geometry the version's size and block size
+ * @param range the byte range @default the whole version
+ */
+export async function dataBytes(map: BlockMap, geometry: { size: number; blockSize: number }, range: { from: number; to: number } = { from: 0, to: geometry.size }): Promise<number> {
+  const { size, blockSize: bs } = geometry;
+  const from = Math.max(0, range.from);
+  const to = Math.min(size, range.to);
+  if (to <= from) return 0;
+  const first = Math.floor(from / bs);
+  const last = Math.floor((to - 1) / bs);
+  let bytes = 0;
+  for (let k = Math.floor(first / SEGMENT_ENTRIES); k <= Math.floor(last / SEGMENT_ENTRIES); k++) {
+    const entries = await map.segmentEntries(k);
+    for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
+      const i = k * SEGMENT_ENTRIES + j;
+      if (i < first || i > last) continue;
+      const entry = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
+      if (!entry.equals(SPARSE_ENTRY)) bytes += Math.min(to, (i + 1) * bs, size) - Math.max(from, i * bs);
+    }
+  }
+  return bytes;
+}
+
+/**
  * Encodes segment entries (32 bytes each) into a segment payload.
  * @returns the payload and its digest
  */

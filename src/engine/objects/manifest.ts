@@ -40,7 +40,7 @@ export interface Manifest {
  * @param version the catalog record
  * @param segments its segment digests
  */
-export function manifestOf(version: Omit<VersionRecord, 'status'> & { readonly status?: VersionStatus }, segments: readonly Buffer[]): Manifest {
+export function manifestOf(version: Omit<VersionRecord, 'status' | 'allocated'> & { readonly status?: VersionStatus }, segments: readonly Buffer[]): Manifest {
   return {
     format: MANIFEST_FORMAT_VERSION,
     uid: version.uid,
@@ -80,6 +80,7 @@ export function versionOfManifest(manifest: Manifest, status: VersionStatus): Ve
     source: manifest.source,
     stats: manifest.stats,
     kind: manifest.kind ?? (manifest.tags.includes('cow') ? 'cow' : 'backup'),
+    allocated: null,
   };
 }
 

@@ -1,9 +1,10 @@
 import type { VersionRecord } from '../catalog/catalog.js';
+import { BlockMap, blockCount, dataBytes } from './block-map.js';
 import { deleteManifest, manifestOf, saveManifest } from './manifest.js';
 import type { Store } from '../store.js';
 
 /** A version about to become valid: its record (without status) and its map. */
-export type NewVersionRecord = Omit<VersionRecord, 'status'> & { readonly stats: NonNullable<VersionRecord['stats']> };
+export type NewVersionRecord = Omit<VersionRecord, 'status' | 'allocated'> & { readonly stats: NonNullable<VersionRecord['stats']> };
 
 /**
  * Publishes an incomplete version whose blocks and segments are all durable: first its manifest
@@ -11,8 +12,9 @@ export type NewVersionRecord = Omit<VersionRecord, 'status'> & { readonly stats:
  * that makes it valid. Used by backups and copy-on-write commits.
  */
 export async function publishVersion(store: Store, record: NewVersionRecord, segments: readonly Buffer[]): Promise<void> {
+  const allocated = await dataBytes(new BlockMap(store, segments, blockCount(record.size, record.blockSize)), record);
   await saveManifest(store.blocks, manifestOf({ ...record, status: 'valid' }, segments));
-  await store.catalog.commitVersion(record.uid, { segments, stats: record.stats, tags: record.tags });
+  await store.catalog.commitVersion(record.uid, { segments, stats: record.stats, tags: record.tags, allocated });
 }
 
 /**

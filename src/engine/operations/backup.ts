@@ -3,7 +3,7 @@ import { BlockMap, blockCount } from '../objects/block-map.js';
 import { BlockWriter } from '../objects/block-writer.js';
 import type { VersionRecord, VersionStats } from '../catalog/catalog.js';
 import { debug } from '../support/debug.js';
-import { NotFoundError, UsageError } from '../errors.js';
+import { ConflictError, UsageError } from '../errors.js';
 import { imageResource, acquireLocks, versionResource } from '../catalog/locking.js';
 import { checkImageName, checkTag } from '../support/names.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
@@ -16,6 +16,7 @@ import { openSource } from '../endpoints/endpoints.js';
 import { AUTO_SNAPSHOT_PREFIX } from '../endpoints/rbd-source.js';
 import { assertWritable, type Store } from '../store.js';
 import { newVersionUid } from '../support/uid.js';
+import { resolveVersion } from './versions.js';
 
 /** The `--snapshot` value that creates a snapshot for the backup. */
 export const AUTO_SNAPSHOT = 'auto';
@@ -28,7 +29,12 @@ export interface BackupOptions {
   readonly image: string;
   /** `rbd diff --format=json` file: read only the blocks it names (plus a verification sample). */
   readonly hintsFile?: string | undefined;
-  /** Base version uid. @default the newest valid version of the image */
+  /**
+   * The snapshot the hints start from (`rbd diff --from-snap`): the base is then the newest valid
+   * backup version recorded with that snapshot. Hints need it, or an explicit `baseUid`.
+   */
+  readonly hintsFrom?: string | undefined;
+  /** Base version uid. @default the newest valid backup version of the image */
   readonly baseUid?: string | undefined;
   /**
    * Snapshot name to record with the version; for `rbd:` sources `auto` creates a
@@ -93,7 +99,7 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
     let committed = false;
     try {
       const blockSize = (await catalog.imageBlockSize(image)) ?? config.blockSize;
-      const base = await findBase(store, image, options.baseUid);
+      const base = await findBase(store, image, options);
       if (base && base.blockSize !== blockSize) {
         throw new UsageError(`Base version "${base.uid}" has block size ${base.blockSize}, image "${image}" uses ${blockSize}`);
       }
@@ -201,11 +207,52 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
   return { ...stats, uid: run.uid, image: run.image, size: source.size, blockSize, status: 'valid', baseUid: record.baseUid, tags };
 }
 
-async function findBase(store: Store, image: string, baseUid: string | undefined): Promise<VersionRecord | undefined> {
-  if (baseUid === undefined) return store.catalog.latestValidVersion(image);
-  const base = await store.catalog.getVersion(baseUid);
-  if (!base) throw new NotFoundError(`Base version "${baseUid}" not found`, { hint: 'run `backy2 ls` to see versions' });
-  if (base.image !== image) throw new UsageError(`Base version "${baseUid}" belongs to image "${base.image}", not "${image}"`);
-  if (base.status === 'incomplete') throw new UsageError(`Base version "${baseUid}" is incomplete and cannot be a base`);
-  return base;
+/**
+ * The version a backup compares with and takes unread blocks from. Only backups form the
+ * lineage: a copy-on-write version holds writes that are in no source, so it is a base only when
+ * named, and never for hints (they describe changes of the source since a backup's snapshot).
+ * Hints from a file must name where they start (the snapshot, or the base itself): the newest
+ * backup is not necessarily the state an `rbd diff --from-snap` started from.
+ */
+async function findBase(store: Store, image: string, options: BackupOptions): Promise<VersionRecord | undefined> {
+  const hinted = options.hintsFile !== undefined;
+  let base: VersionRecord | undefined;
+  if (options.baseUid !== undefined) {
+    base = await resolveVersion(store, options.baseUid, { what: 'Base version' });
+    if (base.image !== image) throw new UsageError(`Base version "${base.uid}" belongs to image "${base.image}", not "${image}"`);
+    if (base.status === 'incomplete') throw new UsageError(`Base version "${base.uid}" is incomplete and cannot be a base`);
+    if (hinted && base.kind !== 'backup') {
+      throw new UsageError(`Base version "${base.uid}" is a copy-on-write version: hints describe changes of the source since a backup, so they cannot apply to it`, {
+        hint: 'name a backup version with -f, or back up without -r to compare every block with it',
+      });
+    }
+  }
+  if (options.hintsFrom !== undefined) {
+    if (!hinted) throw new UsageError('--hints-from names where hints (-r) start; there are no hints');
+    if (base) {
+      if (base.snapshot !== options.hintsFrom) {
+        throw new ConflictError(`Base version "${base.uid}" was made from snapshot ${quoteOrNone(base.snapshot)}, not "${options.hintsFrom}" where the hints start`);
+      }
+      return base;
+    }
+    const from = (await store.catalog.listVersions({ image, status: 'valid', kind: 'backup' })).filter((v) => v.snapshot === options.hintsFrom).pop();
+    if (!from) {
+      throw new ConflictError(`No valid backup of image "${image}" was made from snapshot "${options.hintsFrom}", where the hints start`, {
+        hint: 'back up without -r (every block is read), and record the snapshot with -s for the next incremental',
+      });
+    }
+    return from;
+  }
+  if (base) return base;
+  const latest = await store.catalog.latestValidVersion(image, 'backup');
+  if (hinted && latest) {
+    throw new UsageError('Hints need the version they start from: name the snapshot `rbd diff --from-snap` started from with --hints-from', {
+      hint: `backups record theirs with -s; or name the base version with -f (the newest backup of "${image}" is ${latest.uid}, snapshot ${quoteOrNone(latest.snapshot)})`,
+    });
+  }
+  return latest;
+}
+
+function quoteOrNone(snapshot: string | null): string {
+  return snapshot === null ? 'none' : `"${snapshot}"`;
 }

@@ -16,7 +16,9 @@ import { checkManifest, loadManifest, manifestOf, versionOfManifest, type Manife
 import { existsSync, renameSync } from 'node:fs';
 import { assembleStore, assertWritable, blockStoreSettings, openBlockStore, type Store } from '../store.js';
 import { loadStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
-import { getVersion } from './versions.js';
+import { getVersion, resolveUids } from './versions.js';
+import { printable } from '../support/names.js';
+import { VERSION_UID_PATTERN } from '../support/uid.js';
 import { KeyPrefix, StoreKeys, parseBlockKey, parseInvalidMarkerKey, parseManifestKey } from '../objects/store-keys.js';
 
 /** What a rebuild found. */
@@ -147,7 +149,7 @@ export interface ExportedVersion {
  */
 export async function exportVersions(store: Store, uids: readonly string[]): Promise<ExportedVersion[]> {
   const out: ExportedVersion[] = [];
-  for (const uid of uids) {
+  for (const uid of await resolveUids(store, uids)) {
     // The catalog is authoritative when it has the version (tags may be newer than the manifest).
     const v = await getVersion(store, uid);
     const manifest = manifestOf(v, await store.catalog.versionSegments(uid));
@@ -296,6 +298,11 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
 
 /** Opens the block store of `config` and a catalog-less store for restoring `uid` (see storeWithoutCatalog). */
 export async function openWithoutCatalog(config: Config, uid: string): Promise<Store> {
+  if (!VERSION_UID_PATTERN.test(uid)) {
+    throw new UsageError(`${printable(uid)} is not a version uid: without the catalog, name the version by its full uid`, {
+      hint: 'the block store lists them as versions/<uid>',
+    });
+  }
   const blocks = await openBlockStore(config);
   try {
     return await storeWithoutCatalog(config, blocks, uid);

@@ -1,7 +1,8 @@
 import { BlockMap, SPARSE_ENTRY, blockCount, segmentCount } from '../objects/block-map.js';
 import { fetchBlock } from '../objects/block-reader.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
-import { NotFoundError, UsageError, isBadBlock } from '../errors.js';
+import { UsageError, isBadBlock } from '../errors.js';
+import { resolveVersion } from './versions.js';
 import { versionResource, withLocks } from '../catalog/locking.js';
 import { BufferPool, alignedBuffer } from '../pipeline/buffer-pool.js';
 import { Semaphore } from '../pipeline/semaphore.js';
@@ -70,8 +71,7 @@ const MAX_REPORTED_BAD_BLOCKS = 100;
 export async function restore(store: Store, options: RestoreOptions): Promise<RestoreResult> {
   const started = Date.now();
   const { catalog, config } = store;
-  const version = await catalog.getVersion(options.uid);
-  if (!version) throw new NotFoundError(`Version "${options.uid}" not found`, { hint: 'run `backy2 ls` to see versions' });
+  const version = await resolveVersion(store, options.uid);
   if (version.status === 'incomplete') throw new UsageError(`Version "${version.uid}" is incomplete and cannot be restored`);
   return withLocks(catalog, [{ resource: versionResource(version.uid), mode: 'shared', operation: 'restore' }], async () => {
     const blocks = blockCount(version.size, version.blockSize);

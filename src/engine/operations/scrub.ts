@@ -10,7 +10,7 @@ import { TaskGroup } from '../pipeline/task-group.js';
 import type { Progress } from '../support/progress.js';
 import { openSource, type BlockSource } from '../endpoints/endpoints.js';
 import type { Store } from '../store.js';
-import { changeMetadata } from './versions.js';
+import { changeMetadata, resolveVersion } from './versions.js';
 import { StoreKeys } from '../objects/store-keys.js';
 
 /** Options of {@link scrub}. */
@@ -196,10 +196,9 @@ async function selectVersions(store: Store, options: ScrubOptions): Promise<Vers
   }
   if (!options.uids?.length) throw new UsageError('Name the versions to scrub, or use --all');
   const out: VersionRecord[] = [];
-  for (const uid of options.uids) {
-    const v = await store.catalog.getVersion(uid);
-    if (!v) throw new NotFoundError(`Version "${uid}" not found`, { hint: 'run `backy2 ls` to see versions' });
-    if (v.status === 'incomplete') throw new UsageError(`Version "${uid}" is incomplete and cannot be scrubbed`);
+  for (const selector of options.uids) {
+    const v = await resolveVersion(store, selector);
+    if (v.status === 'incomplete') throw new UsageError(`Version "${v.uid}" is incomplete and cannot be scrubbed`);
     out.push(v);
   }
   return out;

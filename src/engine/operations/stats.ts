@@ -1,8 +1,8 @@
 import { BlockMap, SPARSE_ENTRY, blockCount, loadSegment } from '../objects/block-map.js';
-import type { VersionStats } from '../catalog/catalog.js';
+import type { VersionRecord, VersionStats } from '../catalog/catalog.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
 import type { Store } from '../store.js';
-import { getVersion } from './versions.js';
+import { resolveVersion } from './versions.js';
 
 /** Space figures of one version. */
 export interface VersionSpace {
@@ -29,10 +29,10 @@ export interface VersionSpace {
  * @example
  * const space = await versionSpace(store, 'v1kx3f9qm7wz');
  */
-export async function versionSpace(store: Store, uid: string): Promise<VersionSpace> {
-  const version = await getVersion(store, uid);
+export async function versionSpace(store: Store, selector: string): Promise<VersionSpace> {
+  const version = await resolveVersion(store, selector);
   const blocks = blockCount(version.size, version.blockSize);
-  const ownSegments = await store.catalog.versionSegments(uid);
+  const ownSegments = await store.catalog.versionSegments(version.uid);
   const map = new BlockMap(store, ownSegments, version.status === 'incomplete' ? 0 : blocks);
   const own = new Map<string, number>();
   let sparseBlocks = 0;
@@ -55,7 +55,7 @@ export async function versionSpace(store: Store, uid: string): Promise<VersionSp
   const seen = new Set<string>();
   const shared = new Set<string>();
   for (const other of await store.catalog.listVersions()) {
-    if (other.uid === uid || other.status === 'incomplete') continue;
+    if (other.uid === version.uid || other.status === 'incomplete') continue;
     for (const segment of await store.catalog.versionSegments(other.uid)) {
       const hex = segment.toString('hex');
       if (seen.has(hex)) continue;
@@ -96,6 +96,17 @@ export interface StoreSpace {
   readonly invalidBlocks: number;
   /** bytesLogical / bytesStored. */
   readonly reduction: number;
+  /** Per image: how many versions, and its newest valid backup. */
+  readonly perImage: readonly ImageSummary[];
+}
+
+/** One image in {@link StoreSpace}. */
+export interface ImageSummary {
+  readonly image: string;
+  readonly versions: number;
+  readonly invalidVersions: number;
+  /** The newest valid backup version (not copy-on-write), or null when it has none. */
+  readonly newestBackup: { readonly uid: string; readonly createdAt: number; readonly ageSeconds: number } | null;
 }
 
 /** Computes the space figures of the whole store. */
@@ -103,13 +114,28 @@ export async function storeSpace(store: Store): Promise<StoreSpace> {
   const versions = await store.catalog.listVersions();
   const totals = await store.catalog.blockTotals();
   const bytesLogical = versions.reduce((n, v) => n + v.size, 0);
+  const now = Date.now();
+  const perImage = new Map<string, { versions: number; invalid: number; newest: VersionRecord | null }>();
+  for (const v of versions) {
+    const entry = perImage.get(v.image) ?? { versions: 0, invalid: 0, newest: null };
+    entry.versions++;
+    if (v.status === 'invalid') entry.invalid++;
+    if (v.status === 'valid' && v.kind === 'backup') entry.newest = v; // oldest first: the last one wins
+    perImage.set(v.image, entry);
+  }
   return {
-    images: new Set(versions.map((v) => v.image)).size,
+    images: perImage.size,
     versions: versions.length,
     bytesLogical,
     blocks: totals.blocks,
     bytesStored: totals.bytes,
     invalidBlocks: totals.invalid,
     reduction: totals.bytes > 0 ? bytesLogical / totals.bytes : 0,
+    perImage: [...perImage].map(([image, e]) => ({
+      image,
+      versions: e.versions,
+      invalidVersions: e.invalid,
+      newestBackup: e.newest ? { uid: e.newest.uid, createdAt: e.newest.createdAt, ageSeconds: Math.max(0, Math.round((now - e.newest.createdAt) / 1000)) } : null,
+    })),
   };
 }

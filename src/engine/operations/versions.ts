@@ -1,8 +1,10 @@
 import type { VersionRecord } from '../catalog/catalog.js';
-import { ConflictError, NotFoundError } from '../errors.js';
+import { BlockMap, blockCount, dataBytes } from '../objects/block-map.js';
+import { ConflictError, NotFoundError, UsageError } from '../errors.js';
 import { versionResource, withLocks } from '../catalog/locking.js';
 import { deleteManifest, manifestOf, saveManifest } from '../objects/manifest.js';
-import { checkImageName, checkTag } from '../support/names.js';
+import { checkImageName, checkTag, printable } from '../support/names.js';
+import { closeMatches } from '../support/suggest.js';
 import { assertWritable, type Store } from '../store.js';
 import { formatDuration } from '../support/units.js';
 
@@ -12,6 +14,8 @@ export interface ListOptions {
   readonly image?: string | undefined;
   /** Only versions with this tag. */
   readonly tag?: string | undefined;
+  /** Only the newest `last` versions of each image. */
+  readonly last?: number | undefined;
 }
 
 /**
@@ -27,19 +31,105 @@ export async function listVersions(store: Store, options: ListOptions = {}): Pro
     ...(options.tag !== undefined ? { tag: options.tag } : {}),
   });
   if (image !== undefined && versions.length === 0 && (await store.catalog.imageBlockSize(image)) === undefined) {
-    throw new NotFoundError(`Image "${image}" not found`, { hint: 'run `backy2 ls` to see images' });
+    const near = closeMatches(image, (await store.catalog.listVersions()).map((v) => v.image));
+    throw new NotFoundError(`Image ${printable(image)} not found`, { hint: near.length ? `did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : 'run `backy2 ls` to see images' });
   }
-  return versions;
+  if (options.last === undefined) return versions;
+  const seen = new Map<string, number>();
+  const newestFirst = versions.toReversed().filter((v) => {
+    const n = (seen.get(v.image) ?? 0) + 1;
+    seen.set(v.image, n);
+    return n <= (options.last ?? 0);
+  });
+  return newestFirst.toReversed();
 }
 
 /**
- * Looks up a version.
+ * Bytes of a version's data blocks (what `du` shows of its file). Recorded at commit; computed
+ * once (and recorded, when the store can be written) for versions older than that.
+ */
+export async function versionAllocated(store: Store, version: VersionRecord): Promise<number> {
+  if (version.allocated !== null || version.status === 'incomplete') return version.allocated ?? 0;
+  const map = new BlockMap(store, await store.catalog.versionSegments(version.uid), blockCount(version.size, version.blockSize));
+  const bytes = await dataBytes(map, version);
+  if (!store.readOnly) await store.catalog.setAllocated(version.uid, bytes).catch(() => undefined);
+  return bytes;
+}
+
+/**
+ * Looks up a version by its exact uid.
  * @throws {NotFoundError} when it does not exist
  */
 export async function getVersion(store: Store, uid: string): Promise<VersionRecord> {
   const version = await store.catalog.getVersion(uid);
-  if (!version) throw new NotFoundError(`Version "${uid}" not found`, { hint: 'run `backy2 ls` to see versions' });
+  if (!version) throw new NotFoundError(`Version ${printable(uid)} not found`, { hint: 'run `backy2 ls` to see versions' });
   return version;
+}
+
+/** The suffix that names an image's newest valid backup: `vm1@latest`. */
+export const LATEST_SUFFIX = '@latest';
+
+/** Options of {@link resolveVersion}. */
+export interface ResolveOptions {
+  /** Names the version in messages. @default 'Version' */
+  readonly what?: string;
+  /**
+   * Let a bare image name select its newest backup. `rm vm1` must not quietly remove the newest
+   * backup of vm1: there, `vm1@latest` says so explicitly. @default true
+   */
+  readonly bareImage?: boolean;
+}
+
+/**
+ * Finds the version a selector names, as typed on a command line: a uid (`v1kx3f9qm7wz`), a
+ * unique uid prefix (`v1kx3f`), an image name or `IMAGE@latest` (its newest valid backup
+ * version; copy-on-write versions are experiments, not backups).
+ * @throws {NotFoundError} when nothing matches (with the closest uids or images as a hint)
+ * @throws {UsageError} when a prefix matches several versions
+ * @example
+ * const version = await resolveVersion(store, 'vm1@latest');
+ */
+export async function resolveVersion(store: Store, selector: string, options: ResolveOptions = {}): Promise<VersionRecord> {
+  const what = options.what ?? 'Version';
+  const { catalog } = store;
+  const exact = await catalog.getVersion(selector);
+  if (exact) return exact;
+  const image = selector.endsWith(LATEST_SUFFIX) && !(await imageExists(store, selector)) ? selector.slice(0, -LATEST_SUFFIX.length) : selector;
+  if (await imageExists(store, image)) {
+    if (image === selector && options.bareImage === false) {
+      throw new UsageError(`${printable(selector)} is an image, not a version`, { hint: `name its versions (backy2 ls ${selector}), or ${selector}${LATEST_SUFFIX} for its newest backup` });
+    }
+    const latest = await catalog.latestValidVersion(image, 'backup');
+    if (!latest) throw new NotFoundError(`Image ${printable(image)} has no valid backup version`, { hint: `run \`backy2 ls ${image}\` to see its versions` });
+    return latest;
+  }
+  const versions = await catalog.listVersions();
+  if (/^v[0-9a-z]{1,10}$/.test(selector)) {
+    const matches = versions.filter((v) => v.uid.startsWith(selector));
+    if (matches.length === 1 && matches[0]) return matches[0];
+    if (matches.length > 1) {
+      const shown = matches.slice(0, 5).map((v) => v.uid);
+      throw new UsageError(`${what} ${printable(selector)} is ambiguous: it starts ${matches.length} uids (${shown.join(', ')}${matches.length > 5 ? ', …' : ''})`, {
+        hint: 'type more of the uid',
+      });
+    }
+  }
+  const candidates = [...versions.map((v) => v.uid), ...versions.map((v) => v.image)];
+  const near = closeMatches(image, candidates);
+  throw new NotFoundError(`${what} ${printable(selector)} not found`, {
+    hint: near.length ? `did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : 'run `backy2 ls` to see versions',
+  });
+}
+
+/** The uids that selectors name (see {@link resolveVersion}), all resolved before anything is done. */
+export async function resolveUids(store: Store, selectors: readonly string[], options: ResolveOptions = {}): Promise<string[]> {
+  const out: string[] = [];
+  for (const selector of selectors) out.push((await resolveVersion(store, selector, options)).uid);
+  return out;
+}
+
+async function imageExists(store: Store, name: string): Promise<boolean> {
+  return (await store.catalog.imageBlockSize(name)) !== undefined;
 }
 
 /** Options of {@link removeVersions}. */
@@ -61,8 +151,7 @@ export interface RemoveOptions {
 export async function removeVersions(store: Store, uids: readonly string[], options: RemoveOptions = {}): Promise<VersionRecord[]> {
   const now = options.now ?? Date.now();
   assertWritable(store, 'remove versions');
-  const unique = [...new Set(uids)];
-  for (const uid of unique) await getVersion(store, uid);
+  const unique = [...new Set(await resolveUids(store, uids, { bareImage: false }))];
   const locks = unique.map((uid) => ({ resource: versionResource(uid), mode: 'exclusive' as const, operation: 'rm' }));
   // All locks at once, then the checks on what the catalog says now: a protect or a backup
   // that started meanwhile must win, and either every version goes or none.
@@ -95,8 +184,7 @@ function checkRemovable(v: VersionRecord, now: number, minAge: number, force: bo
  */
 export async function setProtected(store: Store, uids: readonly string[], value: boolean): Promise<VersionRecord[]> {
   const out: VersionRecord[] = [];
-  for (const uid of uids) {
-    await getVersion(store, uid);
+  for (const uid of await resolveUids(store, uids)) {
     out.push(await changeMetadata(store, uid, () => store.catalog.setProtected(uid, value)));
   }
   return out;
@@ -108,10 +196,10 @@ export async function setProtected(store: Store, uids: readonly string[], value:
  * @throws {UsageError} when a tag is malformed
  * @throws {LockedError} when the version is being removed
  */
-export async function changeTags(store: Store, uid: string, change: { add?: readonly string[]; remove?: readonly string[] }): Promise<VersionRecord> {
+export async function changeTags(store: Store, selector: string, change: { add?: readonly string[]; remove?: readonly string[] }): Promise<VersionRecord> {
   const add = (change.add ?? []).map(checkTag);
   const remove = change.remove ?? [];
-  await getVersion(store, uid);
+  const { uid } = await resolveVersion(store, selector);
   return changeMetadata(store, uid, async () => {
     if (add.length) await store.catalog.addTags(uid, add);
     if (remove.length) await store.catalog.removeTags(uid, remove);

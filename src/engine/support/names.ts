@@ -1,5 +1,22 @@
 import { UsageError } from '../errors.js';
 
+/** Longest part of a user- or client-chosen name that goes into messages and logs. */
+const MAX_PRINTED_NAME = 64;
+
+/**
+ * A name from outside (command line, NBD client), safe to print in one line: quoted, control and
+ * format characters (newlines, escape sequences, bidirectional overrides) escaped, and cut to
+ * {@link MAX_PRINTED_NAME} characters.
+ */
+export function printable(name: string): string {
+  const chars = [...name];
+  const shown = chars
+    .slice(0, MAX_PRINTED_NAME)
+    .map((c) => (/[\p{C}"\\]/u.test(c) ? `\\u{${(c.codePointAt(0) ?? 0).toString(16)}}` : c))
+    .join('');
+  return `"${shown}"${chars.length > MAX_PRINTED_NAME ? ` (${chars.length} characters)` : ''}`;
+}
+
 const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,127}$/;
 const TAG = /^[A-Za-z0-9][A-Za-z0-9._:+=-]{0,63}$/;
 
@@ -9,7 +26,7 @@ const TAG = /^[A-Za-z0-9][A-Za-z0-9._:+=-]{0,63}$/;
  */
 export function checkImageName(name: string): string {
   if (!IMAGE_NAME.test(name) || name === 'latest.img') {
-    throw new UsageError(`Invalid image name "${name}": use 1 to 128 letters, digits and . _ @ + = -, starting with a letter or digit`);
+    throw new UsageError(`Invalid image name ${printable(name)}: use 1 to 128 letters, digits and . _ @ + = -, starting with a letter or digit`);
   }
   return name;
 }
@@ -20,7 +37,7 @@ export function checkImageName(name: string): string {
  */
 export function checkTag(tag: string): string {
   if (!TAG.test(tag)) {
-    throw new UsageError(`Invalid tag "${tag}": use 1 to 64 letters, digits and . _ : + = -, starting with a letter or digit`);
+    throw new UsageError(`Invalid tag ${printable(tag)}: use 1 to 64 letters, digits and . _ : + = -, starting with a letter or digit`);
   }
   return tag;
 }

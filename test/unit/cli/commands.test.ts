@@ -56,13 +56,49 @@ describe('backy2 backup / restore / ls', () => {
     expect(readFileSync(out).equals(readFileSync(image))).toBe(true);
   });
 
-  it('ls shows versions as a table and as JSON', async () => {
+  it('ls shows versions with kind, stored size and base, as a table and as JSON; --last N per image', async () => {
     const uid = await backupOk();
+    const second = await backupOk();
     const table = await runCli(args('ls'));
-    expect(table.stdout).toMatch(/^DATE +UID +IMAGE +SIZE +STATUS/);
-    expect(table.stdout).toContain(uid);
-    const json = JSON.parse((await runCli(args('ls', 'vm1', '--json'))).stdout) as { uid: string; status: string }[];
-    expect(json.map((v) => [v.uid, v.status])).toEqual([[uid, 'valid']]);
+    expect(table.stdout).toMatch(/^DATE +UID +IMAGE +KIND +SIZE +STORED +NEW +STATUS +PROTECTED +BASE +TAGS +SNAPSHOT\n/);
+    const row = table.stdout.split('\n').find((l) => l.includes(second)) ?? '';
+    expect(row).toMatch(new RegExp(`${second} +vm1 +backup +512\\.1 KiB +320\\.1 KiB +0 B +valid +${uid}`));
+    const json = JSON.parse((await runCli(args('ls', 'vm1', '--json'))).stdout) as { uid: string; status: string; kind: string; allocated: number; baseUid: string | null }[];
+    expect(json.map((v) => [v.uid, v.status, v.kind, v.allocated, v.baseUid])).toEqual([
+      [uid, 'valid', 'backup', 5 * B + 100, null],
+      [second, 'valid', 'backup', 5 * B + 100, uid],
+    ]);
+    const last = JSON.parse((await runCli(args('ls', '--last', '1', '--json'))).stdout) as { uid: string }[];
+    expect(last.map((v) => v.uid)).toEqual([second]);
+    expect((await runCli(args('ls', '--last', '0'))).code).toBe(2);
+  });
+
+  it('takes a version as uid, unique uid prefix, IMAGE or IMAGE@latest, and suggests near misses', async () => {
+    const uid = await backupOk();
+    for (const selector of [uid, uid.slice(0, 8), 'vm1', 'vm1@latest']) {
+      const out = path.join(dir, `out-${selector}`);
+      const r = await runCli(args('restore', selector, out));
+      expect(r.code, `${selector}: ${r.stderr}`).toBe(0);
+      expect(r.stderr).toContain(`Restored ${uid}`);
+    }
+    const typo = await runCli(args('restore', 'vm2', path.join(dir, 'x')));
+    expect(typo.code).toBe(4);
+    expect(typo.stderr).toBe('backy2: Version "vm2" not found (did you mean "vm1"?)\n');
+    const uidTypo = `${uid.slice(0, 10)}${uid[10] === 'a' ? 'b' : 'a'}${uid[11]}`;
+    expect((await runCli(args('protect', uidTypo))).stderr).toContain(`did you mean "${uid}"?`);
+    const prefix = uid.slice(0, 4); // the creation time: shared by versions of the same hour
+    expect((await runCli(args('stats', prefix, '--json'))).code).toBe(0);
+    await backupOk();
+    const ambiguous = await runCli(args('stats', prefix));
+    expect(ambiguous.code).toBe(2);
+    expect(ambiguous.stderr).toMatch(new RegExp(`^backy2: Version "${prefix}" is ambiguous: it starts 2 uids`));
+    const rmImage = await runCli(args('rm', '--force', 'vm1'));
+    expect(rmImage.code).toBe(2);
+    expect(rmImage.stderr).toContain('"vm1" is an image, not a version (name its versions (backy2 ls vm1), or vm1@latest for its newest backup)');
+    const weird = await runCli(args('restore', `a\nb${'x'.repeat(5000)}`, path.join(dir, 'y')));
+    expect(weird.code).toBe(4);
+    expect(weird.stderr.split('\n')).toHaveLength(2);
+    expect(weird.stderr.length).toBeLessThan(300);
   });
 
   it('protect, tag, stats and rm work together', async () => {

@@ -114,15 +114,18 @@ describe('VersionFs partition files', () => {
     const expected = Buffer.from(image);
     data.copy(expected, part2.offset + 100);
     expect((await readAll(fs, `/vm1/${cow.uid}.img`)).equals(expected)).toBe(true);
-    expect(await fs.readlink('/vm1/latest-part2.img')).toBe(`${cow.uid}-part2.img`);
+    // A copy-on-write version is an experiment: latest stays the newest backup.
+    expect(cow.kind).toBe('cow');
+    expect(await fs.readlink('/vm1/latest-part2.img')).toBe(`${uid}-part2.img`);
+    expect(await fs.readlink('/vm1/latest.img')).toBe(`${uid}.img`);
     expect((await readAll(fs, `/vm1/${uid}-part2.img`, 100, 3000)).equals(image.subarray(part2.offset + 100, part2.offset + 3100))).toBe(true);
   });
 });
 
 describe('latestVersion()', () => {
-  it('is the newest valid version, for latest.img and latest-part<N>.img alike', () => {
-    const v = (uid: string, status: VersionRecord['status']) => ({ uid, image: 'vm1', status, createdAt: 0 }) as VersionRecord;
-    const versions = [v('va', 'valid'), v('vb', 'valid'), v('vc', 'invalid')];
+  it('is the newest valid backup version, never a copy-on-write one, for latest.img and latest-part<N>.img alike', () => {
+    const v = (uid: string, status: VersionRecord['status'], kind: VersionRecord['kind'] = 'backup') => ({ uid, image: 'vm1', status, createdAt: 0, kind }) as VersionRecord;
+    const versions = [v('va', 'valid'), v('vb', 'valid'), v('vc', 'invalid'), v('vd', 'valid', 'cow')];
     expect(latestVersion(versions)?.uid).toBe('vb');
     expect(parsePath('/vm1/latest.img', versions)).toMatchObject({ kind: 'latest', target: 'vb' });
     expect(parsePath('/vm1/latest-part3.img', versions)).toMatchObject({ kind: 'latest-partition', number: 3, version: { uid: 'vb' } });

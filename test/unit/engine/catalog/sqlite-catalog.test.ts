@@ -61,12 +61,12 @@ describe('SqliteCatalog', () => {
     expect((await c.getVersion('v1'))?.status).toBe('incomplete');
     expect(await c.latestValidVersion('vm1')).toBeUndefined();
     const segs = [randomBytes(32), randomBytes(32)];
-    await c.commitVersion('v1', { segments: segs, stats, tags: ['a', 'b'] });
+    await c.commitVersion('v1', { segments: segs, stats, tags: ['a', 'b'], allocated: 0 });
     const v = await c.getVersion('v1');
     expect(v).toMatchObject({ status: 'valid', tags: ['a', 'b'], stats, image: 'vm1', blockSize: 64 });
     expect((await c.versionSegments('v1')).map((d) => d.toString('hex'))).toEqual(segs.map((d) => d.toString('hex')));
     expect((await c.latestValidVersion('vm1'))?.uid).toBe('v1');
-    await expect(c.commitVersion('v1', { segments: segs, stats, tags: [] })).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    await expect(c.commitVersion('v1', { segments: segs, stats, tags: [], allocated: 0 })).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
   });
 
   it('listVersions() filters by image, tag and status, oldest first', async () => {
@@ -74,7 +74,7 @@ describe('SqliteCatalog', () => {
     await c.createVersion(version('v2', 'vm1', 2000));
     await c.createVersion(version('v1', 'vm1', 1000));
     await c.createVersion(version('v3', 'vm2', 3000));
-    await c.commitVersion('v1', { segments: [], stats, tags: ['keep'] });
+    await c.commitVersion('v1', { segments: [], stats, tags: ['keep'], allocated: 0 });
     expect((await c.listVersions()).map((v) => v.uid)).toEqual(['v1', 'v2', 'v3']);
     expect((await c.listVersions({ image: 'vm1' })).map((v) => v.uid)).toEqual(['v1', 'v2']);
     expect((await c.listVersions({ tag: 'keep' })).map((v) => v.uid)).toEqual(['v1']);

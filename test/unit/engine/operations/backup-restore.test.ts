@@ -61,7 +61,7 @@ describe('backup() and restore()', () => {
     const dir = makeTempDir();
     const image = path.join(dir, 'img');
     makeImage(image, [{ kind: 'random', length: 40 * B }]);
-    const base = await backup(s, { source: image, image: 'vm1' });
+    const base = await backup(s, { source: image, image: 'vm1', snapshot: 's1' });
     // change blocks 3 and 17
     const data = readFileSync(image);
     randomBytes(B).copy(data, 3 * B);
@@ -72,7 +72,7 @@ describe('backup() and restore()', () => {
       { offset: 3 * B, length: B, exists: 'true' },
       { offset: 17 * B + 5, length: 100, exists: true },
     ]));
-    const inc = await backup(s, { source: image, image: 'vm1', hintsFile: hints });
+    const inc = await backup(s, { source: image, image: 'vm1', hintsFile: hints, hintsFrom: 's1' });
     expect(inc.baseUid).toBe(base.uid);
     expect(inc.bytesRead).toBe(2 * B + 2 * B);
     expect(inc.bytesWritten).toBe(2 * B);
@@ -90,13 +90,13 @@ describe('backup() and restore()', () => {
     const dir = makeTempDir();
     const image = path.join(dir, 'img');
     makeImage(image, [{ kind: 'random', length: 10 * B }]);
-    await backup(s, { source: image, image: 'vm1' });
+    const base = await backup(s, { source: image, image: 'vm1' });
     const data = readFileSync(image);
     randomBytes(B).copy(data, 4 * B);
     writeFileSync(image, data);
     const hints = path.join(dir, 'hints.json');
     writeFileSync(hints, JSON.stringify([{ offset: 0, length: B, exists: 'true' }]));
-    await expect(backup(s, { source: image, image: 'vm1', hintsFile: hints })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    await expect(backup(s, { source: image, image: 'vm1', hintsFile: hints, baseUid: base.uid })).rejects.toMatchObject({ code: 'E_CONFLICT' });
     expect((await s.catalog.listVersions()).length).toBe(1);
   });
 
@@ -155,7 +155,7 @@ describe('backup() and restore() with damage', () => {
     await s.catalog.setBlockState([bad], 1);
     const hints = path.join(dir, 'hints.json');
     writeFileSync(hints, '[]');
-    const second = await backup(s, { source: image, image: 'vm1', hintsFile: hints });
+    const second = await backup(s, { source: image, image: 'vm1', hintsFile: hints, baseUid: first.uid });
     expect(second.bytesRead).toBe(B);
     expect(second.bytesWritten).toBe(B);
     expect((await s.catalog.getBlock(bad))?.state).toBe(0);

@@ -66,11 +66,14 @@ export async function serveMount(store: Store, options: MountOptions): Promise<v
       log: options.log,
     });
     // fuse-native passes fsname verbatim as one -o argument, which carries the options it lacks.
-    const extra = options.writable ? ['big_writes', 'max_write=131072'] : ['ro'];
+    // A writable mount keeps version data out of the kernel's page cache (direct_io): pages read
+    // during a copy-on-write session would otherwise outlive it, and the version file would go on
+    // showing writes that are in no version. Read-only mounts never change: they cache (auto_cache).
+    const extra = options.writable ? ['big_writes', 'max_write=131072', 'direct_io'] : ['ro'];
     const fuse = new Fuse(mountpoint, fuseOperations(vfs), {
       fsname: ['backy2', ...extra].join(','),
       subtype: 'backy2',
-      autoCache: true,
+      autoCache: !options.writable,
       allowOther: options.allowOther,
       timeout: { default: 120_000, release: false, fsync: false, flush: false },
     });

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -211,6 +211,47 @@ describe('backy2 mount --writable (copy-on-write)', () => {
     const original = path.join(dir, 'orig.img');
     expect((await spawnCli(['restore', uid, original], env)).code).toBe(0);
     expect(await sha256File(original)).toBe(await sha256File(image));
+  });
+
+  it('a version file reads exactly its committed content after each session, with the kernel page cache in place', async () => {
+    const uid = await backupOf(image);
+    await startMount(mnt, env, ['--writable']);
+    const file = path.join(mnt, 'vm1', `${uid}.img`);
+    const original = await sha256File(image);
+    const sum = () => run('sha256sum', [file]).split(' ')[0];
+    expect(sum()).toBe(original);
+    const committed = async (count: number) => {
+      await eventually(async () => (await listed()).filter((v) => v.tags.includes('cow')).length === count, 30_000, `copy-on-write version ${count}`);
+      // The session closes right after its commit; from then on the file is the version again.
+      await eventually(() => sum() === original, 10_000, 'the version file to read as committed');
+    };
+    // Session 1: dd into it; while a writer holds it open, every reader sees the session.
+    const patch = path.join(dir, 'patch');
+    writeFileSync(patch, randomBytes(4 * MiB));
+    const expected = readFileSync(image);
+    readFileSync(patch).copy(expected, 6 * MiB);
+    const during = run('sh', ['-c', `exec 3<>${file}; dd if=${patch} of=${file} bs=1M seek=6 conv=notrunc status=none; sha256sum ${file}; exec 3>&-`]);
+    expect(during.split(' ')[0]).toBe(createHash('sha256').update(expected).digest('hex'));
+    await committed(1);
+    expect(sum()).toBe(original);
+    // Session 2: an ext4 edit through a loop device, unmounted; the version file reads as before.
+    const device = attachLoop(file);
+    const inner = path.join(dir, 'inner');
+    mkdirSync(inner);
+    run('mount', [device, inner]);
+    writeFileSync(path.join(inner, 'second.txt'), 'second session\n');
+    run('umount', [inner]);
+    run('losetup', ['-d', device]);
+    await committed(2);
+    expect(run('cmp', [file, image])).toBe('');
+    // The second session started from the version, not from pages of the first one.
+    const cows = (await listed()).filter((v) => v.tags.includes('cow'));
+    const restored = path.join(dir, 'second.img');
+    expect((await spawnCli(['restore', cows[1]!.uid, restored], env)).code).toBe(0);
+    const check = path.join(dir, 'check');
+    mount(attachLoop(restored, { readOnly: true }), check, ['ro']);
+    expect(readFileSync(path.join(check, 'second.txt'), 'utf8')).toBe('second session\n');
+    expect(readRange(restored, 6 * MiB, 4 * MiB).equals(readFileSync(patch))).toBe(false);
   });
 
   it('a version written through the mount is never latest.img nor the base of the next backup, which equals its source', async () => {

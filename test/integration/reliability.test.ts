@@ -18,7 +18,7 @@ import { FaultInjectingStore } from '../../src/engine/blockstore/fault-injection
 import { defaultConfig } from '../../src/engine/support/config.js';
 import { restore } from '../../src/engine/operations/restore.js';
 import { initStore } from '../../src/engine/operations/init-store.js';
-import { openStore } from '../../src/engine/store.js';
+import { openStore, type Store } from '../../src/engine/store.js';
 import { BIN, initStoreFor, spawnCli } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/temp.js';
 
@@ -307,13 +307,21 @@ describe('reliability', () => {
     await initStore(base);
     for (let seed = 1; seed <= 40; seed++) {
       const faulty: FaultInjectingStore[] = [];
-      const store = await openStore(base, {
-        wrapBlockStore: (s) => {
-          const f = new FaultInjectingStore(s, { errorRate: 0.03, fullRate: 0.02, shortReadRate: 0.05, bitFlipRate: 0.05, seed });
-          faulty.push(f);
-          return f;
-        },
-      });
+      let store: Store;
+      try {
+        store = await openStore(base, {
+          wrapBlockStore: (s) => {
+            const f = new FaultInjectingStore(s, { errorRate: 0.03, fullRate: 0.02, shortReadRate: 0.05, bitFlipRate: 0.05, seed });
+            faulty.push(f);
+            return f;
+          },
+        });
+      } catch (err) {
+        // Reading the store's settings or owner failed: one clear error, nothing opened.
+        expect(['E_STORE', 'E_CORRUPT']).toContain((err as { code: string }).code);
+        figures.faultsInjected++;
+        continue;
+      }
       try {
         const data = readFileSync(image);
         randomBytes(4096).copy(data, randomInt(SIZE - 4096));

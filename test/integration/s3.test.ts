@@ -16,7 +16,7 @@ const bucketName = () => `backy2-test-${randomBytes(5).toString('hex')}`;
 
 describeBlockStore('s3 (radosgw)', async () => {
   const c = ceph();
-  return { store: await S3Store.open({ endpoint: c.s3Endpoint, bucket: bucketName(), prefix: 'p/', accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey }) };
+  return { store: await S3Store.open({ endpoint: c.s3Endpoint, bucket: bucketName(), prefix: 'p/', accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, createBucket: true }) };
 });
 
 let dir: string;
@@ -63,12 +63,15 @@ describe('S3 block store (radosgw)', () => {
     const image = path.join(dir, 'img');
     makeImage(image, [{ kind: 'random', length: 64 * MiB }]);
     const pid = radosgwPid();
-    const backup = spawn(BIN, ['backup', image, 'vm1'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    backup.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    await new Promise((r) => setTimeout(r, 700));
+    // NODE_DEBUG tells when the backup has its version and writes blocks: radosgw dies then.
+    const backup = spawn(BIN, ['backup', image, 'vm1'], { env: { ...process.env, ...env, NODE_DEBUG: 'backy2' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    backup.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    await eventually(() => output.includes('backup: locked') || backup.exitCode !== null, 30_000, 'the backup to start');
+    await new Promise((r) => setTimeout(r, 200));
     process.kill(pid, 'SIGKILL');
-    const code = await new Promise<number | null>((r) => backup.on('exit', r));
+    const code = await new Promise<number | null>((r) => (backup.exitCode !== null ? r(backup.exitCode) : backup.on('exit', r)));
+    const stderr = output.split('\n').filter((line) => line !== '' && !/^BACKY2 \d+:/.test(line)).join('\n');
     // restart radosgw for the rerun (and the tests after this one)
     execFileSync('radosgw', ['-n', 'client.rgw.a'], { env: { ...process.env, CEPH_CONF: ceph().conf } });
     await eventually(async () => (await fetch(ceph().s3Endpoint).catch(() => undefined))?.ok === true, 60_000, 'radosgw to come back');

@@ -50,7 +50,10 @@ export function registerMount(program: Command, ctx: CommandContext): void {
           'fsync and at unmount, the changes are committed as a new version tagged "cow" whose base\n' +
           'is the written version; partition files write into it at the partition offset. Sizes are\n' +
           'fixed: truncation and writes past the end are refused. SIGINT or SIGTERM commit open\n' +
-          'sessions and unmount. A stale mount of a killed daemon is cleared.',
+          'sessions and unmount. A stale mount of a killed daemon is cleared. While a session is open\n' +
+          'on a version file, its readers see the session; after the commit, the version again\n' +
+          '(writable mounts bypass the page cache for that). latest.img is the newest valid backup,\n' +
+          'never a copy-on-write version.',
       ),
     )
     .action(async (mountpoint: string, opts: Omit<MountCommandOptions, 'mountpoint'>, command: Command) => {

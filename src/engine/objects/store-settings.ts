@@ -104,18 +104,22 @@ export async function saveStoreOwner(blocks: BlockStore, catalogId: string, cata
 }
 
 async function readJson(blocks: BlockStore, key: string, kind: (typeof ObjectKind)[keyof typeof ObjectKind], what: string): Promise<unknown> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await blocks.get(key);
-  } catch (err) {
-    if (isBackyError(err) && err.code === 'E_OBJECT_MISSING') return undefined;
-    throw err;
-  }
-  try {
-    return decodeJsonObject(bytes, kind, what);
-  } catch (err) {
-    if (err instanceof CorruptBlockError) throw damaged(what, err);
-    throw err;
+  // A read damaged in flight (a flaky link) is read once more before the object counts as damaged.
+  for (let attempt = 1; ; attempt++) {
+    let bytes: Uint8Array;
+    try {
+      bytes = await blocks.get(key);
+    } catch (err) {
+      if (isBackyError(err) && err.code === 'E_OBJECT_MISSING') return undefined;
+      if (attempt < 2 && err instanceof CorruptBlockError) continue;
+      throw err;
+    }
+    try {
+      return decodeJsonObject(bytes, kind, what);
+    } catch (err) {
+      if (!(err instanceof CorruptBlockError)) throw err;
+      if (attempt >= 2) throw damaged(what, err);
+    }
   }
 }
 

@@ -26,8 +26,9 @@ export interface Globals {
 /** The process's own streams. */
 export function processIo(signal?: AbortSignal): CliIo {
   return {
-    stdout: (text) => process.stdout.write(text),
-    stderr: (text) => process.stderr.write(text),
+    // Once a reader went away (EPIPE), its stream is destroyed: the rest of the output is dropped.
+    stdout: (text) => void (process.stdout.writable && process.stdout.write(text)),
+    stderr: (text) => void (process.stderr.writable && process.stderr.write(text)),
     stderrIsTTY: process.stderr.isTTY === true,
     env: process.env,
     signal,

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -57,6 +58,10 @@ export async function serveMount(store: Store, options: MountOptions): Promise<v
     throw new UsageError(`Cannot mount at "${mountpoint}": ${errnoCode(err) === 'ENOENT' ? 'no such directory' : String(err)}`);
   });
   if (!st.isDirectory()) throw new UsageError(`Cannot mount at "${mountpoint}": not a directory`);
+  if (!isMounted(mountpoint) && (await fsp.readdir(mountpoint)).length > 0) {
+    // FUSE would hide the files (or libfuse refuses with a bare "fuse failed").
+    throw new UsageError(`Cannot mount at "${mountpoint}": the directory is not empty`, { hint: 'mount on an empty directory, e.g. mkdir /backy' });
+  }
   const lock = await acquireLocks(store.catalog, [{ resource: mountResource(mountpoint), mode: 'exclusive', operation: 'mount' }]);
   try {
     if (isMounted(mountpoint)) throw new ConflictError(`Cannot mount at "${mountpoint}": something is already mounted there`);
@@ -82,11 +87,19 @@ export async function serveMount(store: Store, options: MountOptions): Promise<v
     );
     options.log(`mounted ${options.writable ? 'read-write (copy-on-write)' : 'read-only'} at ${mountpoint}`);
     options.onMounted?.();
-    await waitForStop(mountpoint, options.signal);
-    options.log(`unmounting ${mountpoint}`);
-    // Unmount first so that no write slips in between the last commit and the unmount.
-    await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
-    if (isMounted(mountpoint)) await forceUnmount(mountpoint).catch(() => undefined);
+    const how = await waitForStop(mountpoint, options.signal);
+    if (how === 'unmounted from outside') {
+      options.log(`${mountpoint} was unmounted from outside (fusermount -u, umount -l): committing and exiting`);
+      releaseFuse(fuse);
+    } else {
+      options.log(`unmounting ${mountpoint}`);
+      // Unmount first so that no write slips in between the last commit and the unmount.
+      const failed = await new Promise<unknown>((resolve) => fuse.unmount((err) => resolve(err)));
+      if (isMounted(mountpoint)) await forceUnmount(mountpoint).catch(() => undefined);
+      // The mount may have vanished between the check and fusermount, which then fails and leaves
+      // fuse-native holding the event loop.
+      if (failed) releaseFuse(fuse);
+    }
     const lost = await vfs.shutdown();
     if (lost.length > 0) {
       throw new StoreUnavailableError(`Unmounted ${mountpoint}, but could not commit ${lost.join(', ')}: those writes are lost (see the log above)`);
@@ -147,18 +160,39 @@ async function clearStaleMount(mountpoint: string, log: (line: string) => void):
   }
 }
 
-async function waitForStop(mountpoint: string, signal: AbortSignal): Promise<void> {
-  await new Promise<void>((resolve) => {
+async function waitForStop(mountpoint: string, signal: AbortSignal): Promise<'signal' | 'unmounted from outside'> {
+  return new Promise((resolve) => {
     const timer = setInterval(() => {
-      // Unmounted from outside (fusermount -u): stop too.
-      if (!isMounted(mountpoint)) done();
-    }, 2000);
-    const done = () => {
+      // Unmounted from outside (fusermount -u, umount -l): stop too.
+      if (!isMounted(mountpoint)) done('unmounted from outside');
+    }, 1000);
+    const onAbort = () => done('signal');
+    const done = (how: 'signal' | 'unmounted from outside') => {
       clearInterval(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
+      signal.removeEventListener('abort', onAbort);
+      resolve(how);
     };
-    if (signal.aborted) done();
-    else signal.addEventListener('abort', done, { once: true });
+    if (signal.aborted) done('signal');
+    else signal.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/**
+ * Lets go of fuse-native's hold on the event loop once the kernel mount is gone. fuse-native
+ * releases it only after its own fusermount succeeds, which it cannot once somebody else has
+ * unmounted: the daemon then never exited. Its native binding offers the release by itself.
+ */
+function releaseFuse(fuse: Fuse): void {
+  const main = createRequire(import.meta.url).resolve('fuse-native');
+  const require = createRequire(main);
+  const binding = (require('node-gyp-build') as (dir: string) => { fuse_native_unmount?: (mnt: string, thread: Buffer) => void })(path.dirname(main));
+  const internals = fuse as unknown as { mnt?: string; _thread?: Buffer };
+  if (typeof binding.fuse_native_unmount !== 'function' || !internals._thread || internals.mnt === undefined) return;
+  // It only unreferences the handle, once per mount (a counter it keeps): guard against a second call.
+  const released = fuse as unknown as { [RELEASED]?: boolean };
+  if (released[RELEASED]) return;
+  released[RELEASED] = true;
+  binding.fuse_native_unmount(internals.mnt, internals._thread);
+}
+
+const RELEASED = Symbol('backy2 released fuse-native');

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { openSync, closeSync, writeSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, closeSync, writeSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { BIN, initStoreFor, spawnCli } from '../helpers/cli.js';
@@ -96,6 +96,70 @@ describe('interrupting a backup', () => {
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
     expect(code, stderr).toBe(130);
     expect(stderr).toMatch(/^backy2: .*interrupted/i);
+    expect(await list()).toEqual([]);
+  });
+});
+
+/** Runs a command, sends `signal` once it has worked for a moment; returns exit status and stderr. */
+async function interrupted(args: readonly string[], signal: NodeJS.Signals, afterMs = 400): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(BIN, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  await new Promise((r) => setTimeout(r, afterMs));
+  child.kill(signal);
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  return { code, stderr };
+}
+
+describe('interrupting a restore (Ctrl-C, kill, a closing SSH session)', () => {
+  it.each(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const)('%s: a new target is removed; an existing one is said to be partially overwritten; exit status 130', async (signal) => {
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 512 * MiB }]);
+    const backup = await spawnCli(['backup', image, 'vm1'], env);
+    expect(backup.code, backup.stderr).toBe(0);
+    const uid = backup.stdout.trim();
+    const fresh = path.join(dir, 'new.img');
+    const first = await interrupted(['restore', uid, fresh], signal);
+    expect(first.code, first.stderr).toBe(130);
+    expect(first.stderr).toBe(`backy2: Restore of ${uid} interrupted: the new target "${fresh}" was removed (run the restore again to complete it)\n`);
+    expect(existsSync(fresh)).toBe(false);
+    const existing = path.join(dir, 'existing.img');
+    writeFileSync(existing, Buffer.alloc(512 * MiB, 1));
+    const second = await interrupted(['restore', uid, existing, '--force'], signal);
+    expect(second.code, second.stderr).toBe(130);
+    expect(second.stderr).toBe(`backy2: Restore of ${uid} interrupted: target "${existing}" is now partially overwritten and unusable (run the restore again to complete it)\n`);
+  });
+});
+
+describe('output and source surprises', () => {
+  it('a reader that goes away (`backy2 ls | head`) ends the output, not the command: exit status 0', async () => {
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: MiB }]);
+    for (let i = 0; i < 3; i++) expect((await spawnCli(['backup', image, `vm${i}`], env)).code).toBe(0);
+    for (const args of [['ls', '--json'], ['scrub', '--all', '--json'], ['stats']]) {
+      const child = spawn(BIN, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.destroy(); // as `head` does once it has its lines
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      expect({ args, code, stderr }).toEqual({ args, code: 0, stderr: '' });
+    }
+  });
+
+  it('a source that shrinks during the backup is an I/O error (exit status 12) and commits nothing', async () => {
+    const image = path.join(dir, 'img');
+    makeImage(image, [{ kind: 'random', length: 256 * MiB }]);
+    const child = spawn(BIN, ['backup', image, 'vm1'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise((r) => setTimeout(r, 300));
+    const fd = openSync(image, 'r+');
+    (await import('node:fs')).ftruncateSync(fd, 16 * MiB);
+    closeSync(fd);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    if (code === 0) return; // it was faster than the truncate: nothing to see
+    expect(code, stderr).toBe(12);
+    expect(stderr).toMatch(/^backy2: Source ".*" ended at offset \d+, before its size \d+: it shrank during the backup\n$/);
     expect(await list()).toEqual([]);
   });
 });

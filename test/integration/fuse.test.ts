@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { initStoreFor, spawnCli } from '../helpers/cli.js';
@@ -304,6 +304,40 @@ describe('backy2 mount --writable (copy-on-write)', () => {
     const original = path.join(dir, 'orig.img');
     await spawnCli(['restore', uid, original], env);
     expect(readFileSync(original).equals(readFileSync(image))).toBe(true);
+  });
+
+  it('SIGHUP (a closing SSH session) commits the acknowledged writes of a foreground mount and unmounts', async () => {
+    const uid = await backupOf(image);
+    const daemon = await startMount(mnt, env, ['--writable']);
+    const patch = randomBytes(MiB);
+    // The writer keeps the file open: only the signal's clean path commits the session.
+    const file = path.join(mnt, 'vm1', `${uid}.img`);
+    const fd = openSync(file, 'r+');
+    writeSync(fd, patch, 0, patch.length, 5 * MiB);
+    const exited = new Promise<number | null>((resolve) => daemon.child.once('exit', (code) => resolve(code)));
+    daemon.child.kill('SIGHUP');
+    await eventually(() => !isMountPoint(mnt), 30_000, 'the unmount');
+    // The daemon unmounted lazily under the open file: its writes are in, its close finds no daemon.
+    expect(() => closeSync(fd)).toThrow(/ENOTCONN|ECONNABORTED/);
+    expect(await exited).toBe(0);
+    expect(daemon.log()).toContain('committed copy-on-write version');
+    const cow = (await listed()).find((v) => v.tags.includes('cow'))!;
+    const expected = readFileSync(image);
+    patch.copy(expected, 5 * MiB);
+    const out = path.join(dir, 'cow.img');
+    expect((await spawnCli(['restore', cow.uid, out], env)).code).toBe(0);
+    expect(readFileSync(out).equals(expected)).toBe(true);
+  });
+
+  it('a daemon whose mount is unmounted from outside (fusermount -u) commits and exits', async () => {
+    const uid = await backupOf(image);
+    const daemon = await startMount(mnt, env, ['--writable']);
+    const exited = new Promise<number | null>((resolve) => daemon.child.once('exit', (code) => resolve(code)));
+    run('dd', ['if=/dev/zero', `of=${path.join(mnt, 'vm1', `${uid}.img`)}`, 'bs=64k', 'count=4', 'conv=notrunc', 'status=none']);
+    run('fusermount', ['-u', mnt]);
+    expect(await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 20_000))])).toBe(0);
+    expect(daemon.log()).toContain('was unmounted from outside');
+    expect((await listed()).some((v) => v.tags.includes('cow'))).toBe(true);
   });
 
   it('kill -9 of the daemon mid-write leaves no broken valid version, and the next mount works', async () => {

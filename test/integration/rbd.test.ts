@@ -131,6 +131,18 @@ describe('RBD sources and targets (real cluster)', () => {
     expect(missing.stderr.trim().split('\n')).toHaveLength(1);
   });
 
+  it('an unreachable cluster is one clear line with exit status 12, after the configured timeout', async () => {
+    const conf = path.join(dir, 'dead.conf');
+    writeFileSync(conf, '[global]\nmon_host = 127.0.0.1:1\nauth_client_required = none\n');
+    const config = path.join(dir, 'dead.yaml');
+    writeFileSync(config, `ceph:\n  conf: ${conf}\n  timeout: 3s\n`);
+    const started = Date.now();
+    const r = await spawnCli(['backup', `rbd:rbd/${name}@s1`, 'vm1'], { ...env, BACKY2_CONFIG: config });
+    expect(r.code).toBe(12);
+    expect(r.stderr).toBe(`backy2: Cannot reach the Ceph cluster for rbd:rbd/${name}@s1 (check mon_host in ceph.conf, the keyring (ceph.keyring in the config) and the network)\n`);
+    expect(Date.now() - started).toBeLessThan(30_000);
+  });
+
   it('scrub -s compares a version with its RBD snapshot', async () => {
     writeRbd(`rbd/${name}`, SIZE, [{ offset: 4 * MiB, data: randomBytes(4 * MiB) }]);
     rbd(['snap', 'create', `rbd/${name}@s1`]);

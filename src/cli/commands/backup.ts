@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { backup, type BackupResult } from '../../engine/operations/backup.js';
+import { UsageError } from '../../engine/errors.js';
 import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, splitList, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
@@ -56,6 +57,13 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
     });
 }
 
+/** `-t` as given: an empty list would silently drop the automatic tags, so it is refused. */
+function tagsOf(value: string | undefined): string[] | undefined {
+  const tags = splitList(value);
+  if (tags?.length === 0) throw new UsageError('Option -t names no tag', { hint: 'give at least one tag, or leave -t out for the automatic b_daily/b_weekly/b_monthly' });
+  return tags;
+}
+
 /**
  * Runs a backup and prints its result.
  * @returns the exit status
@@ -72,7 +80,7 @@ export async function runBackup(options: BackupCommandOptions, globals: Globals,
         hintsFrom: options.hintsFrom,
         baseUid: options.from,
         snapshot: options.snapshot,
-        tags: splitList(options.tags),
+        tags: tagsOf(options.tags),
         progress,
         signal: io.signal,
       });

@@ -30,6 +30,7 @@ export function registerMount(program: Command, ctx: CommandContext): void {
     .option('--daemon', 'run in the background (the log goes to --log)')
     .option('--allow-other', 'let other users access the mount (needed for loop devices opened by root when not mounting as root)')
     .option('--log <file>', 'log file of a --daemon mount (default: mount.log in the store directory)')
+    .option('--json', 'once mounted, print one JSON line: {"type":"mounted","mountpoint",…}')
     .addHelpText(
       'after',
       helpAfter(
@@ -88,6 +89,7 @@ export async function runMount(options: MountCommandOptions, globals: Globals, i
       signal,
       log: (line) => io.stderr(`${new Date().toISOString()} ${line}\n`),
       onMounted: () => {
+        if (globals.json && readyFd === undefined) io.stdout(`${JSON.stringify(mountedJson(options, process.pid))}\n`);
         if (readyFd !== undefined) {
           writeSync(readyFd, 'ready\n');
           closeSync(readyFd);
@@ -127,8 +129,14 @@ async function startDaemon(options: MountCommandOptions, globals: Globals, io: C
   }
   child.unref();
   (child.stdio[3] as NodeJS.ReadableStream & { destroy?: () => void } | null)?.destroy?.();
-  io.stderr(`Mounted at ${path.resolve(options.mountpoint)} (daemon pid ${child.pid}, log ${logFile})\n`);
+  if (globals.json) io.stdout(`${JSON.stringify({ ...mountedJson(options, child.pid ?? 0), log: logFile })}\n`);
+  else io.stderr(`Mounted at ${path.resolve(options.mountpoint)} (daemon pid ${child.pid}, log ${logFile})\n`);
   return 0;
+}
+
+/** The start-up line of `mount --json`. */
+function mountedJson(options: MountCommandOptions, pid: number): Record<string, unknown> {
+  return { type: 'mounted', mountpoint: path.resolve(options.mountpoint), writable: options.writable === true, pid };
 }
 
 async function storeDir(globals: Globals, io: CliIo): Promise<string | undefined> {

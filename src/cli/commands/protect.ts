@@ -3,7 +3,7 @@ import { setProtected } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';
-import type { CliIo, Globals } from '../io.js';
+import { printJson, type CliIo, type Globals } from '../io.js';
 
 /** Wires `backy2 protect` and `backy2 unprotect` into the program. */
 export function registerProtect(program: Command, ctx: CommandContext): void {
@@ -13,6 +13,7 @@ export function registerProtect(program: Command, ctx: CommandContext): void {
       .command(verb)
       .description(value ? 'protect versions from removal' : 'allow removing versions again')
       .argument('<version...>', 'versions (uid, unique uid prefix, IMAGE or IMAGE@latest (its newest valid backup))')
+      .option('--json', 'print the versions changed as a JSON array')
       .addHelpText('after', helpAfter([`backy2 ${verb} v1kx3f9qm7wz`]))
       .action(async (uids: string[], _opts: unknown, command: Command) => {
         ctx.exitCode = await runProtect({ uids, value }, globalsOf(command), ctx.io);
@@ -26,9 +27,9 @@ export function registerProtect(program: Command, ctx: CommandContext): void {
  */
 export async function runProtect(options: { uids: readonly string[]; value: boolean }, globals: Globals, io: CliIo): Promise<number> {
   return withStore(globals, io, async (store) => {
-    for (const v of await setProtected(store, options.uids, options.value)) {
-      io.stderr(`${options.value ? 'Protected' : 'Unprotected'} ${v.uid} (${v.image})\n`);
-    }
+    const changed = await setProtected(store, options.uids, options.value);
+    if (globals.json) printJson(io, changed.map((v) => ({ uid: v.uid, image: v.image, protected: v.protected })));
+    else for (const v of changed) io.stderr(`${options.value ? 'Protected' : 'Unprotected'} ${v.uid} (${v.image})\n`);
     return 0;
   });
 }

@@ -1,6 +1,6 @@
 import type { Progress } from '../../engine/support/progress.js';
-import { formatBytes } from '../../engine/support/units.js';
 import type { CliIo, Globals } from '../io.js';
+import { RateEstimator, renderProgressLine } from './progress-line.js';
 
 /** A progress sink that the command stops when done. */
 export interface ProgressView extends Progress {
@@ -18,22 +18,19 @@ export async function progressView(io: CliIo, globals: Globals, label: string): 
   if (!io.stderrIsTTY || globals.json) return SILENT;
   // Loaded only for a terminal: it costs memory that scripts and cron jobs need not pay.
   const { default: cliProgress } = await import('cli-progress');
-  const started = Date.now();
+  const rate = new RateEstimator(Date.now());
   let done = 0;
+  let smoothed: number | undefined;
   const bar = new cliProgress.SingleBar(
     {
       stream: process.stderr,
       hideCursor: true,
       clearOnComplete: true,
-      etaBuffer: 64,
       fps: 5,
-      format: (options, params) => {
-        const width = options.barsize ?? 30;
-        const filled = Math.round(params.progress * width);
-        const seconds = (Date.now() - started) / 1000;
-        const rate = seconds > 0 ? formatBytes(done / seconds) : '-';
-        const eta = Number.isFinite(params.eta) && params.eta > 0 ? `${Math.round(params.eta)}s` : '-';
-        return `${label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.floor(params.progress * 100)}% ${formatBytes(done)}/${formatBytes(params.total)} ${rate}/s ETA ${eta}`;
+      // Redrawn in full each time: the line is ours, fitted to the terminal's current width.
+      format: (_options, params) => {
+        smoothed = rate.update(done, Date.now()) ?? smoothed;
+        return renderProgressLine({ label, done, total: params.total, rate: smoothed, columns: process.stderr.columns || 80 });
       },
     },
     cliProgress.Presets.legacy,

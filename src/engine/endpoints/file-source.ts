@@ -26,6 +26,12 @@ export async function blockDeviceSize(rdev: number, what: string): Promise<numbe
  * @throws {UsageError} when it is neither a regular file nor a block device
  */
 export async function openFileSource(file: string): Promise<BlockSource> {
+  // Before opening: opening a FIFO blocks until a writer comes (signals would wait too).
+  const kind = await fsp.stat(file).then(
+    (st) => (st.isFile() || st.isBlockDevice() ? undefined : st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : st.isCharacterDevice() ? 'a character device' : st.isDirectory() ? 'a directory' : 'not a file'),
+    () => undefined, // the open below says why
+  );
+  if (kind) throw new UsageError(`Source "${file}" is ${kind}: backy2 reads a regular file or block device by offset`, { hint: 'save a stream to a file first' });
   let handle: fsp.FileHandle;
   try {
     handle = await fsp.open(file, fsc.O_RDONLY);
@@ -79,7 +85,7 @@ class FileSource implements BlockSource {
         throw new IoError(`Cannot read source "${this.location}" at offset ${offset + done}: ${errnoCode(err) ?? String(err)}`, { cause: err });
       }
       if (bytesRead === 0) {
-        throw new UsageError(`Source "${this.location}" ended at offset ${offset + done}, before its size ${this.size}: did it shrink during the backup?`);
+        throw new IoError(`Source "${this.location}" ended at offset ${offset + done}, before its size ${this.size}: it shrank during the backup`);
       }
       done += bytesRead;
     }

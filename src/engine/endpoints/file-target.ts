@@ -1,7 +1,9 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
-import { ConflictError, IoError, UsageError, errnoCode } from '../errors.js';
+import path from 'node:path';
+import { ConflictError, IoError, NotFoundError, UsageError, errnoCode } from '../errors.js';
 import { dropCache, zeroRange } from '../sys/native.js';
 import { alignedBuffer } from '../pipeline/buffer-pool.js';
+import { formatBytes } from '../support/units.js';
 import { blockDeviceSize } from './file-source.js';
 
 /** Where a restore writes. */
@@ -9,6 +11,8 @@ export interface RestoreTarget {
   readonly location: string;
   /** True when every byte of the target reads as zero before the restore writes. */
   readonly zeroed: boolean;
+  /** True when the restore created the target (a failed restore removes it again). */
+  readonly created: boolean;
   /**
    * Writes `data` at `offset`.
    * @throws {IoError} when the target cannot be written
@@ -46,17 +50,30 @@ export async function openFileTarget(file: string, options: TargetOptions): Prom
     throw new UsageError(`Cannot access target "${file}": ${errnoCode(err) ?? String(err)}`, { cause: err });
   });
   if (!st) {
+    // A device that is not there (unplugged, a typo) must not become a file in /dev's tmpfs.
+    if (path.resolve(file).startsWith('/dev/')) {
+      throw new NotFoundError(`Target "${file}" does not exist: no such device`, { hint: 'check the device name (lsblk lists them)' });
+    }
     const handle = await open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL);
-    await truncate(handle, file, options.size);
-    return new FileTarget(file, handle, await openDirect(file, 0), true, true);
+    try {
+      await truncate(handle, file, options.size);
+      return new FileTarget(file, handle, await openDirect(file, 0), true, true);
+    } catch (err) {
+      // Created here: a failure leaves nothing behind (a retry would find it "exists").
+      await fsp.unlink(file).catch(() => undefined);
+      throw err;
+    }
   }
   if (!st.isFile() && !st.isBlockDevice()) throw new UsageError(`Target "${file}" is neither a regular file nor a block device`);
-  if (!options.force) {
-    throw new ConflictError(`Target "${file}" exists`, { hint: 'use --force to overwrite it' });
-  }
+  // A target too small is said first: --force would not help.
   const existing = st.isFile() ? st.size : await blockDeviceSize(st.rdev, `"${file}"`);
   if (existing < options.size) {
-    throw new ConflictError(`Target "${file}" is too small: ${existing} bytes, the version has ${options.size}`);
+    throw new ConflictError(`Target "${file}" is too small: ${formatBytes(existing)}, the version has ${formatBytes(options.size)}`, {
+      hint: st.isFile() ? 'restore to a new file' : 'use a device of at least the version\'s size',
+    });
+  }
+  if (!options.force) {
+    throw new ConflictError(`Target "${file}" exists`, { hint: 'use --force to overwrite it' });
   }
   if (st.isBlockDevice()) {
     // O_EXCL on a block device fails while it is mounted or otherwise claimed.
@@ -101,23 +118,25 @@ async function truncate(handle: fsp.FileHandle, file: string, size: number): Pro
     await handle.truncate(size);
   } catch (err) {
     await handle.close();
-    throw new IoError(`Cannot resize target "${file}" to ${size} bytes: ${errnoCode(err) ?? String(err)}`, { cause: err });
+    const code = errnoCode(err);
+    const why = code === 'EFBIG' ? 'the file system cannot hold a file that large' : code === 'ENOSPC' ? 'no space left on device' : (code ?? String(err));
+    throw new IoError(`Cannot resize target "${file}" to ${formatBytes(size)}: ${why}`, { cause: err });
   }
 }
 
 class FileTarget implements RestoreTarget {
   readonly location: string;
   readonly zeroed: boolean;
+  readonly created: boolean;
   readonly #handle: fsp.FileHandle;
   readonly #direct: fsp.FileHandle | undefined;
-  readonly #created: boolean;
 
   constructor(file: string, handle: fsp.FileHandle, direct: fsp.FileHandle | undefined, zeroed: boolean, created: boolean) {
     this.location = file;
     this.#handle = handle;
     this.#direct = direct;
     this.zeroed = zeroed;
-    this.#created = created;
+    this.created = created;
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
@@ -156,6 +175,6 @@ class FileTarget implements RestoreTarget {
   async abort(): Promise<void> {
     await this.#direct?.close().catch(() => undefined);
     await this.#handle.close().catch(() => undefined);
-    if (this.#created) await fsp.unlink(this.location).catch(() => undefined);
+    if (this.created) await fsp.unlink(this.location).catch(() => undefined);
   }
 }

@@ -53,7 +53,9 @@ export function parseRbdSpec(spec: string, defaults: CephOptions): RbdSpec {
 
 /** The options every rbd command gets. */
 export function rbdArgs(ceph: CephOptions): string[] {
-  const args = ['--rados-osd-op-timeout', String(Math.round((ceph.timeoutMs ?? 120_000) / 1000))];
+  const seconds = String(Math.round((ceph.timeoutMs ?? 120_000) / 1000));
+  // An unreachable cluster fails after the timeout too (rbd waits 300 s for monitors by default).
+  const args = ['--rados-osd-op-timeout', seconds, '--client-mount-timeout', seconds];
   if (ceph.conf) args.push('--conf', ceph.conf);
   if (ceph.id) args.push('--id', ceph.id);
   if (ceph.keyring) args.push('--keyring', ceph.keyring);
@@ -98,8 +100,12 @@ export function exitOf(child: ChildProcess, what: string): Promise<number> {
 
 /** Turns rbd's stderr into one clear error. */
 export function rbdError(stderr: string, code: number, what: string, verb: string): Error {
+  // Ceph's log lines (timestamped: keyrings it did not find, monitors it hunted) are not the error.
   const line = stderr.split('\n').map((l) => l.replace(/^rbd: /, '').trim()).filter((l) => l && !/^\d{4}-\d\d-\d\d/.test(l)).pop() ?? `exit status ${code}`;
-  if (/No such file or directory|does not exist|error opening (image|pool)|not found/i.test(stderr)) {
+  if (/couldn't connect to the cluster|authenticate timed out|error connecting to the cluster/i.test(stderr)) {
+    return new IoError(`Cannot reach the Ceph cluster for ${what}`, { hint: 'check mon_host in ceph.conf, the keyring (ceph.keyring in the config) and the network' });
+  }
+  if (/No such file or directory|does not exist|error opening (image|pool)|not found/i.test(line)) {
     return new NotFoundError(`RBD ${what} not found: ${line}`);
   }
   return new IoError(`rbd ${verb} failed for ${what}: ${line}`);

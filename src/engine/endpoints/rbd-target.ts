@@ -43,6 +43,7 @@ export async function openRbdTarget(spec: RbdSpec, options: TargetOptions): Prom
   return {
     location: spec.location,
     zeroed: created,
+    created,
     write: async (offset, data) => {
       const head = send(encodeDiffRecord('w', offset, data.length));
       await Promise.all([head, send(data)]);

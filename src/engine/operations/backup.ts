@@ -98,6 +98,9 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
     debug(`backup: source ${source.location} opened, ${source.size} bytes`);
     let committed = false;
     try {
+      if (source.size === 0) {
+        throw new UsageError(`Source "${source.location}" is empty (0 bytes): nothing to back up`, { hint: 'an unattached loop device or a truncated image file? check the source' });
+      }
       const blockSize = (await catalog.imageBlockSize(image)) ?? config.blockSize;
       const base = await findBase(store, image, options);
       if (base && base.blockSize !== blockSize) {

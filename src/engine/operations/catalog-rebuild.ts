@@ -299,7 +299,7 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
 /** Opens the block store of `config` and a catalog-less store for restoring `uid` (see storeWithoutCatalog). */
 export async function openWithoutCatalog(config: Config, uid: string): Promise<Store> {
   if (!VERSION_UID_PATTERN.test(uid)) {
-    throw new UsageError(`${printable(uid)} is not a version uid: without the catalog, name the version by its full uid`, {
+    throw new UsageError(`Version ${printable(uid)} is not a uid: without the catalog, name the version by its full uid`, {
       hint: 'the block store lists them as versions/<uid>',
     });
   }

@@ -1,7 +1,9 @@
+import { realpath } from 'node:fs/promises';
+import path from 'node:path';
 import { BlockMap, SPARSE_ENTRY, blockCount, segmentCount } from '../objects/block-map.js';
 import { fetchBlock } from '../objects/block-reader.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
-import { UsageError, isBadBlock } from '../errors.js';
+import { InterruptedError, UsageError, isBackyError, isBadBlock } from '../errors.js';
 import { resolveVersion } from './versions.js';
 import { versionResource, withLocks } from '../catalog/locking.js';
 import { BufferPool, alignedBuffer } from '../pipeline/buffer-pool.js';
@@ -73,6 +75,7 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
   const { catalog, config } = store;
   const version = await resolveVersion(store, options.uid);
   if (version.status === 'incomplete') throw new UsageError(`Version "${version.uid}" is incomplete and cannot be restored`);
+  await refuseStorePaths(store, options.target);
   return withLocks(catalog, [{ resource: versionResource(version.uid), mode: 'shared', operation: 'restore' }], async () => {
     const blocks = blockCount(version.size, version.blockSize);
     const map = new BlockMap(store, await catalog.versionSegments(version.uid), blocks);
@@ -133,6 +136,15 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
       await target.finish();
     } catch (err) {
       await target.abort();
+      if (isBackyError(err) && err.code === 'E_INTERRUPTED') {
+        // Whoever pressed Ctrl-C at 3 am must know what the target holds now.
+        throw new InterruptedError(
+          target.created
+            ? `Restore of ${version.uid} interrupted: the new target "${target.location}" was removed`
+            : `Restore of ${version.uid} interrupted: target "${target.location}" is now partially overwritten and unusable`,
+          { cause: err, hint: 'run the restore again to complete it' },
+        );
+      }
       throw err;
     }
     badBlocks.sort((a, b) => a.index - b.index);
@@ -146,4 +158,33 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
       durationSeconds: (Date.now() - started) / 1000,
     };
   });
+}
+
+/**
+ * A restore must never write into the store it reads from (a mistyped `--force` target once
+ * overwrote a block object): targets inside the store directory, the block store or the catalog
+ * are refused, symlinks resolved.
+ */
+async function refuseStorePaths(store: Store, target: string): Promise<void> {
+  if (/^[a-z][a-z0-9+.-]*:/.test(target) && !target.startsWith('file:')) return; // rbd: and other schemes
+  const file = path.resolve(target.startsWith('file:') ? target.slice('file:'.length) : target);
+  const real = async (p: string): Promise<string> => {
+    try {
+      return await realpath(p);
+    } catch {
+      // Not there yet: resolve its directory (a new file in the store is as bad as an old one).
+      const parent = path.dirname(p);
+      return parent === p ? p : path.join(await real(parent), path.basename(p));
+    }
+  };
+  const where = store.config.store;
+  const protectedPaths = [where.path, where.catalogPath, `${where.catalogPath}-wal`, `${where.catalogPath}-shm`];
+  if (where.blockStore.type === 'file') protectedPaths.push(where.blockStore.path);
+  const resolved = await real(file);
+  for (const p of protectedPaths) {
+    const inside = await real(p);
+    if (resolved === inside || resolved.startsWith(`${inside}${path.sep}`)) {
+      throw new UsageError(`Target "${target}" is inside the store (${inside}): a restore never writes into the store it reads`, { hint: 'restore to a path outside the store' });
+    }
+  }
 }

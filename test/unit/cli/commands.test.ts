@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -132,23 +133,50 @@ describe('bad input: one line on stderr, documented exit status, store unchanged
     ['an unknown uid', () => ['restore', 'vzzzzzzzzzzz', '/tmp/x'], 4],
     ['an unknown image', () => ['ls', 'nosuchimage'], 4],
     ['an unknown base', ({ image }) => ['backup', image, 'vm1', '-f', 'vzzzzzzzzzzz'], 4],
-    ['malformed hints', ({ dir, image }) => {
+    ['malformed hints', ({ dir, image, uid }) => {
       writeFileSync(path.join(dir, 'bad.json'), '{"offset": 1');
-      return ['backup', image, 'vm1', '-r', path.join(dir, 'bad.json')];
+      return ['backup', image, 'vm1', '-r', path.join(dir, 'bad.json'), '-f', uid];
     }, 2],
-    ['hints of the wrong shape', ({ dir, image }) => {
+    ['hints of the wrong shape', ({ dir, image, uid }) => {
       writeFileSync(path.join(dir, 'bad.json'), '[{"offset": 0, "length": 10}]');
-      return ['backup', image, 'vm1', '-r', path.join(dir, 'bad.json')];
+      return ['backup', image, 'vm1', '-r', path.join(dir, 'bad.json'), '-f', uid];
     }, 2],
-    ['hints past the end of the source', ({ dir, image }) => {
+    ['hints past the end of the source', ({ dir, image, uid }) => {
       writeFileSync(path.join(dir, 'big.json'), JSON.stringify([{ offset: 0, length: 100 * B, exists: 'true' }]));
-      return ['backup', image, 'vm1', '-r', path.join(dir, 'big.json')];
+      return ['backup', image, 'vm1', '-r', path.join(dir, 'big.json'), '-f', uid];
     }, 2],
+    ['hints without a proven base', ({ dir, image }) => {
+      writeFileSync(path.join(dir, 'h.json'), '[]');
+      return ['backup', image, 'vm1', '-r', path.join(dir, 'h.json')];
+    }, 2],
+    ['hints from a snapshot no backup recorded', ({ dir, image }) => {
+      writeFileSync(path.join(dir, 'h.json'), '[]');
+      return ['backup', image, 'vm1', '-r', path.join(dir, 'h.json'), '--hints-from', 's0'];
+    }, 5],
     ['an existing target', ({ uid, image }) => ['restore', uid, image], 5],
-    ['a too-small target', ({ uid, dir }) => {
+    ['a too-small target (said before --force is asked for)', ({ uid, dir }) => {
+      writeFileSync(path.join(dir, 'small.img'), Buffer.alloc(B));
+      return ['restore', uid, path.join(dir, 'small.img')];
+    }, 5],
+    ['a too-small target with --force', ({ uid, dir }) => {
       writeFileSync(path.join(dir, 'small.img'), Buffer.alloc(B));
       return ['restore', uid, path.join(dir, 'small.img'), '--force'];
     }, 5],
+    ['a target inside the store', ({ uid, dir }) => ['restore', uid, path.join(dir, 'store', 'catalog.sqlite'), '--force'], 2],
+    ['a new target inside the store', ({ uid, dir }) => ['restore', uid, path.join(dir, 'store', 'blocks', 'x.img')], 2],
+    ['a device that is not there', ({ uid }) => ['restore', uid, '/dev/backy2-no-such-device'], 4],
+    ['a path as uid without the catalog', () => ['restore', '../../etc/passwd', '/tmp/x', '--no-catalog'], 2],
+    ['an empty source', ({ dir }) => {
+      writeFileSync(path.join(dir, 'empty.img'), '');
+      return ['backup', path.join(dir, 'empty.img'), 'vm1'];
+    }, 2],
+    ['a FIFO as source (it would block)', ({ dir }) => {
+      execFileSync('mkfifo', [path.join(dir, 'fifo')]);
+      return ['backup', path.join(dir, 'fifo'), 'vm1'];
+    }, 2],
+    ['an empty tag list', ({ image }) => ['backup', image, 'vm1', '-t', ''], 2],
+    ['a newline and 5,000 characters in an image name', ({ image }) => ['backup', image, `vm1\n${'x'.repeat(5000)}`], 2],
+    ['a mount point that is not empty', ({ dir }) => ['mount', dir], 2],
     ['an unknown option', () => ['ls', '--bogus'], 2],
     ['a missing argument', () => ['restore'], 2],
     ['an unknown command', () => ['frobnicate'], 2],
@@ -163,6 +191,7 @@ describe('bad input: one line on stderr, documented exit status, store unchanged
     expect(r.code, r.stderr).toBe(exitCode);
     expect(r.stderr.split('\n').filter(Boolean), r.stderr).toHaveLength(1);
     expect(r.stderr).toMatch(/^backy2: [A-Z]/);
+    expect(r.stderr.length, r.stderr).toBeLessThan(400);
     expect((await runCli(args('ls', '--json'))).stdout).toBe(before);
   });
 

@@ -32,7 +32,7 @@ class FlakyStore extends MemoryStore {
 async function setup() {
   const dir = makeTempDir();
   const blocks = new FlakyStore();
-  const s = (store = assembleStore(testConfig(dir, { spillDir: dir }), SqliteCatalog.open(':memory:'), blocks));
+  const s = (store = assembleStore(testConfig(path.join(dir, 'store'), { spillDir: dir }), SqliteCatalog.open(':memory:'), blocks));
   const image = path.join(dir, 'img');
   makeImage(image, [{ kind: 'random', length: 4 * B }]);
   const version = (await s.catalog.getVersion((await backup(s, { source: image, image: 'vm1' })).uid))!;

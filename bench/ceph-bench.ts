@@ -31,6 +31,7 @@ function counting(store: BlockStore, counts: Record<string, number>): BlockStore
     stat: (k) => (count('stat'), store.stat(k)),
     list: (p) => (count('list'), store.list(p)),
     delete: (k) => (count('delete'), store.delete(k)),
+    probe: () => store.probe(),
     close: () => store.close(),
   };
 }

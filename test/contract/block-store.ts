@@ -115,6 +115,13 @@ export function describeBlockStore(
       await expect(store.get('blocks/../../x')).rejects.toBeInstanceOf(TypeError);
     });
 
+    it(`${name}.probe() answers while the store is there`, async () => {
+      const { store } = await open();
+      await store.probe();
+      await store.close();
+      await expect(store.probe()).rejects.toBeInstanceOf(TypeError);
+    });
+
     it(`${name}.close() is idempotent and later calls throw`, async () => {
       const { store } = await open();
       await store.close();

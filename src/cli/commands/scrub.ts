@@ -43,7 +43,10 @@ export function registerScrub(program: Command, ctx: CommandContext): void {
         'A bad or missing block is marked invalid, and so is every version that uses it; the next\n' +
           'backup of such an image re-reads and re-stores those blocks. Invalid versions can still be\n' +
           'restored. A complete scrub without findings makes an invalid version valid again. A\n' +
-          'difference from the source fails the scrub (exit status 3) but marks nothing.',
+          'difference from the source fails the scrub (exit status 3) but marks nothing. Every manifest\n' +
+          'and map segment of the versions scrubbed is checked too (whatever -p says) and repaired from\n' +
+          'the catalog or the block store, whichever copy is good; a segment with no good copy makes its\n' +
+          'versions invalid. Exit status 3 when anything was found, repaired or not.',
       ),
     )
     .action(async (uids: string[], opts: Omit<ScrubCommandOptions, 'uids'>, command: Command) => {
@@ -56,11 +59,19 @@ function describe(f: ScrubFinding): string {
     case 'bad-block':
       return `bad block ${f.digest}: ${f.message}`;
     case 'version-invalid':
-      return `version ${f.uid} (${f.image}) is invalid: it uses ${f.badBlocks} bad block(s)`;
+      return f.badBlocks > 0 ? `version ${f.uid} (${f.image}) is invalid: it uses ${f.badBlocks} bad block(s)` : `version ${f.uid} (${f.image}) is invalid: its block map is damaged`;
     case 'version-valid':
       return `version ${f.uid} (${f.image}) is valid again`;
     case 'source-mismatch':
       return `version ${f.uid}: block ${f.block} at offset ${f.offset} ${f.reason}`;
+    case 'manifest-repaired':
+      return `repaired the manifest of ${f.uid} from the catalog: ${f.reason}`;
+    case 'segment-repaired':
+      return `repaired map segment ${f.digest} in the ${f.where}: ${f.reason}`;
+    case 'bad-segment':
+      return `map segment ${f.digest} is lost (no good copy): ${f.reason}`;
+    case 'metadata-not-repaired':
+      return `not repaired: ${f.what}: ${f.reason}`;
   }
 }
 
@@ -72,6 +83,7 @@ export async function runScrub(options: ScrubCommandOptions, globals: Globals, i
   return withStore(globals, io, async (store) => {
     const progress = await progressView(io, globals, 'scrub');
     const findings: ScrubFinding[] = [];
+    let unrepaired = false;
     let result: ScrubResult;
     try {
       const run = scrub(store, {
@@ -87,6 +99,7 @@ export async function runScrub(options: ScrubCommandOptions, globals: Globals, i
       while (!step.done) {
         if (!globals.json) io.stderr(`${describe(step.value)}\n`);
         if (findings.length < MAX_JSON_FINDINGS) findings.push(step.value);
+        if (step.value.type === 'metadata-not-repaired') unrepaired = true;
         step = await run.next();
       }
       result = step.value;
@@ -97,9 +110,12 @@ export async function runScrub(options: ScrubCommandOptions, globals: Globals, i
     else {
       io.stderr(
         `Scrubbed ${result.versions} version(s): ${result.blocksChecked} blocks (${formatBytes(result.bytesChecked)}) checked, ` +
-          `${result.badBlocks} bad, ${result.versionsInvalidated} version(s) marked invalid, ${result.sourceMismatches} source difference(s)\n`,
+          `${result.badBlocks} bad; ${result.manifestsChecked} manifests and ${result.segmentsChecked} map segments checked, ` +
+          `${result.metadataRepaired} repaired, ${result.badSegments} lost; ${result.versionsInvalidated} version(s) marked invalid, ` +
+          `${result.sourceMismatches} source difference(s)\n`,
       );
     }
-    return result.badBlocks > 0 || result.sourceMismatches > 0 ? ExitCode.problems : ExitCode.ok;
+    const problems = result.badBlocks + result.sourceMismatches + result.badSegments + result.metadataRepaired;
+    return problems > 0 || unrepaired ? ExitCode.problems : ExitCode.ok;
   });
 }

@@ -88,6 +88,14 @@ export interface BlockStore {
   /** Deletes an object; deleting a missing object succeeds. */
   delete(key: string): Promise<void>;
 
+  /**
+   * Checks that the store as a whole is there: its directory is the one opened (not an empty
+   * mount point after an unmount), the bucket answers. Callers ask when one object cannot be
+   * read, to tell a bad object (the rest goes on) from a store that is gone (stop).
+   * @throws {StoreUnavailableError} when it is not
+   */
+  probe(): Promise<void>;
+
   /** Releases resources; idempotent. Later calls on the store throw. */
   close(): Promise<void>;
 }

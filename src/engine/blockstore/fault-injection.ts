@@ -88,6 +88,10 @@ export class FaultInjectingStore implements BlockStore {
     return this.#inner.delete(key);
   }
 
+  probe(): Promise<void> {
+    return this.#inner.probe();
+  }
+
   async close(): Promise<void> {
     return this.#inner.close();
   }

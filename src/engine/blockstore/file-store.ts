@@ -51,10 +51,13 @@ export class FileStore implements BlockStore {
   readonly properties: BlockStoreProperties;
   readonly #root: string;
   readonly #knownDirs = new Set<string>();
+  /** Device and inode of the directory opened, to notice it being unmounted (see probe). */
+  readonly #identity: string;
   #closed = false;
 
-  private constructor(root: string, options: FileStoreOptions, readOnly: boolean) {
+  private constructor(root: string, options: FileStoreOptions, readOnly: boolean, identity: string) {
     this.#root = root;
+    this.#identity = identity;
     this.properties = { location: `file:${root}`, maxConnections: options.maxConnections ?? 8, atomicOverwrite: true, readOnly };
   }
 
@@ -66,10 +69,12 @@ export class FileStore implements BlockStore {
    */
   static async open(root: string, options: FileStoreOptions = {}): Promise<FileStore> {
     const abs = path.resolve(root);
+    let identity: string;
     try {
       // Stores hold raw disk blocks: private to the owner, whatever the umask.
       if (options.create) await fsp.mkdir(abs, { recursive: true, mode: PRIVATE_DIR_MODE });
       const st = await fsp.stat(abs);
+      identity = `${st.dev}:${st.ino}`;
       if (!st.isDirectory()) throw new StoreUnavailableError(`Cannot open block store "${abs}": not a directory`);
       await fsp.access(abs, fsc.R_OK | fsc.X_OK);
     } catch (err) {
@@ -80,7 +85,7 @@ export class FileStore implements BlockStore {
       () => false,
       () => true,
     );
-    return new FileStore(abs, options, readOnly);
+    return new FileStore(abs, options, readOnly, identity);
   }
 
   async put(key: string, body: readonly Uint8Array[], options: PutOptions = {}): Promise<void> {
@@ -122,7 +127,7 @@ export class FileStore implements BlockStore {
       handle = await openForRead(path.join(this.#root, key), direct);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') throw new ObjectMissingError(`Object "${key}" is missing from ${this.properties.location}`);
-      throw mapFsError(err, `Cannot read object "${key}" from ${this.properties.location}`);
+      throw unreadableObject(err, key, this.properties.location);
     }
     try {
       let length = options.length;
@@ -148,7 +153,7 @@ export class FileStore implements BlockStore {
       return into.subarray(0, length);
     } catch (err) {
       if (err instanceof CorruptBlockError || err instanceof RangeError) throw err;
-      throw mapFsError(err, `Cannot read object "${key}" from ${this.properties.location}`);
+      throw unreadableObject(err, key, this.properties.location);
     } finally {
       await handle.close().catch(() => undefined);
     }
@@ -203,6 +208,19 @@ export class FileStore implements BlockStore {
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return;
       throw mapFsError(err, `Cannot delete object "${key}" from ${this.properties.location}`);
+    }
+  }
+
+  async probe(): Promise<void> {
+    this.#checkOpen();
+    let st;
+    try {
+      st = await fsp.stat(this.#root);
+    } catch (err) {
+      throw mapFsError(err, `Cannot reach block store ${this.properties.location}`);
+    }
+    if (`${st.dev}:${st.ino}` !== this.#identity) {
+      throw new StoreUnavailableError(`Block store ${this.properties.location} is gone: its directory is not the one opened (unmounted?)`);
     }
   }
 
@@ -306,6 +324,21 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Errors that concern one object, not the store: a directory where the object should be, a
+ * media error under it. Such an object is a bad block (the rest of a restore or scrub goes on);
+ * callers probe the store to tell a dead disk from a bad spot.
+ */
+const OBJECT_ERRORS = new Set(['EISDIR', 'EIO', 'ENOTDIR', 'ELOOP', 'EINVAL', 'EBADMSG', 'EUCLEAN', 'ENXIO']);
+
+function unreadableObject(err: unknown, key: string, location: string): Error {
+  const code = errnoCode(err);
+  if (code !== undefined && OBJECT_ERRORS.has(code)) {
+    return new CorruptBlockError(`Object "${key}" in ${location} cannot be read: ${code}`, { cause: err });
+  }
+  return mapFsError(err, `Cannot read object "${key}" from ${location}`);
 }
 
 /** The one place where file-store errno values become BackyErrors. */

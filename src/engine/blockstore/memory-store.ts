@@ -70,6 +70,10 @@ export class MemoryStore implements BlockStore {
     this.#objects.delete(key);
   }
 
+  async probe(): Promise<void> {
+    this.#checkOpen();
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
   }

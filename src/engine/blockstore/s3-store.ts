@@ -198,6 +198,15 @@ export class S3Store implements BlockStore {
     }
   }
 
+  async probe(): Promise<void> {
+    if (this.#closed) throw new TypeError(`Block store ${this.properties.location} is closed`);
+    try {
+      await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
+    } catch (err) {
+      throw mapS3Error(err, `Cannot reach block store ${this.properties.location}`);
+    }
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;

@@ -179,7 +179,7 @@ export interface Catalog {
   blockTotals(): Promise<{ blocks: number; bytes: number; invalid: number }>;
 
   // Map segments
-  /** Stores a segment (idempotent). */
+  /** Stores a segment (idempotent; a damaged payload of the same digest is replaced). */
   putSegment(digest: Uint8Array, entries: number, data: Uint8Array): Promise<void>;
   /** A segment's payload, or undefined when unknown. */
   getSegment(digest: Uint8Array): Promise<Buffer | undefined>;

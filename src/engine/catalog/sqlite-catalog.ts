@@ -360,7 +360,12 @@ export class SqliteCatalog implements Catalog {
   }
 
   async putSegment(digest: Uint8Array, entries: number, data: Uint8Array): Promise<void> {
-    this.#run('INSERT OR IGNORE INTO segments (digest, entries, data, created_at) VALUES (?, ?, ?, ?)', digest, entries, data, Date.now());
+    // Content-addressed: a row that exists holds the same payload, unless it rotted (scrub repairs).
+    this.#run(
+      `INSERT INTO segments (digest, entries, data, created_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (digest) DO UPDATE SET entries = excluded.entries, data = excluded.data WHERE data <> excluded.data`,
+      digest, entries, data, Date.now(),
+    );
   }
 
   async getSegment(digest: Uint8Array): Promise<Buffer | undefined> {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
 import type { Catalog } from '../catalog/catalog.js';
-import { CorruptBlockError } from '../errors.js';
+import { CorruptBlockError, isBadBlock } from '../errors.js';
 import {
   DIGEST_ALGORITHM,
   DIGEST_LENGTH,
@@ -94,10 +94,22 @@ export function decodeSegment(payload: Buffer, what: string): Buffer {
  */
 export async function saveSegment(storage: MapStorage, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
   // Segments are content-addressed: one the catalog has is reused; touching it keeps a concurrent
-  // cleanup from deleting it. Its durable copy may be missing (a writer killed between the two
-  // steps below): write it then.
+  // cleanup from deleting it. Both copies are checked first: a segment that rotted (or whose
+  // durable copy a killed writer never wrote) is written again, so a new version never builds on
+  // a damaged one.
   if (await storage.catalog.touchSegment(segment.digest)) {
-    if (!(await storage.blocks.stat(StoreKeys.segment(segment.digest)))) await saveSegmentObject(storage.blocks, segment);
+    const cached = await storage.catalog.getSegment(segment.digest);
+    if (!cached || !matches(cached, segment.digest)) {
+      await storage.catalog.putSegment(segment.digest, (segment.payload.length - SEGMENT_HEADER_LENGTH) / DIGEST_LENGTH, segment.payload);
+    }
+    const good = await loadSegmentObject(storage.blocks, segment.digest).then(
+      () => true,
+      (err: unknown) => {
+        if (isBadBlock(err)) return false;
+        throw err;
+      },
+    );
+    if (!good) await saveSegmentObject(storage.blocks, segment);
     return;
   }
   // The row first: a cleanup that deleted the object meanwhile then finds it and writes it back.
@@ -118,16 +130,34 @@ export async function saveSegmentObject(blocks: BlockStore, segment: { payload: 
  */
 export async function loadSegment(storage: MapStorage, digest: Buffer): Promise<Buffer> {
   const hex = digest.toString('hex');
-  let payload = await storage.catalog.getSegment(digest);
-  if (!payload) {
-    const object = Buffer.from(await storage.blocks.get(StoreKeys.segment(digest)));
-    const header = decodeObjectHeader(object, `segment ${hex}`);
-    payload = object.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + header.plainLength);
-  }
-  if (!createHash(DIGEST_ALGORITHM).update(payload).digest().equals(digest)) {
+  const cached = await storage.catalog.getSegment(digest);
+  // The catalog's copy is checked like the stored one; a damaged one falls back to the object.
+  if (cached && matches(cached, digest)) return decodeSegment(cached, hex);
+  const payload = await loadSegmentObject(storage.blocks, digest);
+  return decodeSegment(payload, hex);
+}
+
+/**
+ * Reads a segment's durable copy from the block store and checks header and digest.
+ * @returns its payload
+ * @throws {CorruptBlockError} when it is damaged
+ * @throws {ObjectMissingError} when it is missing
+ */
+export async function loadSegmentObject(blocks: BlockStore, digest: Buffer): Promise<Buffer> {
+  const hex = digest.toString('hex');
+  const object = Buffer.from(await blocks.get(StoreKeys.segment(digest)));
+  const header = decodeObjectHeader(object, `segment ${hex}`);
+  if (header.kind !== ObjectKind.segment) throw new CorruptBlockError(`Object of map segment ${hex} is not a segment`);
+  const payload = object.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + header.plainLength);
+  if (object.length !== OBJECT_HEADER_LENGTH + header.plainLength || !matches(payload, digest)) {
     throw new CorruptBlockError(`Map segment ${hex} does not match its digest`);
   }
-  return decodeSegment(payload, hex);
+  return payload;
+}
+
+/** True when `payload` hashes to `digest`. */
+export function matches(payload: Uint8Array, digest: Uint8Array): boolean {
+  return createHash(DIGEST_ALGORITHM).update(payload).digest().equals(digest);
 }
 
 /**

@@ -64,3 +64,21 @@ export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length:
   }
   return view;
 }
+
+const probes = new WeakMap<BlockStore, { at: number; done: Promise<void> }>();
+
+/**
+ * Decides, after an object could not be read, whether it is a bad block (the caller reports it
+ * and goes on) or the store is gone (an unmounted disk, S3 down: this throws, and the operation
+ * stops instead of reporting every block as bad). One probe serves the failures of a second.
+ * @throws {StoreUnavailableError} when the store as a whole cannot be reached
+ */
+export async function confirmBadBlock(blocks: BlockStore): Promise<void> {
+  const now = Date.now();
+  let probe = probes.get(blocks);
+  if (!probe || now - probe.at > 1000) {
+    probe = { at: now, done: blocks.probe() };
+    probes.set(blocks, probe);
+  }
+  await probe.done;
+}

@@ -49,7 +49,7 @@ export function manifestOf(version: Omit<VersionRecord, 'status' | 'allocated'> 
     size: version.size,
     blockSize: version.blockSize,
     protected: version.protected,
-    tags: version.tags,
+    tags: [...version.tags].sort(),
     snapshot: version.snapshot,
     baseUid: version.baseUid,
     source: version.source,
@@ -82,6 +82,15 @@ export function versionOfManifest(manifest: Manifest, status: VersionStatus): Ve
     kind: manifest.kind ?? (manifest.tags.includes('cow') ? 'cow' : 'backup'),
     allocated: null,
   };
+}
+
+/**
+ * True when two manifests say the same: fields that older manifests lack read as their defaults,
+ * and tag order does not matter (older backy2 kept tags in the order given).
+ */
+export function sameManifest(a: Manifest, b: Manifest): boolean {
+  const normal = (m: Manifest) => JSON.stringify({ ...versionOfManifest(m, m.status ?? 'valid'), tags: [...m.tags].sort(), segments: m.segments, format: m.format });
+  return normal(a) === normal(b);
 }
 
 /** Writes (or replaces) a version's manifest in the block store, durably. */

@@ -3,7 +3,7 @@ import { BlockMapWriter } from '../objects/block-map-writer.js';
 import { SPARSE_ENTRY, blockCount, segmentCount, segmentLength, type BlockMap, type MapStorage } from '../objects/block-map.js';
 import type { BlockWriter } from '../objects/block-writer.js';
 import type { Progress } from '../support/progress.js';
-import { ConflictError } from '../errors.js';
+import { ConflictError, isBadBlock } from '../errors.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
 import type { BufferPool } from '../pipeline/buffer-pool.js';
 import type { HashPool } from '../pipeline/hash-pool.js';
@@ -94,7 +94,19 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
       const plan: Plan[] = [];
       for (let i = first; i < first + n; i++) plan.push(plannedRead(i) ? 'read' : samples.has(i) ? 'verify' : 'keep');
 
-      const sameShape = base !== undefined && k < baseSegments && segmentLength(k, base.map.blocks) === n;
+      // The base's segment is loaded (and its digest checked) even when it is reused as it is: a
+      // new version must never build on a damaged segment. One that cannot be read is no base:
+      // its blocks are read from the source, which heals it.
+      let baseEntries: Buffer | null = null;
+      if (base !== undefined && k < baseSegments) {
+        try {
+          baseEntries = await base.map.segmentEntries(k);
+        } catch (err) {
+          if (!isBadBlock(err)) throw err;
+          for (let j = 0; j < n; j++) if (plan[j] !== 'read') plan[j] = 'read';
+        }
+      }
+      const sameShape = baseEntries !== null && base !== undefined && segmentLength(k, base.map.blocks) === n;
       if (sameShape && input.invalid.size === 0 && plan.every((p) => p === 'keep')) {
         const segmentDigest = base.map.segments[k];
         if (segmentDigest) {
@@ -105,7 +117,6 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
           continue;
         }
       }
-      const baseEntries = base !== undefined && k < baseSegments ? await base.map.segmentEntries(k) : null;
       const baseEntry = (i: number): Buffer | null => {
         const at = (i - first) * DIGEST_LENGTH;
         if (!baseEntries || at + DIGEST_LENGTH > baseEntries.length || !covered(i)) return null;

@@ -1,7 +1,7 @@
 import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { BlockMap, SPARSE_ENTRY, blockCount, segmentCount } from '../objects/block-map.js';
-import { fetchBlock } from '../objects/block-reader.js';
+import { confirmBadBlock, fetchBlock } from '../objects/block-reader.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
 import { InterruptedError, UsageError, isBackyError, isBadBlock } from '../errors.js';
 import { resolveVersion } from './versions.js';
@@ -117,6 +117,7 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
                 counters.bytesWritten += length;
               } catch (err) {
                 if (!isBadBlock(err)) throw err;
+                await confirmBadBlock(store.blocks);
                 counters.badBlockCount++;
                 if (badBlocks.length < MAX_REPORTED_BAD_BLOCKS) {
                   badBlocks.push({ index: i, offset, digest: digest.toString('hex'), code: err.code, message: err.message });

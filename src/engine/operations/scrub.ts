@@ -1,6 +1,6 @@
 import { createHash, randomInt } from 'node:crypto';
 import { BlockMap, SPARSE_ENTRY, blockCount, loadSegment } from '../objects/block-map.js';
-import { fetchBlock } from '../objects/block-reader.js';
+import { confirmBadBlock, fetchBlock } from '../objects/block-reader.js';
 import { BlockState, type VersionRecord } from '../catalog/catalog.js';
 import { NotFoundError, UsageError, isBackyError, isBadBlock } from '../errors.js';
 import { DIGEST_ALGORITHM, DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
@@ -12,6 +12,7 @@ import { openSource, type BlockSource } from '../endpoints/endpoints.js';
 import type { Store } from '../store.js';
 import { changeMetadata, resolveVersion } from './versions.js';
 import { StoreKeys } from '../objects/store-keys.js';
+import { checkMetadata, type MetadataCounters, type MetadataFinding } from './scrub-metadata.js';
 
 /** Options of {@link scrub}. */
 export interface ScrubOptions {
@@ -29,6 +30,7 @@ export interface ScrubOptions {
 
 /** Something a scrub found. */
 export type ScrubFinding =
+  | MetadataFinding
   | { readonly type: 'bad-block'; readonly digest: string; readonly code: string; readonly message: string }
   | { readonly type: 'version-invalid'; readonly uid: string; readonly image: string; readonly badBlocks: number }
   | { readonly type: 'version-valid'; readonly uid: string; readonly image: string }
@@ -37,6 +39,13 @@ export type ScrubFinding =
 /** Counters a scrub ends with. */
 export interface ScrubResult {
   readonly versions: number;
+  /** Manifests and distinct map segments read and checked (all of the versions scrubbed). */
+  readonly manifestsChecked: number;
+  readonly segmentsChecked: number;
+  /** Manifests and segments rewritten from a good copy. */
+  readonly metadataRepaired: number;
+  /** Segments with no good copy left (their versions are invalid). */
+  readonly badSegments: number;
   /** Distinct blocks read and verified (a block shared by versions counts once). */
   readonly blocksChecked: number;
   readonly bytesChecked: number;
@@ -72,6 +81,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     selected.map((v) => ({ resource: versionResource(v.uid), mode: 'shared' as const, operation: 'scrub' })),
   );
   const counters = { blocksChecked: 0, bytesChecked: 0, badBlocks: 0, versionsInvalidated: 0, versionsRevalidated: 0, sourceMismatches: 0 };
+  const metadata: MetadataCounters = { manifestsChecked: 0, segmentsChecked: 0, metadataRepaired: 0, badSegments: new Set() };
   const findings: ScrubFinding[] = [];
   const versions: VersionRecord[] = [];
   try {
@@ -81,6 +91,9 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
       if (now) versions.push(now);
       else if (!options.all) throw new NotFoundError(`Version "${v.uid}" was removed meanwhile`);
     }
+    // 0. Manifests and map segments: checked in full (they are small), repaired from a good copy.
+    yield* checkMetadata(store, versions, metadata, options.signal);
+
     // 1. Which distinct blocks to read: a random share of each version, shared blocks once. The
     // list lives in the catalog: a 10 TiB version has millions of blocks.
     await store.catalog.beginScrubList();
@@ -92,6 +105,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
       const chosen = percent >= 100 ? undefined : sample(blocks, Math.max(1, Math.round((blocks * percent) / 100)));
       if (options.source !== undefined) sampled = chosen;
       for (let k = 0; k < map.segments.length; k++) {
+        if (metadata.badSegments.has(map.segments[k]?.toString('hex') ?? '')) continue; // lost: found above
         const entries = await map.segmentEntries(k);
         const refs: { digest: Uint8Array; length: number }[] = [];
         for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
@@ -121,6 +135,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
             await fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, ref.digest, ref.length, buf, { signal: group.signal });
           } catch (err) {
             if (!isBadBlock(err)) throw err;
+            await confirmBadBlock(store.blocks);
             bad.set(ref.digest.toString('hex'), { code: err.code, message: err.message });
           } finally {
             pool.release(buf);
@@ -138,12 +153,21 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
 
     // 3. Mark bad blocks and every version using one; revalidate versions checked completely.
     // The block store learns it too (markers, manifests): a catalog rebuild must not forget.
-    if (bad.size > 0) {
+    // A read-only store (a write-protected copy) is checked and reported, not marked.
+    if (store.readOnly && (bad.size > 0 || metadata.badSegments.size > 0)) {
+      yield { type: 'metadata-not-repaired', what: 'the bad blocks and the versions using them', reason: 'the store is read-only: nothing was marked' };
+    } else if (bad.size > 0 || metadata.badSegments.size > 0) {
       for (const [hex, why] of bad) await store.blocks.put(StoreKeys.invalidMarker(Buffer.from(hex, 'hex')), [Buffer.from(`${why.code}: ${why.message}\n`, 'utf8')]);
       await store.catalog.setBlockState([...bad.keys()].map((h) => Buffer.from(h, 'hex')), BlockState.invalid);
+      const lost = await versionsWithSegments(store, metadata.badSegments);
       for (const { version, count } of await versionsUsing(store, new Set(bad.keys()))) {
         if (version.status !== 'invalid' && (await setStatus(store, version.uid, 'invalid'))) counters.versionsInvalidated++;
+        lost.delete(version.uid);
         yield { type: 'version-invalid', uid: version.uid, image: version.image, badBlocks: count };
+      }
+      for (const version of lost.values()) {
+        if (version.status !== 'invalid' && (await setStatus(store, version.uid, 'invalid'))) counters.versionsInvalidated++;
+        yield { type: 'version-invalid', uid: version.uid, image: version.image, badBlocks: 0 };
       }
     } else if (percent >= 100) {
       for (const v of versions.filter((x) => x.status === 'invalid')) {
@@ -165,7 +189,15 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     await store.catalog.endScrubList().catch(() => undefined);
     await locks.release();
   }
-  return { versions: versions.length, ...counters, durationSeconds: (Date.now() - started) / 1000 };
+  return {
+    versions: versions.length,
+    manifestsChecked: metadata.manifestsChecked,
+    segmentsChecked: metadata.segmentsChecked,
+    metadataRepaired: metadata.metadataRepaired,
+    badSegments: metadata.badSegments.size,
+    ...counters,
+    durationSeconds: (Date.now() - started) / 1000,
+  };
 }
 
 /** Sets a version's status (and its manifest's); false when the version is being removed. */
@@ -200,6 +232,18 @@ async function selectVersions(store: Store, options: ScrubOptions): Promise<Vers
     const v = await resolveVersion(store, selector);
     if (v.status === 'incomplete') throw new UsageError(`Version "${v.uid}" is incomplete and cannot be scrubbed`);
     out.push(v);
+  }
+  return out;
+}
+
+/** Every committed version whose map has one of the segments `hexes` (lost segments). */
+async function versionsWithSegments(store: Store, hexes: ReadonlySet<string>): Promise<Map<string, VersionRecord>> {
+  const out = new Map<string, VersionRecord>();
+  if (hexes.size === 0) return out;
+  for (const v of await store.catalog.listVersions()) {
+    if (v.status === 'incomplete') continue;
+    const segments = await store.catalog.versionSegments(v.uid).catch(() => []);
+    if (segments.some((d) => hexes.has(d.toString('hex')))) out.set(v.uid, v);
   }
   return out;
 }

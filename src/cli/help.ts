@@ -4,13 +4,13 @@ Exit status:
   0    success
   1    internal error (a bug; rerun with --debug and report it)
   2    usage: bad arguments, malformed hints or configuration
-  3    finished with problems (bad blocks found or restored)
+  3    finished with problems (bad blocks found or restored, metadata repaired or lost by a scrub)
   4    not found: unknown version, image, source or file; no store at the path
   5    conflict: target exists or is too small, version protected or too young, hints wrong
   10   store unavailable: cannot open, read or write the store (includes disk full)
   11   locked: another operation holds the image or version
-  12   I/O error on the source or the restore target
-  130  interrupted`;
+  12   I/O error on the source or the restore target (also an unreachable Ceph cluster)
+  130  interrupted (SIGINT, SIGTERM, SIGHUP, SIGQUIT)`;
 
 /** Builds the text after a command's options: notes, examples, and where the exit statuses are. */
 export function helpAfter(examples: readonly string[], notes = ''): string {

@@ -2,8 +2,8 @@
  * The one error hierarchy of backy2.
  *
  * Every expected failure is a {@link BackyError} with a stable string `code` and the process exit
- * status the CLI uses for it. Callers match on `code` (never on `instanceof` alone), because errors
- * cross worker threads and process boundaries as plain objects.
+ * status the CLI uses for it. Callers test with {@link isBackyError} (or {@link isBadBlock}) and
+ * then match on `code`, never on a subclass: the subclasses only exist to build errors.
  *
  * Exit status table (documented in the README and in every `--help`; never renumber):
  *
@@ -12,13 +12,13 @@
  * | 0 | success |
  * | 1 | internal error (a bug) |
  * | 2 | usage: bad arguments, malformed input file, bad configuration |
- * | 3 | finished with problems (bad blocks found or restored) |
- * | 4 | not found: unknown version, image or source |
+ * | 3 | finished with problems (bad blocks found or restored, metadata repaired or lost) |
+ * | 4 | not found: unknown version, image or source; no store at the path |
  * | 5 | conflict: target exists or is too small, version protected or too young, hints wrong |
  * | 10 | store unavailable: cannot open, read or write the store (includes disk full) |
- * | 12 | I/O error on the source or the restore target |
  * | 11 | locked: another operation holds the image or version |
- * | 130 | interrupted (SIGINT or SIGTERM) |
+ * | 12 | I/O error on the source or the restore target |
+ * | 130 | interrupted (SIGINT, SIGTERM, SIGHUP, SIGQUIT) |
  */
 
 /** Exit statuses, the contract with scripts. */
@@ -104,7 +104,7 @@ export type IoError = InstanceType<typeof IoError>;
 export const InterruptedError = defineError('InterruptedError', 'E_INTERRUPTED', ExitCode.interrupted);
 export type InterruptedError = InstanceType<typeof InterruptedError>;
 
-/** True when `err` is a BackyError, or a plain object carrying the same fields (from a worker). */
+/** True when `err` is a BackyError (errors never cross worker threads: workers only hash). */
 export function isBackyError(err: unknown): err is BackyError {
   return err instanceof BackyError;
 }

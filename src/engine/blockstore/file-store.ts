@@ -152,7 +152,7 @@ export class FileStore implements BlockStore {
       if (!wasCached) await dropCache(handle.fd, offset, length);
       return into.subarray(0, length);
     } catch (err) {
-      if (err instanceof CorruptBlockError || err instanceof RangeError) throw err;
+      if (isBackyError(err) || err instanceof RangeError) throw err;
       throw unreadableObject(err, key, this.properties.location);
     } finally {
       await handle.close().catch(() => undefined);

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { BlockStore } from '../blockstore/block-store.js';
-import { CorruptBlockError, StoreUnavailableError, isBackyError } from '../errors.js';
+import { StoreUnavailableError, isBackyError } from '../errors.js';
 import { PACKAGE_VERSION } from '../support/package-version.js';
 import { DIGEST_ALGORITHM, ObjectKind, STORE_FORMAT_VERSION } from './formats.js';
 import { decodeJsonObject, encodeJsonObject } from './object-codec.js';
@@ -111,13 +111,13 @@ async function readJson(blocks: BlockStore, key: string, kind: (typeof ObjectKin
       bytes = await blocks.get(key);
     } catch (err) {
       if (isBackyError(err) && err.code === 'E_OBJECT_MISSING') return undefined;
-      if (attempt < 2 && err instanceof CorruptBlockError) continue;
+      if (attempt < 2 && isBackyError(err) && err.code === 'E_CORRUPT') continue;
       throw err;
     }
     try {
       return decodeJsonObject(bytes, kind, what);
     } catch (err) {
-      if (!(err instanceof CorruptBlockError)) throw err;
+      if (!isBackyError(err) || err.code !== 'E_CORRUPT') throw err;
       if (attempt >= 2) throw damaged(what, err);
     }
   }

@@ -25,6 +25,7 @@ beforeEach(async () => {
 
 interface BackupJson {
   uid: string;
+  baseUid: string | null;
   bytesRead: number;
   bytesWritten: number;
   snapshot?: string;
@@ -99,6 +100,30 @@ describe('RBD sources and targets (real cluster)', () => {
     const file = path.join(dir, 'a2.raw');
     expect((await spawnCli(['restore', v.uid, file], env)).code).toBe(0);
     expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(rbdSha(`rbd/${name}@a2`));
+  });
+
+  it('a snapshot deleted and made again under the base\'s name is not diffed against (ids, not names, prove the base)', async () => {
+    writeRbd(`rbd/${name}`, SIZE, [{ offset: 0, data: randomBytes(4 * MiB) }]);
+    rbd(['snap', 'create', `rbd/${name}@nightly`]);
+    const first = await backupJson([`rbd:rbd/${name}@nightly`, name]);
+    // The admin rotates "nightly": removed, the image changes, made again, changes again.
+    rbd(['snap', 'rm', `rbd/${name}@nightly`]);
+    writeRbd(`rbd/${name}`, SIZE, [{ offset: 20 * MiB, data: randomBytes(4 * MiB) }]);
+    rbd(['snap', 'create', `rbd/${name}@nightly`]);
+    writeRbd(`rbd/${name}`, SIZE, [{ offset: 60 * MiB, data: randomBytes(4 * MiB) }]);
+    rbd(['snap', 'create', `rbd/${name}@next`]);
+    const second = await backupJson([`rbd:rbd/${name}@next`, name]);
+    expect(second.baseUid).toBe(first.uid);
+    // A diff from the new "nightly" would miss the change at 20 MiB: every allocated object is read.
+    expect(second.bytesRead).toBe(12 * MiB);
+    const file = path.join(dir, 'next.raw');
+    expect((await spawnCli(['restore', second.uid, file], env)).code).toBe(0);
+    expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(rbdSha(`rbd/${name}@next`));
+    // And the next one diffs again, from "next", whose identity was recorded.
+    writeRbd(`rbd/${name}`, SIZE, [{ offset: 100 * MiB, data: randomBytes(4096) }]);
+    rbd(['snap', 'create', `rbd/${name}@after`]);
+    const third = await backupJson([`rbd:rbd/${name}@after`, name]);
+    expect(third.bytesRead).toBe(4 * MiB + 3 * 4 * MiB);
   });
 
   it('restoring into an existing image needs --force and leaves no stale data', async () => {

@@ -43,6 +43,11 @@ export interface VersionRecord {
   readonly protected: boolean;
   readonly tags: readonly string[];
   readonly snapshot: string | null;
+  /**
+   * What identifies that snapshot beyond its name (RBD: `<image id>@<snapshot id>`; ids are never
+   * reused, names are), so a diff starts from the very snapshot this version was read from.
+   */
+  readonly snapshotId: string | null;
   readonly baseUid: string | null;
   /** Where the data came from (a path or URL without credentials). */
   readonly source: string | null;
@@ -63,6 +68,7 @@ export interface NewVersion {
   readonly size: number;
   readonly blockSize: number;
   readonly snapshot: string | null;
+  readonly snapshotId?: string | null;
   readonly baseUid: string | null;
   readonly source: string | null;
   readonly kind: VersionKind;

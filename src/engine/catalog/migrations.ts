@@ -85,4 +85,8 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE versions ADD COLUMN allocated INTEGER;
   `,
+  // 4: the identity of the snapshot a version was read from (RBD image and snapshot ids)
+  `
+  ALTER TABLE versions ADD COLUMN snapshot_id TEXT;
+  `,
 ];

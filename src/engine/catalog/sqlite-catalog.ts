@@ -38,6 +38,7 @@ interface VersionRow {
   status: VersionStatus;
   protected: number;
   snapshot: string | null;
+  snapshot_id: string | null;
   base_uid: string | null;
   source: string | null;
   stats: string | null;
@@ -74,7 +75,7 @@ interface LockRow {
 }
 
 const TAG_SEPARATOR = '\u001f';
-const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.status, v.protected, v.snapshot,
+const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.status, v.protected, v.snapshot, v.snapshot_id,
   v.base_uid, v.source, v.stats, v.kind, v.allocated,
   (SELECT group_concat(t.tag, char(31)) FROM tags t WHERE t.uid = v.uid) AS tags`;
 
@@ -196,9 +197,9 @@ export class SqliteCatalog implements Catalog {
     this.#write(() => {
       this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
       this.#run(
-        `INSERT INTO versions (uid, image, created_at, size, block_size, status, snapshot, base_uid, source, kind)
-         VALUES (?, ?, ?, ?, ?, 'incomplete', ?, ?, ?, ?)`,
-        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.snapshot, v.baseUid, v.source, v.kind,
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, snapshot, snapshot_id, base_uid, source, kind)
+         VALUES (?, ?, ?, ?, ?, 'incomplete', ?, ?, ?, ?, ?)`,
+        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.snapshot, v.snapshotId ?? null, v.baseUid, v.source, v.kind,
       );
     });
   }
@@ -223,9 +224,9 @@ export class SqliteCatalog implements Catalog {
       }
       this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
       this.#run(
-        `INSERT INTO versions (uid, image, created_at, size, block_size, status, protected, snapshot, base_uid, source, segments, stats, kind)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.status, v.protected ? 1 : 0, v.snapshot, v.baseUid, v.source,
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, protected, snapshot, snapshot_id, base_uid, source, segments, stats, kind)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.status, v.protected ? 1 : 0, v.snapshot, v.snapshotId, v.baseUid, v.source,
         Buffer.concat(segments), v.stats ? JSON.stringify(v.stats) : null, v.kind,
       );
       for (const tag of v.tags) this.#run('INSERT OR IGNORE INTO tags (uid, tag) VALUES (?, ?)', v.uid, tag);
@@ -656,6 +657,7 @@ function toVersion(row: VersionRow): VersionRecord {
     protected: row.protected === 1,
     tags: row.tags ? row.tags.split(TAG_SEPARATOR).sort() : [],
     snapshot: row.snapshot,
+    snapshotId: row.snapshot_id,
     baseUid: row.base_uid,
     source: row.source,
     stats: row.stats ? (JSON.parse(row.stats) as VersionStats) : null,

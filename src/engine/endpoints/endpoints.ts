@@ -27,12 +27,14 @@ export interface BlockSource {
   mayHaveData(offset: number, length: number): boolean;
   /** The snapshot the data comes from (recorded with the version), when the source has one. */
   readonly snapshot?: string;
+  /** What identifies that snapshot beyond its name (recorded too; see VersionRecord.snapshotId). */
+  readonly snapshotId?: string | undefined;
   /**
    * Sources that know what changed (RBD): plans the read and returns the changed extents since
    * the base version (its snapshot, if taken of this same source), or undefined when everything
    * must be read.
    */
-  changedExtents?(base: { readonly snapshot: string | null; readonly source: string | null } | null): Promise<Extent[] | undefined>;
+  changedExtents?(base: { readonly snapshot: string | null; readonly snapshotId: string | null; readonly source: string | null } | null): Promise<Extent[] | undefined>;
   /**
    * Called once the backup committed (true) or failed (false), e.g. to manage snapshots.
    * @param earlier snapshots of the image's earlier versions (those it made may go now)

@@ -47,18 +47,33 @@ export async function openRbdSource(spec: RbdSpec, options: RbdSourceOptions): P
   }
   const at = { ...spec, snapshot, location: `rbd:${spec.pool}/${spec.image}@${snapshot}` };
   try {
-    const info = JSON.parse(await runRbd(['info', '--format', 'json', `${spec.pool}/${spec.image}@${snapshot}`], spec.ceph, at.location)) as { size: number };
-    return new RbdSource(at, info.size, created, options.tmpDir);
+    const info = JSON.parse(await runRbd(['info', '--format', 'json', `${spec.pool}/${spec.image}@${snapshot}`], spec.ceph, at.location)) as { size: number; id?: string };
+    const snaps = await listSnapshots(spec, at.location);
+    const snapId = snaps.find((s) => s.name === snapshot)?.id;
+    const identity = info.id !== undefined && snapId !== undefined ? `${info.id}@${snapId}` : undefined;
+    return new RbdSource(at, info.size, created, options.tmpDir, identity);
   } catch (err) {
     if (created) await runRbd(['snap', 'rm', `${spec.pool}/${spec.image}@${snapshot}`], spec.ceph, at.location).catch(() => undefined);
     throw err;
   }
 }
 
+/** An RBD snapshot as `rbd snap ls` lists it; ids are never reused within an image. */
+interface SnapshotInfo {
+  readonly id: number;
+  readonly name: string;
+}
+
+async function listSnapshots(spec: RbdSpec, what: string): Promise<SnapshotInfo[]> {
+  return JSON.parse(await runRbd(['snap', 'ls', '--format', 'json', `${spec.pool}/${spec.image}`], spec.ceph, what)) as SnapshotInfo[];
+}
+
 export class RbdSource implements BlockSource {
   readonly location: string;
   readonly size: number;
   readonly snapshot: string;
+  /** `<image id>@<snapshot id>`: a snapshot deleted and made again under the same name differs. */
+  readonly snapshotId: string | undefined;
   readonly #spec: RbdSpec;
   readonly #created: boolean;
   readonly #tmpDir: string;
@@ -68,8 +83,9 @@ export class RbdSource implements BlockSource {
   #stream: { child: ChildProcess; reader: DiffStreamReader; started: boolean; record: DiffRecord | undefined; pos: number } | undefined;
   #queue: Promise<void> = Promise.resolve();
 
-  constructor(spec: RbdSpec & { snapshot: string }, size: number, created: boolean, tmpDir: string) {
+  constructor(spec: RbdSpec & { snapshot: string }, size: number, created: boolean, tmpDir: string, snapshotId: string | undefined) {
     this.#spec = spec;
+    this.snapshotId = snapshotId;
     this.location = spec.location;
     this.snapshot = spec.snapshot;
     this.size = size;
@@ -82,15 +98,20 @@ export class RbdSource implements BlockSource {
   }
 
   /**
-   * Plans the read: with a base snapshot of this image that still exists, the objects changed
-   * since it (which become the backup's hints); otherwise every allocated object (the rest are
-   * holes). A base backed up from another pool or image shares no snapshot with this one.
+   * Plans the read: when the very snapshot the base was read from still exists (same image, same
+   * snapshot id: a name alone may have been deleted and made again, or belong to a recreated
+   * image), the objects changed since it, which become the backup's hints; otherwise every
+   * allocated object (the rest are holes). A base that cannot be proven this way, e.g. recorded
+   * by an older backy2 without the ids, is never diffed against.
    * @returns the changed extents, or undefined when there is no usable base snapshot
    */
-  async changedExtents(base: { readonly snapshot: string | null; readonly source: string | null } | null): Promise<Extent[] | undefined> {
-    const snaps = JSON.parse(await runRbd(['snap', 'ls', '--format', 'json', `${this.#spec.pool}/${this.#spec.image}`], this.#spec.ceph, this.location)) as { name: string }[];
+  async changedExtents(base: { readonly snapshot: string | null; readonly snapshotId: string | null; readonly source: string | null } | null): Promise<Extent[] | undefined> {
+    const snaps = await listSnapshots(this.#spec, this.location);
+    const imageId = this.snapshotId?.split('@')[0];
     const baseSnapshot = base?.source?.startsWith(`rbd:${this.#spec.pool}/${this.#spec.image}@`) ? base.snapshot : null;
-    const usable = baseSnapshot !== null && baseSnapshot !== this.snapshot && snaps.some((s) => s.name === baseSnapshot);
+    const current = snaps.find((s) => s.name === baseSnapshot);
+    const proven = imageId !== undefined && current !== undefined && base?.snapshotId === `${imageId}@${current.id}`;
+    const usable = baseSnapshot !== null && baseSnapshot !== this.snapshot && proven;
     const args = ['diff', '--whole-object', '--format', 'json', ...(usable ? ['--from-snap', baseSnapshot] : []), this.#name];
     const extents = parseHints(JSON.parse(await runRbd(args, this.#spec.ceph, this.location)), `of rbd diff ${this.location}`);
     this.#plan = { fromSnap: usable ? baseSnapshot : null, extents: merge(extents) };

@@ -271,7 +271,7 @@ export class CowSession {
       await catalog.createVersion({ uid, image: this.base.image, createdAt: started, size: this.size, blockSize: this.blockSize, snapshot: null, baseUid: this.base.uid, source: this.#origin, kind: 'cow' });
       try {
         const { segments, stats, updates } = await this.#writeMap(started);
-        const record = { uid, image: this.base.image, size: this.size, blockSize: this.blockSize, createdAt: started, protected: false, tags: [COW_TAG], snapshot: null, baseUid: this.base.uid, source: this.#origin, stats, kind: 'cow' as const };
+        const record = { uid, image: this.base.image, size: this.size, blockSize: this.blockSize, createdAt: started, protected: false, tags: [COW_TAG], snapshot: null, snapshotId: null, baseUid: this.base.uid, source: this.#origin, stats, kind: 'cow' as const };
         await publishVersion(store, record, segments);
         // Only now are the blocks committed: a failed commit leaves them dirty for the next one.
         for (const u of updates) if (u.block.generation === u.generation) u.block.committed = u.committed;

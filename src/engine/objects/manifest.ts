@@ -20,6 +20,8 @@ export interface Manifest {
   readonly protected: boolean;
   readonly tags: readonly string[];
   readonly snapshot: string | null;
+  /** The snapshot's identity beyond its name (see VersionRecord); absent in older manifests. */
+  readonly snapshotId?: string | null;
   readonly baseUid: string | null;
   readonly source: string | null;
   /** Segment digests in hex, in order. */
@@ -51,6 +53,7 @@ export function manifestOf(version: Omit<VersionRecord, 'status' | 'allocated'> 
     protected: version.protected,
     tags: [...version.tags].sort(),
     snapshot: version.snapshot,
+    snapshotId: version.snapshotId,
     baseUid: version.baseUid,
     source: version.source,
     segments: segments.map((d) => d.toString('hex')),
@@ -76,6 +79,7 @@ export function versionOfManifest(manifest: Manifest, status: VersionStatus): Ve
     protected: manifest.protected,
     tags: manifest.tags,
     snapshot: manifest.snapshot,
+    snapshotId: manifest.snapshotId ?? null,
     baseUid: manifest.baseUid,
     source: manifest.source,
     stats: manifest.stats,
@@ -138,6 +142,7 @@ export function checkManifest(value: unknown, uid: string): Manifest {
   if (typeof m.protected !== 'boolean') throw bad('protected');
   if (!Array.isArray(m.tags) || !m.tags.every(isText)) throw bad('tags');
   for (const field of ['snapshot', 'baseUid', 'source'] as const) if (m[field] !== null && !isText(m[field])) throw bad(field);
+  if (m.snapshotId !== undefined && m.snapshotId !== null && !isText(m.snapshotId)) throw bad('snapshotId');
   if (!Array.isArray(m.segments) || !m.segments.every((s) => typeof s === 'string' && HEX_DIGEST.test(s))) throw bad('segments');
   const blocks = Math.ceil((m.size as number) / bs);
   if (m.segments.length !== Math.ceil(blocks / SEGMENT_ENTRIES)) throw bad('segments');

@@ -112,12 +112,14 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
       const hintsName = hints ? `"${options.hintsFile ?? ''}"` : `from rbd diff of ${source.location}`;
       const hinted = extents === undefined ? undefined : hintedBlocks(extents, { size: source.size, blockSize, what: hintsName });
       const snapshot = (auto ? source.snapshot : (options.snapshot ?? source.snapshot)) ?? null;
+      // The snapshot's identity only when it is the one the data was read from.
+      const snapshotId = snapshot !== null && snapshot === source.snapshot ? (source.snapshotId ?? null) : null;
       const baseLock = base ? await acquireLocks(catalog, [{ resource: versionResource(base.uid), mode: 'shared', operation: 'backup (as base)' }]) : undefined;
       debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
       try {
-        await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, baseUid: base?.uid ?? null, source: source.location, kind: 'backup' });
+        await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, snapshotId, baseUid: base?.uid ?? null, source: source.location, kind: 'backup' });
         try {
-          const result = await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, hintsName, snapshot, tags, options });
+          const result = await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, hintsName, snapshot, snapshotId, tags, options });
           committed = true;
           return result;
         } catch (err) {
@@ -149,6 +151,7 @@ interface RunInput {
   readonly hinted: Uint8Array | undefined;
   readonly hintsName: string;
   readonly snapshot: string | null;
+  readonly snapshotId: string | null;
   readonly tags: readonly string[] | undefined;
   readonly options: BackupOptions;
 }
@@ -200,6 +203,7 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
     protected: false,
     tags,
     snapshot: run.snapshot,
+    snapshotId: run.snapshotId,
     baseUid: run.base?.uid ?? null,
     source: source.location,
     stats,

@@ -2,16 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { BlockCache } from './block-cache.js';
-import { BlockMapWriter } from '../objects/block-map-writer.js';
+import { BlockMapWriter, baseSegment } from '../objects/block-map-writer.js';
 import { BlockMap, blockCount, segmentCount } from '../objects/block-map.js';
-import { BlockWriter } from '../objects/block-writer.js';
+import { BlockWriter, newWriteCounters, storeHashedBlock } from '../objects/block-writer.js';
 import { BlockState, type VersionRecord } from '../catalog/catalog.js';
 import { debug } from '../support/debug.js';
-import { IoError, UsageError, errnoCode } from '../errors.js';
+import { CorruptBlockError, IoError, UsageError, errnoCode } from '../errors.js';
 import { SEGMENT_ENTRIES } from '../objects/formats.js';
 import { acquireLocks, versionResource, type HeldLocks } from '../catalog/locking.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
-import { abandonVersion, publishVersion } from '../objects/publish.js';
+import { buildVersion } from '../objects/publish.js';
 import { assertWritable, type Store } from '../store.js';
 import { zeroRange } from '../sys/native.js';
 import { newVersionUid } from '../support/uid.js';
@@ -29,6 +29,13 @@ export interface CowSessionOptions {
   readonly cache: BlockCache;
   /** Who writes, recorded as the source of new versions, e.g. `mount /backy`. */
   readonly origin: string;
+}
+
+/** What a commit stored for a written block, applied once the commit is published. */
+interface CommitUpdate {
+  readonly block: DirtyBlock;
+  readonly generation: number;
+  readonly committed: Buffer | 'zero';
 }
 
 /** State of one written block. */
@@ -268,18 +275,16 @@ export class CowSession {
     const uid = newVersionUid(started);
     const locks = await acquireLocks(catalog, [{ resource: versionResource(uid), mode: 'exclusive', operation: 'copy-on-write commit', writer: true }]);
     try {
-      await catalog.createVersion({ uid, image: this.base.image, createdAt: started, size: this.size, blockSize: this.blockSize, snapshot: null, baseUid: this.base.uid, source: this.#origin, kind: 'cow' });
-      try {
-        const { segments, stats, updates } = await this.#writeMap(started);
-        const record = { uid, image: this.base.image, size: this.size, blockSize: this.blockSize, createdAt: started, protected: false, tags: [COW_TAG], snapshot: null, snapshotId: null, baseUid: this.base.uid, source: this.#origin, stats, kind: 'cow' as const };
-        await publishVersion(store, record, segments);
-        // Only now are the blocks committed: a failed commit leaves them dirty for the next one.
-        for (const u of updates) if (u.block.generation === u.generation) u.block.committed = u.committed;
-        debug(`cow: committed ${uid} from ${this.base.uid}, ${stats.blocksWritten} blocks written`);
-      } catch (err) {
-        await abandonVersion(store, uid);
-        throw err;
-      }
+      const draft = { uid, image: this.base.image, createdAt: started, size: this.size, blockSize: this.blockSize, snapshot: null, snapshotId: null, baseUid: this.base.uid, source: this.#origin, kind: 'cow' as const };
+      let updates: CommitUpdate[] = [];
+      const built = await buildVersion(store, draft, async () => {
+        const map = await this.#writeMap(started);
+        updates = map.updates;
+        return { segments: map.segments, stats: map.stats, tags: [COW_TAG] };
+      });
+      // Only now are the blocks committed: a failed commit leaves them dirty for the next one.
+      for (const u of updates) if (u.block.generation === u.generation) u.block.committed = u.committed;
+      debug(`cow: committed ${uid} from ${this.base.uid}, ${built.stats.blocksWritten} blocks written`);
     } finally {
       await locks.release();
     }
@@ -299,19 +304,22 @@ export class CowSession {
     const mapWriter = new BlockMapWriter(store, blocks);
     const writer = new BlockWriter(store.catalog, store.blocks, { writers: store.config.writers });
     const pool = new BufferPool(bs, 2);
-    const counters = { bytesRead: 0, bytesWritten: 0, bytesDeduplicated: 0, bytesSparse: 0, bytesSkipped: 0, blocksRead: 0, blocksWritten: 0 };
+    const counters = newWriteCounters();
     const byIndex = [...this.#dirty.keys()].sort((a, b) => a - b);
-    const updates: { block: DirtyBlock; generation: number; committed: Buffer | 'zero' }[] = [];
+    const updates: CommitUpdate[] = [];
     let at = 0;
     for (let k = 0; k < segmentCount(blocks); k++) {
       const inSegment: number[] = [];
       while (at < byIndex.length && Math.floor((byIndex[at] ?? 0) / SEGMENT_ENTRIES) === k) inSegment.push(byIndex[at++] ?? 0);
+      const base = await baseSegment(baseMap, k);
       const baseDigest = baseMap.segments[k];
-      if (inSegment.length === 0 && baseDigest) {
+      if (inSegment.length === 0 && baseDigest && base.entries) {
         mapWriter.reuse(k, baseDigest);
         continue;
       }
-      mapWriter.open(k, await baseMap.segmentEntries(k), inSegment.length);
+      // The written version's own map is damaged there: nothing of it can be taken over.
+      if (base.unreadable) throw new CorruptBlockError(`Map segment ${k} of version "${this.base.uid}" is damaged: its blocks cannot be carried into the new version`);
+      mapWriter.open(k, base.entries, inSegment.length);
       for (const i of inSegment) {
         const block = this.#dirty.get(i);
         const length = this.#reader.blockLength(i);
@@ -334,20 +342,9 @@ export class CowSession {
           await this.#spillRead(block.slot * bs, buf.payload.subarray(0, length));
           counters.bytesRead += length;
           counters.blocksRead++;
-          const { zero, digest } = await store.hasher().hash(buf, length);
-          let committed: Buffer | 'zero' = 'zero';
-          if (zero || !digest) {
-            counters.bytesSparse += length;
-            mapWriter.set(i, null);
-          } else {
-            if (await writer.store(digest, buf, length)) {
-              counters.bytesWritten += length;
-              counters.blocksWritten++;
-            } else counters.bytesDeduplicated += length;
-            mapWriter.set(i, digest);
-            committed = Buffer.from(digest);
-          }
-          updates.push({ block, generation, committed });
+          const entry = await storeHashedBlock(writer, await store.hasher().hash(buf, length), buf, length, counters);
+          mapWriter.set(i, entry);
+          updates.push({ block, generation, committed: entry === null ? 'zero' : Buffer.from(entry) });
         } finally {
           pool.release(buf);
         }

@@ -1,4 +1,5 @@
-import { SPARSE_ENTRY, encodeSegment, saveSegment, segmentCount, segmentLength, type MapStorage } from './block-map.js';
+import { isBadBlock } from '../errors.js';
+import { SPARSE_ENTRY, encodeSegment, saveSegment, segmentCount, segmentLength, type BlockMap, type MapStorage } from './block-map.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from './formats.js';
 
 interface OpenSegment {
@@ -97,5 +98,21 @@ export class BlockMapWriter {
       })
       .finally(() => this.#saving.delete(saving));
     this.#saving.add(saving);
+  }
+}
+
+/**
+ * Segment `k` of a base map, for building a new map on it: loaded and checked even when it will
+ * be reused as it is, because a new version must never build on a damaged segment.
+ * @returns its entries; null when the base has no segment there, or `unreadable` when it is
+ *   damaged or missing (the caller then reads those blocks afresh, which heals it)
+ */
+export async function baseSegment(base: BlockMap | undefined, k: number): Promise<{ entries: Buffer | null; unreadable: boolean }> {
+  if (!base || k >= base.segments.length) return { entries: null, unreadable: false };
+  try {
+    return { entries: await base.segmentEntries(k), unreadable: false };
+  } catch (err) {
+    if (!isBadBlock(err)) throw err;
+    return { entries: null, unreadable: true };
   }
 }

@@ -115,3 +115,57 @@ export class BlockWriter {
     if (this.#pending.length >= REGISTER_BATCH) await this.flush();
   }
 }
+
+/** What storing a version's blocks did, in bytes unless named blocks (backups and commits alike). */
+export interface WriteCounters {
+  /** Read from the source (or a copy-on-write spill file). */
+  bytesRead: number;
+  /** Payload written to the block store: new blocks. */
+  bytesWritten: number;
+  /** Non-zero blocks read but stored already (in the base or anywhere in the store). */
+  bytesDeduplicated: number;
+  /** All-zero blocks: neither stored nor referenced. */
+  bytesSparse: number;
+  /** Taken over from the base without reading (hints, untouched blocks). */
+  bytesSkipped: number;
+  blocksRead: number;
+  blocksWritten: number;
+}
+
+/** Counters at zero. */
+export function newWriteCounters(): WriteCounters {
+  return { bytesRead: 0, bytesWritten: 0, bytesDeduplicated: 0, bytesSparse: 0, bytesSkipped: 0, blocksRead: 0, blocksWritten: 0 };
+}
+
+/**
+ * The one block-storing step of every write path: a hashed block becomes a map entry. All-zero
+ * blocks are sparse; a block equal to what the base already has (`unchanged`) is only counted;
+ * any other goes to the writer, which deduplicates.
+ * @param writer stores the block
+ * @param block the hash result of the block in `buf`
+ * @param buf pooled buffer with the block's plaintext in `payload`
+ * @param length block length in bytes
+ * @param counters updated
+ * @param unchanged true when the base's entry for this block is this very digest (and good)
+ * @returns the map entry: the digest, or null for a sparse block
+ */
+export async function storeHashedBlock(
+  writer: BlockWriter,
+  block: { readonly zero: boolean; readonly digest: Uint8Array | null },
+  buf: PooledBuffer,
+  length: number,
+  counters: WriteCounters,
+  unchanged = false,
+): Promise<Uint8Array | null> {
+  if (block.zero || block.digest === null) {
+    counters.bytesSparse += length;
+    return null;
+  }
+  if (!unchanged && (await writer.store(block.digest, buf, length))) {
+    counters.bytesWritten += length;
+    counters.blocksWritten++;
+  } else {
+    counters.bytesDeduplicated += length;
+  }
+  return block.digest;
+}

@@ -1,4 +1,4 @@
-import type { VersionRecord } from '../catalog/catalog.js';
+import type { VersionRecord, VersionStats } from '../catalog/catalog.js';
 import { BlockMap, blockCount, dataBytes } from './block-map.js';
 import { deleteManifest, manifestOf, saveManifest } from './manifest.js';
 import type { Store } from '../store.js';
@@ -15,6 +15,38 @@ export async function publishVersion(store: Store, record: NewVersionRecord, seg
   const allocated = await dataBytes(new BlockMap(store, segments, blockCount(record.size, record.blockSize)), record);
   await saveManifest(store.blocks, manifestOf({ ...record, status: 'valid' }, segments));
   await store.catalog.commitVersion(record.uid, { segments, stats: record.stats, tags: record.tags, allocated });
+}
+
+/** A new version before its blocks are stored: what its build does not compute. */
+export type VersionDraft = Omit<NewVersionRecord, 'stats' | 'tags' | 'protected'>;
+
+/** What a build of a version computed: its map, its figures and its tags. */
+export interface BuiltVersion {
+  readonly segments: readonly Buffer[];
+  readonly stats: VersionStats;
+  readonly tags: readonly string[];
+}
+
+/**
+ * Makes a new version, the one way backups and copy-on-write commits do: it is recorded as
+ * incomplete first (so cleanup respects what it stores), `build` stores its blocks and map,
+ * then it is published; any failure drops it again (a kill leaves it incomplete instead).
+ * @param store the open store
+ * @param draft the new version
+ * @param build stores the blocks and the map
+ * @returns the published record with its map
+ */
+export async function buildVersion(store: Store, draft: VersionDraft, build: () => Promise<BuiltVersion>): Promise<NewVersionRecord & { readonly segments: readonly Buffer[] }> {
+  await store.catalog.createVersion(draft);
+  try {
+    const built = await build();
+    const record: NewVersionRecord = { ...draft, protected: false, stats: built.stats, tags: built.tags };
+    await publishVersion(store, record, built.segments);
+    return { ...record, segments: built.segments };
+  } catch (err) {
+    await abandonVersion(store, draft.uid);
+    throw err;
+  }
 }
 
 /**

@@ -1,9 +1,9 @@
 import { randomInt } from 'node:crypto';
-import { BlockMapWriter } from '../objects/block-map-writer.js';
+import { BlockMapWriter, baseSegment } from '../objects/block-map-writer.js';
 import { SPARSE_ENTRY, blockCount, segmentCount, segmentLength, type BlockMap, type MapStorage } from '../objects/block-map.js';
-import type { BlockWriter } from '../objects/block-writer.js';
+import { newWriteCounters, storeHashedBlock, type BlockWriter, type WriteCounters } from '../objects/block-writer.js';
 import type { Progress } from '../support/progress.js';
-import { ConflictError, isBadBlock } from '../errors.js';
+import { ConflictError } from '../errors.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
 import type { BufferPool } from '../pipeline/buffer-pool.js';
 import type { HashPool } from '../pipeline/hash-pool.js';
@@ -13,16 +13,6 @@ import type { BlockSource } from '../endpoints/endpoints.js';
 import { bitIsSet } from '../endpoints/hints.js';
 
 
-/** Counters of one run, in bytes unless named blocks. */
-export interface PipelineCounters {
-  bytesRead: number;
-  bytesWritten: number;
-  bytesDeduplicated: number;
-  bytesSparse: number;
-  bytesSkipped: number;
-  blocksRead: number;
-  blocksWritten: number;
-}
 
 /** The base version an incremental backup builds on. */
 export interface BaseMap {
@@ -65,10 +55,10 @@ type Plan = 'read' | 'verify' | 'keep';
  * @returns the new map's segment digests and the counters
  * @throws {ConflictError} when a sampled unhinted block differs from the base (hints are wrong)
  */
-export async function runBackupPipeline(input: PipelineInput, ctx: PipelineContext): Promise<{ segments: Buffer[]; counters: PipelineCounters }> {
+export async function runBackupPipeline(input: PipelineInput, ctx: PipelineContext): Promise<{ segments: Buffer[]; counters: WriteCounters }> {
   const { size, blockSize, base } = input;
   const blocks = blockCount(size, blockSize);
-  const counters: PipelineCounters = { bytesRead: 0, bytesWritten: 0, bytesDeduplicated: 0, bytesSparse: 0, bytesSkipped: 0, blocksRead: 0, blocksWritten: 0 };
+  const counters = newWriteCounters();
   const blockLength = (i: number) => Math.min(blockSize, size - i * blockSize);
   const covered = (i: number) => {
     if (!base) return false;
@@ -84,7 +74,6 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
 
   const mapWriter = new BlockMapWriter(ctx.storage, blocks);
   const group = new TaskGroup(ctx.signal);
-  const baseSegments = base?.map.segments.length ?? 0;
 
   // Whatever fails here (a wrong hint, an unreadable base segment) still waits for the blocks in flight.
   try {
@@ -94,18 +83,9 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
       const plan: Plan[] = [];
       for (let i = first; i < first + n; i++) plan.push(plannedRead(i) ? 'read' : samples.has(i) ? 'verify' : 'keep');
 
-      // The base's segment is loaded (and its digest checked) even when it is reused as it is: a
-      // new version must never build on a damaged segment. One that cannot be read is no base:
-      // its blocks are read from the source, which heals it.
-      let baseEntries: Buffer | null = null;
-      if (base !== undefined && k < baseSegments) {
-        try {
-          baseEntries = await base.map.segmentEntries(k);
-        } catch (err) {
-          if (!isBadBlock(err)) throw err;
-          for (let j = 0; j < n; j++) if (plan[j] !== 'read') plan[j] = 'read';
-        }
-      }
+      // A base segment that cannot be read is no base: its blocks are read afresh, which heals it.
+      const { entries: baseEntries, unreadable } = await baseSegment(base?.map, k);
+      if (unreadable) for (let j = 0; j < n; j++) plan[j] = 'read';
       const sameShape = baseEntries !== null && base !== undefined && segmentLength(k, base.map.blocks) === n;
       if (sameShape && input.invalid.size === 0 && plan.every((p) => p === 'keep')) {
         const segmentDigest = base.map.segments[k];
@@ -161,25 +141,16 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
             await ctx.readers.run(() => input.source.read(i * blockSize, view));
             counters.bytesRead += length;
             counters.blocksRead++;
-            const { zero, digest } = await ctx.hasher.hash(held, length);
+            const hashed = await ctx.hasher.hash(held, length);
+            const { zero, digest } = hashed;
             const expected = baseEntry(i);
             if (what === 'verify') {
               const same = zero ? expected === null : expected !== null && digest !== null && expected.equals(digest);
               if (!same) throw wrongHints(input, i, blockSize);
               counters.bytesSkipped += length;
-            } else if (zero || digest === null) {
-              counters.bytesSparse += length;
-              mapWriter.set(i, null);
             } else {
-              const unchanged = expected !== null && expected.equals(digest) && !input.invalid.has(expected.toString('hex'));
-              const written = !unchanged && (await ctx.writer.store(digest, held, length));
-              if (written) {
-                counters.bytesWritten += length;
-                counters.blocksWritten++;
-              } else {
-                counters.bytesDeduplicated += length;
-              }
-              mapWriter.set(i, digest);
+              const unchanged = expected !== null && digest !== null && expected.equals(digest) && !input.invalid.has(expected.toString('hex'));
+              mapWriter.set(i, await storeHashedBlock(ctx.writer, hashed, held, length, counters, unchanged));
             }
             ctx.progress?.advance?.(length);
           } finally {

@@ -10,7 +10,7 @@ import { BufferPool } from '../pipeline/buffer-pool.js';
 import { Semaphore } from '../pipeline/semaphore.js';
 import { runBackupPipeline, type BaseMap } from './backup-pipeline.js';
 import type { Progress } from '../support/progress.js';
-import { abandonVersion, publishVersion } from '../objects/publish.js';
+import { buildVersion, type BuiltVersion } from '../objects/publish.js';
 import { hintedBlocks, readHintsFile } from '../endpoints/hints.js';
 import { openSource } from '../endpoints/endpoints.js';
 import { AUTO_SNAPSHOT_PREFIX } from '../endpoints/rbd-source.js';
@@ -117,15 +117,11 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
       const baseLock = base ? await acquireLocks(catalog, [{ resource: versionResource(base.uid), mode: 'shared', operation: 'backup (as base)' }]) : undefined;
       debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
       try {
-        await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, snapshotId, baseUid: base?.uid ?? null, source: source.location, kind: 'backup' });
-        try {
-          const result = await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, hintsName, snapshot, snapshotId, tags, options });
-          committed = true;
-          return result;
-        } catch (err) {
-          await abandonVersion(store, uid);
-          throw err;
-        }
+        const draft = { uid, image, createdAt: started, size: source.size, blockSize, snapshot, snapshotId, baseUid: base?.uid ?? null, source: source.location, kind: 'backup' as const };
+        const built = await buildVersion(store, draft, () => storeVersion(store, { image, started, blockSize, source, base, hinted, hintsName, tags, options }));
+        committed = true;
+        debug('backup: committed');
+        return { ...built.stats, uid, image, size: source.size, blockSize, status: 'valid', baseUid: draft.baseUid, tags: built.tags };
       } finally {
         await baseLock?.release();
       }
@@ -142,7 +138,6 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
 }
 
 interface RunInput {
-  readonly uid: string;
   readonly image: string;
   readonly started: number;
   readonly blockSize: number;
@@ -150,13 +145,12 @@ interface RunInput {
   readonly base: VersionRecord | undefined;
   readonly hinted: Uint8Array | undefined;
   readonly hintsName: string;
-  readonly snapshot: string | null;
-  readonly snapshotId: string | null;
   readonly tags: readonly string[] | undefined;
   readonly options: BackupOptions;
 }
 
-async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> {
+/** Reads and stores the blocks and map of the new version (see buildVersion for the rest). */
+async function storeVersion(store: Store, run: RunInput): Promise<BuiltVersion> {
   const { catalog, blocks, config } = store;
   const { source, blockSize } = run;
   let baseMap: BaseMap | undefined;
@@ -193,25 +187,7 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
   debug(`backup: blocks done, ${counters.blocksRead} read, ${counters.blocksWritten} written`);
   const stats: VersionStats = { ...counters, durationSeconds: (Date.now() - run.started) / 1000 };
   const others = (await catalog.listVersions({ image: run.image, status: 'valid' })).map((v) => v.createdAt);
-  const tags = run.tags ?? autoTags(run.started, others);
-  const record = {
-    uid: run.uid,
-    image: run.image,
-    createdAt: run.started,
-    size: source.size,
-    blockSize,
-    protected: false,
-    tags,
-    snapshot: run.snapshot,
-    snapshotId: run.snapshotId,
-    baseUid: run.base?.uid ?? null,
-    source: source.location,
-    stats,
-    kind: 'backup' as const,
-  };
-  await publishVersion(store, record, segments);
-  debug('backup: committed');
-  return { ...stats, uid: run.uid, image: run.image, size: source.size, blockSize, status: 'valid', baseUid: record.baseUid, tags };
+  return { segments, stats, tags: run.tags ?? autoTags(run.started, others) };
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { backup, type BackupResult } from '../../engine/operations/backup.js';
+import { backup, type BackupOptions, type BackupResult } from '../../engine/operations/backup.js';
 import { UsageError } from '../../engine/errors.js';
 import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, splitList, type CommandContext } from '../command-context.js';
@@ -8,16 +8,8 @@ import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 import { progressView } from '../ui/progress.js';
 
-/** Parsed arguments of `backy2 backup`. */
-export interface BackupCommandOptions {
-  readonly source: string;
-  readonly image: string;
-  readonly hints?: string | undefined;
-  readonly hintsFrom?: string | undefined;
-  readonly from?: string | undefined;
-  readonly snapshot?: string | undefined;
-  readonly tags?: string | undefined;
-}
+/** Parsed arguments of `backy2 backup`: the engine's options, with `-t` as typed (comma-separated). */
+export type BackupCommandOptions = Omit<BackupOptions, 'progress' | 'signal' | 'tags'> & { readonly tags?: string | undefined };
 
 /** Wires `backy2 backup` into the program. */
 export function registerBackup(program: Command, ctx: CommandContext): void {
@@ -53,7 +45,8 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
       ),
     )
     .action(async (source: string, image: string, opts: { hints?: string; hintsFrom?: string; from?: string; snapshot?: string; tags?: string }, command: Command) => {
-      ctx.exitCode = await runBackup({ source, image, ...opts }, globalsOf(command), ctx.io);
+      const options = { source, image, hintsFile: opts.hints, hintsFrom: opts.hintsFrom, baseUid: opts.from, snapshot: opts.snapshot, tags: opts.tags };
+      ctx.exitCode = await runBackup(options, globalsOf(command), ctx.io);
     });
 }
 
@@ -73,17 +66,7 @@ export async function runBackup(options: BackupCommandOptions, globals: Globals,
     const progress = await progressView(io, globals, `backup ${options.image}`);
     let result: BackupResult;
     try {
-      result = await backup(store, {
-        source: options.source,
-        image: options.image,
-        hintsFile: options.hints,
-        hintsFrom: options.hintsFrom,
-        baseUid: options.from,
-        snapshot: options.snapshot,
-        tags: tagsOf(options.tags),
-        progress,
-        signal: io.signal,
-      });
+      result = await backup(store, { ...options, tags: tagsOf(options.tags), progress, signal: io.signal });
     } finally {
       progress.stop();
     }

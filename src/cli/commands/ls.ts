@@ -1,18 +1,14 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { formatBytes } from '../../engine/support/units.js';
-import { listVersions, versionAllocated } from '../../engine/operations/versions.js';
+import { listVersions, versionAllocated, type ListOptions } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 import { formatDate, renderTable } from '../ui/table.js';
 
-/** Parsed arguments of `backy2 ls`. */
-export interface LsCommandOptions {
-  readonly image?: string | undefined;
-  readonly tag?: string | undefined;
-  readonly last?: number | undefined;
-}
+/** Parsed arguments of `backy2 ls`: the engine's options. */
+export type LsCommandOptions = ListOptions;
 
 function count(value: string): number {
   const n = Number(value);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { ExitCode } from '../../engine/errors.js';
-import { restore, type RestoreResult } from '../../engine/operations/restore.js';
+import { restore, type RestoreOptions, type RestoreResult } from '../../engine/operations/restore.js';
 import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore, withoutCatalog } from '../context.js';
@@ -9,14 +9,10 @@ import { printJson, type CliIo, type Globals } from '../io.js';
 import { progressView } from '../ui/progress.js';
 
 /** Parsed arguments of `backy2 restore`. */
-export interface RestoreCommandOptions {
-  readonly uid: string;
-  readonly target: string;
-  readonly sparse?: boolean | undefined;
-  readonly force?: boolean | undefined;
+export type RestoreCommandOptions = Omit<RestoreOptions, 'progress' | 'signal'> & {
   /** Read the version straight from the block store (lost or damaged catalog). */
   readonly noCatalog?: boolean | undefined;
-}
+};
 
 /** Wires `backy2 restore` into the program. */
 export function registerRestore(program: Command, ctx: CommandContext): void {

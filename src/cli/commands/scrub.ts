@@ -1,6 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { ExitCode } from '../../engine/errors.js';
-import { scrub, type ScrubFinding, type ScrubResult } from '../../engine/operations/scrub.js';
+import { scrub, type ScrubFinding, type ScrubOptions, type ScrubResult } from '../../engine/operations/scrub.js';
 import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
@@ -8,14 +8,8 @@ import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 import { progressView } from '../ui/progress.js';
 
-/** Parsed arguments of `backy2 scrub`. */
-export interface ScrubCommandOptions {
-  readonly uids: readonly string[];
-  readonly all?: boolean | undefined;
-  readonly image?: string | undefined;
-  readonly percent?: number | undefined;
-  readonly source?: string | undefined;
-}
+/** Parsed arguments of `backy2 scrub`: the engine's options, as typed. */
+export type ScrubCommandOptions = Omit<ScrubOptions, 'progress' | 'signal'> & { readonly uids: readonly string[] };
 
 const MAX_JSON_FINDINGS = 1000;
 

@@ -11,7 +11,7 @@ import {
   StoreUnavailableError,
   UsageError,
 } from '../errors.js';
-import { DIGEST_LENGTH } from '../objects/formats.js';
+import { DIGEST_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
 import {
   BlockState,
   type BlockRecord,
@@ -55,7 +55,6 @@ interface BlockRow {
   last_ref: number;
 }
 
-const ZERO_DIGEST = Buffer.alloc(DIGEST_LENGTH);
 
 function toBlock(row: BlockRow): BlockRecord {
   return { digest: row.digest, length: row.length, storedLength: row.stored_length, state: row.state, lastRef: row.last_ref };
@@ -418,7 +417,7 @@ export class SqliteCatalog implements Catalog {
         const insert = this.#statement('INSERT OR IGNORE INTO temp.live (digest) VALUES (?)');
         for (let at = 0; at + DIGEST_LENGTH <= all.length; at += DIGEST_LENGTH) {
           const digest = all.subarray(at, at + DIGEST_LENGTH);
-          if (!digest.equals(ZERO_DIGEST)) insert.run(digest);
+          if (!digest.equals(SPARSE_ENTRY)) insert.run(digest);
         }
       })(),
     );

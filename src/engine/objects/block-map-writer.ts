@@ -1,6 +1,6 @@
 import { isBadBlock } from '../errors.js';
-import { SPARSE_ENTRY, encodeSegment, saveSegment, segmentCount, segmentLength, type BlockMap, type MapStorage } from './block-map.js';
-import { DIGEST_LENGTH, SEGMENT_ENTRIES } from './formats.js';
+import { encodeSegment, saveSegment, segmentCount, segmentLength, type BlockMap, type MapStorage } from './block-map.js';
+import { DIGEST_LENGTH, SEGMENT_ENTRIES, SPARSE_ENTRY } from './formats.js';
 
 interface OpenSegment {
   readonly entries: Buffer;

@@ -10,11 +10,10 @@ import {
   ObjectKind,
   SEGMENT_ENTRIES,
   SEGMENT_HEADER_LENGTH,
+  SPARSE_ENTRY,
 } from './formats.js';
 import { StoreKeys } from './store-keys.js';
 
-/** The map entry of an all-zero (sparse) block. */
-export const SPARSE_ENTRY: Buffer = Buffer.alloc(DIGEST_LENGTH);
 
 /** Where segments are kept: the catalog, with the block store as the durable copy. */
 export interface MapStorage {

@@ -65,6 +65,9 @@ export type EncryptionValue = (typeof Encryption)[keyof typeof Encryption];
  * version is entry (i mod SEGMENT_ENTRIES) of segment floor(i / SEGMENT_ENTRIES).
  */
 export const SEGMENT_ENTRIES = 1024;
+
+/** The map entry of an all-zero (sparse) block: 32 zero bytes. */
+export const SPARSE_ENTRY: Buffer = Buffer.alloc(DIGEST_LENGTH);
 export const SEGMENT_HEADER_LENGTH = 8;
 
 /** Version manifest (object kind 3): UTF-8 JSON, see docs/formats.md. */

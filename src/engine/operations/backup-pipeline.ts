@@ -1,10 +1,10 @@
 import { randomInt } from 'node:crypto';
 import { BlockMapWriter, baseSegment } from '../objects/block-map-writer.js';
-import { SPARSE_ENTRY, blockCount, segmentCount, segmentLength, type BlockMap, type MapStorage } from '../objects/block-map.js';
+import { blockCount, segmentCount, segmentLength, type BlockMap, type MapStorage } from '../objects/block-map.js';
 import { newWriteCounters, storeHashedBlock, type BlockWriter, type WriteCounters } from '../objects/block-writer.js';
 import type { Progress } from '../support/progress.js';
 import { ConflictError } from '../errors.js';
-import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
+import { DIGEST_LENGTH, SEGMENT_ENTRIES, SPARSE_ENTRY } from '../objects/formats.js';
 import type { BufferPool } from '../pipeline/buffer-pool.js';
 import type { HashPool } from '../pipeline/hash-pool.js';
 import type { Semaphore } from '../pipeline/semaphore.js';

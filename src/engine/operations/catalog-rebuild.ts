@@ -5,13 +5,13 @@
  * as JSON.
  */
 import { createHash } from 'node:crypto';
-import { SPARSE_ENTRY, decodeSegment, encodeSegment, loadSegment, type MapStorage } from '../objects/block-map.js';
+import { decodeSegment, encodeSegment, loadSegment, type MapStorage } from '../objects/block-map.js';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { BlockState, type Catalog } from '../catalog/catalog.js';
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
 import type { Config } from '../support/config.js';
 import { ConflictError, LockedError, NotFoundError, StoreUnavailableError, UsageError, isBackyError } from '../errors.js';
-import { DIGEST_ALGORITHM, DIGEST_LENGTH, OBJECT_HEADER_LENGTH } from '../objects/formats.js';
+import { DIGEST_ALGORITHM, DIGEST_LENGTH, OBJECT_HEADER_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
 import { checkManifest, loadManifest, manifestOf, versionOfManifest, type Manifest } from '../objects/manifest.js';
 import { existsSync, renameSync } from 'node:fs';
 import { assembleStore, assertWritable, blockStoreSettings, openBlockStore, type Store } from '../store.js';

@@ -1,7 +1,7 @@
 /**
  * Cleanup: mark and sweep of unreferenced blocks and segments, safe against concurrent writers.
  *
- * The rule (design.md §5): a block is deleted only when no committed version refers to it and it
+ * The rule (docs/architecture.md, "Decisions" 5): a block is deleted only when no committed version refers to it and it
  * was last written or referenced before T, the start of the oldest writer still running (or the
  * start of the cleanup when none runs). Writers register as locks with `writer` set; a writer
  * that deduplicates against a stored block refreshes its reference time in the catalog first, and
@@ -171,22 +171,20 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
 
     // 5. Objects the catalog does not know, and temp files of unfinished writes.
     const orphanBefore = safeBefore - ORPHAN_CLOCK_SLACK_MS;
-    for await (const info of blocks.list(KeyPrefix.blocks)) {
-      throwIfAborted(options.signal);
-      const digest = parseBlockKey(info.key);
-      if (info.mtimeMs >= orphanBefore || !digest) continue;
-      if (await catalog.getBlock(digest)) continue;
-      if (!dryRun) await deletes.run(() => blocks.delete(info.key));
-      counters.orphansDeleted++;
-      counters.orphanBytes += info.size;
-    }
-    for await (const info of blocks.list(KeyPrefix.segments)) {
-      const digest = parseSegmentKey(info.key);
-      if (info.mtimeMs >= orphanBefore || !digest || liveSegments.has(digest.toString('hex'))) continue;
-      if (await catalog.getSegment(digest)) continue;
-      if (!dryRun) await deletes.run(() => blocks.delete(info.key));
-      counters.orphansDeleted++;
-      counters.orphanBytes += info.size;
+    // Objects old enough that no writer can be about to register them, and that the catalog lacks.
+    const orphans = [
+      { prefix: KeyPrefix.blocks, parse: parseBlockKey, known: async (d: Buffer) => (await catalog.getBlock(d)) !== undefined },
+      { prefix: KeyPrefix.segments, parse: parseSegmentKey, known: async (d: Buffer) => liveSegments.has(d.toString('hex')) || (await catalog.getSegment(d)) !== undefined },
+    ];
+    for (const kind of orphans) {
+      for await (const info of blocks.list(kind.prefix)) {
+        throwIfAborted(options.signal);
+        const digest = kind.parse(info.key);
+        if (info.mtimeMs >= orphanBefore || !digest || (await kind.known(digest))) continue;
+        if (!dryRun) await deletes.run(() => blocks.delete(info.key));
+        counters.orphansDeleted++;
+        counters.orphanBytes += info.size;
+      }
     }
     // Invalid markers of blocks that are gone or were stored again (a scrub sets the state right
     // after writing the marker; not counted as orphans: they hold no data).

@@ -1,8 +1,8 @@
 import { realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { BlockMap, SPARSE_ENTRY, blockCount, segmentCount } from '../objects/block-map.js';
+import { BlockMap, blockCount, segmentCount } from '../objects/block-map.js';
 import { confirmBadBlock, fetchBlock } from '../objects/block-reader.js';
-import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
+import { DIGEST_LENGTH, SEGMENT_ENTRIES, SPARSE_ENTRY } from '../objects/formats.js';
 import { InterruptedError, UsageError, isBackyError, isBadBlock } from '../errors.js';
 import { resolveVersion } from './versions.js';
 import { versionResource, withLocks } from '../catalog/locking.js';

@@ -1,9 +1,9 @@
 import { createHash, randomInt } from 'node:crypto';
-import { BlockMap, SPARSE_ENTRY, blockCount, loadSegment } from '../objects/block-map.js';
+import { BlockMap, blockCount, loadSegment } from '../objects/block-map.js';
 import { confirmBadBlock, fetchBlock } from '../objects/block-reader.js';
 import { BlockState, type VersionRecord } from '../catalog/catalog.js';
 import { NotFoundError, UsageError, isBackyError, isBadBlock } from '../errors.js';
-import { DIGEST_ALGORITHM, DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
+import { DIGEST_ALGORITHM, DIGEST_LENGTH, SEGMENT_ENTRIES, SPARSE_ENTRY } from '../objects/formats.js';
 import { acquireLocks, versionResource } from '../catalog/locking.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { TaskGroup } from '../pipeline/task-group.js';

@@ -1,6 +1,6 @@
-import { BlockMap, SPARSE_ENTRY, blockCount, loadSegment } from '../objects/block-map.js';
+import { BlockMap, blockCount, loadSegment } from '../objects/block-map.js';
 import type { VersionRecord, VersionStats } from '../catalog/catalog.js';
-import { DIGEST_LENGTH, SEGMENT_ENTRIES } from '../objects/formats.js';
+import { DIGEST_LENGTH, SEGMENT_ENTRIES, SPARSE_ENTRY } from '../objects/formats.js';
 import type { Store } from '../store.js';
 import { resolveVersion } from './versions.js';
 

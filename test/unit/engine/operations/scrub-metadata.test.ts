@@ -6,10 +6,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { backup } from '../../../../src/engine/operations/backup.js';
 import { rebuildCatalogAt, openWithoutCatalog } from '../../../../src/engine/operations/catalog-rebuild.js';
 import { restore } from '../../../../src/engine/operations/restore.js';
-import { scrub, type ScrubFinding, type ScrubResult } from '../../../../src/engine/operations/scrub.js';
 import { StoreKeys } from '../../../../src/engine/objects/store-keys.js';
 import { openStore, type Store } from '../../../../src/engine/store.js';
 import { makeImage } from '../../../helpers/image.js';
+import { runScrub } from '../../../helpers/scrub.js';
 import { TEST_BLOCK_SIZE as B, makeTempStore } from '../../../helpers/store.js';
 import { makeTempDir } from '../../../helpers/temp.js';
 
@@ -19,16 +19,6 @@ afterEach(async () => {
   stores = [];
 });
 
-async function runScrub(s: Store, options: Parameters<typeof scrub>[1]): Promise<{ findings: ScrubFinding[]; result: ScrubResult }> {
-  const findings: ScrubFinding[] = [];
-  const run = scrub(s, options);
-  let step = await run.next();
-  while (!step.done) {
-    findings.push(step.value);
-    step = await run.next();
-  }
-  return { findings, result: step.value };
-}
 
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 

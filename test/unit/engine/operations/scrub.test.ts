@@ -4,11 +4,11 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { backup } from '../../../../src/engine/operations/backup.js';
 import { restore } from '../../../../src/engine/operations/restore.js';
-import { scrub, type ScrubFinding, type ScrubResult } from '../../../../src/engine/operations/scrub.js';
 import { rebuildCatalog } from '../../../../src/engine/operations/catalog-rebuild.js';
 import { SqliteCatalog } from '../../../../src/engine/catalog/sqlite-catalog.js';
 import { assembleStore, type Store } from '../../../../src/engine/store.js';
 import { makeImage } from '../../../helpers/image.js';
+import { runScrub } from '../../../helpers/scrub.js';
 import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../../helpers/store.js';
 import { makeTempDir } from '../../../helpers/temp.js';
 
@@ -18,16 +18,6 @@ afterEach(async () => {
   store = undefined;
 });
 
-async function runScrub(s: Store, options: Parameters<typeof scrub>[1]): Promise<{ findings: ScrubFinding[]; result: ScrubResult }> {
-  const findings: ScrubFinding[] = [];
-  const it = scrub(s, options);
-  let step = await it.next();
-  while (!step.done) {
-    findings.push(step.value);
-    step = await it.next();
-  }
-  return { findings, result: step.value };
-}
 
 const keyOf = (data: Buffer) => {
   const hex = createHash('sha256').update(data).digest('hex');

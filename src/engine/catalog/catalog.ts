@@ -120,7 +120,14 @@ export interface VersionFilter {
   readonly kind?: VersionKind;
 }
 
-export interface Catalog {
+/**
+ * The catalog, as the role interfaces below composed: each engine module takes only the roles it
+ * uses, so a second implementation (a shared PostgreSQL catalog) has one contract per concern.
+ */
+export interface Catalog extends CatalogIdentity, VersionCatalog, BlockIndex, SegmentCatalog, LockTable, CleanupMarks, ScrubWorkList {}
+
+/** Which catalog this is, and of which store. */
+export interface CatalogIdentity {
   /** Where the catalog lives, for messages. */
   readonly location: string;
   /**
@@ -128,14 +135,15 @@ export interface Catalog {
    * from a private copy, locks are not taken (nobody can change the store), and writes throw.
    */
   readonly readOnly: boolean;
-
-  // Identity
   /** This catalog's id, and the id of the store it belongs to (null before it was bound to one). */
   identity(): Promise<{ catalogId: string; storeId: string | null }>;
   /** Binds the catalog to a store, when the store is created, adopted or rebuilt. */
   bindToStore(storeId: string): Promise<void>;
+  close(): Promise<void>;
+}
 
-  // Images and versions
+/** Images and their versions. */
+export interface VersionCatalog {
   /** Block size fixed for `image`, or undefined for a new image. */
   imageBlockSize(image: string): Promise<number | undefined>;
   /** Records a new, incomplete version (and its image when new). */
@@ -166,8 +174,10 @@ export interface Catalog {
   setStatus(uid: string, status: VersionStatus): Promise<void>;
   addTags(uid: string, tags: readonly string[]): Promise<void>;
   removeTags(uid: string, tags: readonly string[]): Promise<void>;
+}
 
-  // Blocks
+/** The stored blocks: their state (valid, invalid, being deleted) and last reference. */
+export interface BlockIndex {
   getBlock(digest: Uint8Array): Promise<BlockRecord | undefined>;
   /**
    * Marks a block as referenced now, which protects it from a concurrent cleanup (unless the
@@ -183,14 +193,30 @@ export interface Catalog {
   invalidBlocks(): Promise<Buffer[]>;
   /** Number and stored bytes of known blocks, and how many are invalid. */
   blockTotals(): Promise<{ blocks: number; bytes: number; invalid: number }>;
+  /**
+   * For a writer that met a `deleting` block: when no cleanup runs any more, turns the row into
+   * `invalid` (the writer then stores the block again) and returns 'taken'; 'busy' while a cleanup
+   * runs; 'gone' when the row no longer exists.
+   */
+  takeOverDeleting(digest: Uint8Array): Promise<'taken' | 'busy' | 'gone'>;
+}
 
-  // Map segments
+/** Block map segments (their payloads; the block store holds the durable copies). */
+export interface SegmentCatalog {
   /** Stores a segment (idempotent; a damaged payload of the same digest is replaced). */
   putSegment(digest: Uint8Array, entries: number, data: Uint8Array): Promise<void>;
   /** A segment's payload, or undefined when unknown. */
   getSegment(digest: Uint8Array): Promise<Buffer | undefined>;
+  /** Every segment of the catalog with its last-touch time. */
+  listSegments(): Promise<{ digest: Buffer; touchedAt: number }[]>;
+  /** Refreshes a segment's touch time; false when the catalog does not have it. */
+  touchSegment(digest: Uint8Array): Promise<boolean>;
+  /** Deletes segment rows last touched before `before`; returns the digests deleted. */
+  deleteSegments(digests: readonly Uint8Array[], before: number): Promise<Buffer[]>;
+}
 
-  // Scrub (a work list of distinct blocks, so memory does not grow with the versions' size)
+/** A scrub's work list of distinct blocks, so memory does not grow with the versions' size. */
+export interface ScrubWorkList {
   /** Starts an empty work list (temporary, this connection only). */
   beginScrubList(): Promise<void>;
   /** Adds blocks not on the list yet, in order; returns the bytes newly added. */
@@ -199,8 +225,10 @@ export interface Catalog {
   scrubListBatch(after: number, limit: number): Promise<{ position: number; digest: Buffer; length: number }[]>;
   /** Drops the work list. */
   endScrubList(): Promise<void>;
+}
 
-  // Cleanup (mark and sweep; see cleanup.ts)
+/** Cleanup's mark and sweep (see operations/cleanup.ts). */
+export interface CleanupMarks {
   /** Starts a mark phase: an empty set of live block digests (temporary, this connection only). */
   beginMark(): Promise<void>;
   /** Adds segment entries (n × 32 bytes; sparse entries are ignored) to the live set. */
@@ -218,20 +246,10 @@ export interface Catalog {
   deletingBlocks(limit: number): Promise<BlockRecord[]>;
   /** Removes the rows of blocks that are still `deleting` (their objects are gone). */
   forgetDeletedBlocks(digests: readonly Uint8Array[]): Promise<void>;
-  /**
-   * For a writer that met a `deleting` block: when no cleanup runs any more, turns the row into
-   * `invalid` (the writer then stores the block again) and returns 'taken'; 'busy' while a cleanup
-   * runs; 'gone' when the row no longer exists.
-   */
-  takeOverDeleting(digest: Uint8Array): Promise<'taken' | 'busy' | 'gone'>;
-  /** Every segment of the catalog with its last-touch time. */
-  listSegments(): Promise<{ digest: Buffer; touchedAt: number }[]>;
-  /** Refreshes a segment's touch time; false when the catalog does not have it. */
-  touchSegment(digest: Uint8Array): Promise<boolean>;
-  /** Deletes segment rows last touched before `before`; returns the digests deleted. */
-  deleteSegments(digests: readonly Uint8Array[], before: number): Promise<Buffer[]>;
+}
 
-  // Locks
+/** Locks (see catalog/locking.ts for who takes which). */
+export interface LockTable {
   /**
    * Takes a lock, first releasing locks whose holder process is gone.
    * @throws {LockedError} when a live holder has a conflicting lock
@@ -242,6 +260,7 @@ export interface Catalog {
   listLocks(resource?: string): Promise<LockRecord[]>;
   /** Refreshes the heartbeat of our locks. */
   heartbeat(ids: readonly number[]): Promise<void>;
-
-  close(): Promise<void>;
 }
+
+/** The lock resource a running cleanup holds (writers that meet its deletes wait for it). */
+export const CLEANUP_RESOURCE = 'cleanup';

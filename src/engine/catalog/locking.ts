@@ -17,7 +17,7 @@
  * Shared locks never conflict, so restores, scrubs, mounts and backups of different images all
  * run at the same time; `db rebuild` works on an empty catalog only.
  */
-import type { Catalog, LockRecord, LockRequest } from './catalog.js';
+import type { LockRecord, LockRequest, LockTable } from './catalog.js';
 import { HEARTBEAT_INTERVAL_MS } from './holder.js';
 
 /** Lock resource of an image. */
@@ -35,7 +35,7 @@ export interface HeldLocks {
  * Takes all `requests` in order, or none.
  * @throws {LockedError} when one of them is held by a live process in a conflicting mode
  */
-export async function acquireLocks(catalog: Catalog, requests: readonly LockRequest[]): Promise<HeldLocks> {
+export async function acquireLocks(catalog: LockTable, requests: readonly LockRequest[]): Promise<HeldLocks> {
   const locks: LockRecord[] = [];
   try {
     for (const request of requests) locks.push(await catalog.acquireLock(request));
@@ -65,7 +65,7 @@ export async function acquireLocks(catalog: Catalog, requests: readonly LockRequ
  * @example
  * await withLocks(catalog, [{ resource: versionResource(uid), mode: 'shared', operation: 'restore' }], () => restore());
  */
-export async function withLocks<T>(catalog: Catalog, requests: readonly LockRequest[], fn: () => Promise<T>): Promise<T> {
+export async function withLocks<T>(catalog: LockTable, requests: readonly LockRequest[], fn: () => Promise<T>): Promise<T> {
   const held = await acquireLocks(catalog, requests);
   try {
     return await fn();

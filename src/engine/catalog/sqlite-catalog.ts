@@ -14,6 +14,7 @@ import {
 import { DIGEST_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
 import {
   BlockState,
+  CLEANUP_RESOURCE,
   type BlockRecord,
   type BlockStateValue,
   type Catalog,
@@ -467,7 +468,7 @@ export class SqliteCatalog implements Catalog {
   async takeOverDeleting(digest: Uint8Array): Promise<'taken' | 'busy' | 'gone'> {
     const now = Date.now();
     return this.#write(() => {
-      const cleanups = this.#all<LockRow>("SELECT * FROM locks WHERE resource = 'cleanup'");
+      const cleanups = this.#all<LockRow>('SELECT * FROM locks WHERE resource = ?', CLEANUP_RESOURCE);
       if (cleanups.some((row) => isHolderAlive(row, row.heartbeat_at, now))) return 'busy';
       const changed = this.#run('UPDATE blocks SET state = 1, last_ref = ? WHERE digest = ? AND state = 2', now, digest);
       if (changed === 1) return 'taken';

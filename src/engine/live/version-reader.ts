@@ -1,6 +1,6 @@
 import type { BlockCache } from './block-cache.js';
 import { BlockMap, blockCount, dataBytes, type MapStorage } from '../objects/block-map.js';
-import type { VersionRecord } from '../catalog/catalog.js';
+import type { VersionCatalog, VersionRecord } from '../catalog/catalog.js';
 import { UsageError } from '../errors.js';
 
 const MAX_STREAMS = 8;
@@ -49,7 +49,7 @@ export class VersionReader {
    * Opens a committed version for reading.
    * @throws {UsageError} when the version is incomplete
    */
-  static async open(storage: MapStorage, version: VersionRecord, cache: BlockCache, options: VersionReaderOptions = {}): Promise<VersionReader> {
+  static async open(storage: MapStorage & { readonly catalog: VersionCatalog }, version: VersionRecord, cache: BlockCache, options: VersionReaderOptions = {}): Promise<VersionReader> {
     if (version.status === 'incomplete') throw new UsageError(`Version "${version.uid}" is incomplete and cannot be read`);
     const segments = await storage.catalog.versionSegments(version.uid);
     return new VersionReader(version, new BlockMap(storage, segments, blockCount(version.size, version.blockSize)), cache, options);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
-import type { Catalog } from '../catalog/catalog.js';
+import type { SegmentCatalog } from '../catalog/catalog.js';
 import { CorruptBlockError, isBadBlock } from '../errors.js';
 import {
   DIGEST_ALGORITHM,
@@ -17,7 +17,7 @@ import { StoreKeys } from './store-keys.js';
 
 /** Where segments are kept: the catalog, with the block store as the durable copy. */
 export interface MapStorage {
-  readonly catalog: Catalog;
+  readonly catalog: SegmentCatalog;
   readonly blocks: BlockStore;
 }
 

@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { encodeObjectHeader } from './object-codec.js';
-import { BlockState, type Catalog } from '../catalog/catalog.js';
+import { BlockState, type BlockIndex } from '../catalog/catalog.js';
 import { throwIfAborted } from '../errors.js';
 import { OBJECT_HEADER_LENGTH, ObjectKind } from './formats.js';
 import type { PooledBuffer } from '../pipeline/buffer-pool.js';
@@ -29,7 +29,7 @@ export interface BlockWriterOptions {
  * await writer.flush(); // before publishing anything that refers to the blocks
  */
 export class BlockWriter {
-  readonly #catalog: Catalog;
+  readonly #catalog: BlockIndex;
   readonly #blocks: BlockStore;
   readonly #puts: Semaphore;
   readonly #signal: AbortSignal | undefined;
@@ -38,7 +38,7 @@ export class BlockWriter {
   readonly #recent = new LRUCache<string, true>({ max: 65536 });
   #pending: { digest: Uint8Array; length: number; storedLength: number }[] = [];
 
-  constructor(catalog: Catalog, blocks: BlockStore, options: BlockWriterOptions = {}) {
+  constructor(catalog: BlockIndex, blocks: BlockStore, options: BlockWriterOptions = {}) {
     this.#catalog = catalog;
     this.#blocks = blocks;
     this.#puts = new Semaphore(options.writers ?? 8);

@@ -5,7 +5,7 @@
  * as JSON.
  */
 import { createHash } from 'node:crypto';
-import { decodeSegment, encodeSegment, loadSegment, type MapStorage } from '../objects/block-map.js';
+import { decodeSegment, encodeSegment, loadSegment } from '../objects/block-map.js';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { BlockState, type Catalog } from '../catalog/catalog.js';
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
@@ -103,7 +103,7 @@ export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
  * @param segmentsSeen per segment already imported, whether all its blocks are good
  * @returns true when every block is present and good
  */
-async function importManifest(store: MapStorage, manifest: Manifest, segmentsSeen = new Map<string, boolean>()): Promise<boolean> {
+async function importManifest(store: Store, manifest: Manifest, segmentsSeen = new Map<string, boolean>()): Promise<boolean> {
   const segments = manifest.segments.map((hex) => Buffer.from(hex, 'hex'));
   let complete = true;
   for (const digest of segments) {
@@ -120,7 +120,7 @@ async function importManifest(store: MapStorage, manifest: Manifest, segmentsSee
 }
 
 /** Puts a segment into the catalog; false when it cannot be read or uses a missing or invalid block. */
-async function importSegment(store: MapStorage, digest: Buffer): Promise<boolean> {
+async function importSegment(store: Store, digest: Buffer): Promise<boolean> {
   let entries: Buffer;
   try {
     entries = await loadSegment(store, digest);

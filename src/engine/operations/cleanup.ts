@@ -14,7 +14,7 @@
  * `deleting` rows that the next run finishes first: it can be killed at any moment.
  */
 import { BlockMap, blockCount, saveSegmentObject } from '../objects/block-map.js';
-import { BlockState } from '../catalog/catalog.js';
+import { BlockState, CLEANUP_RESOURCE } from '../catalog/catalog.js';
 import { ConflictError, isBackyError, throwIfAborted } from '../errors.js';
 import { acquireLocks } from '../catalog/locking.js';
 import { Semaphore } from '../pipeline/semaphore.js';
@@ -31,7 +31,6 @@ import { KeyPrefix, StoreKeys, parseBlockKey, parseInvalidMarkerKey, parseManife
 export const ORPHAN_CLOCK_SLACK_MS = 10 * 60 * 1000;
 
 /** The lock of a running cleanup; writers that meet a `deleting` block look for it. */
-export const CLEANUP_RESOURCE = 'cleanup';
 
 /** Options of {@link cleanup}. */
 export interface CleanupOptions {

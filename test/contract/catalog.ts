@@ -1,0 +1,150 @@
+import { randomBytes } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLEANUP_RESOURCE, type Catalog, type NewVersion } from '../../src/engine/catalog/catalog.js';
+
+const version = (uid: string, image = 'vm1', createdAt = 1000, kind: NewVersion['kind'] = 'backup'): NewVersion => ({
+  uid,
+  image,
+  createdAt,
+  size: 100,
+  blockSize: 64,
+  snapshot: null,
+  baseUid: null,
+  source: '/dev/x',
+  kind,
+});
+const stats = { bytesRead: 1, bytesWritten: 2, bytesDeduplicated: 3, bytesSparse: 4, bytesSkipped: 5, blocksRead: 6, blocksWritten: 7, durationSeconds: 8 };
+
+/**
+ * The contract every catalog implementation keeps, one role at a time. A new catalog is done
+ * when this suite passes against it.
+ * @param name names the implementation in test titles
+ * @param open makes a new, empty catalog bound to nothing
+ */
+export function describeCatalog(name: string, open: () => Promise<Catalog>): void {
+  describe(`${name} catalog contract`, () => {
+    const opened: Catalog[] = [];
+    afterEach(async () => {
+      for (const c of opened.splice(0)) await c.close();
+    });
+    const make = async () => {
+      const c = await open();
+      opened.push(c);
+      return c;
+    };
+
+    it('identity(): a catalog id of its own, bound to a store once told', async () => {
+      const c = await make();
+      const { catalogId, storeId } = await c.identity();
+      expect(catalogId).toMatch(/^[0-9a-f]{32}$/);
+      expect(storeId).toBeNull();
+      await c.bindToStore('ab'.repeat(16));
+      expect(await c.identity()).toEqual({ catalogId, storeId: 'ab'.repeat(16) });
+    });
+
+    it('createVersion() and commitVersion() move a version from incomplete to valid with its map', async () => {
+      const c = await make();
+      await c.createVersion(version('v1'));
+      expect((await c.getVersion('v1'))?.status).toBe('incomplete');
+      expect(await c.latestValidVersion('vm1')).toBeUndefined();
+      const segs = [randomBytes(32), randomBytes(32)];
+      await c.commitVersion('v1', { segments: segs, stats, tags: ['b', 'a'], allocated: 1234 });
+      const v = await c.getVersion('v1');
+      expect(v).toMatchObject({ status: 'valid', tags: ['a', 'b'], stats, image: 'vm1', blockSize: 64, kind: 'backup', allocated: 1234 });
+      expect((await c.versionSegments('v1')).map((d) => d.toString('hex'))).toEqual(segs.map((d) => d.toString('hex')));
+      expect((await c.latestValidVersion('vm1'))?.uid).toBe('v1');
+      await expect(c.commitVersion('v1', { segments: segs, stats, tags: [], allocated: 0 })).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    });
+
+    it('listVersions() filters by image, tag, status and kind, oldest first; latestValidVersion() by kind', async () => {
+      const c = await make();
+      await c.createVersion(version('v2', 'vm1', 2000, 'cow'));
+      await c.createVersion(version('v1', 'vm1', 1000));
+      await c.createVersion(version('v3', 'vm2', 3000));
+      await c.commitVersion('v1', { segments: [], stats, tags: ['keep'], allocated: 0 });
+      await c.commitVersion('v2', { segments: [], stats, tags: [], allocated: 0 });
+      expect((await c.listVersions()).map((v) => v.uid)).toEqual(['v1', 'v2', 'v3']);
+      expect((await c.listVersions({ image: 'vm1' })).map((v) => v.uid)).toEqual(['v1', 'v2']);
+      expect((await c.listVersions({ tag: 'keep' })).map((v) => v.uid)).toEqual(['v1']);
+      expect((await c.listVersions({ status: 'incomplete' })).map((v) => v.uid)).toEqual(['v3']);
+      expect((await c.listVersions({ kind: 'cow' })).map((v) => v.uid)).toEqual(['v2']);
+      expect((await c.latestValidVersion('vm1'))?.uid).toBe('v2');
+      expect((await c.latestValidVersion('vm1', 'backup'))?.uid).toBe('v1');
+    });
+
+    it('deleteVersion() removes the image with its last version, so a new block size can be chosen', async () => {
+      const c = await make();
+      await c.createVersion(version('v1'));
+      expect(await c.imageBlockSize('vm1')).toBe(64);
+      await c.deleteVersion('v1');
+      expect(await c.imageBlockSize('vm1')).toBeUndefined();
+      await expect(c.deleteVersion('v1')).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    });
+
+    it('touchBlock() tells the state and protects all but blocks being deleted', async () => {
+      const c = await make();
+      const d = randomBytes(32);
+      expect(await c.touchBlock(d)).toBeUndefined();
+      await c.registerBlocks([{ digest: d, length: 10, storedLength: 10 }]);
+      expect(await c.touchBlock(d)).toBe(0);
+      await c.setBlockState([d], 1);
+      const before = Date.now();
+      expect(await c.touchBlock(d)).toBe(1);
+      expect((await c.getBlock(d))?.lastRef).toBeGreaterThanOrEqual(before);
+      await c.beginMark();
+      expect(await c.claimGarbageBlocks(before + 1000, 10)).toHaveLength(1);
+      expect(await c.touchBlock(d)).toBe(2);
+      await c.endMark();
+    });
+
+    it('takeOverDeleting() waits while a cleanup holds its lock, and takes the block over after', async () => {
+      const c = await make();
+      const d = randomBytes(32);
+      await c.registerBlocks([{ digest: d, length: 10, storedLength: 10 }]);
+      await c.beginMark();
+      await c.claimGarbageBlocks(Date.now() + 1000, 10);
+      await c.endMark();
+      const cleanup = await c.acquireLock({ resource: CLEANUP_RESOURCE, mode: 'exclusive', operation: 'cleanup' });
+      expect(await c.takeOverDeleting(d)).toBe('busy');
+      await c.releaseLock(cleanup.id);
+      expect(await c.takeOverDeleting(d)).toBe('taken');
+      expect((await c.getBlock(d))?.state).toBe(1);
+      expect(await c.takeOverDeleting(randomBytes(32))).toBe('gone');
+    });
+
+    it('putSegment() is idempotent and replaces a damaged payload of the same digest', async () => {
+      const c = await make();
+      const d = randomBytes(32);
+      await c.putSegment(d, 1, Buffer.from('good'));
+      await c.putSegment(d, 1, Buffer.from('good'));
+      expect((await c.getSegment(d))?.toString()).toBe('good');
+      await c.putSegment(d, 1, Buffer.from('repaired'));
+      expect((await c.getSegment(d))?.toString()).toBe('repaired');
+      expect(await c.touchSegment(d)).toBe(true);
+      expect(await c.touchSegment(randomBytes(32))).toBe(false);
+    });
+
+    it('the scrub work list holds each block once, in the order added', async () => {
+      const c = await make();
+      const [a, b] = [randomBytes(32), randomBytes(32)];
+      await c.beginScrubList();
+      expect(await c.addToScrubList([{ digest: a, length: 5 }, { digest: b, length: 7 }, { digest: a, length: 5 }])).toBe(12);
+      const batch = await c.scrubListBatch(0, 10);
+      expect(batch.map((r) => r.digest.toString('hex'))).toEqual([a.toString('hex'), b.toString('hex')]);
+      expect(await c.scrubListBatch(batch[1]!.position, 10)).toEqual([]);
+      await c.endScrubList();
+    });
+
+    it('acquireLock() refuses conflicting live locks and allows shared ones together', async () => {
+      const c = await make();
+      const a = await c.acquireLock({ resource: 'version:v1', mode: 'shared', operation: 'restore' });
+      await c.acquireLock({ resource: 'version:v1', mode: 'shared', operation: 'restore' });
+      await expect(c.acquireLock({ resource: 'version:v1', mode: 'exclusive', operation: 'rm' })).rejects.toMatchObject({
+        code: 'E_LOCKED',
+        message: expect.stringContaining('restore by process'),
+      });
+      await c.releaseLock(a.id);
+      expect((await c.listLocks('version:v1')).length).toBe(1);
+    });
+  });
+}

@@ -9,8 +9,8 @@ export interface CommandContext {
 
 /** The global options as seen from a subcommand. */
 export function globalsOf(command: Command): Globals {
-  const all = command.optsWithGlobals<{ store?: string; config?: string; json?: boolean; debug?: boolean }>();
-  return { store: all.store, config: all.config, json: all.json === true, debug: all.debug === true };
+  const all = command.optsWithGlobals<{ store?: string; config?: string; json?: boolean; debug?: boolean; passwordFile?: string; keyFile?: string }>();
+  return { store: all.store, config: all.config, json: all.json === true, debug: all.debug === true, passwordFile: all.passwordFile, keyFile: all.keyFile };
 }
 
 /** Splits a comma-separated option value (`-t a,b`) into trimmed, non-empty parts. */

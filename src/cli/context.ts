@@ -2,15 +2,17 @@ import { openWithoutCatalog } from '../engine/operations/catalog-rebuild.js';
 import { loadConfig, type Config } from '../engine/support/config.js';
 import { openStore, type Store } from '../engine/store.js';
 import type { CliIo, Globals } from './io.js';
+import { keyProvider } from './keys.js';
 
 /** Opens the store that the global options and environment name, runs `fn`, and closes it. */
-export function withStore<T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>): Promise<T> {
-  return withOpened(globals, io, openStore, fn);
+export function withStore<T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>, options: { withoutKey?: boolean } = {}): Promise<T> {
+  return withOpened(globals, io, (config) => openStore(config, { keys: keyProvider(globals, io), withoutKey: options.withoutKey === true }), fn);
 }
 
 /** Like withStore, for one version read straight from the block store (restore --no-catalog). */
 export function withoutCatalog(uid: string) {
-  return <T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>): Promise<T> => withOpened(globals, io, (config) => openWithoutCatalog(config, uid), fn);
+  return <T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>): Promise<T> =>
+    withOpened(globals, io, (config) => openWithoutCatalog(config, uid, { keys: keyProvider(globals, io) }), fn);
 }
 
 async function withOpened<T>(globals: Globals, io: CliIo, open: (config: Config) => Promise<Store>, fn: (store: Store) => Promise<T>): Promise<T> {

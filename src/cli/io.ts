@@ -9,6 +9,8 @@ export interface CliIo {
   readonly env: NodeJS.ProcessEnv;
   /** Fires on SIGINT/SIGTERM. */
   readonly signal?: AbortSignal | undefined;
+  /** Asks for a secret on the terminal without echo; undefined when there is no terminal. */
+  readonly readSecret?: ((prompt: string) => Promise<string | undefined>) | undefined;
 }
 
 /** Options every command accepts. */
@@ -21,6 +23,10 @@ export interface Globals {
   readonly json: boolean;
   /** `--debug`: stack traces of internal errors. */
   readonly debug: boolean;
+  /** `--password-file FILE`: the passphrase of an encrypted store. */
+  readonly passwordFile?: string | undefined;
+  /** `--key-file FILE`: a raw key file of an encrypted store. */
+  readonly keyFile?: string | undefined;
 }
 
 /** The process's own streams. */
@@ -32,7 +38,38 @@ export function processIo(signal?: AbortSignal): CliIo {
     stderrIsTTY: process.stderr.isTTY === true,
     env: process.env,
     signal,
+    readSecret: process.stdin.isTTY ? readSecretFromTerminal : undefined,
   };
+}
+
+/** Reads a line from the terminal with echo off (a passphrase). */
+async function readSecretFromTerminal(prompt: string): Promise<string | undefined> {
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  stdin.setRawMode(true);
+  stdin.resume();
+  try {
+    return await new Promise<string | undefined>((resolve) => {
+      let line = '';
+      const onData = (chunk: Buffer) => {
+        for (const ch of chunk.toString('utf8')) {
+          if (ch === '\r' || ch === '\n') return done(line);
+          if (ch === '\u0003' || ch === '\u0004') return done(undefined); // Ctrl-C, Ctrl-D
+          if (ch === '\u007f' || ch === '\b') line = line.slice(0, -1);
+          else line += ch;
+        }
+      };
+      const done = (value: string | undefined) => {
+        stdin.off('data', onData);
+        resolve(value);
+      };
+      stdin.on('data', onData);
+    });
+  } finally {
+    stdin.setRawMode(false);
+    stdin.pause();
+    process.stderr.write('\n');
+  }
 }
 
 /** Writes one JSON document and a newline. */

@@ -5,6 +5,7 @@ import { registerBackup } from './commands/backup.js';
 import { registerCleanup } from './commands/cleanup.js';
 import { registerDb } from './commands/db.js';
 import { registerInit } from './commands/init.js';
+import { registerKey } from './commands/key.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
 import { registerNbd } from './commands/nbd.js';
@@ -23,6 +24,8 @@ export function buildProgram(ctx: CommandContext): Command {
     .version(PACKAGE_VERSION, '-V, --version', 'print the version')
     .addOption(new Option('--store <path>', 'store directory (catalog and blocks); overrides config and BACKY2_STORE').env('BACKY2_STORE'))
     .addOption(new Option('-c, --config <file>', 'YAML config file (default: BACKY2_CONFIG, else /etc/backy2.yaml if present)'))
+    .option('--password-file <file>', 'passphrase of an encrypted store (else BACKY2_PASSWORD_FILE, BACKY2_PASSWORD, or asked on a terminal)')
+    .option('--key-file <file>', 'raw key file of an encrypted store (private to its owner), for unattended hosts')
     .option('--debug', 'show stack traces of internal errors')
     .showHelpAfterError(false)
     .exitOverride()
@@ -58,6 +61,7 @@ ${EXIT_STATUS_HELP}
   registerDb(program, ctx);
   registerMount(program, ctx);
   registerNbd(program, ctx);
+  registerKey(program, ctx);
   const configure = (command: Command): void => {
     command.exitOverride();
     command.configureOutput({ writeOut: (s) => ctx.io.stdout(s), writeErr: (s) => ctx.io.stderr(s), outputError: () => undefined });

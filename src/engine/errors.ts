@@ -15,6 +15,7 @@
  * | 3 | finished with problems (bad blocks found or restored, metadata repaired or lost) |
  * | 4 | not found: unknown version, image or source; no store at the path |
  * | 5 | conflict: target exists or is too small, version protected or too young, hints wrong |
+ * | 6 | key: wrong or missing passphrase or key file for an encrypted store |
  * | 10 | store unavailable: cannot open, read or write the store (includes disk full) |
  * | 11 | locked: another operation holds the image or version |
  * | 12 | I/O error on the source or the restore target |
@@ -29,6 +30,7 @@ export const ExitCode = {
   problems: 3,
   notFound: 4,
   conflict: 5,
+  key: 6,
   storeUnavailable: 10,
   locked: 11,
   io: 12,
@@ -82,6 +84,9 @@ export type NotFoundError = InstanceType<typeof NotFoundError>;
 /** The request conflicts with the state: existing target, protected version, wrong hints. */
 export const ConflictError = defineError('ConflictError', 'E_CONFLICT', ExitCode.conflict);
 export type ConflictError = InstanceType<typeof ConflictError>;
+/** The passphrase or key file does not open an encrypted store (or is missing, or not private). */
+export const KeyError = defineError('KeyError', 'E_KEY', ExitCode.key);
+export type KeyError = InstanceType<typeof KeyError>;
 /** Another operation holds a lock we need. */
 export const LockedError = defineError('LockedError', 'E_LOCKED', ExitCode.locked);
 export type LockedError = InstanceType<typeof LockedError>;

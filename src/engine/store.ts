@@ -5,20 +5,24 @@ import { FileStore } from './blockstore/file-store.js';
 import type { Catalog } from './catalog/catalog.js';
 import { SqliteCatalog } from './catalog/sqlite-catalog.js';
 import type { Config } from './support/config.js';
-import { NotFoundError, StoreUnavailableError } from './errors.js';
+import { KeyError, NotFoundError, StoreUnavailableError } from './errors.js';
 import { debug } from './support/debug.js';
 import { KeyPrefix } from './objects/store-keys.js';
 import {
+  canonicalSettings,
   loadStoreOwner,
   loadStoreSettings,
   newStoreSettings,
   saveStoreOwner,
   saveStoreSettings,
+  transformsOf,
   type StoreSettings,
 } from './objects/store-settings.js';
-import { HashPool } from './pipeline/hash-pool.js';
+import { deriveSealKeys, settingsCheck, unlockMasterKey, type KeySource } from './objects/key-files.js';
+import type { Transforms } from './objects/object-seal.js';
+import { BlockWorkers } from './pipeline/block-workers.js';
 
-/** An open store: settings, catalog, block store and the shared hash workers. */
+/** An open store: settings, catalog, block store and the shared block workers. */
 export interface Store {
   readonly config: Config;
   /** What the store says about itself (format, digest, transforms). */
@@ -27,13 +31,32 @@ export interface Store {
   readonly blocks: BlockStore;
   /** True when the store cannot be changed (read-only media): reading commands still work. */
   readonly readOnly: boolean;
-  /** Hash worker threads, started on first use and stopped by `close`. */
-  hasher(): HashPool;
+  /**
+   * How its objects are made (compression, encryption keys).
+   * @throws {KeyError} for an encrypted store opened without its key (commands that need no data do)
+   */
+  readonly transforms: Transforms;
+  /** The master key of an encrypted store once unlocked (key management rewraps it). */
+  readonly masterKey: Buffer | undefined;
+  /** The id of the key file whose passphrase unlocked it (undefined for a raw key file). */
+  readonly keyFile: string | undefined;
+  /** Block worker threads, started on first use and stopped by `close`. */
+  workers(): BlockWorkers;
   close(): Promise<void>;
 }
 
+/** Gives the key of an encrypted store when asked (passphrase from a file, the environment, a TTY). */
+export type KeyProvider = (storeId: string) => Promise<KeySource | undefined>;
+
 /** Options of {@link openStore}. */
 export interface OpenStoreOptions {
+  /** Where the key of an encrypted store comes from; asked only when the store is encrypted. */
+  readonly keys?: KeyProvider | undefined;
+  /**
+   * Open an encrypted store without its key: the catalog and the list of objects work, object
+   * contents do not (ls, rm, cleanup, key list). @default false
+   */
+  readonly withoutKey?: boolean;
   /**
    * Wraps the block store after the standard layers; tests insert their own layers here.
    * Layers, outermost first: this hook, fault injection (config.faults), the backend (file or
@@ -67,8 +90,9 @@ export async function openStore(config: Config, options: OpenStoreOptions = {}):
     const catalog = SqliteCatalog.open(location.catalogPath);
     try {
       const bound = await bindCatalog(blocks, catalog, settings);
+      const unlocked = await unlock(blocks, bound, options);
       debug(`store ${location.path} opened`);
-      return assembleStore(config, catalog, blocks, bound);
+      return assembleStore(config, catalog, blocks, bound, unlocked);
     } catch (err) {
       await catalog.close();
       throw err;
@@ -109,21 +133,80 @@ export async function blockStoreSettings(config: Config, blocks: BlockStore): Pr
 }
 
 /**
+ * The master key of an encrypted store, from the key provider; checks that the settings are the
+ * ones made with that key. A plaintext store that holds key files was tampered with (its
+ * encryption switched off): refused, or backups would go on in plaintext.
+ * @returns the master key, or undefined for a plaintext store (or `withoutKey`)
+ * @throws {KeyError} when the key is missing or wrong
+ * @throws {StoreUnavailableError} when the settings do not match the key, or were tampered with
+ */
+export async function unlock(blocks: BlockStore, settings: StoreSettings, options: OpenStoreOptions): Promise<Unlocked | undefined> {
+  if (settings.encryption === 'none') {
+    for await (const _ of blocks.list('keys/')) {
+      throw new StoreUnavailableError(`Store ${blocks.properties.location} says it is not encrypted, but holds key files: its settings were changed`, {
+        hint: 'restore the object "settings" from a copy of the store',
+      });
+    }
+    return undefined;
+  }
+  const source = await options.keys?.(settings.storeId);
+  if (!source) {
+    if (options.withoutKey) return undefined;
+    throw new KeyError(`Store ${blocks.properties.location} is encrypted: its passphrase or key file is needed`, {
+      hint: 'give --password-file FILE, BACKY2_PASSWORD_FILE or BACKY2_PASSWORD (or a terminal to ask on), or --key-file FILE',
+    });
+  }
+  if (source.kind === 'raw' && source.storeId !== settings.storeId) {
+    throw new KeyError(`Key file "${source.file}" belongs to store ${source.storeId.slice(0, 8)}…, not to ${blocks.properties.location} (${settings.storeId.slice(0, 8)}…)`);
+  }
+  const unlocked = await unlockMasterKey(blocks, settings.storeId, source);
+  if (settings.check !== settingsCheck(unlocked.master, settings.storeId, canonicalSettings(settings))) {
+    throw new StoreUnavailableError(`The settings of store ${blocks.properties.location} were changed without its key: refused`, {
+      hint: 'restore the object "settings" from a copy of the store',
+    });
+  }
+  return unlocked;
+}
+
+/** An unlocked encrypted store's master key, and the key file that opened it. */
+export interface Unlocked {
+  readonly master: Buffer;
+  readonly keyFile: string | undefined;
+}
+
+/**
  * Makes a Store of parts that are already open (tests use a memory block store and an
  * in-memory catalog). Closing the store closes the parts.
  * @param settings the store's settings @default those of a new store
+ * @param master the master key of an encrypted store, unlocked
  */
-export function assembleStore(config: Config, catalog: Catalog, blocks: BlockStore, settings: StoreSettings = newStoreSettings()): Store {
-  let hasher: HashPool | undefined;
+export function assembleStore(config: Config, catalog: Catalog, blocks: BlockStore, settings: StoreSettings = newStoreSettings(), unlocked?: Unlocked): Store {
+  const master = unlocked?.master;
+  let workers: BlockWorkers | undefined;
+  const encrypted = settings.encryption !== 'none';
+  const transforms = encrypted && !master ? undefined : transformsOf(settings, master ? deriveSealKeys(master, settings.storeId) : undefined);
+  const locked = () =>
+    new KeyError(`Store ${blocks.properties.location} is encrypted and was opened without its key: this needs it`, {
+      hint: 'give --password-file FILE, BACKY2_PASSWORD_FILE or BACKY2_PASSWORD, or --key-file FILE',
+    });
   return {
     config,
     settings,
     catalog,
     blocks,
     readOnly: catalog.readOnly || blocks.properties.readOnly,
-    hasher: () => (hasher ??= new HashPool(config.hashWorkers)),
+    get transforms(): Transforms {
+      if (!transforms) throw locked();
+      return transforms;
+    },
+    masterKey: master,
+    keyFile: unlocked?.keyFile,
+    workers: () => {
+      if (!transforms) throw locked();
+      return (workers ??= new BlockWorkers(config.hashWorkers, transforms));
+    },
     close: async () => {
-      await hasher?.close();
+      await workers?.close();
       await catalog.close();
       await blocks.close();
     },

@@ -5,11 +5,12 @@ import { BlockCache } from '../../src/engine/live/block-cache.js';
 import { defaultConfig } from '../../src/engine/support/config.js';
 import { CowSession } from '../../src/engine/live/cow-session.js';
 import { openStore } from '../../src/engine/store.js';
+import { fetchContextOf } from '../../src/engine/objects/block-reader.js';
 
 const [storeDir, image] = process.argv.slice(2);
 const config = { ...defaultConfig(storeDir ?? ''), spillDir: storeDir ?? '/tmp' };
 const store = await openStore(config);
-const cache = new BlockCache({ blocks: store.blocks, hasher: store.hasher() }, { maxBytes: 16 << 20 });
+const cache = new BlockCache(fetchContextOf(store), { maxBytes: 16 << 20 });
 process.stdout.write('ready\n');
 for (;;) {
   const base = await store.catalog.latestValidVersion(image ?? '');

@@ -30,10 +30,16 @@ export function registerRm(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runRm(options: { uids: readonly string[]; force?: boolean | undefined }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, async (store) => {
-    const removed = await removeVersions(store, options.uids, { force: options.force });
-    if (globals.json) printJson(io, removed.map((v) => ({ uid: v.uid, image: v.image })));
-    else for (const v of removed) io.stderr(`Removed ${v.uid} (${v.image})\n`);
-    return 0;
-  });
+  // Removing versions reads no object: an encrypted store's key is not needed.
+  return withStore(
+    globals,
+    io,
+    async (store) => {
+      const removed = await removeVersions(store, options.uids, { force: options.force });
+      if (globals.json) printJson(io, removed.map((v) => ({ uid: v.uid, image: v.image })));
+      else for (const v of removed) io.stderr(`Removed ${v.uid} (${v.image})\n`);
+      return 0;
+    },
+    { withoutKey: true },
+  );
 }

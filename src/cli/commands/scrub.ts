@@ -29,6 +29,7 @@ export function registerScrub(program: Command, ctx: CommandContext): void {
     .option('-s, --source <source>', 'also compare with the source, byte for byte (one version)')
     .option('--all', 'check every version; a block shared by versions is read once')
     .option('--image <image>', 'with --all: only versions of this image')
+    .option('--without-key', 'an encrypted store without its key: check headers and the checksum of every stored byte (finds bitrot), change nothing')
     .option('--json', 'print the counters and findings as one JSON object')
     .addHelpText(
       'after',
@@ -86,6 +87,7 @@ export async function runScrub(options: ScrubCommandOptions, globals: Globals, i
         image: options.image,
         percent: options.percent,
         source: options.source,
+        withoutKey: options.withoutKey,
         progress,
         signal: io.signal,
       });
@@ -111,5 +113,5 @@ export async function runScrub(options: ScrubCommandOptions, globals: Globals, i
     }
     const problems = result.badBlocks + result.sourceMismatches + result.badSegments + result.metadataRepaired;
     return problems > 0 || unrepaired ? ExitCode.problems : ExitCode.ok;
-  });
+  }, { withoutKey: options.withoutKey === true });
 }

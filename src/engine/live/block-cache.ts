@@ -20,7 +20,7 @@ export interface BlockCacheOptions {
  * block share one fetch; `prefetch` starts a fetch in the background for read-ahead.
  *
  * @example
- * const cache = new BlockCache({ blocks: store.blocks, hasher: store.hasher() }, { maxBytes: 256 << 20 });
+ * const cache = new BlockCache(fetchContextOf(store), { maxBytes: 256 << 20 });
  * const data = await cache.get(digest, length);
  */
 export class BlockCache {

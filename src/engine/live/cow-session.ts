@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { BlockCache } from './block-cache.js';
 import { BlockMapWriter, baseSegment } from '../objects/block-map-writer.js';
 import { BlockMap, blockCount, segmentCount } from '../objects/block-map.js';
-import { BlockWriter, newWriteCounters, storeHashedBlock } from '../objects/block-writer.js';
+import { blockWriterFor, newWriteCounters, storeHashedBlock } from '../objects/block-writer.js';
 import { BlockState, type VersionRecord } from '../catalog/catalog.js';
 import { debug } from '../support/debug.js';
 import { CorruptBlockError, IoError, UsageError, errnoCode } from '../errors.js';
@@ -302,7 +302,7 @@ export class CowSession {
     const blocks = blockCount(this.size, bs);
     const baseMap = new BlockMap(store, await store.catalog.versionSegments(this.base.uid), blocks);
     const mapWriter = new BlockMapWriter(store, blocks);
-    const writer = new BlockWriter(store.catalog, store.blocks, { writers: store.config.writers });
+    const writer = blockWriterFor(store, { writers: store.config.writers });
     const pool = new BufferPool(bs, 2);
     const counters = newWriteCounters();
     const byIndex = [...this.#dirty.keys()].sort((a, b) => a - b);
@@ -342,7 +342,7 @@ export class CowSession {
           await this.#spillRead(block.slot * bs, buf.payload.subarray(0, length));
           counters.bytesRead += length;
           counters.blocksRead++;
-          const entry = await storeHashedBlock(writer, await store.hasher().hash(buf, length), buf, length, counters);
+          const entry = await storeHashedBlock(writer, await store.workers().hash(buf, length), buf, length, counters);
           mapWriter.set(i, entry);
           updates.push({ block, generation, committed: entry === null ? 'zero' : Buffer.from(entry) });
         } finally {

@@ -4,6 +4,7 @@ import { CowSession } from './cow-session.js';
 import { acquireLocks, versionResource, type HeldLocks } from '../catalog/locking.js';
 import type { Store } from '../store.js';
 import { VersionReader, type Extent } from './version-reader.js';
+import { fetchContextOf } from '../objects/block-reader.js';
 
 /** Options of {@link OpenVersions}. */
 export interface OpenVersionsOptions {
@@ -50,7 +51,7 @@ export class OpenVersions {
   constructor(store: Store, options: OpenVersionsOptions) {
     this.#store = store;
     this.#options = options;
-    this.cache = new BlockCache({ blocks: store.blocks, hasher: store.hasher() }, {
+    this.cache = new BlockCache(fetchContextOf(store), {
       maxBytes: store.config.cacheBytes,
       fetchers: store.config.readers * 4,
       maxBlockSize: 64 << 20,

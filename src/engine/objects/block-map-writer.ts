@@ -86,7 +86,7 @@ export class BlockMapWriter {
 
   #seal(k: number, segment: OpenSegment): void {
     this.#open.delete(k);
-    const encoded = encodeSegment(segment.entries);
+    const encoded = encodeSegment(segment.entries, this.#storage.transforms);
     this.#digests[k] = encoded.digest;
     // Identical segments (e.g. all sparse) are saved once per run.
     const hex = encoded.digest.toString('hex');

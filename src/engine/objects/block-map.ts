@@ -1,12 +1,8 @@
-import { createHash } from 'node:crypto';
-import type { BlockStore } from '../blockstore/block-store.js';
-import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
 import type { SegmentCatalog } from '../catalog/catalog.js';
 import { CorruptBlockError, isBadBlock } from '../errors.js';
+import { getSealed, objectId, putSealed, type SealedStore, type Transforms } from './object-seal.js';
 import {
-  DIGEST_ALGORITHM,
   DIGEST_LENGTH,
-  OBJECT_HEADER_LENGTH,
   ObjectKind,
   SEGMENT_ENTRIES,
   SEGMENT_HEADER_LENGTH,
@@ -16,9 +12,8 @@ import { StoreKeys } from './store-keys.js';
 
 
 /** Where segments are kept: the catalog, with the block store as the durable copy. */
-export interface MapStorage {
+export interface MapStorage extends SealedStore {
   readonly catalog: SegmentCatalog;
-  readonly blocks: BlockStore;
 }
 
 /** Number of blocks of an image of `size` bytes. */
@@ -66,11 +61,11 @@ export async function dataBytes(map: BlockMap, geometry: { size: number; blockSi
  * Encodes segment entries (32 bytes each) into a segment payload.
  * @returns the payload and its digest
  */
-export function encodeSegment(entries: Uint8Array): { payload: Buffer; digest: Buffer } {
+export function encodeSegment(entries: Uint8Array, transforms: Transforms): { payload: Buffer; digest: Buffer } {
   const payload = Buffer.alloc(SEGMENT_HEADER_LENGTH + entries.length);
   payload.writeUInt32LE(entries.length / DIGEST_LENGTH, 0);
   payload.set(entries, SEGMENT_HEADER_LENGTH);
-  return { payload, digest: createHash(DIGEST_ALGORITHM).update(payload).digest() };
+  return { payload, digest: objectId(transforms, payload) };
 }
 
 /**
@@ -98,28 +93,27 @@ export async function saveSegment(storage: MapStorage, segment: { payload: Buffe
   // a damaged one.
   if (await storage.catalog.touchSegment(segment.digest)) {
     const cached = await storage.catalog.getSegment(segment.digest);
-    if (!cached || !matches(cached, segment.digest)) {
+    if (!cached || !matches(storage.transforms, cached, segment.digest)) {
       await storage.catalog.putSegment(segment.digest, (segment.payload.length - SEGMENT_HEADER_LENGTH) / DIGEST_LENGTH, segment.payload);
     }
-    const good = await loadSegmentObject(storage.blocks, segment.digest).then(
+    const good = await loadSegmentObject(storage, segment.digest).then(
       () => true,
       (err: unknown) => {
         if (isBadBlock(err)) return false;
         throw err;
       },
     );
-    if (!good) await saveSegmentObject(storage.blocks, segment);
+    if (!good) await saveSegmentObject(storage, segment);
     return;
   }
   // The row first: a cleanup that deleted the object meanwhile then finds it and writes it back.
   await storage.catalog.putSegment(segment.digest, (segment.payload.length - SEGMENT_HEADER_LENGTH) / DIGEST_LENGTH, segment.payload);
-  await saveSegmentObject(storage.blocks, segment);
+  await saveSegmentObject(storage, segment);
 }
 
 /** Writes a segment's durable copy into the block store. */
-export async function saveSegmentObject(blocks: BlockStore, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
-  const header = encodeObjectHeader(ObjectKind.segment, segment.digest, segment.payload.length);
-  await blocks.put(StoreKeys.segment(segment.digest), [header, segment.payload]);
+export async function saveSegmentObject(storage: SealedStore, segment: { payload: Buffer; digest: Buffer }): Promise<void> {
+  await putSealed(storage, ObjectKind.segment, StoreKeys.segment(segment.digest), segment.payload, segment.digest);
 }
 
 /**
@@ -131,32 +125,24 @@ export async function loadSegment(storage: MapStorage, digest: Buffer): Promise<
   const hex = digest.toString('hex');
   const cached = await storage.catalog.getSegment(digest);
   // The catalog's copy is checked like the stored one; a damaged one falls back to the object.
-  if (cached && matches(cached, digest)) return decodeSegment(cached, hex);
-  const payload = await loadSegmentObject(storage.blocks, digest);
+  if (cached && matches(storage.transforms, cached, digest)) return decodeSegment(cached, hex);
+  const payload = await loadSegmentObject(storage, digest);
   return decodeSegment(payload, hex);
 }
 
 /**
- * Reads a segment's durable copy from the block store and checks header and digest.
+ * Reads a segment's durable copy from the block store and proves it.
  * @returns its payload
  * @throws {CorruptBlockError} when it is damaged
  * @throws {ObjectMissingError} when it is missing
  */
-export async function loadSegmentObject(blocks: BlockStore, digest: Buffer): Promise<Buffer> {
-  const hex = digest.toString('hex');
-  const object = Buffer.from(await blocks.get(StoreKeys.segment(digest)));
-  const header = decodeObjectHeader(object, `segment ${hex}`);
-  if (header.kind !== ObjectKind.segment) throw new CorruptBlockError(`Object of map segment ${hex} is not a segment`);
-  const payload = object.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + header.plainLength);
-  if (object.length !== OBJECT_HEADER_LENGTH + header.plainLength || !matches(payload, digest)) {
-    throw new CorruptBlockError(`Map segment ${hex} does not match its digest`);
-  }
-  return payload;
+export async function loadSegmentObject(storage: SealedStore, digest: Buffer): Promise<Buffer> {
+  return getSealed(storage, ObjectKind.segment, StoreKeys.segment(digest), `segment ${digest.toString('hex')}`, digest);
 }
 
-/** True when `payload` hashes to `digest`. */
-export function matches(payload: Uint8Array, digest: Uint8Array): boolean {
-  return createHash(DIGEST_ALGORITHM).update(payload).digest().equals(digest);
+/** True when `payload` is named `digest` in a store of these transforms. */
+export function matches(transforms: Transforms, payload: Uint8Array, digest: Uint8Array): boolean {
+  return objectId(transforms, payload).equals(digest);
 }
 
 /**

@@ -3,13 +3,21 @@ import { decodeObjectHeader } from './object-codec.js';
 import { CorruptBlockError } from '../errors.js';
 import { OBJECT_HEADER_LENGTH, ObjectKind } from './formats.js';
 import type { PooledBuffer } from '../pipeline/buffer-pool.js';
-import type { HashPool } from '../pipeline/hash-pool.js';
+import type { BlockWorkers } from '../pipeline/block-workers.js';
 import { StoreKeys } from './store-keys.js';
+import { isSealed, type Transforms } from './object-seal.js';
 
 /** What {@link fetchBlock} needs. */
 export interface BlockFetchContext {
   readonly blocks: BlockStore;
-  readonly hasher: HashPool;
+  readonly workers: BlockWorkers;
+  /** True when the store's objects are compressed or encrypted (format 2). */
+  readonly sealed: boolean;
+}
+
+/** The fetch context of a store. */
+export function fetchContextOf(store: { readonly blocks: BlockStore; readonly transforms: Transforms; workers(): BlockWorkers }): BlockFetchContext {
+  return { blocks: store.blocks, workers: store.workers(), sealed: isSealed(store.transforms) };
 }
 
 /** Options of {@link fetchBlock}. */
@@ -36,7 +44,15 @@ const SLOT_HEAD = 4096;
 export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length: number, buf: PooledBuffer, options: FetchOptions = {}): Promise<Buffer> {
   const hex = digest.toString('hex');
   const what = `block ${hex}`;
-  const object = await ctx.blocks.get(StoreKeys.block(digest), {
+  const key = StoreKeys.block(digest);
+  if (ctx.sealed) {
+    // Its stored length is in its header: the whole object is read, then proven and opened (tag,
+    // CRC, length; the digest for unencrypted ones) in a worker, the plaintext landing in payload.
+    const object = await ctx.blocks.get(key, { into: buf.slotView, ...(options.signal ? { signal: options.signal } : {}) });
+    await ctx.workers.open(buf, object.length, length, key, digest, what);
+    return buf.payload.subarray(0, length);
+  }
+  const object = await ctx.blocks.get(key, {
     length: OBJECT_HEADER_LENGTH + length,
     into: buf.slotView,
     direct: true,
@@ -58,7 +74,7 @@ export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length:
     view = buf.slotView.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + length);
     offset = buf.payloadOffset - SLOT_HEAD + OBJECT_HEADER_LENGTH;
   }
-  const { digest: actual } = await ctx.hasher.hashAt(buf, offset, length);
+  const { digest: actual } = await ctx.workers.hashAt(buf, offset, length);
   if (!actual || !Buffer.from(actual).equals(digest)) {
     throw new CorruptBlockError(`Block ${hex} is corrupt: its data does not match its digest`);
   }

@@ -4,9 +4,11 @@ import { encodeObjectHeader } from './object-codec.js';
 import { BlockState, type BlockIndex } from '../catalog/catalog.js';
 import { throwIfAborted } from '../errors.js';
 import { OBJECT_HEADER_LENGTH, ObjectKind } from './formats.js';
+import type { BlockWorkers } from '../pipeline/block-workers.js';
 import type { PooledBuffer } from '../pipeline/buffer-pool.js';
 import { Semaphore } from '../pipeline/semaphore.js';
 import { StoreKeys } from './store-keys.js';
+import { isSealed, type Transforms } from './object-seal.js';
 
 /** How many stored blocks are registered in the catalog per transaction. */
 const REGISTER_BATCH = 64;
@@ -16,6 +18,22 @@ export interface BlockWriterOptions {
   /** Parallel puts to the block store. @default 8 */
   readonly writers?: number;
   readonly signal?: AbortSignal;
+  /**
+   * Workers that seal blocks (compress, encrypt) before they are stored; without them blocks are
+   * stored as they are (plaintext stores).
+   */
+  readonly sealer?: BlockWorkers | undefined;
+}
+
+/**
+ * A block writer for a store: sealing in its workers when the store compresses or encrypts.
+ * @param store the open store
+ */
+export function blockWriterFor(
+  store: { readonly catalog: BlockIndex; readonly blocks: BlockStore; readonly transforms: Transforms; workers(): BlockWorkers },
+  options: Omit<BlockWriterOptions, 'sealer'> = {},
+): BlockWriter {
+  return new BlockWriter(store.catalog, store.blocks, { ...options, sealer: isSealed(store.transforms) ? store.workers() : undefined });
 }
 
 /**
@@ -33,6 +51,7 @@ export class BlockWriter {
   readonly #blocks: BlockStore;
   readonly #puts: Semaphore;
   readonly #signal: AbortSignal | undefined;
+  readonly #sealer: BlockWorkers | undefined;
   readonly #inFlight = new Map<string, Promise<boolean>>();
   /** Digests known stored and referenced during this run, to skip catalog lookups. */
   readonly #recent = new LRUCache<string, true>({ max: 65536 });
@@ -43,6 +62,7 @@ export class BlockWriter {
     this.#blocks = blocks;
     this.#puts = new Semaphore(options.writers ?? 8);
     this.#signal = options.signal;
+    this.#sealer = options.sealer;
   }
 
   /**
@@ -106,12 +126,17 @@ export class BlockWriter {
   }
 
   async #write(digest: Uint8Array, buf: PooledBuffer, length: number): Promise<void> {
-    const header = encodeObjectHeader(ObjectKind.block, digest, length);
-    buf.object.set(header, 0);
-    await this.#puts.run(() =>
-      this.#blocks.put(StoreKeys.block(digest), [buf.object.subarray(0, OBJECT_HEADER_LENGTH + length)], { ...(this.#signal ? { signal: this.#signal } : {}) }),
-    );
-    this.#pending.push({ digest: Buffer.from(digest), length, storedLength: length });
+    const key = StoreKeys.block(digest);
+    let object: Buffer;
+    if (this.#sealer) {
+      // Compressed and encrypted in a worker, in place: the plaintext is gone after this.
+      object = buf.sealed.subarray(0, await this.#sealer.seal(buf, length, key, digest));
+    } else {
+      buf.object.set(encodeObjectHeader(ObjectKind.block, digest, length), 0);
+      object = buf.object.subarray(0, OBJECT_HEADER_LENGTH + length);
+    }
+    await this.#puts.run(() => this.#blocks.put(key, [object], { ...(this.#signal ? { signal: this.#signal } : {}) }));
+    this.#pending.push({ digest: Buffer.from(digest), length, storedLength: object.length - OBJECT_HEADER_LENGTH });
     if (this.#pending.length >= REGISTER_BATCH) await this.flush();
   }
 }

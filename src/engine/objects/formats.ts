@@ -18,21 +18,33 @@ export const DIGEST_ALGORITHM = 'sha256';
  * | offset | size | field | notes |
  * | --- | --- | --- | --- |
  * | 0 | 4 | magic | ASCII "BKY2" |
- * | 4 | 1 | format version | 1 |
+ * | 4 | 1 | format version | 1, or 2 when compressed or encrypted |
  * | 5 | 1 | kind | {@link ObjectKind} |
  * | 6 | 1 | compression | {@link Compression}; 0 = none |
  * | 7 | 1 | encryption | {@link Encryption}; 0 = none |
  * | 8 | 8 | plain length | u64 little-endian, length of the plaintext payload |
  * | 16 | 8 | stored length | u64 little-endian, length of the payload as stored after the header |
- * | 24 | 32 | plaintext digest | SHA-256 of the plaintext payload |
- * | 56 | 8 | reserved | zero in format 1 |
+ * | 24 | 32 | id | the digest that names the object: SHA-256 of the plaintext, or with encryption HMAC-SHA-256 of it under the store's id key |
+ * | 56 | 4 | stored CRC | format 2: CRC-32 (IEEE) of the stored payload, checked without the key; zero in format 1 |
+ * | 60 | 4 | reserved | zero |
  *
  * The payload follows immediately. 64 bytes keep the payload cache-line aligned when an object is
  * read into a page-aligned buffer at (payload − 64), which keeps kernel copies fast.
+ *
+ * Format 2 payload: the plaintext, zstd-compressed when compression is 1 (kept only when it saves
+ * space); with encryption 1 (AES-256-GCM) that is sealed as nonce (12 bytes) ‖ ciphertext ‖ tag
+ * (16 bytes), with the object's key (UTF-8) and header bytes 0–55 as additional data, so an object
+ * can neither be changed nor moved to another key unnoticed. Format 2 was added with encryption;
+ * format 1 objects (plaintext stores) are read as before.
  */
 export const OBJECT_HEADER_LENGTH = 64;
 export const OBJECT_MAGIC = 0x3259_4b42; // "BKY2" read as u32 little-endian
 export const OBJECT_FORMAT_VERSION = 1;
+/** Format of compressed or encrypted objects (header with CRC). */
+export const OBJECT_FORMAT_VERSION_SEALED = 2;
+/** AES-256-GCM nonce and tag lengths in a format 2 payload. */
+export const GCM_NONCE_LENGTH = 12;
+export const GCM_TAG_LENGTH = 16;
 
 export const ObjectKind = {
   block: 1,
@@ -42,13 +54,17 @@ export const ObjectKind = {
   settings: 4,
   /** The catalog that uses the block store (UTF-8 JSON); added with `backy2 init`. */
   owner: 5,
+  /** A key file: the master key of an encrypted store, wrapped under a passphrase (UTF-8 JSON). */
+  key: 6,
+  /** An invalid marker of a compressed or encrypted store (plaintext stores keep plain text). */
+  invalidMarker: 7,
 } as const;
 export type ObjectKindValue = (typeof ObjectKind)[keyof typeof ObjectKind];
 
-export const Compression = { none: 0 } as const;
+export const Compression = { none: 0, zstd: 1 } as const;
 export type CompressionValue = (typeof Compression)[keyof typeof Compression];
 
-export const Encryption = { none: 0 } as const;
+export const Encryption = { none: 0, aes256gcm: 1 } as const;
 export type EncryptionValue = (typeof Encryption)[keyof typeof Encryption];
 
 /**

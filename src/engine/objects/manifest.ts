@@ -3,7 +3,7 @@ import type { VersionKind, VersionRecord, VersionStats, VersionStatus } from '..
 import { CorruptBlockError } from '../errors.js';
 import { VERSION_UID_PATTERN } from '../support/uid.js';
 import { DIGEST_LENGTH, MANIFEST_FORMAT_VERSION, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, ObjectKind, SEGMENT_ENTRIES } from './formats.js';
-import { decodeJsonObject, encodeJsonObject } from './object-codec.js';
+import { getSealed, putSealed, type SealedStore } from './object-seal.js';
 import { StoreKeys } from './store-keys.js';
 
 /**
@@ -97,9 +97,9 @@ export function sameManifest(a: Manifest, b: Manifest): boolean {
   return normal(a) === normal(b);
 }
 
-/** Writes (or replaces) a version's manifest in the block store, durably. */
-export async function saveManifest(blocks: BlockStore, manifest: Manifest): Promise<void> {
-  await blocks.put(StoreKeys.manifest(manifest.uid), encodeJsonObject(ObjectKind.manifest, manifest));
+/** Writes (or replaces) a version's manifest in the block store, durably (sealed as the store's objects are). */
+export async function saveManifest(store: SealedStore, manifest: Manifest): Promise<void> {
+  await putSealed(store, ObjectKind.manifest, StoreKeys.manifest(manifest.uid), Buffer.from(JSON.stringify(manifest), 'utf8'));
 }
 
 /**
@@ -107,8 +107,14 @@ export async function saveManifest(blocks: BlockStore, manifest: Manifest): Prom
  * @throws {ObjectMissingError} when there is none
  * @throws {CorruptBlockError} when it is damaged or malformed
  */
-export async function loadManifest(blocks: BlockStore, uid: string): Promise<Manifest> {
-  const value = decodeJsonObject(await blocks.get(StoreKeys.manifest(uid)), ObjectKind.manifest, `manifest ${uid}`);
+export async function loadManifest(store: SealedStore, uid: string): Promise<Manifest> {
+  const payload = await getSealed(store, ObjectKind.manifest, StoreKeys.manifest(uid), `manifest ${uid}`);
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch (err) {
+    throw new CorruptBlockError(`Manifest of version "${uid}" is corrupt: not JSON`, { cause: err });
+  }
   return checkManifest(value, uid);
 }
 

@@ -6,6 +6,7 @@ import {
   DIGEST_LENGTH,
   Encryption,
   OBJECT_FORMAT_VERSION,
+  OBJECT_FORMAT_VERSION_SEALED,
   OBJECT_HEADER_LENGTH,
   OBJECT_MAGIC,
   type CompressionValue,
@@ -57,24 +58,25 @@ export function decodeObjectHeader(bytes: Uint8Array, what: string): ObjectHeade
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, OBJECT_HEADER_LENGTH);
   if (view.readUInt32LE(0) !== OBJECT_MAGIC) throw new CorruptBlockError(`Object ${what} is corrupt: bad magic`);
   const formatVersion = view.readUInt8(4);
-  if (formatVersion !== OBJECT_FORMAT_VERSION) {
+  if (formatVersion !== OBJECT_FORMAT_VERSION && formatVersion !== OBJECT_FORMAT_VERSION_SEALED) {
     throw new CorruptBlockError(`Object ${what} has unknown format version ${formatVersion}`);
   }
   const kind = view.readUInt8(5);
-  if (kind < 1 || kind > 5) throw new CorruptBlockError(`Object ${what} is corrupt: unknown kind ${kind}`);
+  if (kind < 1 || kind > 7) throw new CorruptBlockError(`Object ${what} is corrupt: unknown kind ${kind}`);
   const compression = view.readUInt8(6);
   const encryption = view.readUInt8(7);
-  if (compression !== Compression.none || encryption !== Encryption.none) {
+  const known = (value: number, set: Record<string, number>) => Object.values(set).includes(value);
+  if (!known(compression, Compression) || !known(encryption, Encryption) || (formatVersion === OBJECT_FORMAT_VERSION && (compression !== 0 || encryption !== 0))) {
     throw new CorruptBlockError(`Object ${what} uses compression ${compression} / encryption ${encryption}, which this version cannot read`);
   }
   const plainLength = Number(view.readBigUInt64LE(8));
   const storedLength = Number(view.readBigUInt64LE(16));
-  if (storedLength !== plainLength) throw new CorruptBlockError(`Object ${what} is corrupt: inconsistent lengths`);
+  if (formatVersion === OBJECT_FORMAT_VERSION && storedLength !== plainLength) throw new CorruptBlockError(`Object ${what} is corrupt: inconsistent lengths`);
   return {
     formatVersion,
     kind: kind as ObjectKindValue,
-    compression: Compression.none,
-    encryption: Encryption.none,
+    compression: compression as CompressionValue,
+    encryption: encryption as EncryptionValue,
     plainLength,
     storedLength,
     digest: Buffer.from(view.subarray(24, 24 + DIGEST_LENGTH)),

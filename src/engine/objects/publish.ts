@@ -13,7 +13,7 @@ export type NewVersionRecord = Omit<VersionRecord, 'status' | 'allocated'> & { r
  */
 export async function publishVersion(store: Store, record: NewVersionRecord, segments: readonly Buffer[]): Promise<void> {
   const allocated = await dataBytes(new BlockMap(store, segments, blockCount(record.size, record.blockSize)), record);
-  await saveManifest(store.blocks, manifestOf({ ...record, status: 'valid' }, segments));
+  await saveManifest(store, manifestOf({ ...record, status: 'valid' }, segments));
   await store.catalog.commitVersion(record.uid, { segments, stats: record.stats, tags: record.tags, allocated });
 }
 

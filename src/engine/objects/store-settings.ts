@@ -10,6 +10,7 @@ import type { BlockStore } from '../blockstore/block-store.js';
 import { StoreUnavailableError, isBackyError } from '../errors.js';
 import { PACKAGE_VERSION } from '../support/package-version.js';
 import { DIGEST_ALGORITHM, ObjectKind, STORE_FORMAT_VERSION } from './formats.js';
+import { PLAIN, type SealKeys, type Transforms } from './object-seal.js';
 import { decodeJsonObject, encodeJsonObject } from './object-codec.js';
 import { StoreKeys } from './store-keys.js';
 
@@ -22,10 +23,39 @@ export interface StoreSettings {
   readonly createdAt: number;
   /** The program that created the store, e.g. `backy2 0.1.0`. */
   readonly createdBy: string;
-  /** Digest of block ids (node:crypto name). */
-  readonly digest: 'sha256';
-  readonly compression: 'none';
-  readonly encryption: 'none';
+  /** What names objects: SHA-256 of the plaintext, or (encrypted) HMAC-SHA-256 under a key. */
+  readonly digest: 'sha256' | 'hmac-sha256';
+  /** Compression of stored objects (each kept only when it saves space). */
+  readonly compression: 'none' | 'zstd';
+  /** zstd level; absent with compression `none`. */
+  readonly compressionLevel?: number;
+  readonly encryption: 'none' | 'aes-256-gcm';
+  /**
+   * Encrypted stores: a MAC over the other fields under the master key, so settings changed
+   * without the key (encryption switched off, say) are refused rather than obeyed.
+   */
+  readonly check?: string;
+}
+
+/** What a new store is to be. */
+export interface NewStoreOptions {
+  readonly compression?: 'none' | 'zstd';
+  readonly compressionLevel?: number;
+  readonly encryption?: 'none' | 'aes-256-gcm';
+}
+
+/** The settings without their check, in a fixed order: what the check covers. */
+export function canonicalSettings(s: StoreSettings): string {
+  return JSON.stringify([s.format, s.storeId, s.createdAt, s.createdBy, s.digest, s.compression, s.compressionLevel ?? null, s.encryption]);
+}
+
+/**
+ * The transforms objects are made with in a store of these settings.
+ * @param keys the sealing keys (derived from the master key) when the store is encrypted
+ */
+export function transformsOf(s: StoreSettings, keys: SealKeys | undefined): Transforms {
+  if (s.compression === 'none' && s.encryption === 'none') return PLAIN;
+  return { compression: s.compression, level: s.compressionLevel ?? 1, keys: s.encryption === 'none' ? undefined : keys };
 }
 
 /** The owner object (kind 5): the catalog that uses a block store. */
@@ -38,16 +68,19 @@ export interface StoreOwner {
   readonly since: number;
 }
 
-/** Settings of a new store. */
-export function newStoreSettings(now: number = Date.now()): StoreSettings {
+/** Settings of a new store (plaintext and uncompressed unless told otherwise). */
+export function newStoreSettings(options: NewStoreOptions = {}, now: number = Date.now()): StoreSettings {
+  const encryption = options.encryption ?? 'none';
+  const compression = options.compression ?? 'none';
   return {
     format: STORE_FORMAT_VERSION,
     storeId: randomBytes(16).toString('hex'),
     createdAt: now,
     createdBy: `backy2 ${PACKAGE_VERSION}`,
-    digest: DIGEST_ALGORITHM,
-    compression: 'none',
-    encryption: 'none',
+    digest: encryption === 'none' ? DIGEST_ALGORITHM : 'hmac-sha256',
+    compression,
+    ...(compression === 'zstd' ? { compressionLevel: options.compressionLevel ?? 1 } : {}),
+    encryption,
   };
 }
 
@@ -69,7 +102,11 @@ export async function loadStoreSettings(blocks: BlockStore): Promise<StoreSettin
   if (s.format !== STORE_FORMAT_VERSION || typeof s.storeId !== 'string' || !/^[0-9a-f]{32}$/.test(s.storeId) || typeof s.createdAt !== 'number') {
     throw damaged(what);
   }
-  if (s.digest !== DIGEST_ALGORITHM || s.compression !== 'none' || s.encryption !== 'none') {
+  const plain = s.digest === DIGEST_ALGORITHM && s.encryption === 'none';
+  const encrypted = s.digest === 'hmac-sha256' && s.encryption === 'aes-256-gcm';
+  const level = s.compressionLevel;
+  const compression = (s.compression === 'none' && level === undefined) || (s.compression === 'zstd' && typeof level === 'number' && level >= 1 && level <= 19);
+  if (!(plain || encrypted) || !compression) {
     throw new StoreUnavailableError(`Store ${blocks.properties.location} uses digest "${String(s.digest)}", compression "${String(s.compression)}" and encryption "${String(s.encryption)}", which this backy2 cannot read`, {
       hint: 'upgrade backy2',
     });

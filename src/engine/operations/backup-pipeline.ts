@@ -6,7 +6,7 @@ import type { Progress } from '../support/progress.js';
 import { ConflictError } from '../errors.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES, SPARSE_ENTRY } from '../objects/formats.js';
 import type { BufferPool } from '../pipeline/buffer-pool.js';
-import type { HashPool } from '../pipeline/hash-pool.js';
+import type { BlockWorkers } from '../pipeline/block-workers.js';
 import type { Semaphore } from '../pipeline/semaphore.js';
 import { TaskGroup } from '../pipeline/task-group.js';
 import type { BlockSource } from '../endpoints/endpoints.js';
@@ -40,7 +40,7 @@ export interface PipelineInput {
 export interface PipelineContext {
   readonly storage: MapStorage;
   readonly writer: BlockWriter;
-  readonly hasher: HashPool;
+  readonly hasher: BlockWorkers;
   readonly pool: BufferPool;
   readonly readers: Semaphore;
   readonly progress: Progress | undefined;

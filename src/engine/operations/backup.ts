@@ -1,6 +1,6 @@
 import { autoTags } from './auto-tags.js';
 import { BlockMap, blockCount } from '../objects/block-map.js';
-import { BlockWriter } from '../objects/block-writer.js';
+import { blockWriterFor } from '../objects/block-writer.js';
 import type { VersionRecord, VersionStats } from '../catalog/catalog.js';
 import { debug } from '../support/debug.js';
 import { ConflictError, UsageError } from '../errors.js';
@@ -151,7 +151,7 @@ interface RunInput {
 
 /** Reads and stores the blocks and map of the new version (see buildVersion for the rest). */
 async function storeVersion(store: Store, run: RunInput): Promise<BuiltVersion> {
-  const { catalog, blocks, config } = store;
+  const { catalog, config } = store;
   const { source, blockSize } = run;
   let baseMap: BaseMap | undefined;
   if (run.base) {
@@ -162,7 +162,7 @@ async function storeVersion(store: Store, run: RunInput): Promise<BuiltVersion> 
   // Enough blocks in flight to keep reads, both hash workers and the writes busy; memory stays fixed.
   const slots = config.readers + 2 * config.hashWorkers + 4;
   const pool = new BufferPool(blockSize, Math.min(slots, Math.max(4, Math.floor((256 << 20) / blockSize))));
-  const writer = new BlockWriter(catalog, blocks, { writers: config.writers, ...(run.options.signal ? { signal: run.options.signal } : {}) });
+  const writer = blockWriterFor(store, { writers: config.writers, ...(run.options.signal ? { signal: run.options.signal } : {}) });
   const { segments, counters } = await runBackupPipeline(
     {
       source,
@@ -177,7 +177,7 @@ async function storeVersion(store: Store, run: RunInput): Promise<BuiltVersion> 
     {
       storage: store,
       writer,
-      hasher: store.hasher(),
+      hasher: store.workers(),
       pool,
       readers: new Semaphore(config.readers),
       progress: run.options.progress,

@@ -4,17 +4,18 @@
  * a version can be restored without any catalog, and version metadata can move between catalogs
  * as JSON.
  */
-import { createHash } from 'node:crypto';
 import { decodeSegment, encodeSegment, loadSegment } from '../objects/block-map.js';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { BlockState, type Catalog } from '../catalog/catalog.js';
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
 import type { Config } from '../support/config.js';
-import { ConflictError, LockedError, NotFoundError, StoreUnavailableError, UsageError, isBackyError } from '../errors.js';
-import { DIGEST_ALGORITHM, DIGEST_LENGTH, OBJECT_HEADER_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
+import { ConflictError, LockedError, NotFoundError, StoreUnavailableError, UsageError, isBackyError, isBadBlock } from '../errors.js';
+import { DIGEST_LENGTH, OBJECT_HEADER_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
+import { isSealed, objectId } from '../objects/object-seal.js';
+import { decodeObjectHeader } from '../objects/object-codec.js';
 import { checkManifest, loadManifest, manifestOf, versionOfManifest, type Manifest } from '../objects/manifest.js';
 import { existsSync, renameSync } from 'node:fs';
-import { assembleStore, assertWritable, blockStoreSettings, openBlockStore, type Store } from '../store.js';
+import { assembleStore, assertWritable, blockStoreSettings, openBlockStore, unlock, type OpenStoreOptions, type Store, type Unlocked } from '../store.js';
 import { loadStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
 import { getVersion, resolveUids } from './versions.js';
 import { printable } from '../support/names.js';
@@ -48,13 +49,14 @@ export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
   if ((await catalog.listVersions()).length > 0) {
     throw new ConflictError(`Catalog "${catalog.location}" has versions already`, { hint: 'move it away first; rebuild fills an empty catalog' });
   }
-  // Blocks first: their objects' sizes tell their lengths (64-byte header, no compression yet).
+  // Blocks first, with their lengths.
   let blockCount = 0;
   let batch: { digest: Buffer; length: number; storedLength: number }[] = [];
   for await (const info of blocks.list(KeyPrefix.blocks)) {
     const digest = parseBlockKey(info.key);
-    if (!digest || info.size < OBJECT_HEADER_LENGTH) continue;
-    batch.push({ digest, length: info.size - OBJECT_HEADER_LENGTH, storedLength: info.size - OBJECT_HEADER_LENGTH });
+    const lengths = digest && (await blockLengths(store, info.key, info.size));
+    if (!digest || !lengths) continue;
+    batch.push({ digest, ...lengths });
     if (batch.length >= 1024) {
       await catalog.registerBlocks(batch);
       blockCount += batch.length;
@@ -84,7 +86,7 @@ export async function rebuildCatalog(store: Store): Promise<RebuildResult> {
     if (uid === undefined) continue;
     let manifest: Manifest;
     try {
-      manifest = await loadManifest(blocks, uid);
+      manifest = await loadManifest(store, uid);
     } catch (err) {
       if (!isBackyError(err)) throw err;
       badManifests.push(uid);
@@ -128,7 +130,7 @@ async function importSegment(store: Store, digest: Buffer): Promise<boolean> {
     if (!isBackyError(err)) throw err;
     return false;
   }
-  await store.catalog.putSegment(digest, entries.length / DIGEST_LENGTH, encodeSegment(entries).payload);
+  await store.catalog.putSegment(digest, entries.length / DIGEST_LENGTH, encodeSegment(entries, store.transforms).payload);
   for (let at = 0; at < entries.length; at += DIGEST_LENGTH) {
     const entry = entries.subarray(at, at + DIGEST_LENGTH);
     if (!entry.equals(SPARSE_ENTRY) && (await store.catalog.getBlock(entry))?.state !== BlockState.valid) return false;
@@ -155,7 +157,7 @@ export async function exportVersions(store: Store, uids: readonly string[]): Pro
     const manifest = manifestOf(v, await store.catalog.versionSegments(uid));
     const segments: Record<string, string> = {};
     for (const hex of manifest.segments) {
-      segments[hex] = encodeSegment(await loadSegment(store, Buffer.from(hex, 'hex'))).payload.toString('hex');
+      segments[hex] = encodeSegment(await loadSegment(store, Buffer.from(hex, 'hex')), store.transforms).payload.toString('hex');
     }
     out.push({ manifest, segments });
   }
@@ -185,7 +187,7 @@ export async function importVersions(store: Store, exported: unknown): Promise<{
     const maps: Buffer[] = [];
     for (const [hex, payloadHex] of Object.entries(item.segments)) {
       const payload = Buffer.from(payloadHex, 'hex');
-      if (createHash(DIGEST_ALGORITHM).update(payload).digest('hex') !== hex) throw new UsageError(`Segment ${hex} does not match its digest`);
+      if (objectId(store.transforms, payload).toString('hex') !== hex) throw new UsageError(`Segment ${hex} does not match its digest`);
       let entries: Buffer;
       try {
         entries = decodeSegment(payload, hex);
@@ -209,7 +211,8 @@ async function registerPresentBlocks(store: Store, maps: readonly Buffer[]): Pro
       const digest = entries.subarray(at, at + DIGEST_LENGTH);
       if (digest.equals(SPARSE_ENTRY) || (await store.catalog.getBlock(digest))) continue;
       const info = await store.blocks.stat(StoreKeys.block(digest));
-      if (info) found.push({ digest: Buffer.from(digest), length: info.size - OBJECT_HEADER_LENGTH, storedLength: info.size - OBJECT_HEADER_LENGTH });
+      const lengths = info && (await blockLengths(store, info.key, info.size));
+      if (lengths) found.push({ digest: Buffer.from(digest), ...lengths });
     }
     await store.catalog.registerBlocks(found);
   }
@@ -220,12 +223,13 @@ async function registerPresentBlocks(store: Store, maps: readonly Buffer[]): Pro
  * holding only that version: restores work when the catalog is lost or damaged.
  * @throws {ObjectMissingError} when the block store has no manifest for `uid`
  */
-export async function storeWithoutCatalog(config: Config, blocks: BlockStore, uid: string): Promise<Store> {
+export async function storeWithoutCatalog(config: Config, blocks: BlockStore, uid: string, options: OpenStoreOptions = {}): Promise<Store> {
   const settings = await blockStoreSettings(config, blocks);
+  const master = await unlock(blocks, settings, options);
   const catalog: Catalog = SqliteCatalog.open(':memory:');
-  const store = assembleStore(config, catalog, blocks, settings);
+  const store = assembleStore(config, catalog, blocks, settings, master);
   try {
-    const manifest = await loadManifest(blocks, uid);
+    const manifest = await loadManifest(store, uid);
     // Blocks are not registered: restore reads every block from the block store anyway.
     await catalog.importVersion(versionOfManifest(manifest, manifest.status === 'invalid' ? 'invalid' : 'valid'), manifest.segments.map((hex) => Buffer.from(hex, 'hex')));
     return store;
@@ -236,7 +240,7 @@ export async function storeWithoutCatalog(config: Config, blocks: BlockStore, ui
 }
 
 /** Options of {@link rebuildCatalogAt}. */
-export interface RebuildAtOptions {
+export interface RebuildAtOptions extends OpenStoreOptions {
   /** Move a catalog that still has versions aside instead of refusing. @default false */
   readonly force?: boolean | undefined;
 }
@@ -275,15 +279,17 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
   const blocks = await openBlockStore(config);
   let catalog: SqliteCatalog;
   let settings: StoreSettings;
+  let master: Unlocked | undefined;
   try {
     settings = await blockStoreSettings(config, blocks);
+    master = await unlock(blocks, settings, options);
     if (blocks.properties.readOnly) throw new StoreUnavailableError(`Cannot rebuild the catalog: block store ${blocks.properties.location} is read-only`);
     catalog = existsSync(file) ? SqliteCatalog.open(file) : SqliteCatalog.create(file);
   } catch (err) {
     await blocks.close();
     throw err;
   }
-  const store = assembleStore(config, catalog, blocks, settings);
+  const store = assembleStore(config, catalog, blocks, settings, master);
   try {
     const result = await rebuildCatalog(store);
     // The rebuilt catalog is the block store's catalog now (a store made before init gets its settings).
@@ -297,7 +303,7 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
 }
 
 /** Opens the block store of `config` and a catalog-less store for restoring `uid` (see storeWithoutCatalog). */
-export async function openWithoutCatalog(config: Config, uid: string): Promise<Store> {
+export async function openWithoutCatalog(config: Config, uid: string, options: OpenStoreOptions = {}): Promise<Store> {
   if (!VERSION_UID_PATTERN.test(uid)) {
     throw new UsageError(`Version ${printable(uid)} is not a uid: without the catalog, name the version by its full uid`, {
       hint: 'the block store lists them as versions/<uid>',
@@ -305,11 +311,28 @@ export async function openWithoutCatalog(config: Config, uid: string): Promise<S
   }
   const blocks = await openBlockStore(config);
   try {
-    return await storeWithoutCatalog(config, blocks, uid);
+    return await storeWithoutCatalog(config, blocks, uid, options);
   } catch (err) {
     if (isBackyError(err) && err.code === 'E_OBJECT_MISSING') {
       throw new NotFoundError(`Version "${uid}" has no manifest in block store ${blocks.properties.location}`, { cause: err });
     }
+    throw err;
+  }
+}
+
+/**
+ * A stored block's plaintext and stored lengths: from its size in a plaintext store (64-byte
+ * header, no transform), from its header otherwise (compression changes the size).
+ * @returns undefined for an object too damaged to tell (it is then unknown to the catalog)
+ */
+async function blockLengths(store: Store, key: string, size: number): Promise<{ length: number; storedLength: number } | undefined> {
+  if (size < OBJECT_HEADER_LENGTH) return undefined;
+  if (!isSealed(store.transforms)) return { length: size - OBJECT_HEADER_LENGTH, storedLength: size - OBJECT_HEADER_LENGTH };
+  try {
+    const header = decodeObjectHeader(await store.blocks.get(key, { length: OBJECT_HEADER_LENGTH }), key);
+    return { length: header.plainLength, storedLength: header.storedLength };
+  } catch (err) {
+    if (isBadBlock(err)) return undefined;
     throw err;
   }
 }

@@ -164,7 +164,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
       // A writer may have saved one of them again meanwhile: put its durable copy back.
       for (const digest of deleted) {
         const payload = await catalog.getSegment(digest);
-        if (payload) await saveSegmentObject(store.blocks, { digest, payload });
+        if (payload) await saveSegmentObject(store, { digest, payload });
       }
     }
 

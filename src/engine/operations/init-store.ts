@@ -1,11 +1,20 @@
 import { chmod, rm } from 'node:fs/promises';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
-import { ConflictError, isBackyError } from '../errors.js';
+import { ConflictError, UsageError, isBackyError } from '../errors.js';
 import { KeyPrefix } from '../objects/store-keys.js';
-import { loadStoreSettings, newStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
+import { canonicalSettings, loadStoreSettings, newStoreSettings, saveStoreOwner, saveStoreSettings, type NewStoreOptions, type StoreSettings } from '../objects/store-settings.js';
+import { DEFAULT_KDF, newMasterKey, saveKeyFile, settingsCheck, wrapMasterKey } from '../objects/key-files.js';
 import { openBlockStore } from '../store.js';
 import type { Config } from '../support/config.js';
+
+/** What a new store is to be. */
+export interface InitOptions extends NewStoreOptions {
+  /** The passphrase of the first key file; required with encryption. */
+  readonly passphrase?: string | undefined;
+  /** scrypt cost of that key file. @default DEFAULT_KDF */
+  readonly kdf?: { readonly N: number; readonly r: number; readonly p: number } | undefined;
+}
 
 /** What `backy2 init` created. */
 export interface InitResult {
@@ -15,6 +24,8 @@ export interface InitResult {
   /** The block store, without credentials. */
   readonly blockStore: string;
   readonly settings: StoreSettings;
+  /** The master key of an encrypted store (for a raw key file of an unattended host). */
+  readonly masterKey: Buffer | undefined;
 }
 
 /**
@@ -28,8 +39,11 @@ export interface InitResult {
  * @example
  * await initStore(await loadConfig({ storePath: '/srv/backy2' }));
  */
-export async function initStore(config: Config): Promise<InitResult> {
+export async function initStore(config: Config, options: InitOptions = {}): Promise<InitResult> {
   const where = config.store;
+  if ((options.encryption ?? 'none') !== 'none' && !options.passphrase) {
+    throw new UsageError('An encrypted store needs a passphrase for its first key file', { hint: 'give --password-file FILE, BACKY2_PASSWORD_FILE or BACKY2_PASSWORD, or a terminal to ask on' });
+  }
   // The catalog file is created first and exclusively: of two inits at once, one fails here.
   let catalog: SqliteCatalog;
   try {
@@ -47,12 +61,19 @@ export async function initStore(config: Config): Promise<InitResult> {
     blocks = await openBlockStore(config, { create: true });
     await refuseExisting(blocks);
     if (where.blockStore.type === 'file') await chmod(where.blockStore.path, 0o700);
-    const settings = newStoreSettings();
+    let settings = newStoreSettings(options);
+    let masterKey: Buffer | undefined;
+    if (settings.encryption !== 'none') {
+      // The key file before the settings: settings that say "encrypted" always come with a key.
+      masterKey = newMasterKey();
+      settings = { ...settings, check: settingsCheck(masterKey, settings.storeId, canonicalSettings(settings)) };
+      await saveKeyFile(blocks, await wrapMasterKey(masterKey, options.passphrase ?? '', options.kdf ?? DEFAULT_KDF));
+    }
     await catalog.bindToStore(settings.storeId);
     await saveStoreSettings(blocks, settings);
     const { catalogId } = await catalog.identity();
     await saveStoreOwner(blocks, catalogId, catalog.location);
-    return { path: where.path, catalog: catalog.location, blockStore: blocks.properties.location, settings };
+    return { path: where.path, catalog: catalog.location, blockStore: blocks.properties.location, settings, masterKey };
   } catch (err) {
     await catalog.close();
     // What this init created goes again; the block store's directory may hold other things.

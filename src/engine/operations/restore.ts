@@ -1,7 +1,7 @@
 import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { BlockMap, blockCount, segmentCount } from '../objects/block-map.js';
-import { confirmBadBlock, fetchBlock } from '../objects/block-reader.js';
+import { confirmBadBlock, fetchBlock, fetchContextOf } from '../objects/block-reader.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES, SPARSE_ENTRY } from '../objects/formats.js';
 import { InterruptedError, UsageError, isBackyError, isBadBlock } from '../errors.js';
 import { resolveVersion } from './versions.js';
@@ -112,7 +112,7 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
             if (!held) break;
             group.spawn(async () => {
               try {
-                const data = await reads.run(() => fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, digest, length, held, { aligned: true, signal: group.signal }));
+                const data = await reads.run(() => fetchBlock(fetchContextOf(store), digest, length, held, { aligned: true, signal: group.signal }));
                 await target.write(offset, data);
                 counters.bytesWritten += length;
               } catch (err) {

@@ -7,10 +7,12 @@
  * is good. Only a segment bad in both places is lost: the versions using it are invalid.
  */
 import type { VersionRecord } from '../catalog/catalog.js';
-import { isBadBlock } from '../errors.js';
-import { loadSegmentObject, matches, saveSegmentObject } from '../objects/block-map.js';
+import { CorruptBlockError, isBadBlock } from '../errors.js';
+import { decodeSegment, loadSegmentObject, matches, saveSegmentObject } from '../objects/block-map.js';
 import { confirmBadBlock } from '../objects/block-reader.js';
-import { DIGEST_LENGTH, SEGMENT_HEADER_LENGTH } from '../objects/formats.js';
+import { DIGEST_LENGTH, ObjectKind, SEGMENT_HEADER_LENGTH } from '../objects/formats.js';
+import { checkStoredObject } from '../objects/object-seal.js';
+import { StoreKeys } from '../objects/store-keys.js';
 import { loadManifest, manifestOf, sameManifest, saveManifest } from '../objects/manifest.js';
 import type { Store } from '../store.js';
 
@@ -58,7 +60,7 @@ async function* checkManifest(store: Store, version: VersionRecord, segments: re
   const expected = manifestOf(version, segments);
   let reason: string | undefined;
   try {
-    const stored = await loadManifest(store.blocks, version.uid);
+    const stored = await loadManifest(store, version.uid);
     if (!sameManifest(stored, expected)) reason = 'it differs from the catalog';
   } catch (err) {
     if (!isBadBlock(err)) throw err;
@@ -70,7 +72,7 @@ async function* checkManifest(store: Store, version: VersionRecord, segments: re
     yield { type: 'metadata-not-repaired', what: `manifest of ${version.uid}`, reason: `${reason}; the store is read-only` };
     return;
   }
-  await saveManifest(store.blocks, expected);
+  await saveManifest(store, expected);
   counters.metadataRepaired++;
   yield { type: 'manifest-repaired', uid: version.uid, reason };
 }
@@ -81,14 +83,14 @@ async function* checkSegment(store: Store, digest: Buffer, counters: MetadataCou
   let stored: Buffer | undefined;
   let storedProblem: string | undefined;
   try {
-    stored = await loadSegmentObject(store.blocks, digest);
+    stored = await loadSegmentObject(store, digest);
   } catch (err) {
     if (!isBadBlock(err)) throw err;
     await confirmBadBlock(store.blocks);
     storedProblem = err.message;
   }
   const cached = await store.catalog.getSegment(digest);
-  const cachedGood = cached !== undefined && matches(cached, digest);
+  const cachedGood = cached !== undefined && matches(store.transforms, cached, digest);
   if (stored && cachedGood) return;
   const good = stored ?? (cachedGood ? cached : undefined);
   if (!good) {
@@ -103,7 +105,44 @@ async function* checkSegment(store: Store, digest: Buffer, counters: MetadataCou
     return;
   }
   if (stored) await store.catalog.putSegment(digest, (good.length - SEGMENT_HEADER_LENGTH) / DIGEST_LENGTH, good);
-  else await saveSegmentObject(store.blocks, { digest, payload: good });
+  else await saveSegmentObject(store, { digest, payload: good });
   counters.metadataRepaired++;
   yield { type: 'segment-repaired', digest: hex, where, reason };
+}
+
+/** A segment's entries from the catalog's copy, as it is (a scrub without the key cannot prove it). */
+export async function catalogEntries(store: Store, digest: Buffer | undefined): Promise<Buffer> {
+  const payload = digest && (await store.catalog.getSegment(digest));
+  if (!payload) throw new CorruptBlockError(`Map segment ${digest?.toString('hex') ?? '?'} is not in the catalog`);
+  return decodeSegment(payload, digest.toString('hex'));
+}
+
+/** The metadata check of a scrub without the key: stored bytes against their CRC, nothing repaired. */
+export async function* checkStoredMetadata(store: Store, versions: readonly VersionRecord[], counters: MetadataCounters): AsyncGenerator<MetadataFinding> {
+  const seen = new Set<string>();
+  for (const v of versions) {
+    counters.manifestsChecked++;
+    const key = StoreKeys.manifest(v.uid);
+    try {
+      const object = await store.blocks.get(key);
+      checkStoredObject(ObjectKind.manifest, Buffer.from(object).subarray(24, 56), object, `manifest ${v.uid}`);
+    } catch (err) {
+      if (!isBadBlock(err)) throw err;
+      await confirmBadBlock(store.blocks);
+      yield { type: 'metadata-not-repaired', what: `manifest of ${v.uid}`, reason: `${err.message}; scrub with the key to repair it` };
+    }
+    for (const digest of await store.catalog.versionSegments(v.uid)) {
+      const hex = digest.toString('hex');
+      if (seen.has(hex)) continue;
+      seen.add(hex);
+      counters.segmentsChecked++;
+      try {
+        checkStoredObject(ObjectKind.segment, digest, await store.blocks.get(StoreKeys.segment(digest)), `segment ${hex}`);
+      } catch (err) {
+        if (!isBadBlock(err)) throw err;
+        await confirmBadBlock(store.blocks);
+        yield { type: 'metadata-not-repaired', what: `segment ${hex} in the block store`, reason: `${err.message}; scrub with the key to repair it` };
+      }
+    }
+  }
 }

@@ -1,18 +1,19 @@
-import { createHash, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { BlockMap, blockCount, loadSegment } from '../objects/block-map.js';
-import { confirmBadBlock, fetchBlock } from '../objects/block-reader.js';
+import { confirmBadBlock, fetchBlock, fetchContextOf } from '../objects/block-reader.js';
 import { BlockState, type VersionRecord } from '../catalog/catalog.js';
 import { NotFoundError, UsageError, isBackyError, isBadBlock } from '../errors.js';
-import { DIGEST_ALGORITHM, DIGEST_LENGTH, SEGMENT_ENTRIES, SPARSE_ENTRY } from '../objects/formats.js';
+import { DIGEST_LENGTH, ObjectKind, SEGMENT_ENTRIES, SPARSE_ENTRY } from '../objects/formats.js';
 import { acquireLocks, versionResource } from '../catalog/locking.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { TaskGroup } from '../pipeline/task-group.js';
 import type { Progress } from '../support/progress.js';
-import { openSource, type BlockSource } from '../endpoints/endpoints.js';
 import type { Store } from '../store.js';
 import { changeMetadata, resolveVersion } from './versions.js';
+import { checkStoredObject, saveInvalidMarker } from '../objects/object-seal.js';
+import { compareSource } from './scrub-source.js';
 import { StoreKeys } from '../objects/store-keys.js';
-import { checkMetadata, type MetadataCounters, type MetadataFinding } from './scrub-metadata.js';
+import { catalogEntries, checkMetadata, checkStoredMetadata, type MetadataCounters, type MetadataFinding } from './scrub-metadata.js';
 
 /** Options of {@link scrub}. */
 export interface ScrubOptions {
@@ -24,6 +25,11 @@ export interface ScrubOptions {
   readonly percent?: number | undefined;
   /** Also compare with this source, byte for byte (one version only). */
   readonly source?: string | undefined;
+  /**
+   * Check an encrypted store without its key (a host that keeps only the storage): headers and the
+   * CRC of every stored byte, which finds bitrot; nothing is decrypted, repaired or marked.
+   */
+  readonly withoutKey?: boolean | undefined;
   readonly progress?: Progress | undefined;
   readonly signal?: AbortSignal | undefined;
 }
@@ -91,8 +97,10 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
       if (now) versions.push(now);
       else if (!options.all) throw new NotFoundError(`Version "${v.uid}" was removed meanwhile`);
     }
+    const keyless = options.withoutKey === true && store.settings.encryption !== 'none';
+    if (keyless && options.source !== undefined) throw new UsageError('Comparing with the source needs the key: the stored blocks must be decrypted');
     // 0. Manifests and map segments: checked in full (they are small), repaired from a good copy.
-    yield* checkMetadata(store, versions, metadata, options.signal);
+    yield* keyless ? checkStoredMetadata(store, versions, metadata) : checkMetadata(store, versions, metadata, options.signal);
 
     // 1. Which distinct blocks to read: a random share of each version, shared blocks once. The
     // list lives in the catalog: a 10 TiB version has millions of blocks.
@@ -106,7 +114,8 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
       if (options.source !== undefined) sampled = chosen;
       for (let k = 0; k < map.segments.length; k++) {
         if (metadata.badSegments.has(map.segments[k]?.toString('hex') ?? '')) continue; // lost: found above
-        const entries = await map.segmentEntries(k);
+        // Without the key the catalog's copy is taken as it is (its naming digest is keyed).
+        const entries = keyless ? await catalogEntries(store, map.segments[k]) : await map.segmentEntries(k);
         const refs: { digest: Uint8Array; length: number }[] = [];
         for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
           const i = k * SEGMENT_ENTRIES + j;
@@ -132,7 +141,8 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
         if (!buf) break;
         group.spawn(async () => {
           try {
-            await fetchBlock({ blocks: store.blocks, hasher: store.hasher() }, ref.digest, ref.length, buf, { signal: group.signal });
+            if (keyless) checkStoredObject(ObjectKind.block, ref.digest, await store.blocks.get(StoreKeys.block(ref.digest), { into: buf.slotView, signal: group.signal }), `block ${ref.digest.toString('hex')}`);
+            else await fetchBlock(fetchContextOf(store), ref.digest, ref.length, buf, { signal: group.signal });
           } catch (err) {
             if (!isBadBlock(err)) throw err;
             await confirmBadBlock(store.blocks);
@@ -154,10 +164,11 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     // 3. Mark bad blocks and every version using one; revalidate versions checked completely.
     // The block store learns it too (markers, manifests): a catalog rebuild must not forget.
     // A read-only store (a write-protected copy) is checked and reported, not marked.
-    if (store.readOnly && (bad.size > 0 || metadata.badSegments.size > 0)) {
-      yield { type: 'metadata-not-repaired', what: 'the bad blocks and the versions using them', reason: 'the store is read-only: nothing was marked' };
+    if ((store.readOnly || keyless) && (bad.size > 0 || metadata.badSegments.size > 0)) {
+      const why = keyless ? 'scrubbed without the key: nothing was marked (scrub with the key to mark and heal)' : 'the store is read-only: nothing was marked';
+      yield { type: 'metadata-not-repaired', what: 'the bad blocks and the versions using them', reason: why };
     } else if (bad.size > 0 || metadata.badSegments.size > 0) {
-      for (const [hex, why] of bad) await store.blocks.put(StoreKeys.invalidMarker(Buffer.from(hex, 'hex')), [Buffer.from(`${why.code}: ${why.message}\n`, 'utf8')]);
+      for (const [hex, why] of bad) await saveInvalidMarker(store, Buffer.from(hex, 'hex'), `${why.code}: ${why.message}\n`);
       await store.catalog.setBlockState([...bad.keys()].map((h) => Buffer.from(h, 'hex')), BlockState.invalid);
       const lost = await versionsWithSegments(store, metadata.badSegments);
       for (const { version, count } of await versionsUsing(store, new Set(bad.keys()))) {
@@ -284,36 +295,4 @@ async function versionsUsing(store: Store, digests: ReadonlySet<string>): Promis
     if (count > 0) out.push({ version: v, count });
   }
   return out;
-}
-
-async function* compareSource(store: Store, version: VersionRecord, spec: string, sampled: Set<number> | undefined, signal: AbortSignal | undefined): AsyncGenerator<ScrubFinding> {
-  const source: BlockSource = await openSource(spec, { ceph: store.config.ceph, tmpDir: store.config.spillDir });
-  try {
-    await source.changedExtents?.(null); // RBD: stream the allocated data in one pass
-    if (source.size !== version.size) {
-      yield { type: 'source-mismatch', uid: version.uid, block: -1, offset: 0, reason: `the source has ${source.size} bytes, the version ${version.size}` };
-      return;
-    }
-    const blocks = blockCount(version.size, version.blockSize);
-    const map = new BlockMap(store, await store.catalog.versionSegments(version.uid), blocks);
-    const buf = Buffer.alloc(version.blockSize);
-    const zeros = Buffer.alloc(version.blockSize);
-    for (let i = 0; i < blocks; i++) {
-      if (signal?.aborted) return;
-      if (sampled && sampled.size > 0 && !sampled.has(i)) continue;
-      const offset = i * version.blockSize;
-      const length = Math.min(version.blockSize, version.size - offset);
-      const view = buf.subarray(0, length);
-      const expected = await map.entry(i);
-      if (!source.mayHaveData(offset, length)) view.fill(0);
-      else await source.read(offset, view);
-      if (expected === null) {
-        if (!view.equals(zeros.subarray(0, length))) yield { type: 'source-mismatch', uid: version.uid, block: i, offset, reason: 'sparse in the backup but not zero in the source' };
-      } else if (!createHash(DIGEST_ALGORITHM).update(view).digest().equals(expected)) {
-        yield { type: 'source-mismatch', uid: version.uid, block: i, offset, reason: 'differs from the source' };
-      }
-    }
-  } finally {
-    await source.close();
-  }
 }

@@ -217,7 +217,7 @@ export async function changeMetadata(store: Store, uid: string, change: () => Pr
     await getVersion(store, uid);
     await change();
     const version = await getVersion(store, uid);
-    if (version.status !== 'incomplete') await saveManifest(store.blocks, manifestOf(version, await store.catalog.versionSegments(uid)));
+    if (version.status !== 'incomplete') await saveManifest(store, manifestOf(version, await store.catalog.versionSegments(uid)));
     return version;
   });
 }

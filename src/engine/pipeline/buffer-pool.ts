@@ -20,7 +20,12 @@ export interface PooledBuffer {
   readonly payload: Buffer;
   /** View of the object-header room (64 bytes) followed by the payload. */
   readonly object: Buffer;
-  /** Page-aligned view of the whole slot (4 KiB before the payload, then the payload), for O_DIRECT reads. */
+  /**
+   * View of the header room, the payload and a tail page: where a block's stored object is made
+   * (compressed, encrypted objects may be a little larger than the plaintext).
+   */
+  readonly sealed: Buffer;
+  /** Page-aligned view of the whole slot (4 KiB before the payload, the payload, a tail page), for O_DIRECT and object reads. */
   readonly slotView: Buffer;
   /** Shared memory behind the views, to hand to worker threads without copying. */
   readonly memory: SharedArrayBuffer;
@@ -57,7 +62,8 @@ export class BufferPool {
     if (count < 1) throw new RangeError('A buffer pool needs at least one buffer');
     this.blockSize = blockSize;
     this.size = count;
-    const stride = Math.ceil((blockSize + PAGE) / PAGE) * PAGE;
+    // A page before the payload (object header, O_DIRECT alignment) and one after (sealing overhead).
+    const stride = Math.ceil((blockSize + 2 * PAGE) / PAGE) * PAGE;
     const pages = Math.ceil((stride * count) / WASM_PAGE);
     // A shared WebAssembly memory is page-aligned and shareable with workers.
     this.#memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as SharedArrayBuffer;
@@ -67,7 +73,8 @@ export class BufferPool {
         slot,
         payload: Buffer.from(this.#memory, payloadOffset, blockSize),
         object: Buffer.from(this.#memory, payloadOffset - OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + blockSize),
-        slotView: Buffer.from(this.#memory, payloadOffset - PAGE, PAGE + blockSize),
+        sealed: Buffer.from(this.#memory, payloadOffset - OBJECT_HEADER_LENGTH, stride - PAGE + OBJECT_HEADER_LENGTH),
+        slotView: Buffer.from(this.#memory, payloadOffset - PAGE, stride),
         memory: this.#memory,
         payloadOffset,
       });

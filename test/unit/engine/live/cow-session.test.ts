@@ -12,6 +12,7 @@ import { removeVersions } from '../../../../src/engine/operations/versions.js';
 import { makeImage } from '../../../helpers/image.js';
 import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../../helpers/store.js';
 import { makeTempDir } from '../../../helpers/temp.js';
+import { fetchContextOf } from '../../../../src/engine/objects/block-reader.js';
 
 let store: Store | undefined;
 const sessions: CowSession[] = [];
@@ -28,7 +29,7 @@ async function setup(regions = [{ kind: 'random' as const, length: 5 * B }, { ki
   makeImage(image, regions);
   const result = await backup(s, { source: image, image: 'vm1' });
   const version = (await s.catalog.getVersion(result.uid))!;
-  const cache = new BlockCache({ blocks: s.blocks, hasher: s.hasher() }, { maxBytes: 4 * B, maxBlockSize: B });
+  const cache = new BlockCache(fetchContextOf(s), { maxBytes: 4 * B, maxBlockSize: B });
   return { s, dir, image, version, cache, data: readFileSync(image) };
 }
 

@@ -1,3 +1,4 @@
+import { PLAIN } from '../../../../src/engine/objects/object-seal.js';
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BlockMapWriter, baseSegment } from '../../../../src/engine/objects/block-map-writer.js';
@@ -47,7 +48,7 @@ describe('BlockMapWriter', () => {
     const s = (store = makeMemoryStore());
     const base = Buffer.concat([randomBytes(32), randomBytes(32)]);
     const writer = new BlockMapWriter(s, 2 * SEGMENT_ENTRIES);
-    const reused = encodeSegment(Buffer.alloc(32 * SEGMENT_ENTRIES)).digest;
+    const reused = encodeSegment(Buffer.alloc(32 * SEGMENT_ENTRIES), PLAIN).digest;
     writer.reuse(1, reused);
     writer.open(0, base, 1);
     writer.set(1, null);

@@ -1,3 +1,4 @@
+import { PLAIN } from '../../../../src/engine/objects/object-seal.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { decodeSegment, encodeSegment } from '../../../../src/engine/objects/block-map.js';
@@ -39,7 +40,7 @@ describe('object header format', () => {
   it.each([
     ['bad magic', (h: Buffer) => h.writeUInt8(0x41, 0)],
     ['unknown format version', (h: Buffer) => h.writeUInt8(9, 4)],
-    ['unknown kind', (h: Buffer) => h.writeUInt8(7, 5)],
+    ['unknown kind', (h: Buffer) => h.writeUInt8(9, 5)],
     ['unsupported compression', (h: Buffer) => h.writeUInt8(5, 6)],
     ['inconsistent lengths', (h: Buffer) => h.writeUInt8(1, 16)],
   ])('decodeObjectHeader() rejects %s as corrupt', (_name, damage) => {
@@ -54,9 +55,9 @@ describe('object header format', () => {
 });
 
 describe('map segment format', () => {
-  it('encodeSegment() writes the count, reserved bytes and entries, keyed by its SHA-256', () => {
+  it('encodeSegment(, PLAIN) writes the count, reserved bytes and entries, keyed by its SHA-256', () => {
     const entries = Buffer.concat([randomBytes(32), Buffer.alloc(32), randomBytes(32)]);
-    const { payload, digest } = encodeSegment(entries);
+    const { payload, digest } = encodeSegment(entries, PLAIN);
     expect(SEGMENT_HEADER_LENGTH).toBe(8);
     expect(payload.readUInt32LE(0)).toBe(3);
     expect(payload.readUInt32LE(4)).toBe(0);
@@ -66,7 +67,7 @@ describe('map segment format', () => {
   });
 
   it('decodeSegment() rejects a wrong count and oversize segments', () => {
-    const { payload } = encodeSegment(randomBytes(64));
+    const { payload } = encodeSegment(randomBytes(64), PLAIN);
     payload.writeUInt32LE(3, 0);
     expect(() => decodeSegment(payload, 'x')).toThrow(expect.objectContaining({ code: 'E_CORRUPT' }));
     const big = Buffer.alloc(8 + 32 * (SEGMENT_ENTRIES + 1));

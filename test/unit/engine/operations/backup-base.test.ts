@@ -10,6 +10,7 @@ import type { Store } from '../../../../src/engine/store.js';
 import { makeImage } from '../../../helpers/image.js';
 import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../../helpers/store.js';
 import { makeTempDir } from '../../../helpers/temp.js';
+import { fetchContextOf } from '../../../../src/engine/objects/block-reader.js';
 
 // 256 blocks and a sample of 2: sampling cannot catch a wrong base (about 1 in 128).
 const BLOCKS = 256;
@@ -29,7 +30,7 @@ async function setup() {
   const v1 = await backup(s, { source: image, image: 'vm1', snapshot: 's1' });
   // A copy-on-write write at block 2 (what a writable mount or an NBD client does).
   const base = (await s.catalog.getVersion(v1.uid))!;
-  const session = await CowSession.open(s, base, { spillDir: dir, cache: new BlockCache({ blocks: s.blocks, hasher: s.hasher() }, { maxBytes: 8 * B }), origin: 'test' });
+  const session = await CowSession.open(s, base, { spillDir: dir, cache: new BlockCache(fetchContextOf(s), { maxBytes: 8 * B }), origin: 'test' });
   await session.write(2 * B, randomBytes(B));
   const cow = (await session.commit())!;
   await session.close();

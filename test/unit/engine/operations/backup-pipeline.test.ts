@@ -50,7 +50,7 @@ async function run(s: Store, source: BlockSource, options: { base?: BaseMap; hin
       sample: options.sample ?? 0,
       invalid: new Set(),
     },
-    { storage: s, writer: new BlockWriter(s.catalog, s.blocks), hasher: s.hasher(), pool: new BufferPool(B, 4), readers: new Semaphore(2), progress: undefined, signal: undefined },
+    { storage: s, writer: new BlockWriter(s.catalog, s.blocks), hasher: s.workers(), pool: new BufferPool(B, 4), readers: new Semaphore(2), progress: undefined, signal: undefined },
   );
 }
 

@@ -57,7 +57,7 @@ describe('removeVersions()', () => {
     const held = await acquireLocks(s.catalog, [{ resource: versionResource(uids[1]!), mode: 'shared', operation: 'restore' }]);
     await expect(removeVersions(s, uids, { force: true })).rejects.toMatchObject({ code: 'E_LOCKED' });
     expect(await s.catalog.listVersions()).toHaveLength(2);
-    await loadManifest(s.blocks, uids[0]!);
+    await loadManifest(s, uids[0]!);
     await held.release();
     expect(await removeVersions(s, [...uids, uids[0]!], { force: true })).toHaveLength(2);
   });
@@ -66,9 +66,9 @@ describe('removeVersions()', () => {
     const { s, uids } = await withVersions(1);
     await s.catalog.createVersion({ uid: 'vincomplete01', image: 'vm1', createdAt: Date.now(), size: 10, blockSize: B, snapshot: null, baseUid: null, source: null, kind: 'backup' });
     await removeVersions(s, ['vincomplete01']);
-    await loadManifest(s.blocks, uids[0]!);
+    await loadManifest(s, uids[0]!);
     await removeVersions(s, uids, { force: true });
-    await expect(loadManifest(s.blocks, uids[0]!)).rejects.toMatchObject({ code: 'E_OBJECT_MISSING' });
+    await expect(loadManifest(s, uids[0]!)).rejects.toMatchObject({ code: 'E_OBJECT_MISSING' });
   });
 
   it('rejects unknown uids', async () => {
@@ -83,7 +83,7 @@ describe('tags and protection', () => {
     const uid = uids[0]!;
     expect((await changeTags(s, uid, { add: ['keep', 'x'] })).tags).toEqual(['keep', 't0', 'x']);
     expect((await changeTags(s, uid, { remove: ['x', 't0'] })).tags).toEqual(['keep']);
-    expect((await loadManifest(s.blocks, uid)).tags).toEqual(['keep']);
+    expect((await loadManifest(s, uid)).tags).toEqual(['keep']);
     await expect(changeTags(s, uid, { add: ['bad tag'] })).rejects.toMatchObject({ code: 'E_USAGE' });
     expect((await listVersions(s, { tag: 'keep' })).map((v) => v.uid)).toEqual([uid]);
   });

@@ -1,0 +1,229 @@
+/**
+ * What turns a plaintext into a stored object and back: the naming digest, compression and
+ * authenticated encryption of format 2 (layout in formats.ts). Pure and synchronous, so the
+ * block workers and the main thread (segments, manifests) run the very same code.
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { crc32 } from 'node:zlib';
+import type { BlockStore } from '../blockstore/block-store.js';
+import { CorruptBlockError } from '../errors.js';
+import {
+  Compression,
+  DIGEST_ALGORITHM,
+  Encryption,
+  GCM_NONCE_LENGTH,
+  GCM_TAG_LENGTH,
+  OBJECT_FORMAT_VERSION_SEALED,
+  OBJECT_HEADER_LENGTH,
+  ObjectKind,
+  type ObjectKindValue,
+} from './formats.js';
+import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
+import { StoreKeys } from './store-keys.js';
+
+/** The keys an encrypted store's objects are made with (derived from its master key). */
+export interface SealKeys {
+  /** Names objects: HMAC-SHA-256 of the plaintext, so names reveal nothing of the content. */
+  readonly idKey: Buffer;
+  /** Encrypts objects with AES-256-GCM. */
+  readonly dataKey: Buffer;
+}
+
+/** How a store's objects are made. Plain-copyable, so it can go to a worker with a task. */
+export interface Transforms {
+  readonly compression: 'none' | 'zstd';
+  /** zstd level. @default 1 */
+  readonly level: number;
+  /** Present when the store is encrypted. */
+  readonly keys: SealKeys | undefined;
+}
+
+/** The transforms of a plaintext, uncompressed store (format 1 objects). */
+export const PLAIN: Transforms = { compression: 'none', level: 0, keys: undefined };
+
+/** True when objects are written in format 2 (compressed, encrypted, or both). */
+export function isSealed(t: Transforms): boolean {
+  return t.compression !== 'none' || t.keys !== undefined;
+}
+
+/** The digest that names `data` in this store: SHA-256, or with encryption HMAC-SHA-256. */
+export function objectId(t: Transforms, data: Uint8Array): Buffer {
+  return t.keys ? createHmac(DIGEST_ALGORITHM, t.keys.idKey).update(data).digest() : createHash(DIGEST_ALGORITHM).update(data).digest();
+}
+
+interface Zstd {
+  readonly CCtx: new () => { compress(dst: Uint8Array, src: Uint8Array, level: number): number };
+  readonly DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
+  compressBound(size: number): number;
+}
+let zstd: { lib: Zstd; cctx: InstanceType<Zstd['CCtx']>; dctx: InstanceType<Zstd['DCtx']> } | undefined;
+/** zstd, loaded on first use (plaintext stores never load it); one context per thread. */
+function zstdLib() {
+  if (!zstd) {
+    const lib = createRequire(import.meta.url)('zstd-napi/binding') as Zstd;
+    zstd = { lib, cctx: new lib.CCtx(), dctx: new lib.DCtx() };
+  }
+  return zstd;
+}
+
+/**
+ * Makes the stored form of a plaintext: header and payload (format 1 for plaintext stores,
+ * format 2 otherwise).
+ * @param t the store's transforms
+ * @param kind what the object holds
+ * @param key its key in the block store (bound into the encryption)
+ * @param id its naming digest (see objectId)
+ * @param plaintext the content
+ * @returns the header and the payload, to be stored concatenated
+ */
+export function sealObject(t: Transforms, kind: ObjectKindValue, key: string, id: Uint8Array, plaintext: Uint8Array): [Buffer, Buffer] {
+  if (!isSealed(t)) return [encodeObjectHeader(kind, id, plaintext.length), Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength)];
+  let body: Uint8Array = plaintext;
+  let compression: number = Compression.none;
+  if (t.compression === 'zstd' && plaintext.length > 0) {
+    const { lib, cctx } = zstdLib();
+    const out = Buffer.allocUnsafe(lib.compressBound(plaintext.length));
+    const n = cctx.compress(out, plaintext, t.level);
+    // Kept only when it saves space (random data grows a little).
+    if (n < plaintext.length) {
+      body = out.subarray(0, n);
+      compression = Compression.zstd;
+    }
+  }
+  const header = Buffer.alloc(OBJECT_HEADER_LENGTH);
+  const storedLength = t.keys ? GCM_NONCE_LENGTH + body.length + GCM_TAG_LENGTH : body.length;
+  writeHeader(header, kind, compression, t.keys ? Encryption.aes256gcm : Encryption.none, plaintext.length, storedLength, id);
+  let payload: Buffer;
+  if (t.keys) {
+    const nonce = randomBytes(GCM_NONCE_LENGTH);
+    const cipher = createCipheriv('aes-256-gcm', t.keys.dataKey, nonce);
+    cipher.setAAD(additionalData(key, header));
+    payload = Buffer.concat([nonce, cipher.update(body), cipher.final(), cipher.getAuthTag()]);
+  } else {
+    payload = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  }
+  header.writeUInt32LE(crc32(payload), 56);
+  return [header, payload];
+}
+
+/**
+ * Proves and opens a stored object: header, kind, the CRC of what is stored, the authentication
+ * tag (encrypted), the length, and for unencrypted objects the digest of the plaintext.
+ * @param t the store's transforms
+ * @param kind the kind expected
+ * @param key its key in the block store
+ * @param id the naming digest expected
+ * @param object the whole stored object
+ * @param what names the object in errors
+ * @returns the plaintext
+ * @throws {CorruptBlockError} when anything does not check out
+ */
+export function openObject(t: Transforms, kind: ObjectKindValue, key: string, id: Uint8Array, object: Uint8Array, what: string): Buffer {
+  const bytes = Buffer.from(object.buffer, object.byteOffset, object.byteLength);
+  const header = decodeObjectHeader(bytes, what);
+  if (header.kind !== kind) throw new CorruptBlockError(`Object ${what} is corrupt: kind ${header.kind} instead of ${kind}`);
+  if (!header.digest.equals(id)) throw new CorruptBlockError(`Object ${what} carries another object's header`);
+  const payload = bytes.subarray(OBJECT_HEADER_LENGTH);
+  if (payload.length !== header.storedLength) {
+    throw new CorruptBlockError(`Object ${what} is corrupt: ${payload.length} bytes stored, the header says ${header.storedLength}`);
+  }
+  if (header.formatVersion === OBJECT_FORMAT_VERSION_SEALED && crc32(payload) !== bytes.readUInt32LE(56)) {
+    throw new CorruptBlockError(`Object ${what} is corrupt: its stored bytes do not match their checksum`);
+  }
+  if (header.encryption !== Encryption.none && !t.keys) throw new CorruptBlockError(`Object ${what} is encrypted, but the store is not`);
+  if (header.encryption === Encryption.none && t.keys) throw new CorruptBlockError(`Object ${what} is not encrypted, but the store is: it was not written by this store`);
+  let body: Buffer = payload;
+  if (t.keys) {
+    if (payload.length < GCM_NONCE_LENGTH + GCM_TAG_LENGTH) throw new CorruptBlockError(`Object ${what} is corrupt: truncated`);
+    const decipher = createDecipheriv('aes-256-gcm', t.keys.dataKey, payload.subarray(0, GCM_NONCE_LENGTH));
+    decipher.setAAD(additionalData(key, bytes.subarray(0, OBJECT_HEADER_LENGTH)));
+    decipher.setAuthTag(payload.subarray(payload.length - GCM_TAG_LENGTH));
+    try {
+      body = Buffer.concat([decipher.update(payload.subarray(GCM_NONCE_LENGTH, payload.length - GCM_TAG_LENGTH)), decipher.final()]);
+    } catch (err) {
+      throw new CorruptBlockError(`Object ${what} failed authentication: it was changed, damaged or moved`, { cause: err });
+    }
+  }
+  let plaintext = body;
+  if (header.compression === Compression.zstd) {
+    plaintext = Buffer.allocUnsafe(header.plainLength);
+    let n: number;
+    try {
+      n = zstdLib().dctx.decompress(plaintext, body);
+    } catch (err) {
+      throw new CorruptBlockError(`Object ${what} is corrupt: it does not decompress`, { cause: err });
+    }
+    if (n !== header.plainLength) throw new CorruptBlockError(`Object ${what} is corrupt: ${n} bytes decompressed, the header says ${header.plainLength}`);
+  } else if (plaintext.length !== header.plainLength) {
+    throw new CorruptBlockError(`Object ${what} is corrupt: ${plaintext.length} bytes, the header says ${header.plainLength}`);
+  }
+  // Encrypted objects are proven by their tag; the others by their digest.
+  if (!t.keys && !objectId(t, plaintext).equals(id)) throw new CorruptBlockError(`Object ${what} is corrupt: its data does not match its digest`);
+  return plaintext;
+}
+
+/**
+ * Checks a stored object without any key (a scrub of a store whose key is elsewhere): its header
+ * and the CRC of its stored bytes. Format 1 objects have no CRC: only their header is checked.
+ * @throws {CorruptBlockError} when it does not check out
+ */
+export function checkStoredObject(kind: ObjectKindValue, id: Uint8Array, object: Uint8Array, what: string): void {
+  const bytes = Buffer.from(object.buffer, object.byteOffset, object.byteLength);
+  const header = decodeObjectHeader(bytes, what);
+  if (header.kind !== kind || !header.digest.equals(id)) throw new CorruptBlockError(`Object ${what} carries another object's header`);
+  if (bytes.length - OBJECT_HEADER_LENGTH !== header.storedLength) throw new CorruptBlockError(`Object ${what} is corrupt: truncated or too long`);
+  if (header.formatVersion === OBJECT_FORMAT_VERSION_SEALED && crc32(bytes.subarray(OBJECT_HEADER_LENGTH)) !== bytes.readUInt32LE(56)) {
+    throw new CorruptBlockError(`Object ${what} is corrupt: its stored bytes do not match their checksum`);
+  }
+}
+
+function writeHeader(header: Buffer, kind: ObjectKindValue, compression: number, encryption: number, plainLength: number, storedLength: number, id: Uint8Array): void {
+  encodeObjectHeader(kind, id, plainLength).copy(header);
+  header.writeUInt8(OBJECT_FORMAT_VERSION_SEALED, 4);
+  header.writeUInt8(compression, 6);
+  header.writeUInt8(encryption, 7);
+  header.writeBigUInt64LE(BigInt(storedLength), 16);
+}
+
+/** What the tag also covers: the object's key (no swapping objects) and its header (no editing it). */
+function additionalData(key: string, header: Uint8Array): Buffer {
+  return Buffer.concat([Buffer.from(key, 'utf8'), header.subarray(0, 56)]);
+}
+
+/** A block store and how its objects are made. */
+export interface SealedStore {
+  readonly blocks: BlockStore;
+  readonly transforms: Transforms;
+}
+
+/**
+ * Stores a small object (segment, manifest) sealed as the store makes objects, durably.
+ * @param id its naming digest; computed from the plaintext when omitted
+ */
+export async function putSealed(s: SealedStore, kind: ObjectKindValue, key: string, plaintext: Uint8Array, id: Uint8Array = objectId(s.transforms, plaintext)): Promise<void> {
+  await s.blocks.put(key, sealObject(s.transforms, kind, key, id, plaintext));
+}
+
+/**
+ * Reads and opens a small object.
+ * @param id the naming digest expected; when omitted, the header's (its consistency is still proven)
+ * @throws {ObjectMissingError} when it is missing
+ * @throws {CorruptBlockError} when it does not check out
+ */
+export async function getSealed(s: SealedStore, kind: ObjectKindValue, key: string, what: string, id?: Uint8Array): Promise<Buffer> {
+  const object = Buffer.from(await s.blocks.get(key));
+  const expected = id ?? (object.length >= OBJECT_HEADER_LENGTH ? object.subarray(24, 56) : Buffer.alloc(0));
+  return openObject(s.transforms, kind, key, expected, object, what);
+}
+
+/**
+ * Marks a block a scrub found bad, so that a catalog rebuild knows it too. The text says why: in
+ * plain text for plaintext stores (as always), sealed like every object otherwise.
+ */
+export async function saveInvalidMarker(s: SealedStore, digest: Uint8Array, why: string): Promise<void> {
+  const key = StoreKeys.invalidMarker(digest);
+  const text = Buffer.from(why, 'utf8');
+  if (isSealed(s.transforms)) await putSealed(s, ObjectKind.invalidMarker, key, text);
+  else await s.blocks.put(key, [text]);
+}

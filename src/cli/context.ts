@@ -9,6 +9,15 @@ export function withStore<T>(globals: Globals, io: CliIo, fn: (store: Store) => 
   return withOpened(globals, io, (config) => openStore(config, { keys: keyProvider(globals, io), withoutKey: options.withoutKey === true }), fn);
 }
 
+/**
+ * Like withStore, for commands that read or change only the catalog and delete objects by name (ls,
+ * stats, protect, tag, rm, umount): they work on an encrypted store without its key. (Cleanup
+ * needs it: it checks the names of the map segments it reads.)
+ */
+export function withCatalog<T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>): Promise<T> {
+  return withStore(globals, io, fn, { withoutKey: true });
+}
+
 /** Like withStore, for one version read straight from the block store (restore --no-catalog). */
 export function withoutCatalog(uid: string) {
   return <T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>): Promise<T> =>

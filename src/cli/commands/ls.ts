@@ -2,7 +2,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { formatBytes } from '../../engine/support/units.js';
 import { listVersions, versionAllocated, type ListOptions } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
-import { withStore } from '../context.js';
+import { withCatalog } from '../context.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 import { formatDate, renderTable } from '../ui/table.js';
@@ -44,7 +44,7 @@ export function registerLs(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runLs(options: LsCommandOptions, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, async (store) => {
+  return withCatalog(globals, io, async (store) => {
     const versions = await listVersions(store, options);
     const stored = new Map<string, number>();
     for (const v of versions) stored.set(v.uid, await versionAllocated(store, v));

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../engine/errors.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
-import { withStore } from '../context.js';
+import { withCatalog, withStore } from '../context.js';
 import { helpAfter } from '../help.js';
 import type { CliIo, Globals } from '../io.js';
 
@@ -140,7 +140,7 @@ function mountedJson(options: MountCommandOptions, pid: number): Record<string, 
 }
 
 async function storeDir(globals: Globals, io: CliIo): Promise<string | undefined> {
-  return withStore(globals, io, async (store) => store.config.store.path, { withoutKey: true });
+  return withCatalog(globals, io, async (store) => store.config.store.path);
 }
 
 /**
@@ -148,15 +148,10 @@ async function storeDir(globals: Globals, io: CliIo): Promise<string | undefined
  * @returns the exit status
  */
 export async function runUmount(options: { mountpoint: string }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(
-    globals,
-    io,
-    async (store) => {
-      const { stopMount } = await import('../../fs/mount.js');
-      const how = await stopMount(store, options.mountpoint);
-      io.stderr(how === 'stopped' ? `Unmounted ${path.resolve(options.mountpoint)}\n` : `Cleared the stale mount at ${path.resolve(options.mountpoint)}\n`);
-      return 0;
-    },
-    { withoutKey: true },
-  );
+  return withCatalog(globals, io, async (store) => {
+    const { stopMount } = await import('../../fs/mount.js');
+    const how = await stopMount(store, options.mountpoint);
+    io.stderr(how === 'stopped' ? `Unmounted ${path.resolve(options.mountpoint)}\n` : `Cleared the stale mount at ${path.resolve(options.mountpoint)}\n`);
+    return 0;
+  });
 }

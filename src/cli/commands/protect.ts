@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { setProtected } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
-import { withStore } from '../context.js';
+import { withCatalog } from '../context.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 
@@ -26,7 +26,7 @@ export function registerProtect(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runProtect(options: { uids: readonly string[]; value: boolean }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, async (store) => {
+  return withCatalog(globals, io, async (store) => {
     const changed = await setProtected(store, options.uids, options.value);
     if (globals.json) printJson(io, changed.map((v) => ({ uid: v.uid, image: v.image, protected: v.protected })));
     else for (const v of changed) io.stderr(`${options.value ? 'Protected' : 'Unprotected'} ${v.uid} (${v.image})\n`);

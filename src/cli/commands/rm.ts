@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { removeVersions } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
-import { withStore } from '../context.js';
+import { withCatalog } from '../context.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 
@@ -30,16 +30,10 @@ export function registerRm(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runRm(options: { uids: readonly string[]; force?: boolean | undefined }, globals: Globals, io: CliIo): Promise<number> {
-  // Removing versions reads no object: an encrypted store's key is not needed.
-  return withStore(
-    globals,
-    io,
-    async (store) => {
-      const removed = await removeVersions(store, options.uids, { force: options.force });
-      if (globals.json) printJson(io, removed.map((v) => ({ uid: v.uid, image: v.image })));
-      else for (const v of removed) io.stderr(`Removed ${v.uid} (${v.image})\n`);
-      return 0;
-    },
-    { withoutKey: true },
-  );
+  return withCatalog(globals, io, async (store) => {
+    const removed = await removeVersions(store, options.uids, { force: options.force });
+    if (globals.json) printJson(io, removed.map((v) => ({ uid: v.uid, image: v.image })));
+    else for (const v of removed) io.stderr(`Removed ${v.uid} (${v.image})\n`);
+    return 0;
+  });
 }

@@ -3,7 +3,7 @@ import { storeSpace, versionSpace } from '../../engine/operations/stats.js';
 import { formatBytes, formatDuration } from '../../engine/support/units.js';
 import { formatDate, renderTable } from '../ui/table.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
-import { withStore } from '../context.js';
+import { withCatalog } from '../context.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 
@@ -28,7 +28,7 @@ export function registerStats(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runStats(options: { uid?: string | undefined }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, async (store) => {
+  return withCatalog(globals, io, async (store) => {
     if (options.uid === undefined) {
       const s = await storeSpace(store);
       if (globals.json) printJson(io, s);

@@ -1,7 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { changeTags } from '../../engine/operations/versions.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
-import { withStore } from '../context.js';
+import { withCatalog } from '../context.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 
@@ -28,7 +28,7 @@ export function registerTag(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runTag(options: { uid: string; action: 'add' | 'rm'; tags: readonly string[] }, globals: Globals, io: CliIo): Promise<number> {
-  return withStore(globals, io, async (store) => {
+  return withCatalog(globals, io, async (store) => {
     const change = options.action === 'add' ? { add: options.tags } : { remove: options.tags };
     const version = await changeTags(store, options.uid, change);
     if (globals.json) printJson(io, { uid: version.uid, tags: version.tags });

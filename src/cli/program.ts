@@ -4,6 +4,7 @@ import type { CommandContext } from './command-context.js';
 import { registerBackup } from './commands/backup.js';
 import { registerCleanup } from './commands/cleanup.js';
 import { registerDb } from './commands/db.js';
+import { registerExpire } from './commands/expire.js';
 import { registerInit } from './commands/init.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
@@ -52,6 +53,7 @@ ${EXIT_STATUS_HELP}
   registerRm(program, ctx);
   registerProtect(program, ctx);
   registerTag(program, ctx);
+  registerExpire(program, ctx);
   registerStats(program, ctx);
   registerScrub(program, ctx);
   registerCleanup(program, ctx);

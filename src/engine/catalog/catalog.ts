@@ -58,6 +58,11 @@ export interface VersionRecord {
    * null for versions committed before it was, until first computed.
    */
   readonly allocated: number | null;
+  /**
+   * When the version expires (ms since the epoch): `forget` keeps it until then and removes it
+   * after, whatever the rules say. Null for none.
+   */
+  readonly expiresAt: number | null;
 }
 
 /** Fields given when a backup starts. */
@@ -72,6 +77,8 @@ export interface NewVersion {
   readonly baseUid: string | null;
   readonly source: string | null;
   readonly kind: VersionKind;
+  /** Expiry date (ms since the epoch). @default null */
+  readonly expiresAt?: number | null;
 }
 
 export const BlockState = { valid: 0, invalid: 1, deleting: 2 } as const;
@@ -244,4 +251,11 @@ export interface Catalog {
   heartbeat(ids: readonly number[]): Promise<void>;
 
   close(): Promise<void>;
+
+  // Retention and monitoring (forget, expire, check, metrics)
+  /**
+   * Sets a version's expiry date (ms since the epoch), or clears it with null.
+   * @throws {NotFoundError} when the version does not exist
+   */
+  setExpiry(uid: string, expiresAt: number | null): Promise<void>;
 }

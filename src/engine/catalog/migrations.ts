@@ -89,4 +89,8 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE versions ADD COLUMN snapshot_id TEXT;
   `,
+  // 5: version expiry dates (backup -e, backy2 expire), honoured by forget; NULL for none
+  `
+  ALTER TABLE versions ADD COLUMN expires_at INTEGER;
+  `,
 ];

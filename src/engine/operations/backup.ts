@@ -43,6 +43,8 @@ export interface BackupOptions {
   readonly snapshot?: string | undefined;
   /** Tags; when undefined the automatic b_daily/b_weekly/b_monthly tags apply. */
   readonly tags?: readonly string[] | undefined;
+  /** When the version expires (ms since the epoch): `forget` removes it then. @default none */
+  readonly expiresAt?: number | undefined;
   readonly progress?: Progress | undefined;
   readonly signal?: AbortSignal | undefined;
 }
@@ -56,6 +58,8 @@ export interface BackupResult extends VersionStats {
   readonly status: 'valid';
   readonly baseUid: string | null;
   readonly tags: readonly string[];
+  /** Expiry date, ms since the epoch, or null. */
+  readonly expiresAt: number | null;
 }
 
 /**
@@ -117,7 +121,7 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
       const baseLock = base ? await acquireLocks(catalog, [{ resource: versionResource(base.uid), mode: 'shared', operation: 'backup (as base)' }]) : undefined;
       debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
       try {
-        await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, snapshotId, baseUid: base?.uid ?? null, source: source.location, kind: 'backup' });
+        await catalog.createVersion({ uid, image, createdAt: started, size: source.size, blockSize, snapshot, snapshotId, baseUid: base?.uid ?? null, source: source.location, kind: 'backup', expiresAt: options.expiresAt ?? null });
         try {
           const result = await runAndCommit(store, { uid, image, started, blockSize, source, base, hinted, hintsName, snapshot, snapshotId, tags, options });
           committed = true;
@@ -208,10 +212,11 @@ async function runAndCommit(store: Store, run: RunInput): Promise<BackupResult> 
     source: source.location,
     stats,
     kind: 'backup' as const,
+    expiresAt: run.options.expiresAt ?? null,
   };
   await publishVersion(store, record, segments);
   debug('backup: committed');
-  return { ...stats, uid: run.uid, image: run.image, size: source.size, blockSize, status: 'valid', baseUid: record.baseUid, tags };
+  return { ...stats, uid: run.uid, image: run.image, size: source.size, blockSize, status: 'valid', baseUid: record.baseUid, tags, expiresAt: record.expiresAt };
 }
 
 /**

@@ -81,6 +81,20 @@ describe('SqliteCatalog', () => {
     expect((await c.listVersions({ status: 'incomplete' })).map((v) => v.uid)).toEqual(['v2', 'v3']);
   });
 
+  it('setExpiry() sets and clears an expiry date that createVersion() and importVersion() record too', async () => {
+    const c = open();
+    await c.createVersion({ ...version('v1'), expiresAt: 5000 });
+    expect((await c.getVersion('v1'))?.expiresAt).toBe(5000);
+    await c.setExpiry('v1', null);
+    expect((await c.getVersion('v1'))?.expiresAt).toBeNull();
+    await c.setExpiry('v1', 7000);
+    await c.commitVersion('v1', { segments: [], stats, tags: [], allocated: 0 });
+    const copy = { ...(await c.getVersion('v1'))!, uid: 'v2' };
+    await c.importVersion(copy, []);
+    expect((await c.getVersion('v2'))?.expiresAt).toBe(7000);
+    await expect(c.setExpiry('v9', 1)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+  });
+
   it('deleteVersion() removes the image with its last version, so a new block size can be chosen', async () => {
     const c = open();
     await c.createVersion(version('v1'));

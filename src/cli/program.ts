@@ -5,6 +5,7 @@ import { registerBackup } from './commands/backup.js';
 import { registerCleanup } from './commands/cleanup.js';
 import { registerDb } from './commands/db.js';
 import { registerExpire } from './commands/expire.js';
+import { registerForget } from './commands/forget.js';
 import { registerInit } from './commands/init.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
@@ -56,6 +57,7 @@ ${EXIT_STATUS_HELP}
   registerExpire(program, ctx);
   registerStats(program, ctx);
   registerScrub(program, ctx);
+  registerForget(program, ctx);
   registerCleanup(program, ctx);
   registerDb(program, ctx);
   registerMount(program, ctx);

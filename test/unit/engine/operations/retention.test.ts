@@ -2,11 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planRetention, type RetentionVersion } from '../../../../src/engine/operations/retention.js';
 import { parseDate, parseSpan } from '../../../../src/engine/support/calendar.js';
 import type { RetentionRules } from '../../../../src/engine/support/retention-rules.js';
+import { CASE_TZ, RETENTION_CASES } from '../../../helpers/retention-cases.js';
 
 // Europe/Berlin: clocks go forward 2024-03-31 02:00 → 03:00 and back 2024-10-27 03:00 → 02:00.
 const savedTz = process.env.TZ;
 beforeAll(() => {
-  process.env.TZ = 'Europe/Berlin';
+  process.env.TZ = CASE_TZ;
 });
 afterAll(() => {
   process.env.TZ = savedTz;
@@ -55,82 +56,9 @@ function reasonsOf(specs: readonly Spec[], rules: RetentionRules, now = '2030-01
   return Object.fromEntries(plan.map((d) => [d.uid, `${d.action}: ${d.reasons.join('; ')}`]));
 }
 
-// Each case gives versions (a, b, c, … in the order listed), the rules, and the versions restic's
-// documented rules keep for the same list (newest version per non-empty local period, ISO weeks,
-// --keep-within back from the newest, the oldest kept while a rule has counts left), plus
-// backy2's own guards: the newest valid backup, protection, locks, expiry and cow versions.
-describe('planRetention() against restic\'s rules', () => {
-  it.each<[string, Spec[], RetentionRules, string, string?]>([
-    [
-      'daily in local time across the spring DST change (00:10 on April 1 is March 31 in UTC)',
-      ['2024-03-30 23:30', '2024-03-31 00:30', '2024-03-31 03:30', '2024-03-31 23:30', '2024-04-01 00:10'],
-      { keepDaily: 2 },
-      'd e',
-    ],
-    [
-      'hourly across the autumn DST change: both 02:xx hours of the night are one local hour',
-      ['2024-10-27 02:10+02:00', '2024-10-27 02:40+02:00', '2024-10-27 02:10+01:00', '2024-10-27 02:40+01:00', '2024-10-27 03:10+01:00'],
-      { keepHourly: 3 },
-      // 03h: e; 02h: d (newest of that hour); a is the oldest while a count is left
-      'a d e',
-    ],
-    [
-      'weekly across a year boundary: 2024-12-30 is in ISO week 2025-W01',
-      ['2024-12-27', '2024-12-29', '2024-12-30', '2025-01-01', '2025-01-06'],
-      { keepWeekly: 2 },
-      'd e',
-    ],
-    ['weekly: three weeks with versions', ['2024-12-27', '2024-12-29', '2024-12-30', '2025-01-01', '2025-01-06'], { keepWeekly: 3 }, 'b d e'],
-    [
-      'weekly: January 3, 2021 still belongs to 2020-W53',
-      ['2020-12-28', '2021-01-03', '2021-01-04'],
-      { keepWeekly: 2 },
-      'b c',
-    ],
-    ['yearly counts calendar years, not ISO years', ['2020-12-28', '2021-01-03', '2021-01-04'], { keepYearly: 2 }, 'a c'],
-    [
-      'empty periods are not counted: the newest 3 days that have versions, however old',
-      ['2024-03-01', '2024-03-02', '2024-03-05', '2024-03-10'],
-      { keepDaily: 3 },
-      'b c d',
-    ],
-    [
-      'the oldest version is kept as well while a rule has counts left',
-      ['2024-01-05', '2024-01-20', '2024-02-10', '2024-02-25'],
-      { keepMonthly: 5 },
-      'a b d',
-    ],
-    ['no extra oldest once the counts are used up', ['2024-01-05', '2024-01-20', '2024-02-10', '2024-02-25'], { keepMonthly: 2 }, 'b d'],
-    [
-      '--keep-within counts back from the newest version, not from now (backups stopped in January)',
-      ['2024-01-06 12:00', '2024-01-07 12:00', '2024-01-08 12:00', '2024-01-09 12:00', '2024-01-10 12:00'],
-      { keepWithin: parseSpan('3d') },
-      // cut-off 2024-01-07 12:00, exclusive
-      'c d e',
-      '2024-06-01',
-    ],
-    [
-      '--keep-within 1d is one calendar day back (23 hours across the spring change)',
-      ['2024-03-30 11:30', '2024-03-30 12:30', '2024-03-31 12:00'],
-      { keepWithin: parseSpan('1d') },
-      'b c',
-    ],
-    ['--keep-within 24h is exact hours', ['2024-03-30 11:30', '2024-03-30 12:30', '2024-03-31 12:00'], { keepWithin: parseSpan('24h') }, 'a b c'],
-    [
-      'rules combine: a version is kept when any rule keeps it',
-      ['2023-06-01', '2024-01-15', '2024-02-01', '2024-02-02', '2024-02-03'],
-      { keepLast: 1, keepDaily: 2, keepMonthly: 2, keepYearly: 2 },
-      // last: e; daily: e d; monthly: e (2024-02) b (2024-01); yearly: e (2024) a (2023)
-      'a b d e',
-    ],
-    [
-      '--keep-tag keeps versions with every tag of one list',
-      [['2024-01-01', { tags: ['keep'] }], ['2024-01-02', { tags: ['a'] }], ['2024-01-03', { tags: ['a', 'b'] }], '2024-01-04'],
-      { keepLast: 1, keepTags: [['keep'], ['a', 'b']] },
-      'a c d',
-    ],
-  ])('%s', (_what, specs, rules, expected, now) => {
-    expect(kept(specs, rules, now)).toBe(expected);
+describe('planRetention() against restic\'s rules and backy2\'s guards (shared cases)', () => {
+  it.each(RETENTION_CASES.map((c) => [c.name, c] as const))('%s', (_name, c) => {
+    expect(kept(c.versions as Spec[], c.rules, c.at, Object.fromEntries((c.locked ?? []).map((l) => [l, 'test'])))).toBe(c.kept);
   });
 });
 

@@ -119,6 +119,17 @@ export interface LockRecord {
   readonly heartbeatAt: number;
 }
 
+/** The last run of an operation (cleanup, scrub, forget) and its running totals. */
+export interface RunRecord {
+  readonly operation: string;
+  /** When the last run finished, ms since the epoch. */
+  readonly finishedAt: number;
+  /** Figures of the last run. */
+  readonly last: Readonly<Record<string, number>>;
+  /** Sums of the figures over every recorded run, and `runs`: how many. */
+  readonly totals: Readonly<Record<string, number>>;
+}
+
 /** Selects versions in {@link Catalog.listVersions}. */
 export interface VersionFilter {
   readonly image?: string;
@@ -258,4 +269,8 @@ export interface Catalog {
    * @throws {NotFoundError} when the version does not exist
    */
   setExpiry(uid: string, expiresAt: number | null): Promise<void>;
+  /** Records a finished run of `operation`: its figures become the last run's and add to the totals. */
+  recordRun(operation: string, finishedAt: number, figures: Readonly<Record<string, number>>): Promise<void>;
+  /** The last run and totals of every operation recorded so far. */
+  listRuns(): Promise<RunRecord[]>;
 }

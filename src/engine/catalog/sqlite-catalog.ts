@@ -20,6 +20,7 @@ import {
   type LockRecord,
   type LockRequest,
   type NewVersion,
+  type RunRecord,
   type VersionFilter,
   type VersionKind,
   type VersionRecord,
@@ -577,6 +578,29 @@ export class SqliteCatalog implements Catalog {
 
   async setExpiry(uid: string, expiresAt: number | null): Promise<void> {
     this.#updateVersion('UPDATE versions SET expires_at = ? WHERE uid = ?', uid, expiresAt);
+  }
+
+  async recordRun(operation: string, finishedAt: number, figures: Readonly<Record<string, number>>): Promise<void> {
+    this.#write(() => {
+      const row = this.#get<{ totals: string }>('SELECT totals FROM runs WHERE operation = ?', operation);
+      const totals = { ...(row ? (JSON.parse(row.totals) as Record<string, number>) : {}) };
+      for (const [key, value] of Object.entries(figures)) if (Number.isFinite(value)) totals[key] = (totals[key] ?? 0) + value;
+      totals.runs = (totals.runs ?? 0) + 1;
+      this.#run(
+        `INSERT INTO runs (operation, finished_at, last, totals) VALUES (?, ?, ?, ?)
+         ON CONFLICT (operation) DO UPDATE SET finished_at = excluded.finished_at, last = excluded.last, totals = excluded.totals`,
+        operation, finishedAt, JSON.stringify(figures), JSON.stringify(totals),
+      );
+    });
+  }
+
+  async listRuns(): Promise<RunRecord[]> {
+    return this.#all<{ operation: string; finished_at: number; last: string; totals: string }>('SELECT * FROM runs ORDER BY operation').map((r) => ({
+      operation: r.operation,
+      finishedAt: r.finished_at,
+      last: JSON.parse(r.last) as Record<string, number>,
+      totals: JSON.parse(r.totals) as Record<string, number>,
+    }));
   }
 
   #requireVersion(uid: string): void {

@@ -26,6 +26,7 @@ import { describeRules, keepsNothing, type RetentionRules } from '../support/ret
 import { closeMatches } from '../support/suggest.js';
 import { cleanup, type CleanupResult } from './cleanup.js';
 import { planRetention, type RetentionDecision } from './retention.js';
+import { recordRun } from './run-records.js';
 
 /** Options of {@link forget}. */
 export interface ForgetOptions {
@@ -180,6 +181,7 @@ export async function forget(store: Store, options: ForgetOptions = {}): Promise
     for (const lock of held.values()) await lock.release();
   }
   const count = (action: string) => decided.filter((d) => d.action === action).length;
+  if (!dryRun) await recordRun(store, 'forget', { versionsRemoved: count('remove'), versionsSkipped: count('skip'), durationSeconds: (Date.now() - t0) / 1000 });
   if (!dryRun && options.prune) cleanupResult = await cleanup(store, { progress: options.progress, signal: options.signal });
   return {
     dryRun,

@@ -12,6 +12,7 @@ import { openSource, type BlockSource } from '../endpoints/endpoints.js';
 import type { Store } from '../store.js';
 import { changeMetadata, resolveVersion } from './versions.js';
 import { StoreKeys } from '../objects/store-keys.js';
+import { recordRun } from './run-records.js';
 import { checkMetadata, type MetadataCounters, type MetadataFinding } from './scrub-metadata.js';
 
 /** Options of {@link scrub}. */
@@ -189,7 +190,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     await store.catalog.endScrubList().catch(() => undefined);
     await locks.release();
   }
-  return {
+  const result = {
     versions: versions.length,
     manifestsChecked: metadata.manifestsChecked,
     segmentsChecked: metadata.segmentsChecked,
@@ -198,6 +199,8 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     ...counters,
     durationSeconds: (Date.now() - started) / 1000,
   };
+  await recordRun(store, 'scrub', result);
+  return result;
 }
 
 /** Sets a version's status (and its manifest's); false when the version is being removed. */

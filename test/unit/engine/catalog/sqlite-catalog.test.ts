@@ -95,6 +95,18 @@ describe('SqliteCatalog', () => {
     await expect(c.setExpiry('v9', 1)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
   });
 
+  it('recordRun() keeps the last run of each operation and adds its figures to the totals', async () => {
+    const c = open();
+    expect(await c.listRuns()).toEqual([]);
+    await c.recordRun('scrub', 1000, { blocksChecked: 10, badBlocks: 1 });
+    await c.recordRun('scrub', 2000, { blocksChecked: 5, badBlocks: 0 });
+    await c.recordRun('cleanup', 1500, { bytesFreed: 7 });
+    expect(await c.listRuns()).toEqual([
+      { operation: 'cleanup', finishedAt: 1500, last: { bytesFreed: 7 }, totals: { bytesFreed: 7, runs: 1 } },
+      { operation: 'scrub', finishedAt: 2000, last: { blocksChecked: 5, badBlocks: 0 }, totals: { blocksChecked: 15, badBlocks: 1, runs: 2 } },
+    ]);
+  });
+
   it('deleteVersion() removes the image with its last version, so a new block size can be chosen', async () => {
     const c = open();
     await c.createVersion(version('v1'));

@@ -57,6 +57,8 @@ describe('forget()', () => {
     expect((await s.catalog.listVersions()).map((v) => v.uid)).toEqual([kept.record.uid]);
     await expect(loadManifest(s.blocks, old.record.uid)).rejects.toMatchObject({ code: 'E_OBJECT_MISSING' });
     expect(result.cleanup).toMatchObject({ blocksDeleted: 3, bytesFreed: 3 * B });
+    const runs = await s.catalog.listRuns();
+    expect(runs.map((r) => [r.operation, r.last.versionsRemoved ?? r.last.bytesFreed])).toEqual([['cleanup', 3 * B], ['forget', 1]]);
     const out = path.join(dir, 'out');
     expect((await restore(s, { uid: kept.record.uid, target: out })).badBlockCount).toBe(0);
     expect(sha256Small(out)).toBe(sha256Small(kept.file));

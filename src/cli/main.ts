@@ -1,8 +1,9 @@
 import { CommanderError } from 'commander';
-import { ExitCode, isBackyError } from '../engine/errors.js';
+import { ExitCode } from '../engine/errors.js';
 import type { CommandContext } from './command-context.js';
 import type { CliIo } from './io.js';
 import { buildProgram } from './program.js';
+import { describeError, emitError } from './report-error.js';
 
 /**
  * Runs the backy2 command line and returns the exit status; never exits the process itself.
@@ -28,19 +29,7 @@ function reportError(err: unknown, io: CliIo, json: boolean, debug: boolean): nu
   if (err instanceof CommanderError) {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
     const message = err.message.replace(/^error: /, '');
-    return emit(io, json, 'E_USAGE', `Invalid command line: ${message}`, ExitCode.usage, 'see backy2 --help');
+    return emitError(io, json, { code: 'E_USAGE', message: `Invalid command line: ${message}`, exitCode: ExitCode.usage, hint: 'see backy2 --help' });
   }
-  if (isBackyError(err)) {
-    if (debug && err.cause !== undefined) io.stderr(`${String((err.cause as Error).stack ?? err.cause)}\n`);
-    return emit(io, json, err.code, err.message, err.exitCode, err.hint);
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  if (debug && err instanceof Error) io.stderr(`${err.stack ?? ''}\n`);
-  return emit(io, json, 'E_INTERNAL', `internal error: ${message}`, ExitCode.internal, debug ? undefined : 'rerun with --debug for details');
-}
-
-function emit(io: CliIo, json: boolean, code: string, message: string, exitCode: number, hint: string | undefined): number {
-  if (json) io.stdout(`${JSON.stringify({ type: 'error', code, message, exitCode, ...(hint ? { hint } : {}) })}\n`);
-  io.stderr(`backy2: ${message}${hint ? ` (${hint})` : ''}\n`);
-  return exitCode;
+  return emitError(io, json, describeError(err, io, debug));
 }

@@ -15,15 +15,13 @@
  */
 import type { VersionRecord } from '../catalog/catalog.js';
 import { acquireLocks, versionResource, type HeldLocks } from '../catalog/locking.js';
-import { isBackyError, LockedError, NotFoundError, throwIfAborted, UsageError } from '../errors.js';
+import { isBackyError, LockedError, throwIfAborted, UsageError } from '../errors.js';
 import { deleteManifest } from '../objects/manifest.js';
 import { assertWritable, type Store } from '../store.js';
 import { debug } from '../support/debug.js';
-import { isGlob, matchesAny, matchesGlob } from '../support/glob.js';
-import { printable } from '../support/names.js';
+import { matchesAny, selectImages } from '../support/glob.js';
 import type { Progress } from '../support/progress.js';
 import { describeRules, keepsNothing, type RetentionRules } from '../support/retention-rules.js';
-import { closeMatches } from '../support/suggest.js';
 import { cleanup, type CleanupResult } from './cleanup.js';
 import { planRetention, type RetentionDecision } from './retention.js';
 import { recordRun } from './run-records.js';
@@ -207,23 +205,6 @@ function describe(v: VersionRecord): Omit<ForgetVersion, keyof RetentionDecision
     expiresAt: v.expiresAt,
     baseUid: v.baseUid,
   };
-}
-
-/**
- * The images that the names and patterns select (all when none are given).
- * @throws {NotFoundError} when a name or pattern matches no image
- */
-function selectImages(images: readonly string[], patterns: readonly string[]): string[] {
-  if (patterns.length === 0) return [...images];
-  for (const pattern of patterns) {
-    if (images.some((image) => matchesGlob(image, pattern))) continue;
-    if (isGlob(pattern)) throw new NotFoundError(`No image matches ${printable(pattern)}`, { hint: 'run `backy2 ls` to see images' });
-    const near = closeMatches(pattern, images);
-    throw new NotFoundError(`Image ${printable(pattern)} not found`, {
-      hint: near.length ? `did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : 'run `backy2 ls` to see images',
-    });
-  }
-  return images.filter((image) => matchesAny(image, patterns));
 }
 
 /** Versions that someone holds a lock on, with who: `restore by process 4711 on host`. */

@@ -4,6 +4,10 @@
  * names one image exactly.
  */
 
+import { NotFoundError } from '../errors.js';
+import { printable } from './names.js';
+import { closeMatches } from './suggest.js';
+
 const GLOB_CHARS = /[*?[]/;
 
 /** True when `pattern` has a wildcard (else it names one image). */
@@ -51,4 +55,21 @@ export function matchesGlob(name: string, pattern: string): boolean {
 /** True when `name` matches any of `patterns`. */
 export function matchesAny(name: string, patterns: readonly string[]): boolean {
   return patterns.some((p) => matchesGlob(name, p));
+}
+
+/**
+ * The images that names and patterns select, in the order of `images` (all of them when no
+ * pattern is given).
+ * @param unknownHint the hint for a name that matches nothing and has no near miss
+ * @throws {NotFoundError} when a name or pattern matches no image (with "did you mean")
+ */
+export function selectImages(images: readonly string[], patterns: readonly string[], unknownHint = 'run `backy2 ls` to see images'): string[] {
+  if (patterns.length === 0) return [...images];
+  for (const pattern of patterns) {
+    if (images.some((image) => matchesGlob(image, pattern))) continue;
+    if (isGlob(pattern)) throw new NotFoundError(`No image matches ${printable(pattern)}`, { hint: 'run `backy2 ls` to see images' });
+    const near = closeMatches(pattern, images);
+    throw new NotFoundError(`Image ${printable(pattern)} not found`, { hint: near.length ? `did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : unknownHint });
+  }
+  return images.filter((image) => matchesAny(image, patterns));
 }

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acquireLocks, versionResource } from '../../../src/engine/catalog/locking.js';
 import { SqliteCatalog } from '../../../src/engine/catalog/sqlite-catalog.js';
 import { newVersionUid } from '../../../src/engine/support/uid.js';
+import { importCopies, type CopySpec, type ExportedVersion } from '../../helpers/versions.js';
 import { initStoreFor, runCli } from '../../helpers/cli.js';
 import { makeImage } from '../../helpers/image.js';
 import { CASE_TZ, RETENTION_CASES, dateOf, letter, ruleArgs, type VersionSpec } from '../../helpers/retention-cases.js';
@@ -18,45 +19,28 @@ let args: (...rest: string[]) => string[];
 /** Per case image, the uid of each version by letter. */
 const uids = new Map<string, Map<string, string>>();
 
-interface ExportedVersion {
-  manifest: Record<string, unknown>;
-  segments: Record<string, string>;
-}
-
 async function ok(...rest: string[]): Promise<string> {
   const r = await runCli(args(...rest));
   expect(r.code, r.stderr).toBe(0);
   return r.stdout;
 }
 
-/** Imports copies of `seed` (same blocks) made at the dates and with the properties of `specs`. */
-async function importVersions(seed: ExportedVersion, image: string, specs: readonly VersionSpec[]): Promise<Map<string, string>> {
-  const byLetter = new Map<string, string>();
-  const exported: ExportedVersion[] = specs.map((spec, i) => {
-    const [date, extra] = typeof spec === 'string' ? [spec, {}] : spec;
-    const createdAt = dateOf(date);
-    const uid = newVersionUid(createdAt);
-    byLetter.set(letter(i), uid);
-    return {
-      segments: seed.segments,
-      manifest: {
-        ...seed.manifest,
-        uid,
-        image,
-        createdAt,
-        tags: [...(extra.tags ?? [])],
-        protected: extra.protected ?? false,
-        kind: extra.kind ?? 'backup',
-        baseUid: extra.baseUid === undefined || extra.baseUid === null ? null : (byLetter.get(extra.baseUid) ?? extra.baseUid),
-        status: extra.status === 'invalid' ? 'invalid' : 'valid',
-        expiresAt: extra.expires === undefined ? null : dateOf(extra.expires),
-      },
-    };
-  });
-  const file = path.join(dir, `${image}.json`);
-  writeFileSync(file, JSON.stringify(exported));
-  const r = await runCli(args('db', 'import', file));
-  expect(r.code, r.stderr).toBe(0);
+/** Imports a case's versions under `image`; returns their uids by letter. */
+async function importCase(seed: ExportedVersion, image: string, specs: readonly VersionSpec[]): Promise<Map<string, string>> {
+  const parts = specs.map((spec) => (typeof spec === 'string' ? ([spec, {}] as const) : spec));
+  // Uids are made up front so that copy-on-write versions can name their base.
+  const byLetter = new Map(parts.map(([date], i) => [letter(i), newVersionUid(dateOf(date))]));
+  const copies: CopySpec[] = parts.map(([date, extra], i) => ({
+    uid: byLetter.get(letter(i))!,
+    createdAt: dateOf(date),
+    tags: extra.tags ?? [],
+    protected: extra.protected ?? false,
+    kind: extra.kind ?? 'backup',
+    baseUid: extra.baseUid ? (byLetter.get(extra.baseUid) ?? extra.baseUid) : null,
+    status: extra.status === 'invalid' ? 'invalid' : 'valid',
+    expiresAt: extra.expires === undefined ? null : dateOf(extra.expires),
+  }));
+  await importCopies((argv) => runCli(args(...argv)), dir, seed, image, copies);
   return byLetter;
 }
 
@@ -73,7 +57,7 @@ beforeAll(async () => {
   makeImage(image, [{ kind: 'random', length: 2 * B }]);
   const uid = (await ok('backup', image, 'seed')).trim();
   const [seed] = JSON.parse(await ok('db', 'export', uid)) as [ExportedVersion];
-  for (const [i, c] of RETENTION_CASES.entries()) uids.set(`case${i}`, await importVersions(seed, `case${i}`, c.versions));
+  for (const [i, c] of RETENTION_CASES.entries()) uids.set(`case${i}`, await importCase(seed, `case${i}`, c.versions));
 });
 
 afterAll(() => {

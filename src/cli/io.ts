@@ -21,6 +21,8 @@ export interface Globals {
   readonly json: boolean;
   /** `--debug`: stack traces of internal errors. */
   readonly debug: boolean;
+  /** `--metrics-file PATH`: Prometheus text file written after the command. */
+  readonly metricsFile?: string | undefined;
 }
 
 /** The process's own streams. */

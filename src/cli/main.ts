@@ -2,6 +2,7 @@ import { CommanderError } from 'commander';
 import { ExitCode } from '../engine/errors.js';
 import type { CommandContext } from './command-context.js';
 import type { CliIo } from './io.js';
+import { writeMetricsAfter } from './metrics-file.js';
 import { buildProgram } from './program.js';
 import { describeError, emitError } from './report-error.js';
 
@@ -17,12 +18,18 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   const ctx: CommandContext = { io, exitCode: 0 };
   const json = argv.includes('--json');
   const debug = argv.includes('--debug');
+  let code: number;
+  let failedWith: string | undefined;
   try {
     await buildProgram(ctx).parseAsync([...argv], { from: 'user' });
-    return ctx.exitCode;
+    code = ctx.exitCode;
   } catch (err) {
-    return reportError(err, io, json, debug);
+    code = reportError(err, io, json, debug);
+    failedWith = describeError(err, { ...io, stderr: () => undefined }, false).code;
   }
+  // The metrics file follows every command that ran (not --help or --version).
+  if (ctx.ran) await writeMetricsAfter(ctx.ran, io, failedWith);
+  return code;
 }
 
 function reportError(err: unknown, io: CliIo, json: boolean, debug: boolean): number {

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { PACKAGE_VERSION } from '../engine/support/package-version.js';
-import type { CommandContext } from './command-context.js';
+import { globalsOf, type CommandContext } from './command-context.js';
 import { registerBackup } from './commands/backup.js';
 import { registerCheck } from './commands/check.js';
 import { registerCleanup } from './commands/cleanup.js';
@@ -10,6 +10,7 @@ import { registerExpire } from './commands/expire.js';
 import { registerForget } from './commands/forget.js';
 import { registerInit } from './commands/init.js';
 import { registerLs } from './commands/ls.js';
+import { registerMetrics } from './commands/metrics.js';
 import { registerMount } from './commands/mount.js';
 import { registerNbd } from './commands/nbd.js';
 import { registerProtect } from './commands/protect.js';
@@ -28,6 +29,11 @@ export function buildProgram(ctx: CommandContext): Command {
     .addOption(new Option('--store <path>', 'store directory (catalog and blocks); overrides config and BACKY2_STORE').env('BACKY2_STORE'))
     .addOption(new Option('-c, --config <file>', 'YAML config file (default: BACKY2_CONFIG, else /etc/backy2.yaml if present)'))
     .option('--debug', 'show stack traces of internal errors')
+    .addOption(
+      new Option('--metrics-file <path>', 'after the command, write the store\'s metrics there for Prometheus (node_exporter textfile); config: metrics.file').env(
+        'BACKY2_METRICS_FILE',
+      ),
+    )
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({
@@ -63,9 +69,13 @@ ${EXIT_STATUS_HELP}
   registerCleanup(program, ctx);
   registerDue(program, ctx);
   registerCheck(program, ctx);
+  registerMetrics(program, ctx);
   registerDb(program, ctx);
   registerMount(program, ctx);
   registerNbd(program, ctx);
+  program.hook('preAction', (_program, action) => {
+    ctx.ran = globalsOf(action);
+  });
   const configure = (command: Command): void => {
     command.exitOverride();
     command.configureOutput({ writeOut: (s) => ctx.io.stdout(s), writeErr: (s) => ctx.io.stderr(s), outputError: () => undefined });

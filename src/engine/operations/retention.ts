@@ -157,8 +157,9 @@ export function planRetention(versions: readonly RetentionVersion[], rules: Rete
   }
 
   // --keep-within and --keep-tag, for backups and copy-on-write versions alike.
-  const backups = [...counted].filter((v) => v.kind === 'backup');
-  const latest = (backups[0] ?? [...counted, ...cows].sort(newestFirst)[0])?.createdAt;
+  // The newest backup (with or without an expiry date), else the newest version at all.
+  const complete = versions.filter((v) => v.status !== 'incomplete' && v.createdAt <= now).sort(newestFirst);
+  const latest = (complete.find((v) => v.kind === 'backup') ?? complete[0])?.createdAt;
   const within = rules.keepWithin && latest !== undefined ? subtractSpan(latest, rules.keepWithin) : undefined;
   for (const v of [...counted, ...cows]) {
     const d = drafts.get(v.uid) as Draft;

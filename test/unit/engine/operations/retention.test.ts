@@ -143,6 +143,10 @@ describe('planRetention() guards', () => {
     expect(reasonsOf(specs, { keepLast: 1 }, '2024-01-02 12:00').c).toBe('keep: created after the time the policy is applied at');
   });
 
+  it('counts --keep-within from the newest backup even when that one has an expiry date', () => {
+    expect(kept(['2024-01-01', '2024-01-09', ['2024-01-10', { expires: '2031-01-01' }]], { keepWithin: parseSpan('2d') })).toBe('b c');
+  });
+
   it('counts invalid backups in the periods like valid ones', () => {
     expect(kept(['2024-01-01', ['2024-01-02', { status: 'invalid' }], ['2024-01-02 12:00', { status: 'invalid' }]], { keepDaily: 1 })).toBe('a c');
   });

@@ -5,12 +5,22 @@ import type { CliIo, Globals } from './io.js';
 export interface CommandContext {
   readonly io: CliIo;
   exitCode: number;
+  /** The global options of the command that ran (set just before its action), if any did. */
+  ran?: Globals | undefined;
 }
 
 /** The global options as seen from a subcommand. */
 export function globalsOf(command: Command): Globals {
-  const all = command.optsWithGlobals<{ store?: string; config?: string; json?: boolean; debug?: boolean; passwordFile?: string; keyFile?: string }>();
-  return { store: all.store, config: all.config, json: all.json === true, debug: all.debug === true, passwordFile: all.passwordFile, keyFile: all.keyFile };
+  const all = command.optsWithGlobals<{ store?: string; config?: string; json?: boolean; debug?: boolean; passwordFile?: string; keyFile?: string; metricsFile?: string }>();
+  return {
+    store: all.store,
+    config: all.config,
+    json: all.json === true,
+    debug: all.debug === true,
+    passwordFile: all.passwordFile,
+    keyFile: all.keyFile,
+    metricsFile: all.metricsFile,
+  };
 }
 
 /** Splits a comma-separated option value (`-t a,b`) into trimmed, non-empty parts. */

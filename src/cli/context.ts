@@ -11,7 +11,7 @@ export function withStore<T>(globals: Globals, io: CliIo, fn: (store: Store) => 
 
 /**
  * Like withStore, for commands that read or change only the catalog and delete objects by name (ls,
- * stats, protect, tag, rm, umount): they work on an encrypted store without its key. (Cleanup
+ * stats, protect, tag, rm, umount, due, check, metrics): they work on an encrypted store without its key. (Cleanup
  * needs it: it checks the names of the map segments it reads.)
  */
 export function withCatalog<T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>): Promise<T> {

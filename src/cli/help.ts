@@ -10,7 +10,9 @@ Exit status:
   10   store unavailable: cannot open, read or write the store (includes disk full)
   11   locked: another operation holds the image or version
   12   I/O error on the source or the restore target (also an unreachable Ceph cluster)
-  130  interrupted (SIGINT, SIGTERM, SIGHUP, SIGQUIT)`;
+  130  interrupted (SIGINT, SIGTERM, SIGHUP, SIGQUIT)
+backy2 check follows the Nagios plugin convention instead: 0 OK, 1 WARNING (late, invalid
+versions), 2 CRITICAL (SLA breached), 3 UNKNOWN (the check itself failed).`;
 
 /** Builds the text after a command's options: notes, examples, and where the exit statuses are. */
 export function helpAfter(examples: readonly string[], notes = ''): string {

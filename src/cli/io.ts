@@ -27,6 +27,8 @@ export interface Globals {
   readonly passwordFile?: string | undefined;
   /** `--key-file FILE`: a raw key file of an encrypted store. */
   readonly keyFile?: string | undefined;
+  /** `--metrics-file PATH`: Prometheus text file written after the command. */
+  readonly metricsFile?: string | undefined;
 }
 
 /** The process's own streams. */

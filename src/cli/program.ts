@@ -1,12 +1,17 @@
 import { Command, Option } from 'commander';
 import { PACKAGE_VERSION } from '../engine/support/package-version.js';
-import type { CommandContext } from './command-context.js';
+import { globalsOf, type CommandContext } from './command-context.js';
 import { registerBackup } from './commands/backup.js';
+import { registerCheck } from './commands/check.js';
 import { registerCleanup } from './commands/cleanup.js';
 import { registerDb } from './commands/db.js';
+import { registerDue } from './commands/due.js';
+import { registerExpire } from './commands/expire.js';
+import { registerForget } from './commands/forget.js';
 import { registerInit } from './commands/init.js';
 import { registerKey } from './commands/key.js';
 import { registerLs } from './commands/ls.js';
+import { registerMetrics } from './commands/metrics.js';
 import { registerMount } from './commands/mount.js';
 import { registerNbd } from './commands/nbd.js';
 import { registerProtect } from './commands/protect.js';
@@ -27,6 +32,11 @@ export function buildProgram(ctx: CommandContext): Command {
     .option('--password-file <file>', 'passphrase of an encrypted store (else BACKY2_PASSWORD_FILE, BACKY2_PASSWORD, or asked on a terminal)')
     .option('--key-file <file>', 'raw key file of an encrypted store (private to its owner), for unattended hosts')
     .option('--debug', 'show stack traces of internal errors')
+    .addOption(
+      new Option('--metrics-file <path>', 'after the command, write the store\'s metrics there for Prometheus (node_exporter textfile); config: metrics.file').env(
+        'BACKY2_METRICS_FILE',
+      ),
+    )
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({
@@ -55,13 +65,21 @@ ${EXIT_STATUS_HELP}
   registerRm(program, ctx);
   registerProtect(program, ctx);
   registerTag(program, ctx);
+  registerExpire(program, ctx);
   registerStats(program, ctx);
   registerScrub(program, ctx);
+  registerForget(program, ctx);
   registerCleanup(program, ctx);
+  registerDue(program, ctx);
+  registerCheck(program, ctx);
+  registerMetrics(program, ctx);
   registerDb(program, ctx);
   registerMount(program, ctx);
   registerNbd(program, ctx);
   registerKey(program, ctx);
+  program.hook('preAction', (_program, action) => {
+    ctx.ran = globalsOf(action);
+  });
   const configure = (command: Command): void => {
     command.exitOverride();
     command.configureOutput({ writeOut: (s) => ctx.io.stdout(s), writeErr: (s) => ctx.io.stderr(s), outputError: () => undefined });

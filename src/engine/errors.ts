@@ -20,6 +20,10 @@
  * | 11 | locked: another operation holds the image or version |
  * | 12 | I/O error on the source or the restore target |
  * | 130 | interrupted (SIGINT, SIGTERM, SIGHUP, SIGQUIT) |
+ *
+ * One command maps its outcome differently: `backy2 check` is a monitoring plugin and follows
+ * the Nagios convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); any error of the check itself,
+ * whatever its code here, makes it exit 3 (src/cli/commands/check.ts).
  */
 
 /** Exit statuses, the contract with scripts. */

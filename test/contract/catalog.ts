@@ -146,5 +146,31 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       await c.releaseLock(a.id);
       expect((await c.listLocks('version:v1')).length).toBe(1);
     });
+
+    it('setExpiry() sets and clears an expiry date that createVersion() and importVersion() record too', async () => {
+      const c = await make();
+      await c.createVersion({ ...version('v1'), expiresAt: 5000 });
+      expect((await c.getVersion('v1'))?.expiresAt).toBe(5000);
+      await c.setExpiry('v1', null);
+      expect((await c.getVersion('v1'))?.expiresAt).toBeNull();
+      await c.setExpiry('v1', 7000);
+      await c.commitVersion('v1', { segments: [], stats, tags: [], allocated: 0 });
+      const copy = { ...(await c.getVersion('v1'))!, uid: 'v2' };
+      await c.importVersion(copy, []);
+      expect((await c.getVersion('v2'))?.expiresAt).toBe(7000);
+      await expect(c.setExpiry('v9', 1)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    });
+
+    it('recordRun() keeps the last run of each operation and adds its figures to the totals', async () => {
+      const c = await make();
+      expect(await c.listRuns()).toEqual([]);
+      await c.recordRun('scrub', 1000, { blocksChecked: 10, badBlocks: 1 });
+      await c.recordRun('scrub', 2000, { blocksChecked: 5, badBlocks: 0 });
+      await c.recordRun('cleanup', 1500, { bytesFreed: 7 });
+      expect(await c.listRuns()).toEqual([
+        { operation: 'cleanup', finishedAt: 1500, last: { bytesFreed: 7 }, totals: { bytesFreed: 7, runs: 1 } },
+        { operation: 'scrub', finishedAt: 2000, last: { blocksChecked: 5, badBlocks: 0 }, totals: { blocksChecked: 15, badBlocks: 1, runs: 2 } },
+      ]);
+    });
   });
 }

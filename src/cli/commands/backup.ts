@@ -4,12 +4,17 @@ import { UsageError } from '../../engine/errors.js';
 import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, splitList, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
+import { parseWhen } from '../dates.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 import { progressView } from '../ui/progress.js';
 
-/** Parsed arguments of `backy2 backup`: the engine's options, with `-t` as typed (comma-separated). */
-export type BackupCommandOptions = Omit<BackupOptions, 'progress' | 'signal' | 'tags'> & { readonly tags?: string | undefined };
+/** Parsed arguments of `backy2 backup`: the engine's options, with `-t` as typed (comma-separated) and `-e` as a date or span. */
+export type BackupCommandOptions = Omit<BackupOptions, 'progress' | 'signal' | 'tags' | 'expiresAt'> & {
+  readonly tags?: string | undefined;
+  /** `-e`: a date or a span from now. */
+  readonly expire?: string | undefined;
+};
 
 /** Wires `backy2 backup` into the program. */
 export function registerBackup(program: Command, ctx: CommandContext): void {
@@ -23,13 +28,14 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
     .option('-f, --from <version>', 'base version (default: the newest valid backup of IMAGE; a copy-on-write version only when named, never with hints)')
     .option('-s, --snapshot <name>', 'snapshot name to record with the version; "auto" with rbd:POOL/IMAGE creates backy2-<uid> and removes those of earlier versions')
     .option('-t, --tags <tags>', 'comma-separated tags (default: b_daily/b_weekly/b_monthly for the first version of a day/week/month)')
+    .option('-e, --expire <when>', 'expiry date: a date (2025-01-31; local time) or a span from now (30d, 6mo); forget removes the version after it')
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
       helpAfter(
         [
           'backy2 backup /dev/vg0/vm1 vm1',
-          'backy2 backup vm1.img vm1 -t before-upgrade',
+          'backy2 backup vm1.img vm1 -t before-upgrade -e 30d   # forget removes it in 30 days',
           'backy2 backup rbd:rbd/vm1 vm1 --snapshot auto       # incremental from the previous backy2 snapshot',
           'rbd diff --from-snap s1 pool/vm1@s2 --format=json > hints.json',
           'backy2 backup /dev/rbd1 vm1 -r hints.json --hints-from s1 -s s2   # /dev/rbd1: pool/vm1@s2 mapped',
@@ -44,8 +50,8 @@ export function registerBackup(program: Command, ctx: CommandContext): void {
           'proven is refused rather than guessed. Copy-on-write versions are never a default base.',
       ),
     )
-    .action(async (source: string, image: string, opts: { hints?: string; hintsFrom?: string; from?: string; snapshot?: string; tags?: string }, command: Command) => {
-      const options = { source, image, hintsFile: opts.hints, hintsFrom: opts.hintsFrom, baseUid: opts.from, snapshot: opts.snapshot, tags: opts.tags };
+    .action(async (source: string, image: string, opts: { hints?: string; hintsFrom?: string; from?: string; snapshot?: string; tags?: string; expire?: string }, command: Command) => {
+      const options = { source, image, hintsFile: opts.hints, hintsFrom: opts.hintsFrom, baseUid: opts.from, snapshot: opts.snapshot, tags: opts.tags, expire: opts.expire };
       ctx.exitCode = await runBackup(options, globalsOf(command), ctx.io);
     });
 }
@@ -62,11 +68,13 @@ function tagsOf(value: string | undefined): string[] | undefined {
  * @returns the exit status
  */
 export async function runBackup(options: BackupCommandOptions, globals: Globals, io: CliIo): Promise<number> {
+  const expiresAt = options.expire === undefined ? undefined : parseWhen(options.expire, Date.now(), '--expire');
   return withStore(globals, io, async (store) => {
     const progress = await progressView(io, globals, `backup ${options.image}`);
     let result: BackupResult;
     try {
-      result = await backup(store, { ...options, tags: tagsOf(options.tags), progress, signal: io.signal });
+      const { expire: _expire, ...engineOptions } = options;
+      result = await backup(store, { ...engineOptions, tags: tagsOf(options.tags), expiresAt, progress, signal: io.signal });
     } finally {
       progress.stop();
     }

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { cleanup } from '../../engine/operations/cleanup.js';
-import { formatBytes } from '../../engine/support/units.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
+import { cleanupSummary } from '../ui/cleanup-summary.js';
 import { progressView } from '../ui/progress.js';
 
 /** Wires `backy2 cleanup` into the program. */
@@ -44,15 +44,7 @@ export async function runCleanup(options: { dryRun?: boolean | undefined }, glob
       progress.stop();
     }
     if (globals.json) printJson(io, result);
-    else {
-      const verb = result.dryRun ? 'Would delete' : 'Deleted';
-      io.stderr(
-        `${verb} ${result.blocksDeleted} blocks (${formatBytes(result.bytesFreed)}), ${result.segmentsDeleted} map segments, ` +
-          `${result.orphansDeleted} orphan objects (${formatBytes(result.orphanBytes)}), ${result.tempFilesDeleted} temp files; ` +
-          `kept ${result.blocksKept} unreferenced blocks (${formatBytes(result.bytesKept)}) that running writers may still use` +
-          `${result.resumed ? `; finished ${result.resumed} blocks of an interrupted cleanup` : ''}\n`,
-      );
-    }
+    else io.stderr(`${cleanupSummary(result)}\n`);
     return 0;
   });
 }

@@ -7,6 +7,7 @@ import { globalsOf, type CommandContext } from '../command-context.js';
 import { withCatalog, withStore } from '../context.js';
 import { helpAfter } from '../help.js';
 import type { CliIo, Globals } from '../io.js';
+import { startMetricsServer } from '../metrics-server.js';
 
 /** Parsed arguments of `backy2 mount`. */
 export interface MountCommandOptions {
@@ -15,6 +16,8 @@ export interface MountCommandOptions {
   readonly daemon?: boolean | undefined;
   readonly allowOther?: boolean | undefined;
   readonly log?: string | undefined;
+  /** `--metrics-address`: serve the store's metrics over HTTP while mounted. */
+  readonly metricsAddress?: string | undefined;
 }
 
 /** Environment variable naming the pipe on which a daemonized mount reports readiness. */
@@ -31,6 +34,7 @@ export function registerMount(program: Command, ctx: CommandContext): void {
     .option('--allow-other', 'let other users access the mount (needed for loop devices opened by root when not mounting as root)')
     .option('--log <file>', 'log file of a --daemon mount (default: mount.log in the store directory)')
     .option('--json', 'once mounted, print one JSON line: {"type":"mounted","mountpoint",…}')
+    .option('--metrics-address <address>', 'also serve the store\'s metrics (Prometheus) at http://ADDRESS/metrics: PORT (on 127.0.0.1) or HOST:PORT')
     .addHelpText(
       'after',
       helpAfter(
@@ -82,20 +86,26 @@ export async function runMount(options: MountCommandOptions, globals: Globals, i
     const signal = io.signal ?? new AbortController().signal;
     // FUSE (a native library) is loaded only by the commands that mount.
     const { serveMount } = await import('../../fs/mount.js');
-    await serveMount(store, {
-      mountpoint: options.mountpoint,
-      writable: options.writable === true,
-      allowOther: options.allowOther === true,
-      signal,
-      log: (line) => io.stderr(`${new Date().toISOString()} ${line}\n`),
-      onMounted: () => {
-        if (globals.json && readyFd === undefined) io.stdout(`${JSON.stringify(mountedJson(options, process.pid))}\n`);
-        if (readyFd !== undefined) {
-          writeSync(readyFd, 'ready\n');
-          closeSync(readyFd);
-        }
-      },
-    });
+    const log = (line: string) => io.stderr(`${new Date().toISOString()} ${line}\n`);
+    const metrics = options.metricsAddress === undefined ? undefined : await startMetricsServer(store, options.metricsAddress, log);
+    try {
+      await serveMount(store, {
+        mountpoint: options.mountpoint,
+        writable: options.writable === true,
+        allowOther: options.allowOther === true,
+        signal,
+        log,
+        onMounted: () => {
+          if (globals.json && readyFd === undefined) io.stdout(`${JSON.stringify(mountedJson(options, process.pid))}\n`);
+          if (readyFd !== undefined) {
+            writeSync(readyFd, 'ready\n');
+            closeSync(readyFd);
+          }
+        },
+      });
+    } finally {
+      await metrics?.close();
+    }
     return 0;
   });
 }
@@ -111,6 +121,7 @@ async function startDaemon(options: MountCommandOptions, globals: Globals, io: C
     options.mountpoint,
     ...(options.writable ? ['--writable'] : []),
     ...(options.allowOther ? ['--allow-other'] : []),
+    ...(options.metricsAddress !== undefined ? ['--metrics-address', options.metricsAddress] : []),
   ];
   const child = spawn(process.execPath, [bin, ...args], {
     detached: true,

@@ -5,6 +5,7 @@ import { withStore } from '../context.js';
 import { resolveVersion } from '../../engine/operations/versions.js';
 import { helpAfter } from '../help.js';
 import type { CliIo, Globals } from '../io.js';
+import { startMetricsServer } from '../metrics-server.js';
 
 /** Parsed arguments of `backy2 nbd`. */
 export interface NbdCommandOptions {
@@ -12,6 +13,8 @@ export interface NbdCommandOptions {
   readonly address?: string | undefined;
   readonly port?: number | undefined;
   readonly readOnly?: boolean | undefined;
+  /** `--metrics-address`: serve the store's metrics over HTTP while serving. */
+  readonly metricsAddress?: string | undefined;
 }
 
 function port(value: string): number {
@@ -30,6 +33,7 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
     .option('-p, --port <port>', 'TCP port', port, 10809)
     .option('-r, --read-only', 'refuse all writes')
     .option('--json', 'print the start-up as one JSON line on stdout (address, port, exports, default export, URIs)')
+    .option('--metrics-address <address>', 'also serve the store\'s metrics (Prometheus) at http://ADDRESS/metrics: PORT (on 127.0.0.1) or HOST:PORT')
     .addHelpText(
       'after',
       helpAfter(
@@ -52,8 +56,8 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
           'A port in use or an address not of this machine ends with status 2.',
       ),
     )
-    .action(async (uid: string | undefined, opts: { address?: string; port?: number; readOnly?: boolean }, command: Command) => {
-      ctx.exitCode = await runNbd({ uid, address: opts.address, port: opts.port, readOnly: opts.readOnly }, globalsOf(command), ctx.io);
+    .action(async (uid: string | undefined, opts: { address?: string; port?: number; readOnly?: boolean; metricsAddress?: string }, command: Command) => {
+      ctx.exitCode = await runNbd({ uid, address: opts.address, port: opts.port, readOnly: opts.readOnly, metricsAddress: opts.metricsAddress }, globalsOf(command), ctx.io);
     });
 }
 
@@ -66,19 +70,24 @@ export async function runNbd(options: NbdCommandOptions, globals: Globals, io: C
     const uid = options.uid === undefined ? undefined : (await resolveVersion(store, options.uid)).uid;
     const { serveNbd } = await import('../../nbd/server.js');
     const log = (line: string) => io.stderr(`${new Date().toISOString()} ${line}\n`);
-    await serveNbd(store, {
-      address: options.address ?? '127.0.0.1',
-      port: options.port ?? 10809,
-      readOnly: options.readOnly === true,
-      uid,
-      signal: io.signal ?? new AbortController().signal,
-      log,
-      onListening: (info) => {
-        log(startupLine(options.address ?? '127.0.0.1', info));
-        if (!info.loopback) log(exposure(info));
-        if (globals.json) io.stdout(`${JSON.stringify(startupJson(info))}\n`);
-      },
-    });
+    const metrics = options.metricsAddress === undefined ? undefined : await startMetricsServer(store, options.metricsAddress, log);
+    try {
+      await serveNbd(store, {
+        address: options.address ?? '127.0.0.1',
+        port: options.port ?? 10809,
+        readOnly: options.readOnly === true,
+        uid,
+        signal: io.signal ?? new AbortController().signal,
+        log,
+        onListening: (info) => {
+          log(startupLine(options.address ?? '127.0.0.1', info));
+          if (!info.loopback) log(exposure(info));
+          if (globals.json) io.stdout(`${JSON.stringify(startupJson(info))}\n`);
+        },
+      });
+    } finally {
+      await metrics?.close();
+    }
     return 0;
   });
 }

@@ -58,6 +58,11 @@ export interface VersionRecord {
    * null for versions committed before it was, until first computed.
    */
   readonly allocated: number | null;
+  /**
+   * When the version expires (ms since the epoch): `forget` keeps it until then and removes it
+   * after, whatever the rules say. Null for none.
+   */
+  readonly expiresAt: number | null;
 }
 
 /** Fields given when a backup starts. */
@@ -72,6 +77,8 @@ export interface NewVersion {
   readonly baseUid: string | null;
   readonly source: string | null;
   readonly kind: VersionKind;
+  /** Expiry date (ms since the epoch). @default null */
+  readonly expiresAt?: number | null;
 }
 
 export const BlockState = { valid: 0, invalid: 1, deleting: 2 } as const;
@@ -112,6 +119,17 @@ export interface LockRecord {
   readonly heartbeatAt: number;
 }
 
+/** The last run of an operation (cleanup, scrub, forget) and its running totals. */
+export interface RunRecord {
+  readonly operation: string;
+  /** When the last run finished, ms since the epoch. */
+  readonly finishedAt: number;
+  /** Figures of the last run. */
+  readonly last: Readonly<Record<string, number>>;
+  /** Sums of the figures over every recorded run, and `runs`: how many. */
+  readonly totals: Readonly<Record<string, number>>;
+}
+
 /** Selects versions in {@link Catalog.listVersions}. */
 export interface VersionFilter {
   readonly image?: string;
@@ -124,7 +142,7 @@ export interface VersionFilter {
  * The catalog, as the role interfaces below composed: each engine module takes only the roles it
  * uses, so a second implementation (a shared PostgreSQL catalog) has one contract per concern.
  */
-export interface Catalog extends CatalogIdentity, VersionCatalog, BlockIndex, SegmentCatalog, LockTable, CleanupMarks, ScrubWorkList {}
+export interface Catalog extends CatalogIdentity, VersionCatalog, BlockIndex, SegmentCatalog, LockTable, CleanupMarks, ScrubWorkList, RunRecords {}
 
 /** Which catalog this is, and of which store. */
 export interface CatalogIdentity {
@@ -174,6 +192,11 @@ export interface VersionCatalog {
   setStatus(uid: string, status: VersionStatus): Promise<void>;
   addTags(uid: string, tags: readonly string[]): Promise<void>;
   removeTags(uid: string, tags: readonly string[]): Promise<void>;
+  /**
+   * Sets a version's expiry date (ms since the epoch), or clears it with null.
+   * @throws {NotFoundError} when the version does not exist
+   */
+  setExpiry(uid: string, expiresAt: number | null): Promise<void>;
 }
 
 /** The stored blocks: their state (valid, invalid, being deleted) and last reference. */
@@ -260,6 +283,14 @@ export interface LockTable {
   listLocks(resource?: string): Promise<LockRecord[]>;
   /** Refreshes the heartbeat of our locks. */
   heartbeat(ids: readonly number[]): Promise<void>;
+}
+
+/** The last runs and running totals of cleanup, scrub and forget (for check and the metrics). */
+export interface RunRecords {
+  /** Records a finished run of `operation`: its figures become the last run's and add to the totals. */
+  recordRun(operation: string, finishedAt: number, figures: Readonly<Record<string, number>>): Promise<void>;
+  /** The last run and totals of every operation recorded so far. */
+  listRuns(): Promise<RunRecord[]>;
 }
 
 /** The lock resource a running cleanup holds (writers that meet its deletes wait for it). */

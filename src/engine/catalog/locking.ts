@@ -11,8 +11,10 @@
  * | restore, scrub | – | shared | |
  * | mount (open file), nbd (connected export) | – | shared while open | `mount:<dir>` exclusive per daemon |
  * | rm | – | exclusive (refused while restored, scrubbed, mounted, served or used as a base) | |
+ * | forget | – | exclusive on each version it removes (one at a time; a version in use is skipped) | |
  * | cleanup | – | – | `cleanup` exclusive; honours every writer's start |
- * | protect, unprotect, tag, ls, stats | – | – (single-row updates or reads) | |
+ * | protect, unprotect, tag, expire | – | shared (not while the version is being removed) | |
+ * | ls, stats, due, check, metrics | – | – (reads) | |
  *
  * Shared locks never conflict, so restores, scrubs, mounts and backups of different images all
  * run at the same time; `db rebuild` works on an empty catalog only.

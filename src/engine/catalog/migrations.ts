@@ -89,4 +89,18 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE versions ADD COLUMN snapshot_id TEXT;
   `,
+  // 5: version expiry dates (backup -e, backy2 expire), honoured by forget; NULL for none
+  `
+  ALTER TABLE versions ADD COLUMN expires_at INTEGER;
+  `,
+  // 6: the last run of cleanup, scrub and forget with its figures, and their running totals (JSON
+  // objects of numbers), for check and metrics
+  `
+  CREATE TABLE runs (
+    operation TEXT PRIMARY KEY,
+    finished_at INTEGER NOT NULL,
+    last TEXT NOT NULL,
+    totals TEXT NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];

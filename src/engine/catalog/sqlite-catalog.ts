@@ -21,6 +21,7 @@ import {
   type LockRecord,
   type LockRequest,
   type NewVersion,
+  type RunRecord,
   type VersionFilter,
   type VersionKind,
   type VersionRecord,
@@ -46,6 +47,7 @@ interface VersionRow {
   tags: string | null;
   kind: VersionKind;
   allocated: number | null;
+  expires_at: number | null;
 }
 
 interface BlockRow {
@@ -76,7 +78,7 @@ interface LockRow {
 
 const TAG_SEPARATOR = '\u001f';
 const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.status, v.protected, v.snapshot, v.snapshot_id,
-  v.base_uid, v.source, v.stats, v.kind, v.allocated,
+  v.base_uid, v.source, v.stats, v.kind, v.allocated, v.expires_at,
   (SELECT group_concat(t.tag, char(31)) FROM tags t WHERE t.uid = v.uid) AS tags`;
 
 /**
@@ -197,9 +199,9 @@ export class SqliteCatalog implements Catalog {
     this.#write(() => {
       this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
       this.#run(
-        `INSERT INTO versions (uid, image, created_at, size, block_size, status, snapshot, snapshot_id, base_uid, source, kind)
-         VALUES (?, ?, ?, ?, ?, 'incomplete', ?, ?, ?, ?, ?)`,
-        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.snapshot, v.snapshotId ?? null, v.baseUid, v.source, v.kind,
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, snapshot, snapshot_id, base_uid, source, kind, expires_at)
+         VALUES (?, ?, ?, ?, ?, 'incomplete', ?, ?, ?, ?, ?, ?)`,
+        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.snapshot, v.snapshotId ?? null, v.baseUid, v.source, v.kind, v.expiresAt ?? null,
       );
     });
   }
@@ -224,10 +226,10 @@ export class SqliteCatalog implements Catalog {
       }
       this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
       this.#run(
-        `INSERT INTO versions (uid, image, created_at, size, block_size, status, protected, snapshot, snapshot_id, base_uid, source, segments, stats, kind)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, protected, snapshot, snapshot_id, base_uid, source, segments, stats, kind, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         v.uid, v.image, v.createdAt, v.size, v.blockSize, v.status, v.protected ? 1 : 0, v.snapshot, v.snapshotId, v.baseUid, v.source,
-        Buffer.concat(segments), v.stats ? JSON.stringify(v.stats) : null, v.kind,
+        Buffer.concat(segments), v.stats ? JSON.stringify(v.stats) : null, v.kind, v.expiresAt,
       );
       for (const tag of v.tags) this.#run('INSERT OR IGNORE INTO tags (uid, tag) VALUES (?, ?)', v.uid, tag);
     }, true);
@@ -574,6 +576,33 @@ export class SqliteCatalog implements Catalog {
     if (this.#copyDir) rmSync(this.#copyDir, { recursive: true, force: true });
   }
 
+  async setExpiry(uid: string, expiresAt: number | null): Promise<void> {
+    this.#updateVersion('UPDATE versions SET expires_at = ? WHERE uid = ?', uid, expiresAt);
+  }
+
+  async recordRun(operation: string, finishedAt: number, figures: Readonly<Record<string, number>>): Promise<void> {
+    this.#write(() => {
+      const row = this.#get<{ totals: string }>('SELECT totals FROM runs WHERE operation = ?', operation);
+      const totals = { ...(row ? (JSON.parse(row.totals) as Record<string, number>) : {}) };
+      for (const [key, value] of Object.entries(figures)) if (Number.isFinite(value)) totals[key] = (totals[key] ?? 0) + value;
+      totals.runs = (totals.runs ?? 0) + 1;
+      this.#run(
+        `INSERT INTO runs (operation, finished_at, last, totals) VALUES (?, ?, ?, ?)
+         ON CONFLICT (operation) DO UPDATE SET finished_at = excluded.finished_at, last = excluded.last, totals = excluded.totals`,
+        operation, finishedAt, JSON.stringify(figures), JSON.stringify(totals),
+      );
+    });
+  }
+
+  async listRuns(): Promise<RunRecord[]> {
+    return this.#all<{ operation: string; finished_at: number; last: string; totals: string }>('SELECT * FROM runs ORDER BY operation').map((r) => ({
+      operation: r.operation,
+      finishedAt: r.finished_at,
+      last: JSON.parse(r.last) as Record<string, number>,
+      totals: JSON.parse(r.totals) as Record<string, number>,
+    }));
+  }
+
   #requireVersion(uid: string): void {
     if (!this.#get('SELECT 1 FROM versions WHERE uid = ?', uid)) throw new NotFoundError(`Version "${uid}" not found`);
   }
@@ -663,6 +692,7 @@ function toVersion(row: VersionRow): VersionRecord {
     stats: row.stats ? (JSON.parse(row.stats) as VersionStats) : null,
     kind: row.kind,
     allocated: row.allocated,
+    expiresAt: row.expires_at,
   };
 }
 

@@ -35,6 +35,11 @@ export interface Manifest {
    * else as `backup`.
    */
   readonly kind?: VersionKind;
+  /**
+   * Expiry date, ms since the epoch, or null for none. Added with catalog schema 5; absent in
+   * older manifests, which read as null (no expiry).
+   */
+  readonly expiresAt?: number | null;
 }
 
 /**
@@ -42,7 +47,10 @@ export interface Manifest {
  * @param version the catalog record
  * @param segments its segment digests
  */
-export function manifestOf(version: Omit<VersionRecord, 'status' | 'allocated'> & { readonly status?: VersionStatus }, segments: readonly Buffer[]): Manifest {
+export function manifestOf(
+  version: Omit<VersionRecord, 'status' | 'allocated' | 'expiresAt'> & { readonly status?: VersionStatus; readonly expiresAt?: number | null },
+  segments: readonly Buffer[],
+): Manifest {
   return {
     format: MANIFEST_FORMAT_VERSION,
     uid: version.uid,
@@ -60,6 +68,7 @@ export function manifestOf(version: Omit<VersionRecord, 'status' | 'allocated'> 
     stats: version.stats,
     status: version.status === 'invalid' ? 'invalid' : 'valid',
     kind: version.kind,
+    expiresAt: version.expiresAt ?? null,
   };
 }
 
@@ -85,6 +94,7 @@ export function versionOfManifest(manifest: Manifest, status: VersionStatus): Ve
     stats: manifest.stats,
     kind: manifest.kind ?? (manifest.tags.includes('cow') ? 'cow' : 'backup'),
     allocated: null,
+    expiresAt: manifest.expiresAt ?? null,
   };
 }
 
@@ -155,5 +165,6 @@ export function checkManifest(value: unknown, uid: string): Manifest {
   if (m.stats !== null && (typeof m.stats !== 'object' || Array.isArray(m.stats))) throw bad('stats');
   if (m.status !== undefined && m.status !== 'valid' && m.status !== 'invalid') throw bad('status');
   if (m.kind !== undefined && m.kind !== 'backup' && m.kind !== 'cow') throw bad('kind');
+  if (m.expiresAt !== undefined && m.expiresAt !== null && !isCount(m.expiresAt)) throw bad('expiresAt');
   return value as Manifest;
 }

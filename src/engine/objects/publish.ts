@@ -4,7 +4,10 @@ import { deleteManifest, manifestOf, saveManifest } from './manifest.js';
 import type { Store } from '../store.js';
 
 /** A version about to become valid: its record (without status) and its map. */
-export type NewVersionRecord = Omit<VersionRecord, 'status' | 'allocated'> & { readonly stats: NonNullable<VersionRecord['stats']> };
+export type NewVersionRecord = Omit<VersionRecord, 'status' | 'allocated' | 'expiresAt'> & {
+  readonly stats: NonNullable<VersionRecord['stats']>;
+  readonly expiresAt?: number | null;
+};
 
 /**
  * Publishes an incomplete version whose blocks and segments are all durable: first its manifest

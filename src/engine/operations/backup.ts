@@ -43,6 +43,8 @@ export interface BackupOptions {
   readonly snapshot?: string | undefined;
   /** Tags; when undefined the automatic b_daily/b_weekly/b_monthly tags apply. */
   readonly tags?: readonly string[] | undefined;
+  /** When the version expires (ms since the epoch): `forget` removes it then. @default none */
+  readonly expiresAt?: number | undefined;
   readonly progress?: Progress | undefined;
   readonly signal?: AbortSignal | undefined;
 }
@@ -56,6 +58,8 @@ export interface BackupResult extends VersionStats {
   readonly status: 'valid';
   readonly baseUid: string | null;
   readonly tags: readonly string[];
+  /** Expiry date, ms since the epoch, or null. */
+  readonly expiresAt: number | null;
 }
 
 /**
@@ -117,11 +121,11 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
       const baseLock = base ? await acquireLocks(catalog, [{ resource: versionResource(base.uid), mode: 'shared', operation: 'backup (as base)' }]) : undefined;
       debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
       try {
-        const draft = { uid, image, createdAt: started, size: source.size, blockSize, snapshot, snapshotId, baseUid: base?.uid ?? null, source: source.location, kind: 'backup' as const };
+        const draft = { uid, image, createdAt: started, size: source.size, blockSize, snapshot, snapshotId, baseUid: base?.uid ?? null, source: source.location, kind: 'backup' as const, expiresAt: options.expiresAt ?? null };
         const built = await buildVersion(store, draft, () => storeVersion(store, { image, started, blockSize, source, base, hinted, hintsName, tags, options }));
         committed = true;
         debug('backup: committed');
-        return { ...built.stats, uid, image, size: source.size, blockSize, status: 'valid', baseUid: draft.baseUid, tags: built.tags };
+        return { ...built.stats, uid, image, size: source.size, blockSize, status: 'valid', baseUid: draft.baseUid, tags: built.tags, expiresAt: draft.expiresAt };
       } finally {
         await baseLock?.release();
       }

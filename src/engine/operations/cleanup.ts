@@ -20,6 +20,7 @@ import { acquireLocks } from '../catalog/locking.js';
 import { Semaphore } from '../pipeline/semaphore.js';
 import type { Progress } from '../support/progress.js';
 import { assertWritable, type Store } from '../store.js';
+import { recordRun } from './run-records.js';
 import { KeyPrefix, StoreKeys, parseBlockKey, parseInvalidMarkerKey, parseManifestKey, parseSegmentKey } from '../objects/store-keys.js';
 
 /**
@@ -194,7 +195,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
       if (!dryRun) await deletes.run(() => blocks.delete(info.key));
     }
     if (canSweepTemporary(blocks)) counters.tempFilesDeleted = (await blocks.sweepTemporary(orphanBefore, dryRun)).files;
-    return {
+    const result = {
       dryRun,
       safeBefore,
       ...counters,
@@ -202,6 +203,11 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
       bytesKept: totals.young.bytes,
       durationSeconds: (Date.now() - t0) / 1000,
     };
+    if (!dryRun) {
+      const { safeBefore: _, dryRun: __, ...figures } = result;
+      await recordRun(store, 'cleanup', figures);
+    }
+    return result;
   } finally {
     await catalog.endMark().catch(() => undefined);
     await locks.release();

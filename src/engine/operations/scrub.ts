@@ -13,6 +13,7 @@ import { changeMetadata, resolveVersion } from './versions.js';
 import { checkStoredObject, saveInvalidMarker } from '../objects/object-seal.js';
 import { compareSource } from './scrub-source.js';
 import { StoreKeys } from '../objects/store-keys.js';
+import { recordRun } from './run-records.js';
 import { catalogEntries, checkMetadata, checkStoredMetadata, type MetadataCounters, type MetadataFinding } from './scrub-metadata.js';
 
 /** Options of {@link scrub}. */
@@ -200,7 +201,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     await store.catalog.endScrubList().catch(() => undefined);
     await locks.release();
   }
-  return {
+  const result = {
     versions: versions.length,
     manifestsChecked: metadata.manifestsChecked,
     segmentsChecked: metadata.segmentsChecked,
@@ -209,6 +210,8 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     ...counters,
     durationSeconds: (Date.now() - started) / 1000,
   };
+  await recordRun(store, 'scrub', result);
+  return result;
 }
 
 /** Sets a version's status (and its manifest's); false when the version is being removed. */

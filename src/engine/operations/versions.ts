@@ -16,6 +16,8 @@ export interface ListOptions {
   readonly tag?: string | undefined;
   /** Only the newest `last` versions of each image. */
   readonly last?: number | undefined;
+  /** Only versions whose expiry date is at or before this time (ms since the epoch). */
+  readonly expiredAt?: number | undefined;
 }
 
 /**
@@ -26,7 +28,7 @@ export interface ListOptions {
  */
 export async function listVersions(store: Store, options: ListOptions = {}): Promise<VersionRecord[]> {
   const image = options.image === undefined ? undefined : checkImageName(options.image);
-  const versions = await store.catalog.listVersions({
+  let versions = await store.catalog.listVersions({
     ...(image !== undefined ? { image } : {}),
     ...(options.tag !== undefined ? { tag: options.tag } : {}),
   });
@@ -34,6 +36,8 @@ export async function listVersions(store: Store, options: ListOptions = {}): Pro
     const near = closeMatches(image, (await store.catalog.listVersions()).map((v) => v.image));
     throw new NotFoundError(`Image ${printable(image)} not found`, { hint: near.length ? `did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : 'run `backy2 ls` to see images' });
   }
+  const expiredAt = options.expiredAt;
+  if (expiredAt !== undefined) versions = versions.filter((v) => v.expiresAt !== null && v.expiresAt <= expiredAt);
   if (options.last === undefined) return versions;
   const seen = new Map<string, number>();
   const newestFirst = versions.toReversed().filter((v) => {
@@ -186,6 +190,29 @@ export async function setProtected(store: Store, uids: readonly string[], value:
   const out: VersionRecord[] = [];
   for (const uid of await resolveUids(store, uids)) {
     out.push(await changeMetadata(store, uid, () => store.catalog.setProtected(uid, value)));
+  }
+  return out;
+}
+
+/**
+ * Sets or clears the expiry date of versions: `forget` keeps a version until its date and removes
+ * it after, whatever its rules say.
+ * @param expiresAt ms since the epoch, or null for none
+ * @throws {NotFoundError} when a version does not exist
+ * @throws {UsageError} when a version is incomplete
+ * @throws {LockedError} when a version is being removed
+ * @example
+ * await setExpiry(store, ['vm1@latest'], Date.parse('2030-01-01T00:00:00Z'));
+ */
+export async function setExpiry(store: Store, selectors: readonly string[], expiresAt: number | null): Promise<VersionRecord[]> {
+  const out: VersionRecord[] = [];
+  for (const uid of await resolveUids(store, selectors)) {
+    out.push(
+      await changeMetadata(store, uid, async () => {
+        if ((await getVersion(store, uid)).status === 'incomplete') throw new UsageError(`Version "${uid}" is incomplete: it has no expiry to set`);
+        await store.catalog.setExpiry(uid, expiresAt);
+      }),
+    );
   }
   return out;
 }

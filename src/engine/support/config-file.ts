@@ -3,6 +3,8 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { UsageError, errnoCode } from '../errors.js';
 import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from '../objects/formats.js';
+import { parseSpan } from './calendar.js';
+import { keepsNothing } from './retention-rules.js';
 import { parseDuration, parseSize } from './units.js';
 
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
@@ -24,6 +26,56 @@ const duration = z.union([z.number().nonnegative(), z.string()]).transform((valu
 });
 
 const count = (min: number, max: number) => z.number().int().min(min).max(max);
+
+/** Image names or shell patterns: one, or a list. */
+const images = z
+  .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+  .transform((value) => (typeof value === 'string' ? [value] : value));
+
+/** A retention count: a whole number, or `unlimited`. */
+const keepCount = z.union([z.number().int().nonnegative(), z.literal('unlimited')]).transform((value) => (value === 'unlimited' ? Infinity : value));
+
+/** A span of calendar units for keepWithin: 7d, 36h, 2w, 6mo, 1y, 1y6mo. */
+const span = z.string().transform((value, ctx) => {
+  const parsed = parseSpan(value);
+  if (!parsed) {
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not a span of y, mo, w, d, h (e.g. 7d, 36h, 1y6mo; months are mo)` });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const TAG = /^[A-Za-z0-9][A-Za-z0-9._:+=-]{0,63}$/;
+
+/** keepTags: each entry is a tag or comma-separated tags that must all be present. */
+const tagLists = z
+  .array(z.string().transform((value) => value.split(',').map((t) => t.trim())))
+  .refine((lists) => lists.every((tags) => tags.length > 0 && tags.every((t) => TAG.test(t))), 'must be tags (letters, digits and . _ : + = -), or comma-separated tags that must all be present');
+
+const policy = z
+  .strictObject({
+    images,
+    keepLast: keepCount.optional(),
+    keepHourly: keepCount.optional(),
+    keepDaily: keepCount.optional(),
+    keepWeekly: keepCount.optional(),
+    keepMonthly: keepCount.optional(),
+    keepYearly: keepCount.optional(),
+    keepWithin: span.optional(),
+    keepTags: tagLists.optional(),
+  })
+  .refine((p) => !keepsNothing(p), 'keeps nothing: give a keep rule (keepLast: unlimited keeps every version)');
+
+const schedule = z
+  .strictObject({
+    images,
+    interval: duration.refine((ms) => ms > 0, 'must be more than 0'),
+    tolerance: duration.optional(),
+    sla: duration.optional(),
+    source: z.string().min(1).optional(),
+  })
+  .refine((s) => s.tolerance === undefined || s.tolerance < s.interval, { message: 'tolerance must be shorter than interval', path: ['tolerance'] })
+  .refine((s) => s.sla === undefined || s.sla >= s.interval, { message: 'sla must be at least interval', path: ['sla'] });
 
 /** The config file's schema: every key optional, unknown keys rejected. */
 const fileSchema = z.strictObject({
@@ -58,7 +110,9 @@ const fileSchema = z.strictObject({
       hintSample: count(0, 1_000_000).optional(),
     })
     .optional(),
-  retention: z.strictObject({ minAge: duration.optional() }).optional(),
+  retention: z.strictObject({ minAge: duration.optional(), policies: z.array(policy).optional() }).optional(),
+  schedules: z.array(schedule).optional(),
+  metrics: z.strictObject({ file: z.string().min(1).optional() }).optional(),
   ceph: z
     .strictObject({
       conf: z.string().min(1).optional(),

@@ -7,6 +7,7 @@ import { UsageError } from '../errors.js';
 import type { CephOptions } from '../endpoints/rbd-cli.js';
 import type { S3StoreOptions } from '../blockstore/s3-store.js';
 import { DEFAULT_BLOCK_SIZE } from '../objects/formats.js';
+import type { ImagePolicy } from './retention-rules.js';
 
 /** The system-wide config file, read when present and no other is named. */
 export const SYSTEM_CONFIG_FILE = '/etc/backy2.yaml';
@@ -22,6 +23,20 @@ export interface StoreLocation {
   readonly path: string;
   readonly catalogPath: string;
   readonly blockStore: BlockStoreLocation;
+}
+
+/** When backups of some images are due, and when missing ones breach the SLA. */
+export interface ImageSchedule {
+  /** Image names or shell patterns (`vm-*`); a name without wildcards is expected to exist. */
+  readonly images: readonly string[];
+  /** A backup is due once the newest valid backup is this old (minus the tolerance), in ms. */
+  readonly intervalMs: number;
+  /** How much earlier than `interval` a backup counts as due, and later than it as late. @default interval / 10 */
+  readonly toleranceMs: number;
+  /** Age of the newest valid backup after which the image breaches its SLA (ms); none when undefined. */
+  readonly slaMs: number | undefined;
+  /** Where the image is backed up from, `{image}` replaced by its name (for wrapper scripts). */
+  readonly source: string | undefined;
 }
 
 /** Every setting, defaults applied. */
@@ -41,6 +56,12 @@ export interface Config {
   readonly hintSample: number;
   /** Versions younger than this are only removed with --force. @default 6 days */
   readonly minRemoveAgeMs: number;
+  /** Retention policies (`retention.policies`), in order: the first that matches an image applies. */
+  readonly retentionPolicies: readonly ImagePolicy[];
+  /** Backup schedules and SLAs (`schedules`), in order: the first that matches an image applies. */
+  readonly schedules: readonly ImageSchedule[];
+  /** Prometheus text file written after every command (`metrics.file`). */
+  readonly metricsFile: string | undefined;
   /** Bytes of the block cache of `mount` and `nbd`. @default 256 MiB */
   readonly cacheBytes: number;
   /** Blocks read ahead for sequential readers of `mount` and `nbd`. @default 8 */
@@ -132,6 +153,15 @@ function resolveConfig(file: string | undefined, parsed: ConfigFile, override: s
     hashWorkers: parsed.backup?.hashWorkers ?? 2,
     hintSample: parsed.backup?.hintSample ?? 32,
     minRemoveAgeMs: parsed.retention?.minAge ?? 6 * 24 * 3600 * 1000,
+    retentionPolicies: (parsed.retention?.policies ?? []).map(({ images, ...rules }) => ({ images, rules })),
+    schedules: (parsed.schedules ?? []).map((s) => ({
+      images: s.images,
+      intervalMs: s.interval,
+      toleranceMs: s.tolerance ?? Math.round(s.interval / 10),
+      slaMs: s.sla,
+      source: s.source,
+    })),
+    metricsFile: parsed.metrics?.file === undefined ? undefined : path.resolve(parsed.metrics.file),
     cacheBytes: parsed.mount?.cacheSize ?? 256 << 20,
     readAhead: parsed.mount?.readAhead ?? 8,
     spillDir: path.resolve(parsed.mount?.spillDir ?? '/var/tmp'),

@@ -116,8 +116,31 @@ describe('backy2 backup / restore / ls', () => {
     expect(JSON.parse((await runCli(args('ls', '--json'))).stdout)).toEqual([]);
   });
 
+  it('backup -e, expire and ls --expired set, clear and find expiry dates', async () => {
+    const r = await runCli(args('backup', image, 'vm1', '-e', '2000-01-01', '--json'));
+    expect(r.code, r.stderr).toBe(0);
+    const { uid, expiresAt } = JSON.parse(r.stdout) as { uid: string; expiresAt: number };
+    expect(expiresAt).toBe(new Date(2000, 0, 1).getTime());
+    const other = await backupOk();
+    expect((await runCli(args('ls', '--expired', '--json'))).stdout).toContain(uid);
+    expect((await runCli(args('ls', '--expired', '--json'))).stdout).not.toContain(other);
+    expect((await runCli(args('ls'))).stdout).toMatch(/ SNAPSHOT +EXPIRES\n/);
+    const set = await runCli(args('expire', other, '30d', '--json'));
+    expect(set.code, set.stderr).toBe(0);
+    const after = JSON.parse(set.stdout) as { expiresAt: number; expires: string };
+    expect(after.expiresAt - Date.now()).toBeGreaterThan(29 * 86_400_000);
+    expect(after.expires).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$/);
+    const never = await runCli(args('expire', uid, 'never'));
+    expect(never.stderr).toBe(`Version ${uid} (vm1) never expires\n`);
+    expect(JSON.parse((await runCli(args('ls', '--expired', '--json'))).stdout)).toEqual([]);
+    const bad = await runCli(args('expire', uid, 'soon'));
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('Invalid expiry date "soon"');
+    expect((await runCli(args('backup', image, 'vm1', '-e', '2024-02-30'))).code).toBe(2);
+  });
+
   it('every command has --help with examples and the exit status table', async () => {
-    for (const command of ['backup', 'restore', 'ls', 'rm', 'protect', 'unprotect', 'tag', 'stats']) {
+    for (const command of ['backup', 'restore', 'ls', 'rm', 'protect', 'unprotect', 'tag', 'stats', 'expire']) {
       const r = await runCli([command, '--help']);
       expect(r.code, command).toBe(0);
       expect(r.stdout, command).toContain('Examples:');

@@ -6,7 +6,7 @@ import { loadManifest } from '../../../../src/engine/objects/manifest.js';
 import { restore } from '../../../../src/engine/operations/restore.js';
 import { storeSpace, versionSpace } from '../../../../src/engine/operations/stats.js';
 import type { Store } from '../../../../src/engine/store.js';
-import { changeTags, listVersions, removeVersions, setProtected } from '../../../../src/engine/operations/versions.js';
+import { changeTags, listVersions, removeVersions, setExpiry, setProtected } from '../../../../src/engine/operations/versions.js';
 import { makeImage } from '../../../helpers/image.js';
 import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../../helpers/store.js';
 import { makeTempDir } from '../../../helpers/temp.js';
@@ -86,6 +86,29 @@ describe('tags and protection', () => {
     expect((await loadManifest(s, uid)).tags).toEqual(['keep']);
     await expect(changeTags(s, uid, { add: ['bad tag'] })).rejects.toMatchObject({ code: 'E_USAGE' });
     expect((await listVersions(s, { tag: 'keep' })).map((v) => v.uid)).toEqual([uid]);
+  });
+
+  it('setExpiry() sets and clears expiry dates in the catalog and the manifest; listVersions() finds expired ones', async () => {
+    const { s, uids } = await withVersions(2);
+    const [a, b] = uids as [string, string];
+    const at = Date.now() + 86_400_000;
+    expect((await setExpiry(s, [a, b], at)).map((v) => v.expiresAt)).toEqual([at, at]);
+    expect((await loadManifest(s, a)).expiresAt).toBe(at);
+    expect(await listVersions(s, { expiredAt: Date.now() })).toEqual([]);
+    expect((await listVersions(s, { expiredAt: at })).map((v) => v.uid)).toEqual([a, b]);
+    await setExpiry(s, [b], null);
+    expect((await loadManifest(s, b)).expiresAt).toBeNull();
+    expect((await listVersions(s, { expiredAt: at + 1 })).map((v) => v.uid)).toEqual([a]);
+  });
+
+  it('backup() records an expiry date given with expiresAt', async () => {
+    const s = (store = makeMemoryStore());
+    const image = path.join(makeTempDir(), 'img');
+    makeImage(image, [{ kind: 'random', length: B }]);
+    const result = await backup(s, { source: image, image: 'vm1', expiresAt: 12345 });
+    expect(result.expiresAt).toBe(12345);
+    expect((await s.catalog.getVersion(result.uid))?.expiresAt).toBe(12345);
+    expect((await loadManifest(s, result.uid)).expiresAt).toBe(12345);
   });
 
   it('listVersions() rejects an unknown image', async () => {

@@ -48,8 +48,57 @@ retention: { minAge: 12h }
     });
   });
 
+  it('reads retention policies, schedules and the metrics file', async () => {
+    const file = configFile(`
+retention:
+  policies:
+    - images: vm-*
+      keepDaily: 7
+      keepWeekly: 4
+      keepMonthly: unlimited
+      keepWithin: 1y6mo
+      keepTags: [keep, "release,final"]
+    - images: [db1, "db[2-9]"]
+      keepLast: 3
+schedules:
+  - images: vm-*
+    interval: 1d
+    sla: 36h
+    source: "rbd:rbd/{image}@nightly"
+  - images: db1
+    interval: 6h
+    tolerance: 30m
+metrics:
+  file: /var/lib/prometheus/node-exporter/backy2.prom
+`);
+    const config = await loadConfig({ env: {}, configFile: file });
+    expect(config.retentionPolicies).toEqual([
+      {
+        images: ['vm-*'],
+        rules: { keepDaily: 7, keepWeekly: 4, keepMonthly: Infinity, keepWithin: { years: 1, months: 6, days: 0, hours: 0 }, keepTags: [['keep'], ['release', 'final']] },
+      },
+      { images: ['db1', 'db[2-9]'], rules: { keepLast: 3 } },
+    ]);
+    expect(config.schedules).toEqual([
+      { images: ['vm-*'], intervalMs: 86_400_000, toleranceMs: 8_640_000, slaMs: 36 * 3_600_000, source: 'rbd:rbd/{image}@nightly' },
+      { images: ['db1'], intervalMs: 6 * 3_600_000, toleranceMs: 30 * 60_000, slaMs: undefined, source: undefined },
+    ]);
+    expect(config.metricsFile).toBe('/var/lib/prometheus/node-exporter/backy2.prom');
+    const empty = await loadConfig({ env: {}, configFile: configFile('{}') });
+    expect(empty).toMatchObject({ retentionPolicies: [], schedules: [], metricsFile: undefined });
+  });
+
   it.each([
     ['an unknown key', 'stroe: /x\n', 'unknown key "stroe"'],
+    ['a policy that keeps nothing', 'retention: { policies: [{ images: "*" }] }\n', '"retention.policies.0": keeps nothing'],
+    ['a policy with a bad count', 'retention: { policies: [{ images: "*", keepDaily: -1 }] }\n', '"retention.policies.0.keepDaily"'],
+    ['a policy with an unknown rule', 'retention: { policies: [{ images: "*", keepDayly: 1 }] }\n', 'unknown key "retention.policies.0.keepDayly"'],
+    ['minutes in keepWithin', 'retention: { policies: [{ images: "*", keepWithin: 30m }] }\n', 'months are mo'],
+    ['a bad tag in keepTags', 'retention: { policies: [{ images: "*", keepTags: ["a b"] }] }\n', '"retention.policies.0.keepTags"'],
+    ['a schedule without interval', 'schedules: [{ images: "*" }]\n', '"schedules.0.interval"'],
+    ['an SLA shorter than the interval', 'schedules: [{ images: "*", interval: 1d, sla: 12h }]\n', '"schedules.0.sla": sla must be at least interval'],
+    ['a tolerance as long as the interval', 'schedules: [{ images: "*", interval: 1h, tolerance: 1h }]\n', '"schedules.0.tolerance"'],
+    ['an unknown metrics key', 'metrics: { path: /x }\n', 'unknown key "metrics.path"'],
     ['an unknown nested key', 'backup: { blocksize: 4M }\n', 'unknown key "backup.blocksize"'],
     ['a block size that is no power of two', 'backup: { blockSize: 3MiB }\n', '"backup.blockSize"'],
     ['a block size that is not a size', 'backup: { blockSize: big }\n', '"backup.blockSize"'],

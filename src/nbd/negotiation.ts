@@ -2,6 +2,11 @@
  * The negotiation phase of one NBD connection: the client's handshake flags, then option haggling
  * until the client chooses an export (NBD_OPT_GO or NBD_OPT_EXPORT_NAME) or leaves. What it
  * agreed on is handed to the transmission phase as a {@link Negotiated}.
+ *
+ * With TLS configured the server is in the spec's FORCEDTLS mode: before NBD_OPT_STARTTLS every
+ * option but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME (which has no
+ * error reply) ends the connection. After the ACK to STARTTLS the session runs the TLS handshake
+ * and the negotiation starts over on the encrypted connection, keeping nothing from before.
  */
 import { printable } from '../engine/support/names.js';
 import type { NbdBackend, NbdExport } from './backend.js';
@@ -22,6 +27,7 @@ import {
   encodeMetaContext,
   encodeOptionReply,
   encodeServerEntry,
+  optionName,
   parseInfoRequest,
   parseMetaContextRequest,
   type Decoded,
@@ -39,7 +45,11 @@ export interface Negotiated {
 }
 
 /** Where an option leaves the connection. */
-export type OptionOutcome = { readonly next: 'options' } | { readonly next: 'end' } | { readonly next: 'transmission'; readonly negotiated: Negotiated };
+export type OptionOutcome =
+  | { readonly next: 'options' }
+  | { readonly next: 'end' }
+  | { readonly next: 'starttls' }
+  | { readonly next: 'transmission'; readonly negotiated: Negotiated };
 
 /**
  * One step of the negotiation over the bytes received so far: more bytes needed, input that
@@ -61,6 +71,8 @@ export interface NegotiationContext {
   readonly log: (line: string) => void;
   /** The server as an NBD URI (`nbd://127.0.0.1:10809`), for hints in refusals. */
   readonly uri: string;
+  /** TLS is configured: nothing but STARTTLS and ABORT before it (FORCEDTLS). */
+  readonly tlsRequired: boolean;
   readonly limits: {
     /** Largest option data accepted; more aborts. */
     readonly maxOptionData: number;
@@ -86,6 +98,9 @@ export class Negotiation {
   #structured = false;
   #metaExport: string | undefined;
   #options = 0;
+  #tlsActive = false;
+  /** An option was refused for want of TLS (logged once). */
+  #refusedPlain = false;
 
   constructor(ctx: NegotiationContext) {
     this.#ctx = ctx;
@@ -105,7 +120,46 @@ export class Negotiation {
     const decoded = decodeOption(q, this.#ctx.limits.maxOptionData);
     if (decoded.kind !== 'message') return decoded;
     if (++this.#options > this.#ctx.limits.maxOptions) return { kind: 'invalid', reason: 'too many options' };
-    return { kind: 'option', outcome: this.#handleOption(decoded.message.option, decoded.message.data) };
+    const { option, data } = decoded.message;
+    if (option === Opt.NBD_OPT_STARTTLS && this.#tlsPending() && data.length === 0 && q.length > 0) {
+      // Everything after STARTTLS must be TLS, and a client has to wait for the ACK before its
+      // handshake: bytes already here were sent without waiting (or injected). Never read them.
+      return { kind: 'invalid', reason: `${q.length} bytes sent after STARTTLS before its reply` };
+    }
+    if (this.#tlsPending()) return { kind: 'option', outcome: Promise.resolve(this.#beforeTls(option, data)) };
+    return { kind: 'option', outcome: this.#handleOption(option, data) };
+  }
+
+  /** TLS is required but not started yet. */
+  #tlsPending(): boolean {
+    return this.#ctx.tlsRequired && !this.#tlsActive;
+  }
+
+  /** An option before STARTTLS on a server that requires TLS. */
+  #beforeTls(option: number, data: Buffer): OptionOutcome {
+    const reply = (type: number, message?: string) => this.#ctx.write(encodeOptionReply(option, type, message === undefined ? undefined : Buffer.from(message, 'utf8')));
+    switch (option) {
+      case Opt.NBD_OPT_STARTTLS:
+        if (data.length > 0) return (reply(Rep.NBD_REP_ERR_INVALID, 'STARTTLS takes no data'), { next: 'options' });
+        reply(Rep.NBD_REP_ACK);
+        // The spec: nothing negotiated before STARTTLS survives it.
+        this.#tlsActive = true;
+        this.#structured = false;
+        this.#metaExport = undefined;
+        return { next: 'starttls' };
+      case Opt.NBD_OPT_ABORT:
+        reply(Rep.NBD_REP_ACK);
+        return { next: 'end' };
+      case Opt.NBD_OPT_EXPORT_NAME:
+        // No error reply exists for EXPORT_NAME: the spec says to end the session.
+        this.#ctx.log('refused NBD_OPT_EXPORT_NAME before STARTTLS: this server requires TLS');
+        return { next: 'end' };
+      default:
+        if (!this.#refusedPlain) this.#ctx.log(`refused ${optionName(option)} before STARTTLS: this server requires TLS`);
+        this.#refusedPlain = true;
+        reply(Rep.NBD_REP_ERR_TLS_REQD, `this server requires TLS: connect to ${this.#ctx.uri} with its credentials (qemu: tls-creds)`);
+        return { next: 'options' };
+    }
   }
 
   async #handleOption(option: number, data: Buffer): Promise<OptionOutcome> {
@@ -177,7 +231,8 @@ export class Negotiation {
         return options;
       }
       case Opt.NBD_OPT_STARTTLS:
-        error(Rep.NBD_REP_ERR_UNSUP, 'TLS is not supported; use an SSH tunnel or a trusted network');
+        if (this.#tlsActive) return (error(Rep.NBD_REP_ERR_INVALID, 'TLS is already active'), options);
+        error(Rep.NBD_REP_ERR_POLICY, 'TLS is not configured on this server (backy2 nbd --tls-cert/--tls-key or --tls-psk)');
         return options;
       default:
         error(Rep.NBD_REP_ERR_UNSUP, `option ${option} is not supported`);

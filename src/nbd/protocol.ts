@@ -28,6 +28,11 @@ export const Opt = {
   NBD_OPT_SET_META_CONTEXT: 10,
 } as const;
 
+/** The name of an option as in the spec (`NBD_OPT_LIST`), or its number when unknown. */
+export function optionName(option: number): string {
+  return Object.entries(Opt).find(([, value]) => value === option)?.[0] ?? `option ${option}`;
+}
+
 export const Rep = {
   NBD_REP_ACK: 1,
   NBD_REP_SERVER: 2,

@@ -1,9 +1,11 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
+import type { Duplex } from 'node:stream';
 import { NotFoundError, StoreUnavailableError, UsageError, errnoCode, type BackyError } from '../engine/errors.js';
 import type { Store } from '../engine/store.js';
 import { VersionExports } from './exports.js';
 import { NbdSession } from './session.js';
+import type { NbdTls } from './tls.js';
 
 /** Options of {@link serveNbd}. */
 export interface NbdServerOptions {
@@ -15,6 +17,8 @@ export interface NbdServerOptions {
   readonly readOnly: boolean;
   /** Serve only this version. */
   readonly uid?: string | undefined;
+  /** Require TLS with these credentials (NBD_OPT_STARTTLS). @default no TLS */
+  readonly tls?: NbdTls | undefined;
   readonly log: (line: string) => void;
   /** Called once the server listens (the CLI prints the start-up line or JSON from it). */
   readonly onListening: (info: NbdListening) => void;
@@ -38,6 +42,8 @@ export interface NbdListening {
   readonly readOnly: boolean;
   /** Only this machine can connect. */
   readonly loopback: boolean;
+  /** TLS is required with these credentials; null without TLS. */
+  readonly tls: Pick<NbdTls, 'credentials' | 'clientsAuthenticated' | 'description'> | null;
 }
 
 /**
@@ -54,13 +60,15 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
     throw new NotFoundError(`Version "${options.uid}" not found or not complete`, { hint: 'run `backy2 ls` to see versions' });
   }
   const sessions = new Set<NbdSession>();
+  const { tls } = options;
+  const startTls = tls ? (socket: Duplex) => tls.accept(socket) : undefined;
   // Set once listening, before any connection arrives.
   let uri = '';
   const server: Server = createServer((socket: Socket) => {
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
     const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    const session = new NbdSession(socket, backend, { log: (line) => options.log(`${peer}: ${line}`), uri });
+    const session = new NbdSession(socket, backend, { log: (line) => options.log(`${peer}: ${line}`), uri, startTls });
     sessions.add(session);
     void session.closed.then(() => sessions.delete(session));
   });
@@ -71,7 +79,7 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
   const bound = server.address();
   const address = typeof bound === 'object' && bound ? bound.address : options.address;
   const port = typeof bound === 'object' && bound ? bound.port : options.port;
-  uri = serverUri(options.address, port);
+  uri = serverUri(options.address, port, { tls: tls !== undefined });
   options.onListening({
     address,
     port,
@@ -81,6 +89,7 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
     uris: (options.uid !== undefined ? [options.uid] : initial.slice(-2)).map((name) => `${uri}/${encodeURIComponent(name)}`),
     readOnly: options.readOnly,
     loopback: isLoopback(address),
+    tls: tls ? { credentials: tls.credentials, clientsAuthenticated: tls.clientsAuthenticated, description: tls.description } : null,
   });
   await new Promise<void>((resolve) => {
     if (options.signal.aborted) resolve();
@@ -97,12 +106,12 @@ export async function serveNbd(store: Store, options: NbdServerOptions): Promise
 }
 
 /**
- * The server as an NBD URI (exports are paths below it). IPv6 addresses go in brackets; a
- * wildcard address is shown as this machine's name, which remote clients can use.
+ * The server as an NBD URI (exports are paths below it): `nbds://` with TLS. IPv6 addresses go in
+ * brackets; a wildcard address is shown as this machine's name, which remote clients can use.
  */
-export function serverUri(address: string, port: number): string {
+export function serverUri(address: string, port: number, options: { /** TLS is required. @default false */ readonly tls?: boolean } = {}): string {
   const host = address === '0.0.0.0' || address === '::' || address === '' ? hostname() : address;
-  return `nbd://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return `${options.tls === true ? 'nbds' : 'nbd'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** True for addresses only this machine can reach (127.0.0.0/8, ::1, IPv4-mapped 127.x). */

@@ -4,6 +4,10 @@
  * gets a reply (an NBD error when it fails); only malformed or hostile input (bad magic, absurd
  * lengths, option floods, a stalled handshake) closes the connection. Reading pauses while too
  * many requests or bytes are in flight or the client does not read its replies (backpressure).
+ *
+ * With TLS, NBD_OPT_STARTTLS hands the connected socket to the TLS handshake; once it succeeds the
+ * session goes on over the encrypted socket (the same listeners, limits and backpressure). The
+ * handshake timeout covers the TLS handshake too.
  */
 import type { Duplex } from 'node:stream';
 import type { NbdBackend } from './backend.js';
@@ -28,20 +32,30 @@ export interface SessionLimits {
   readonly handshakeTimeoutMs?: number;
 }
 
+/**
+ * Runs the server side of a TLS handshake on a socket nobody else reads any more.
+ * @returns the encrypted socket and a description for the log; rejects when the handshake fails
+ */
+export type StartTls = (socket: Duplex) => Promise<{ readonly socket: Duplex; readonly description: string }>;
+
 /** Options of {@link NbdSession}. */
 export interface NbdSessionOptions {
   /** One line per event worth keeping (the server prefixes the client's address). */
   readonly log: (line: string) => void;
   /** The server as an NBD URI, for the hints in refusals. @default "nbd://HOST:PORT" */
   readonly uri?: string | undefined;
+  /** TLS handshake after NBD_OPT_STARTTLS; when given, TLS is required. @default no TLS */
+  readonly startTls?: StartTls | undefined;
   readonly limits?: SessionLimits | undefined;
 }
 
-type State = 'negotiation' | 'option-pending' | 'transmission' | 'closing' | 'closed';
+type State = 'negotiation' | 'option-pending' | 'tls-handshake' | 'transmission' | 'closing' | 'closed';
 
 /** Serves one connection. */
 export class NbdSession {
-  readonly #socket: Duplex;
+  /** The raw socket, and after STARTTLS the encrypted one. */
+  #socket: Duplex;
+  readonly #startTls: StartTls | undefined;
   readonly #log: (line: string) => void;
   readonly #queue = new ByteQueue();
   readonly #limits: Required<SessionLimits>;
@@ -60,8 +74,19 @@ export class NbdSession {
   #released = false;
   #closeReason = '';
 
+  readonly #onData = (chunk: Buffer): void => {
+    this.#queue.push(chunk);
+    this.#process();
+  };
+  // A half-close is a disconnect: finish what is in flight, then close.
+  readonly #onEnd = (): void => this.shutdown('client closed the connection');
+  readonly #onClose = (): void => this.#close('connection closed');
+  readonly #onError = (err: Error): void => this.#close(`socket error: ${err.message}`);
+  readonly #onDrain = (): void => this.#maybeResume();
+
   constructor(socket: Duplex, backend: NbdBackend, options: NbdSessionOptions) {
     this.#socket = socket;
+    this.#startTls = options.startTls;
     this.#log = options.log;
     this.#limits = {
       maxOptionData: 65536,
@@ -78,18 +103,11 @@ export class NbdSession {
       isOpen: () => this.#state === 'option-pending',
       log: this.#log,
       uri: options.uri ?? 'nbd://HOST:PORT',
+      tlsRequired: options.startTls !== undefined,
       limits: this.#limits,
     });
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    socket.on('data', (chunk: Buffer) => {
-      this.#queue.push(chunk);
-      this.#process();
-    });
-    // A half-close is a disconnect: finish what is in flight, then close.
-    socket.on('end', () => this.shutdown('client closed the connection'));
-    socket.on('close', () => this.#close('connection closed'));
-    socket.on('error', (err) => this.#close(`socket error: ${err.message}`));
-    socket.on('drain', () => this.#maybeResume());
+    this.#listen(socket);
     this.#timer = setTimeout(() => this.#abort('handshake timed out'), this.#limits.handshakeTimeoutMs);
     this.#timer.unref?.();
     socket.write(encodeGreeting());
@@ -154,6 +172,7 @@ export class NbdSession {
       return;
     }
     if (outcome.next === 'end') return this.#end('the client ended the negotiation');
+    if (outcome.next === 'starttls') return this.#handOverToTls();
     if (outcome.next === 'transmission') {
       // The handover: from here on the connection serves requests on the chosen export.
       this.#transmission = new Transmission(outcome.negotiated, { write: (...data) => this.#write(...data), log: this.#log, maxRequest: this.#limits.maxRequest });
@@ -163,6 +182,49 @@ export class NbdSession {
     } else this.#state = 'negotiation';
     this.#socket.resume();
     this.#process();
+  }
+
+  /**
+   * After the ACK to STARTTLS: the raw socket now belongs to the TLS handshake, which settles
+   * once it succeeds, fails, or the socket closes (the handshake timer destroys it at the latest).
+   * On success the negotiation goes on over TLS.
+   */
+  #handOverToTls(): void {
+    const raw = this.#socket;
+    const startTls = this.#startTls as StartTls;
+    this.#state = 'tls-handshake';
+    this.#unlisten(raw);
+    startTls(raw).then(
+      ({ socket, description }) => {
+        if (this.#state !== 'tls-handshake') {
+          socket.destroy();
+          return;
+        }
+        this.#socket = socket;
+        this.#listen(socket);
+        this.#log(`TLS established: ${description}`);
+        this.#state = 'negotiation';
+        this.#awaiting = 0;
+        this.#process();
+      },
+      (err: unknown) => this.#abort(`TLS handshake failed: ${err instanceof Error ? err.message : String(err)}`),
+    );
+  }
+
+  #listen(socket: Duplex): void {
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('close', this.#onClose);
+    socket.on('error', this.#onError);
+    socket.on('drain', this.#onDrain);
+  }
+
+  #unlisten(socket: Duplex): void {
+    socket.off('data', this.#onData);
+    socket.off('end', this.#onEnd);
+    socket.off('close', this.#onClose);
+    socket.off('error', this.#onError);
+    socket.off('drain', this.#onDrain);
   }
 
   /** @returns false when more bytes are needed or reading is paused */
@@ -240,7 +302,9 @@ export class NbdSession {
   /** A normal end before transmission (ABORT, unknown EXPORT_NAME, half-close). */
   #end(why: string): void {
     if (this.#state === 'closed') return;
-    this.#socket.end();
+    // During the TLS handshake the raw socket is the handshake's: it can only be cut.
+    if (this.#state === 'tls-handshake') this.#socket.destroy();
+    else this.#socket.end();
     this.#close(why);
   }
 

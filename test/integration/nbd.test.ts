@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { BIN, initStoreFor, spawnCli } from '../helpers/cli.js';
@@ -9,6 +9,7 @@ import { makeDiskImage, sha256File } from '../helpers/image.js';
 import { eventually, isMountPoint } from '../helpers/mount.js';
 import { attachLoop, mount, run } from '../helpers/system.js';
 import { makeTempDir } from '../helpers/temp.js';
+import { makeTestPki, type TestPki } from '../helpers/tls-pki.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -263,6 +264,7 @@ describe('backy2 nbd start-up', () => {
       list: `nbdinfo --list ${base}`,
       readOnly: false,
       loopback: true,
+      tls: null,
     });
     const [cmd, ...args] = started.list.split(' ');
     expect(run(cmd!, args)).toContain(a);
@@ -277,7 +279,7 @@ describe('backy2 nbd start-up', () => {
   it('warns that there is no TLS when it listens on an address other machines can reach', async () => {
     const uid = await backupOf(image);
     const server = await startServer(['-r', '-a', '0.0.0.0']);
-    const warning = /warning: 0\.0\.0\.0 is not a loopback address and there is no TLS yet: anyone who can reach port \d+ can read every version;/;
+    const warning = /warning: 0\.0\.0\.0 is not a loopback address and there is no TLS: anyone who can reach port \d+ can read every version;/;
     await eventually(() => warning.test(server.log()), 5000, 'the warning');
     expect(run('nbdinfo', ['--list', `nbd://127.0.0.1:${server.port}`])).toContain(uid);
   });
@@ -296,5 +298,127 @@ describe('backy2 nbd start-up', () => {
     const foreign = await spawnCli(['nbd', '-a', '192.0.2.1', '-p', '0'], env);
     expect(foreign.code).toBe(2);
     expect(foreign.stderr).toMatch(/^backy2: Cannot listen on 192\.0\.2\.1:0: no network interface of this machine has the address "192\.0\.2\.1" \(.*-a.*\)\n$/);
+  });
+});
+
+describe('backy2 nbd with TLS and real clients', () => {
+  let pki: TestPki;
+  beforeEach(() => {
+    pki = makeTestPki(dir);
+  });
+
+  const pskArgs = () => ['--tls-psk', pki.pskFile];
+  const x509Args = (verify: boolean) => ['--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, ...(verify ? ['--tls-verify-clients', pki.ca] : [])];
+  /** A libnbd URI with PSK credentials (libnbd 1.14 takes the PSK identity from the user part). */
+  const pskUri = (port: number, uid = '') => `nbds://alice@127.0.0.1:${port}/${uid}?tls-psk-file=${encodeURIComponent(pki.pskFile)}`;
+  const certUri = (port: number, uid: string, clientDir: string) => `nbds://127.0.0.1:${port}/${uid}?tls-certificates=${encodeURIComponent(clientDir)}`;
+  /** qemu's block options for an export over TLS with the credentials object `tls0`. */
+  const qemuJson = (port: number, uid: string) => `json:${JSON.stringify({ file: { driver: 'nbd', host: '127.0.0.1', port: String(port), export: uid, 'tls-creds': 'tls0' } })}`;
+
+  it('PSK: nbdinfo, nbdcopy and qemu-img (tls-creds-psk) read exactly the version; the start-up says TLS and nbds://', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r', '--json', ...pskArgs()]);
+    const base = `nbds://127.0.0.1:${server.port}`;
+    expect(server.log()).toContain(`serving every version (1 now) read-only on 127.0.0.1:${server.port} with TLS (PSK, 1 identity), e.g. ${base}/${uid}; \`nbdinfo --list ${base}\` lists them`);
+    await eventually(() => server.stdout().endsWith('\n'), 5000, 'the JSON line');
+    expect(JSON.parse(server.stdout())).toMatchObject({ uri: base, uris: [`${base}/${uid}`], list: `nbdinfo --list ${base}`, tls: { credentials: 'psk', clientsAuthenticated: true } });
+
+    expect(run('nbdinfo', ['--list', pskUri(server.port)])).toContain(uid);
+    const info = JSON.parse(run('nbdinfo', ['--json', pskUri(server.port, uid)])) as { protocol: string; TLS: boolean; exports: { 'export-size': number }[] };
+    expect(info.TLS).toBe(true);
+    expect(info.exports[0]?.['export-size']).toBe(statSync(image).size);
+    const copied = path.join(dir, 'copy.img');
+    run('nbdcopy', [pskUri(server.port, uid), copied]);
+    expect(await sha256File(copied)).toBe(await sha256File(image));
+    const psk = `tls-creds-psk,id=tls0,endpoint=client,dir=${pki.pskDir},username=alice`;
+    expect(run('qemu-img', ['compare', '--object', psk, '-f', 'raw', '-F', 'raw', qemuJson(server.port, uid), image])).toContain('identical');
+    expect(server.log()).toMatch(/TLS established: TLSv1\.3 TLS_AES_128_GCM_SHA256, PSK identity "alice"\n/);
+  });
+
+  it('PSK: a client with an unknown identity or another key is refused, and the server logs why', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r', ...pskArgs()]);
+    const other = path.join(dir, 'other.psk');
+    writeFileSync(other, `mallory:${randomBytes(32).toString('hex')}\nalice:${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    failing('nbdinfo', [`nbds://mallory@127.0.0.1:${server.port}/${uid}?tls-psk-file=${encodeURIComponent(other)}`]);
+    await eventually(() => server.log().includes('TLS handshake failed: unknown PSK identity "mallory"'), 5000, 'the log line');
+    failing('nbdinfo', [`nbds://alice@127.0.0.1:${server.port}/${uid}?tls-psk-file=${encodeURIComponent(other)}`]);
+    await eventually(() => (server.log().match(/TLS handshake failed/g) ?? []).length === 2, 5000, 'the second log line');
+  });
+
+  it('x509 with client certificates: libnbd and qemu-img (tls-creds-x509) with a certificate of the CA read the version; none, or a rogue one, is refused', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r', ...x509Args(true)]);
+    expect(server.log()).toContain(`read-only on 127.0.0.1:${server.port} with TLS (x509, client certificates verified), e.g. nbds://127.0.0.1:${server.port}/${uid};`);
+    const copied = path.join(dir, 'copy.img');
+    run('nbdcopy', [certUri(server.port, uid, pki.clientDirs.alice), copied]);
+    expect(await sha256File(copied)).toBe(await sha256File(image));
+    const x509 = `tls-creds-x509,id=tls0,endpoint=client,dir=${pki.clientDirs.alice}`;
+    const converted = path.join(dir, 'converted.raw');
+    run('qemu-img', ['convert', '--object', x509, '-O', 'raw', qemuJson(server.port, uid), converted]);
+    expect(await sha256File(converted)).toBe(await sha256File(image));
+    expect(server.log()).toContain('client certificate "alice"');
+
+    failing('nbdinfo', [certUri(server.port, uid, pki.clientDirs.anonymous)]);
+    await eventually(() => server.log().includes('TLS handshake failed: the client sent no certificate'), 5000, 'the log line');
+    failing('nbdinfo', [certUri(server.port, uid, pki.clientDirs.rogue)]);
+    await eventually(() => /TLS handshake failed: client certificate refused: [A-Z_]+\n/.test(server.log()), 5000, 'the log line');
+  });
+
+  it('x509 without client verification: any client with the CA gets in; nbdcopy writes over TLS become a version', async () => {
+    const uid = await backupOf(image);
+    const changed = readFileSync(image);
+    randomBytes(2 * MiB).copy(changed, 20 * MiB);
+    const source = path.join(dir, 'changed.img');
+    writeFileSync(source, changed);
+    const server = await startServer(x509Args(false));
+    run('nbdcopy', [source, certUri(server.port, uid, pki.clientDirs.anonymous)]);
+    await eventually(async () => (await listed()).some((v) => v.tags.includes('cow')), 15_000, 'the copy-on-write version');
+    const cow = (await listed()).find((v) => v.tags.includes('cow'))!;
+    const out = path.join(dir, 'out.img');
+    expect((await spawnCli(['restore', cow.uid, out], env)).code).toBe(0);
+    expect(await sha256File(out)).toBe(await sha256File(source));
+  });
+
+  it('refuses plaintext clients: NBD_REP_ERR_TLS_REQD with a hint, one log line each', async () => {
+    const uid = await backupOf(image);
+    const server = await startServer(['-r', ...pskArgs()]);
+    failing('nbdinfo', [uri(server.port, uid)]);
+    const refused = failing('qemu-img', ['info', uri(server.port, uid)]);
+    expect(refused).toContain(`this server requires TLS: connect to nbds://127.0.0.1:${server.port} with its credentials (qemu: tls-creds)`);
+    await eventually(() => (server.log().match(/refused NBD_OPT_\w+ before STARTTLS: this server requires TLS\n/g) ?? []).length === 2, 5000, 'the log lines');
+    expect(server.log()).not.toContain('opened export');
+  });
+
+  it('says who can connect on an address other machines can reach', async () => {
+    await backupOf(image);
+    const authenticated = await startServer(['-r', '-a', '0.0.0.0', ...pskArgs()]);
+    await eventually(() => /0\.0\.0\.0 is not a loopback address: only clients with a key of the PSK file can read every version; connections are encrypted\n/.test(authenticated.log()), 5000, 'the note');
+    expect(authenticated.log()).not.toContain('warning');
+    await authenticated.stop();
+    const anyone = await startServer(['-r', '-a', '0.0.0.0', ...x509Args(false)]);
+    const warning = /warning: 0\.0\.0\.0 is not a loopback address and clients are not authenticated: anyone who can reach port \d+ can read every version \(encrypted in transit\); add --tls-verify-clients CA-FILE or use --tls-psk\n/;
+    await eventually(() => warning.test(anyone.log()), 5000, 'the warning');
+  });
+
+  it('refuses unusable TLS options with one line and exit status 2', async () => {
+    await backupOf(image);
+    const open = path.join(dir, 'open.psk');
+    writeFileSync(open, readFileSync(pki.pskFile));
+    chmodSync(open, 0o644);
+    const cases: [string[], string][] = [
+      [['--tls-psk', open], `backy2: Permissions 0644 of TLS PSK file "${open}" are too open: only its owner may read it (chmod 600 ${open})\n`],
+      [['--tls-cert', pki.serverCert], 'backy2: --tls-cert needs --tls-key (give both: the certificate and its private key)\n'],
+      [[...x509Args(false), ...pskArgs()], 'backy2: Choose --tls-psk or --tls-cert/--tls-key, not both (a server uses one kind of TLS credentials)\n'],
+      [['--tls-verify-clients', pki.ca], 'backy2: --tls-verify-clients needs --tls-cert and --tls-key (the server needs its own certificate too)\n'],
+    ];
+    for (const [args, stderr] of cases) {
+      const r = await spawnCli(['nbd', '-p', '0', ...args], env);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toBe(stderr);
+    }
+    const missing = await spawnCli(['nbd', '-p', '0', '--tls-psk', path.join(dir, 'nope.psk')], env);
+    expect(missing.code).toBe(4);
+    expect(missing.stderr.trim().split('\n')).toHaveLength(1);
   });
 });

@@ -1,5 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { UsageError } from '../../engine/errors.js';
 import type { NbdListening } from '../../nbd/server.js';
+import type { NbdTlsCredentials } from '../../nbd/tls.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
 import { resolveVersion } from '../../engine/operations/versions.js';
@@ -15,6 +17,10 @@ export interface NbdCommandOptions {
   readonly readOnly?: boolean | undefined;
   /** `--metrics-address`: serve the store's metrics over HTTP while serving. */
   readonly metricsAddress?: string | undefined;
+  readonly tlsCert?: string | undefined;
+  readonly tlsKey?: string | undefined;
+  readonly tlsVerifyClients?: string | undefined;
+  readonly tlsPsk?: string | undefined;
 }
 
 function port(value: string): number {
@@ -32,7 +38,11 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
     .option('-a, --address <address>', 'address to bind', '127.0.0.1')
     .option('-p, --port <port>', 'TCP port', port, 10809)
     .option('-r, --read-only', 'refuse all writes')
-    .option('--json', 'print the start-up as one JSON line on stdout (address, port, exports, default export, URIs)')
+    .option('--tls-cert <file>', 'require TLS with this x509 certificate (PEM; with --tls-key)')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM; mode 600 or stricter)')
+    .option('--tls-verify-clients <ca-file>', 'with --tls-cert: accept only clients with a certificate signed by this CA (PEM)')
+    .option('--tls-psk <file>', 'require TLS with pre-shared keys: identity:hexkey lines as psktool writes them (mode 600 or stricter)')
+    .option('--json', 'print the start-up as one JSON line on stdout (address, port, exports, default export, URIs, TLS)')
     .option('--metrics-address <address>', 'also serve the store\'s metrics (Prometheus) at http://ADDRESS/metrics: PORT (on 127.0.0.1) or HOST:PORT')
     .addHelpText(
       'after',
@@ -44,6 +54,11 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
           'backy2 nbd v1kx3f9qm7wz -r -p 10810          # one version, also as the default export',
           'qemu-img info nbd://127.0.0.1:10810          # no export name: the default export',
           'nbd-client -N v1kx3f9qm7wz 127.0.0.1 /dev/nbd0',
+          'psktool -u alice -p /etc/backy2/nbd.psk     # TLS with a pre-shared key:',
+          'backy2 nbd -r -a 0.0.0.0 --tls-psk /etc/backy2/nbd.psk',
+          "nbdcopy 'nbds://alice@HOST:10809/v1kx3f9qm7wz?tls-psk-file=/etc/backy2/nbd.psk' /tmp/vm1.raw",
+          'backy2 nbd -r -a 0.0.0.0 --tls-cert server-cert.pem --tls-key server-key.pem --tls-verify-clients ca-cert.pem',
+          "qemu-img info --object tls-creds-x509,id=t0,endpoint=client,dir=DIR --image-opts driver=nbd,host=HOST,export=v1kx3f9qm7wz,tls-creds=t0",
         ],
         'The start-up line names the URIs to use (with --json: one JSON line on stdout). Without a\n' +
           'uid there is no default export: a client that names none is refused with a hint.\n' +
@@ -51,13 +66,18 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
           'FLUSH and FUA commit them as a new version tagged "cow" (base = the served version; a later\n' +
           'commit of the session replaces it), and so does the disconnect of the last writing client.\n' +
           'The served version never changes. With -r exports offer no FLUSH, FUA, TRIM or WRITE_ZEROES.\n' +
-          'There is no TLS yet: on an address other than loopback anyone who can reach the port can\n' +
-          'read the versions (a warning says so). SIGINT or SIGTERM stop the server after committing.\n' +
-          'A port in use or an address not of this machine ends with status 2.',
+          'With --tls-cert/--tls-key or --tls-psk TLS is required (NBD_OPT_STARTTLS, nbds:// URIs): before\n' +
+          'it every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD. PSK and client\n' +
+          'certificates (--tls-verify-clients) authenticate clients; a certificate alone only encrypts.\n' +
+          'Key and PSK files that group or others can access are refused. Without TLS, or without client\n' +
+          'authentication, anyone who can reach the port on an address other than loopback can read\n' +
+          'the versions (a warning says so). SIGINT or SIGTERM stop the server after committing.\n' +
+          'A port in use, an address not of this machine or unusable TLS files end with status 2\n' +
+          '(4 for a TLS file that does not exist).',
       ),
     )
-    .action(async (uid: string | undefined, opts: { address?: string; port?: number; readOnly?: boolean; metricsAddress?: string }, command: Command) => {
-      ctx.exitCode = await runNbd({ uid, address: opts.address, port: opts.port, readOnly: opts.readOnly, metricsAddress: opts.metricsAddress }, globalsOf(command), ctx.io);
+    .action(async (uid: string | undefined, opts: Omit<NbdCommandOptions, 'uid'>, command: Command) => {
+      ctx.exitCode = await runNbd({ uid, ...opts }, globalsOf(command), ctx.io);
     });
 }
 
@@ -66,6 +86,8 @@ export function registerNbd(program: Command, ctx: CommandContext): void {
  * @returns the exit status
  */
 export async function runNbd(options: NbdCommandOptions, globals: Globals, io: CliIo): Promise<number> {
+  const credentials = tlsCredentials(options);
+  const tls = credentials ? await (await import('../../nbd/tls.js')).loadNbdTls(credentials) : undefined;
   return withStore(globals, io, async (store) => {
     const uid = options.uid === undefined ? undefined : (await resolveVersion(store, options.uid)).uid;
     const { serveNbd } = await import('../../nbd/server.js');
@@ -77,6 +99,7 @@ export async function runNbd(options: NbdCommandOptions, globals: Globals, io: C
         port: options.port ?? 10809,
         readOnly: options.readOnly === true,
         uid,
+        tls,
         signal: io.signal ?? new AbortController().signal,
         log,
         onListening: (info) => {
@@ -92,9 +115,31 @@ export async function runNbd(options: NbdCommandOptions, globals: Globals, io: C
   });
 }
 
+/**
+ * Which TLS credentials the options name, if any.
+ * @throws {UsageError} when they are incomplete or mix x509 and PSK
+ */
+function tlsCredentials(options: NbdCommandOptions): NbdTlsCredentials | undefined {
+  const { tlsCert: cert, tlsKey: key, tlsVerifyClients: verifyClients, tlsPsk: pskFile } = options;
+  if (pskFile !== undefined) {
+    if (cert !== undefined || key !== undefined || verifyClients !== undefined) {
+      throw new UsageError('Choose --tls-psk or --tls-cert/--tls-key, not both', { hint: 'a server uses one kind of TLS credentials' });
+    }
+    return { kind: 'psk', pskFile };
+  }
+  if (cert === undefined && key === undefined) {
+    if (verifyClients !== undefined) throw new UsageError('--tls-verify-clients needs --tls-cert and --tls-key', { hint: 'the server needs its own certificate too' });
+    return undefined;
+  }
+  if (cert === undefined || key === undefined) {
+    throw new UsageError(cert === undefined ? '--tls-key needs --tls-cert' : '--tls-cert needs --tls-key', { hint: 'give both: the certificate and its private key' });
+  }
+  return { kind: 'x509', cert, key, verifyClients };
+}
+
 /** The start-up line: what is served where, the URIs to use and how to list them. */
 function startupLine(address: string, info: NbdListening): string {
-  const where = `${address.includes(':') ? `[${address}]` : address}:${info.port}`;
+  const where = `${address.includes(':') ? `[${address}]` : address}:${info.port}${info.tls ? ` with TLS (${info.tls.description})` : ''}`;
   const mode = info.readOnly ? 'read-only' : 'with copy-on-write';
   const list = `\`nbdinfo --list ${info.uri}\``;
   if (info.defaultExport !== null) {
@@ -104,13 +149,23 @@ function startupLine(address: string, info: NbdListening): string {
   return `serving every version (${info.exports} now) ${mode} on ${where}${examples}; ${list} lists them`;
 }
 
-/** The warning for an address other machines can reach. */
+/** The warning (or note) for an address other machines can reach. */
 function exposure(info: NbdListening): string {
   const what = info.defaultExport !== null ? `version ${info.defaultExport}` : 'every version';
   const writes = info.readOnly ? '' : ' and write new versions';
+  if (info.tls?.clientsAuthenticated) {
+    const who = info.tls.credentials === 'psk' ? 'a key of the PSK file' : 'a certificate signed by the --tls-verify-clients CA';
+    return `${info.address} is not a loopback address: only clients with ${who} can read ${what}${writes}; connections are encrypted`;
+  }
+  if (info.tls) {
+    return (
+      `warning: ${info.address} is not a loopback address and clients are not authenticated: anyone who can reach port ${info.port} ` +
+      `can read ${what}${writes} (encrypted in transit); add --tls-verify-clients CA-FILE or use --tls-psk`
+    );
+  }
   return (
-    `warning: ${info.address} is not a loopback address and there is no TLS yet: anyone who can reach port ${info.port} ` +
-    `can read ${what}${writes}; bind 127.0.0.1 and use an SSH tunnel, or serve on a trusted network only`
+    `warning: ${info.address} is not a loopback address and there is no TLS: anyone who can reach port ${info.port} ` +
+    `can read ${what}${writes}; use --tls-psk or --tls-cert/--tls-key with --tls-verify-clients, bind 127.0.0.1 and use an SSH tunnel, or serve on a trusted network only`
   );
 }
 
@@ -126,5 +181,6 @@ function startupJson(info: NbdListening): Record<string, unknown> {
     list: `nbdinfo --list ${info.uri}`,
     readOnly: info.readOnly,
     loopback: info.loopback,
+    tls: info.tls ? { credentials: info.tls.credentials, clientsAuthenticated: info.tls.clientsAuthenticated } : null,
   };
 }

@@ -25,4 +25,9 @@ describe('serverUri()', () => {
     expect(serverUri('0.0.0.0', 1)).toBe(`nbd://${hostname()}:1`);
     expect(serverUri('::', 1)).toBe(`nbd://${hostname()}:1`);
   });
+
+  it('is nbds:// when TLS is required', () => {
+    expect(serverUri('127.0.0.1', 10809, { tls: true })).toBe('nbds://127.0.0.1:10809');
+    expect(serverUri('::1', 10809, { tls: true })).toBe('nbds://[::1]:10809');
+  });
 });

@@ -54,7 +54,7 @@ export interface OpenStoreOptions {
   readonly keys?: KeyProvider | undefined;
   /**
    * Open an encrypted store without its key: the catalog and the list of objects work, object
-   * contents do not (ls, rm, cleanup, key list). @default false
+   * contents do not (ls, rm, key list, scrub --without-key). @default false
    */
   readonly withoutKey?: boolean;
   /**

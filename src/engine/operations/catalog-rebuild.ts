@@ -254,36 +254,17 @@ export interface RebuildAtOptions extends OpenStoreOptions {
  */
 export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions = {}): Promise<RebuildResult & { movedTo: string | undefined }> {
   const file = config.store.catalogPath;
-  let movedTo: string | undefined;
-  if (existsSync(file)) {
-    let versions = -1;
-    let holders: string[] = [];
-    try {
-      const existing = SqliteCatalog.open(file);
-      versions = (await existing.listVersions()).length;
-      holders = (await existing.listLocks()).map((l) => `${l.operation} (pid ${l.pid} on ${l.host})`);
-      await existing.close();
-    } catch (err) {
-      if (!isBackyError(err)) throw err; // unreadable: move it aside
-    }
-    // Moving a catalog away under a running command would lose what it writes.
-    if (holders.length > 0) throw new LockedError(`Catalog "${file}" is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
-    if (versions > 0 && !options.force) {
-      throw new ConflictError(`Catalog "${file}" has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
-    }
-    if (versions !== 0) {
-      movedTo = `${file}.old-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-      for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, movedTo + suffix);
-    }
-  }
+  // The store and its key are checked first: a wrong passphrase must not move the catalog aside.
   const blocks = await openBlockStore(config);
-  let catalog: SqliteCatalog;
   let settings: StoreSettings;
   let master: Unlocked | undefined;
+  let movedTo: string | undefined;
+  let catalog: SqliteCatalog;
   try {
     settings = await blockStoreSettings(config, blocks);
     master = await unlock(blocks, settings, options);
     if (blocks.properties.readOnly) throw new StoreUnavailableError(`Cannot rebuild the catalog: block store ${blocks.properties.location} is read-only`);
+    movedTo = await moveCatalogAside(file, options.force === true);
     catalog = existsSync(file) ? SqliteCatalog.open(file) : SqliteCatalog.create(file);
   } catch (err) {
     await blocks.close();
@@ -300,6 +281,32 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
   } finally {
     await store.close();
   }
+}
+
+/**
+ * Makes way for a rebuilt catalog: an unreadable catalog file, or with `force` one that has
+ * versions, is kept as `<file>.old-<time>`; an empty one is reused.
+ * @returns where the old catalog went, if anywhere
+ */
+async function moveCatalogAside(file: string, force: boolean): Promise<string | undefined> {
+  if (!existsSync(file)) return undefined;
+  let versions = -1;
+  let holders: string[] = [];
+  try {
+    const existing = SqliteCatalog.open(file);
+    versions = (await existing.listVersions()).length;
+    holders = (await existing.listLocks()).map((l) => `${l.operation} (pid ${l.pid} on ${l.host})`);
+    await existing.close();
+  } catch (err) {
+    if (!isBackyError(err)) throw err; // unreadable: move it aside
+  }
+  // Moving a catalog away under a running command would lose what it writes.
+  if (holders.length > 0) throw new LockedError(`Catalog "${file}" is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
+  if (versions > 0 && !force) throw new ConflictError(`Catalog "${file}" has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
+  if (versions === 0) return undefined;
+  const movedTo = `${file}.old-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, movedTo + suffix);
+  return movedTo;
 }
 
 /** Opens the block store of `config` and a catalog-less store for restoring `uid` (see storeWithoutCatalog). */

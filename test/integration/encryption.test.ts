@@ -8,8 +8,9 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { BlockMap, blockCount } from '../../src/engine/objects/block-map.js';
 import { OBJECT_HEADER_LENGTH } from '../../src/engine/objects/formats.js';
 import { StoreKeys } from '../../src/engine/objects/store-keys.js';
+import { loadStoreSettings, saveStoreSettings } from '../../src/engine/objects/store-settings.js';
 import { loadConfig } from '../../src/engine/support/config.js';
-import { openStore } from '../../src/engine/store.js';
+import { openBlockStore, openStore } from '../../src/engine/store.js';
 import { BIN, runCli } from '../helpers/cli.js';
 import { makeDiskImage, makeImage, sha256File } from '../helpers/image.js';
 import { startMount } from '../helpers/mount.js';
@@ -440,6 +441,26 @@ describe('keys', () => {
     }
     writeFileSync(file, original);
     expect((await runCli(['restore', uid, path.join(dir, 'out')], env)).code).toBe(0);
+  });
+  it('a store switched to plaintext by someone without the key (settings rewritten, key files deleted) is refused', async () => {
+    await init(['--encryption', 'aes-256-gcm']);
+    const uid = await backupOf(image);
+    const blocks = await openBlockStore(await loadConfig({ env }));
+    try {
+      const { check: _check, ...settings } = (await loadStoreSettings(blocks))!;
+      await saveStoreSettings(blocks, { ...settings, digest: 'sha256', encryption: 'none' });
+      for await (const info of blocks.list('keys/')) await blocks.delete(info.key);
+    } finally {
+      await blocks.close();
+    }
+    const objects = filesUnder(path.join(storeDir, 'blocks')).length;
+    for (const command of [['backup', image, 'vm1'], ['restore', uid, path.join(dir, 'out')], ['ls']]) {
+      const r = await runCli(command, env);
+      expect(r.code, command[0]).toBe(10);
+      expect(r.stderr).toMatch(/^backy2: The settings of store .* are not those catalog .* was made with \(digest sha256 instead of hmac-sha256, encryption none instead of aes-256-gcm\): they were changed/);
+    }
+    expect(filesUnder(path.join(storeDir, 'blocks'))).toHaveLength(objects);
+    expect(existsSync(path.join(dir, 'out'))).toBe(false);
   });
 });
 

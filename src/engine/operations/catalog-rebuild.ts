@@ -16,7 +16,7 @@ import { decodeObjectHeader } from '../objects/object-codec.js';
 import { checkManifest, loadManifest, manifestOf, versionOfManifest, type Manifest } from '../objects/manifest.js';
 import { existsSync, renameSync } from 'node:fs';
 import { assembleStore, assertWritable, blockStoreSettings, openBlockStore, unlock, type OpenStoreOptions, type Store, type Unlocked } from '../store.js';
-import { loadStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
+import { canonicalSettings, loadStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
 import { getVersion, resolveUids } from './versions.js';
 import { printable } from '../support/names.js';
 import { VERSION_UID_PATTERN } from '../support/uid.js';
@@ -275,7 +275,7 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
     const result = await rebuildCatalog(store);
     // The rebuilt catalog is the block store's catalog now (a store made before init gets its settings).
     if (!(await loadStoreSettings(blocks))) await saveStoreSettings(blocks, settings);
-    await catalog.bindToStore(settings.storeId);
+    await catalog.bindToStore(settings.storeId, canonicalSettings(settings));
     await saveStoreOwner(blocks, (await catalog.identity()).catalogId, catalog.location);
     return { ...result, movedTo };
   } finally {

@@ -143,7 +143,7 @@ export async function blockStoreSettings(config: Config, blocks: BlockStore): Pr
  */
 export async function unlock(blocks: BlockStore, settings: StoreSettings, options: OpenStoreOptions): Promise<Unlocked | undefined> {
   if (settings.encryption === 'none') {
-    for await (const _ of blocks.list('keys/')) {
+    for await (const _ of blocks.list(KeyPrefix.keyFiles)) {
       throw new StoreUnavailableError(`Store ${blocks.properties.location} says it is not encrypted, but holds key files: its settings were changed`, {
         hint: 'restore the object "settings" from a copy of the store',
       });

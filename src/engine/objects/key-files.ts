@@ -14,6 +14,7 @@ import { CorruptBlockError, KeyError, errnoCode, isBackyError } from '../errors.
 import { ObjectKind } from './formats.js';
 import { decodeJsonObject, encodeJsonObject } from './object-codec.js';
 import type { SealKeys } from './object-seal.js';
+import { KeyPrefix, StoreKeys, parseKeyFileKey } from './store-keys.js';
 
 /** Bytes of the master key. */
 export const MASTER_KEY_LENGTH = 32;
@@ -101,15 +102,12 @@ export async function unwrapMasterKey(file: KeyFile, passphrase: string): Promis
   }
 }
 
-/** The key of a key file's object. */
-export const keyFileKey = (id: string) => `keys/${id}`;
-
 /** Every key file of a store (damaged ones are skipped: another may still open the store). */
 export async function listKeyFiles(blocks: BlockStore): Promise<KeyFile[]> {
   const out: KeyFile[] = [];
-  for await (const info of blocks.list('keys/')) {
-    const id = info.key.slice('keys/'.length);
-    if (!/^[0-9a-f]{16}$/.test(id)) continue;
+  for await (const info of blocks.list(KeyPrefix.keyFiles)) {
+    const id = parseKeyFileKey(info.key);
+    if (id === undefined) continue;
     try {
       out.push(checkKeyFile(decodeJsonObject(await blocks.get(info.key), ObjectKind.key, `key file ${id}`), id));
     } catch (err) {
@@ -121,12 +119,12 @@ export async function listKeyFiles(blocks: BlockStore): Promise<KeyFile[]> {
 
 /** Removes a key file. */
 export async function deleteKeyFile(blocks: BlockStore, id: string): Promise<void> {
-  await blocks.delete(keyFileKey(id));
+  await blocks.delete(StoreKeys.keyFile(id));
 }
 
 /** Writes a key file, durably. */
 export async function saveKeyFile(blocks: BlockStore, file: KeyFile): Promise<void> {
-  await blocks.put(keyFileKey(file.id), encodeJsonObject(ObjectKind.key, file));
+  await blocks.put(StoreKeys.keyFile(file.id), encodeJsonObject(ObjectKind.key, file));
 }
 
 /**

@@ -9,7 +9,8 @@
  * | `blocks/<hex[0:2]>/<hex>` | a block (kind 1), keyed by the digest of its plaintext |
  * | `segments/<hex[0:2]>/<hex>` | a block map segment (kind 2), keyed by the digest of its payload |
  * | `versions/<uid>` | a version manifest (kind 3) |
- * | `invalid/<hex>` | marker of a block that a scrub found bad (plain text: why) |
+ * | `invalid/<hex>` | marker of a block that a scrub found bad (why: plain text, or sealed, kind 7) |
+ * | `keys/<id>` | a key file of an encrypted store (kind 6): the master key wrapped under a passphrase |
  *
  * NEVER CHANGE a released key layout: stores written by older versions must stay readable.
  */
@@ -22,6 +23,7 @@ export const KeyPrefix = {
   segments: 'segments/',
   manifests: 'versions/',
   invalidMarkers: 'invalid/',
+  keyFiles: 'keys/',
 } as const;
 
 /** Keys of the objects of a block store. */
@@ -33,6 +35,8 @@ export const StoreKeys = {
   manifest: (uid: string) => `${KeyPrefix.manifests}${uid}`,
   /** Marks a block that a scrub found bad, so that a catalog rebuild knows it too. */
   invalidMarker: (digest: Uint8Array) => `${KeyPrefix.invalidMarkers}${hexOf(digest)}`,
+  /** A key file, by its id (16 hex digits). */
+  keyFile: (id: string) => `${KeyPrefix.keyFiles}${id}`,
 } as const;
 
 const HEX_DIGEST = new RegExp(`^[0-9a-f]{${DIGEST_LENGTH * 2}}$`);
@@ -59,6 +63,13 @@ export function parseInvalidMarkerKey(key: string): Buffer | undefined {
   if (!key.startsWith(KeyPrefix.invalidMarkers)) return undefined;
   const hex = key.slice(KeyPrefix.invalidMarkers.length);
   return HEX_DIGEST.test(hex) ? Buffer.from(hex, 'hex') : undefined;
+}
+
+/** The id a key file's key names, or undefined. */
+export function parseKeyFileKey(key: string): string | undefined {
+  if (!key.startsWith(KeyPrefix.keyFiles)) return undefined;
+  const id = key.slice(KeyPrefix.keyFiles.length);
+  return /^[0-9a-f]{16}$/.test(id) ? id : undefined;
 }
 
 function hexOf(digest: Uint8Array): string {

@@ -174,6 +174,26 @@ describe('an encrypted store reveals nothing of the data', () => {
   });
 });
 
+describe('what a backup reports', () => {
+  it('the bytes its new blocks take in the store, after compression and encryption, next to the bytes written', async () => {
+    const storedPayload = () => filesUnder(path.join(storeDir, 'blocks')).reduce((sum, f) => sum + statSync(f).size - 64, 0);
+    await init(['--encryption', 'aes-256-gcm', '--compression', 'zstd']);
+    const r = await runCli(['backup', image, 'vm1', '--json'], env);
+    const stats = JSON.parse(r.stdout) as { bytesWritten: number; bytesStored: number };
+    expect(stats.bytesStored).toBe(storedPayload());
+    // the file system part compresses; the random part only grows by nonce and tag
+    expect(stats.bytesStored).toBeLessThan(stats.bytesWritten);
+    const line = await runCli(['backup', image, 'vm1'], env);
+    expect(line.stderr).toMatch(/wrote 0 B, /);
+
+    rmSync(storeDir, { recursive: true });
+    await init([]);
+    const plain = JSON.parse((await runCli(['backup', image, 'vm1', '--json'], env)).stdout) as { bytesWritten: number; bytesStored: number };
+    expect(plain.bytesStored).toBe(plain.bytesWritten);
+    expect(plain.bytesStored).toBe(storedPayload());
+  });
+});
+
 describe('everything reads back byte-identical from an encrypted, compressed store', () => {
   it('restore (plain, sparse, without the catalog), FUSE reads and writes, NBD reads, and db rebuild', async () => {
     await init(['--encryption', 'aes-256-gcm', '--compression', 'zstd', '--compression-level', '3']);

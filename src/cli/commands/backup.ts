@@ -84,11 +84,16 @@ export async function runBackup(options: BackupCommandOptions, globals: Globals,
       io.stdout(`${result.uid}\n`);
       io.stderr(
         `Backed up ${result.image} (${formatBytes(result.size)}) as ${result.uid} in ${result.durationSeconds.toFixed(1)}s: ` +
-          `read ${formatBytes(result.bytesRead)}, wrote ${formatBytes(result.bytesWritten)}, ` +
+          `read ${formatBytes(result.bytesRead)}, wrote ${formatBytes(result.bytesWritten)}${storedNote(result)}, ` +
           `deduplicated ${formatBytes(result.bytesDeduplicated)}, sparse ${formatBytes(result.bytesSparse)}, ` +
           `unchanged by hints ${formatBytes(result.bytesSkipped)}\n`,
       );
     }
     return 0;
   });
+}
+
+/** What the new blocks take in the store, when compression or encryption changed that. */
+function storedNote(stats: { bytesWritten: number; bytesStored?: number }): string {
+  return stats.bytesStored === undefined || stats.bytesStored === stats.bytesWritten ? '' : ` (${formatBytes(stats.bytesStored)} stored)`;
 }

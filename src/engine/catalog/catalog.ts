@@ -19,6 +19,8 @@ export interface VersionStats {
   readonly bytesRead: number;
   /** Payload bytes written to the block store (new blocks). */
   readonly bytesWritten: number;
+  /** What those new blocks take in the store, after compression and encryption; absent in versions made before it was recorded. */
+  readonly bytesStored?: number;
   /** Bytes of non-zero blocks read but already stored (in the base or elsewhere). */
   readonly bytesDeduplicated: number;
   /** Bytes of all-zero blocks, neither stored nor sent. */

@@ -352,7 +352,7 @@ export class CowSession {
     }
     await writer.flush();
     const segments = await mapWriter.finish();
-    return { segments, updates, stats: { ...counters, durationSeconds: (Date.now() - started) / 1000 } };
+    return { segments, updates, stats: { ...counters, bytesStored: writer.bytesStored, durationSeconds: (Date.now() - started) / 1000 } };
   }
 
   /** Gives block `i` a spill slot holding its current contents, before a (partial) write. */

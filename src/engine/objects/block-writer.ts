@@ -56,6 +56,7 @@ export class BlockWriter {
   /** Digests known stored and referenced during this run, to skip catalog lookups. */
   readonly #recent = new LRUCache<string, true>({ max: 65536 });
   #pending: { digest: Uint8Array; length: number; storedLength: number }[] = [];
+  #bytesStored = 0;
 
   constructor(catalog: BlockIndex, blocks: BlockStore, options: BlockWriterOptions = {}) {
     this.#catalog = catalog;
@@ -118,6 +119,11 @@ export class BlockWriter {
     }
   }
 
+  /** Bytes this writer put into the block store for the blocks it wrote: after compression and encryption, without headers. */
+  get bytesStored(): number {
+    return this.#bytesStored;
+  }
+
   /** Registers every written block in the catalog; call before publishing a map that uses them. */
   async flush(): Promise<void> {
     const batch = this.#pending;
@@ -137,6 +143,7 @@ export class BlockWriter {
     }
     await this.#puts.run(() => this.#blocks.put(key, [object], { ...(this.#signal ? { signal: this.#signal } : {}) }));
     this.#pending.push({ digest: Buffer.from(digest), length, storedLength: object.length - OBJECT_HEADER_LENGTH });
+    this.#bytesStored += object.length - OBJECT_HEADER_LENGTH;
     if (this.#pending.length >= REGISTER_BATCH) await this.flush();
   }
 }

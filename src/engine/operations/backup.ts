@@ -189,7 +189,7 @@ async function storeVersion(store: Store, run: RunInput): Promise<BuiltVersion> 
     },
   );
   debug(`backup: blocks done, ${counters.blocksRead} read, ${counters.blocksWritten} written`);
-  const stats: VersionStats = { ...counters, durationSeconds: (Date.now() - run.started) / 1000 };
+  const stats: VersionStats = { ...counters, bytesStored: writer.bytesStored, durationSeconds: (Date.now() - run.started) / 1000 };
   const others = (await catalog.listVersions({ image: run.image, status: 'valid' })).map((v) => v.createdAt);
   return { segments, stats, tags: run.tags ?? autoTags(run.started, others) };
 }

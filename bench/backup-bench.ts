@@ -1,10 +1,12 @@
 /**
  * Backup benchmark: backy2 against restic and borg (Debian packages) on the same images, in the
- * same run, plus `cp --sparse=always` as the physical reference for restores. Prints figures; it
- * asserts nothing.
+ * same run, plus `cp --sparse=always` as the physical reference for restores. backy2 runs on four
+ * stores — plaintext, zstd, AES-256-GCM, both — next to restic, which always encrypts (and, with
+ * repository version 2, compresses). Prints times, peak RSS and bytes stored; it asserts nothing.
  *
  *   npm run bench                 # 4 GiB image, results on stdout
  *   BENCH_DIR=/mnt/x BENCH_GIB=8 npm run bench
+ *   BENCH_MODES=plain,zstd+aes BENCH_PEERS=0 npm run bench   # a subset, no peers
  *
  * The image is about 40% zeros (holes), 40% ext4 file system with real files, 20% random data.
  * A second image has 2% of its blocks changed, with an `rbd diff`-style hints file naming them.
@@ -61,31 +63,53 @@ function medians(): Row[] {
   return [...groups.values()].map((g) => [...g].sort((a, b) => a.t.seconds - b.t.seconds)[Math.floor(g.length / 2)] as Row);
 }
 
+/** The kinds of store backy2 is measured on: `backy2 init` flags. */
+const MODES: Record<string, string[]> = {
+  plain: [],
+  zstd: ['--compression', 'zstd'],
+  aes: ['--encryption', 'aes-256-gcm'],
+  'zstd+aes': ['--compression', 'zstd', '--encryption', 'aes-256-gcm'],
+};
+const modes = (process.env.BENCH_MODES ?? Object.keys(MODES).join(',')).split(',');
+/** Encrypted stores are opened with a passphrase, as restic's repository is (scrypt on every command). */
+const passwordFile = path.join(dir, 'bench.pass');
+const toolName = (mode: string) => (mode === 'plain' ? 'backy2' : `backy2 ${mode}`);
+
+/** Bytes a store or repository takes on disk. */
+function bytesStored(at: string): number {
+  return Number(sh('du', ['-s', '--block-size=1', at]).split('\t')[0]);
+}
+const stored = new Map<string, number>();
+
 function backupRun(source: string, extra: string[], store: string): Timing {
   dropCaches();
   warm(source);
-  return timed(backy2, ['--store', store, 'backup', source, 'bench', '--json', ...extra]);
+  return timed(backy2, ['--store', store, '--password-file', passwordFile, 'backup', source, 'bench', '--json', ...extra]);
 }
 
-function benchBackup2(): void {
-  const store = path.join(dir, 'store-backy2');
+function benchBackup2(mode: string): void {
+  const tool = toolName(mode);
+  const store = path.join(dir, `store-backy2-${mode}`);
   rmSync(store, { recursive: true, force: true });
+  sh(backy2, ['--password-file', passwordFile, 'init', store, ...(MODES[mode] ?? [])]);
   const full = backupRun(baseImage, [], store);
-  record('backy2', 'full backup', full);
+  record(tool, 'full backup', full);
+  stored.set(tool, bytesStored(store));
   const fullUid = (JSON.parse(full.stdout) as { uid: string }).uid;
   // Each incremental starts from a copy of the store holding only the full backup.
   const storeB = `${store}-b`;
   rmSync(storeB, { recursive: true, force: true });
   sh('cp', ['-a', store, storeB]);
-  record('backy2', 'incremental, hints', backupRun(changedImage, ['-f', fullUid, '-r', hintsFile], store));
-  record('backy2', 'incremental, no hints', backupRun(changedImage, ['-f', fullUid], storeB));
+  record(tool, 'incremental, hints', backupRun(changedImage, ['-f', fullUid, '-r', hintsFile], store));
+  record(tool, 'incremental, no hints', backupRun(changedImage, ['-f', fullUid], storeB));
   rmSync(storeB, { recursive: true, force: true });
   const out = path.join(dir, 'restore-backy2.img');
   rmSync(out, { force: true });
   dropCaches();
-  record('backy2', 'restore (sparse)', timed(backy2, ['--store', store, 'restore', fullUid, out, '--sparse']));
+  record(tool, 'restore (sparse)', timed(backy2, ['--store', store, '--password-file', passwordFile, 'restore', fullUid, out, '--sparse']));
   if (sh('cmp', [baseImage, out]) !== '') throw new Error('restore differs');
   rmSync(out, { force: true });
+  rmSync(store, { recursive: true, force: true });
 }
 
 function benchCp(): void {
@@ -103,10 +127,12 @@ function benchRestic(): void {
   const repo = path.join(dir, 'restic');
   rmSync(repo, { recursive: true, force: true });
   const env = { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: path.join(dir, 'restic-cache') };
-  sh('restic', ['init', '-q'], env);
+  // Repository version 2 compresses (zstd, "auto"); version 1 cannot.
+  sh('restic', ['init', '-q', '--repository-version', '2'], env);
   dropCaches();
   warm(baseImage);
   record('restic', 'full backup', timed('restic', ['backup', '-q', baseImage], env));
+  stored.set('restic', bytesStored(repo));
   dropCaches();
   warm(changedImage);
   record('restic', 'incremental', timed('restic', ['backup', '-q', changedImage], env));
@@ -126,6 +152,7 @@ function benchBorg(): void {
   dropCaches();
   warm(baseImage);
   record('borg', 'full backup', timed('borg', ['create', '--compression', 'none', '::base', baseImage], env));
+  stored.set('borg', bytesStored(repo));
   dropCaches();
   warm(changedImage);
   record('borg', 'incremental', timed('borg', ['create', '--compression', 'none', '::changed', changedImage], env));
@@ -151,6 +178,7 @@ function benchHugeSparse(): void {
   closeSync(fd);
   const empty = path.join(dir, 'empty-hints.json');
   writeFileSync(empty, '[]');
+  sh(backy2, ['init', store]);
   const first = timed(backy2, ['--store', store, 'backup', huge, 'huge', '--json']);
   console.log(`backy2   4 TiB sparse, first backup (holes skipped) ${first.seconds.toFixed(2)} s, peak RSS ${first.peakRssMiB.toFixed(0)} MiB`);
   const t = timed(backy2, ['--store', store, 'backup', huge, 'huge', '-r', empty, '--json']);
@@ -163,7 +191,7 @@ function summary(): void {
   const table = medians();
   console.log(`\n# medians of ${RUNS} runs`);
   for (const r of table) {
-    console.log(`${r.tool.padEnd(8)} ${r.op.padEnd(22)} ${r.t.seconds.toFixed(2).padStart(7)} s ${(size / r.t.seconds / 1e6).toFixed(0).padStart(6)} MB/s  peak RSS ${r.t.peakRssMiB.toFixed(0).padStart(5)} MiB`);
+    console.log(`${r.tool.padEnd(16)} ${r.op.padEnd(22)} ${r.t.seconds.toFixed(2).padStart(7)} s ${(size / r.t.seconds / 1e6).toFixed(0).padStart(6)} MB/s  peak RSS ${r.t.peakRssMiB.toFixed(0).padStart(5)} MiB`);
   }
   const get = (tool: string, op: string) => table.find((r) => r.tool === tool && r.op.startsWith(op))?.t;
   const ours = { full: get('backy2', 'full'), inc: get('backy2', 'incremental, no'), restore: get('backy2', 'restore') };
@@ -179,6 +207,22 @@ function summary(): void {
   if (cp && cpSync && ours.restore) {
     console.log(`backy2 restore / cp --sparse=always: ${(ours.restore.seconds / cp.seconds).toFixed(2)}; / (cp + sync): ${(ours.restore.seconds / cpSync.seconds).toFixed(2)}`);
   }
+  const restic = { full: get('restic', 'full'), restore: get('restic', 'restore') };
+  const plainBytes = stored.get('backy2');
+  console.log('\n# stores (bytes on disk after the full backup; ratios against restic, > 1 means backy2 is faster)');
+  for (const mode of modes) {
+    const tool = toolName(mode);
+    const bytes = stored.get(tool);
+    const full = get(tool, 'full');
+    const restore = get(tool, 'restore');
+    const vsRestic = restic.full && full && restic.restore && restore ? `; restic full ${(restic.full.seconds / full.seconds).toFixed(1)}x, restore ${(restic.restore.seconds / restore.seconds).toFixed(1)}x` : '';
+    const vsPlain = bytes !== undefined && plainBytes ? ` (${((100 * bytes) / plainBytes).toFixed(0)}% of plaintext)` : '';
+    console.log(`${tool.padEnd(16)} ${bytes === undefined ? '-' : (bytes / 1e6).toFixed(0).padStart(6)} MB${vsPlain}${vsRestic}`);
+  }
+  for (const peer of ['restic', 'borg']) {
+    const bytes = stored.get(peer);
+    if (bytes !== undefined) console.log(`${peer.padEnd(16)} ${(bytes / 1e6).toFixed(0).padStart(6)} MB${plainBytes ? ` (${((100 * bytes) / plainBytes).toFixed(0)}% of backy2 plaintext)` : ''}`);
+  }
 }
 
 mkdirSync(dir, { recursive: true });
@@ -186,8 +230,9 @@ buildImages();
 const used = statSync(baseImage).blocks * 512;
 console.log(`# image ${imageGiB} GiB (${(used / GiB).toFixed(2)} GiB allocated), ${readFileSync(hintsFile, 'utf8').split('offset').length - 1} changed blocks; dir ${dir}`);
 console.log(`# ${sh('restic', ['version']).trim()}; ${sh('borg', ['--version']).trim()}; node ${process.version}`);
+writeFileSync(passwordFile, 'bench passphrase\n', { mode: 0o600 });
 for (let run = 0; run < RUNS; run++) {
-  benchBackup2();
+  for (const mode of modes) benchBackup2(mode);
   benchCp();
   if (process.env.BENCH_PEERS !== '0') {
     benchRestic();

@@ -2,12 +2,13 @@
  * FUSE benchmark: sequential `dd bs=1M` of a whole version through `backy2 mount` (cold block
  * cache, cold page cache, file block store on the same disk), against the raw ceiling of
  * fuse-native here (bench/fuse-ceiling.ts: a trivial file system serving a prebuilt buffer), in
- * the same run; then random 4 KiB O_DIRECT read IOPS. Prints figures; asserts nothing.
+ * the same run; then random 4 KiB O_DIRECT read IOPS; then the sequential read from an encrypted
+ * store and from a compressed and encrypted one. Prints figures; asserts nothing.
  *
  *   npm run bench:fuse
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { constants, mkdirSync, promises as fsp, readFileSync, rmSync } from 'node:fs';
+import { constants, mkdirSync, promises as fsp, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { bench, buildImages, dropCaches, sh } from './images.js';
 
@@ -15,6 +16,7 @@ const repoRoot = path.resolve(import.meta.dirname, '..');
 const backy2 = path.join(repoRoot, 'bin/backy2');
 const store = path.join(bench.dir, 'store-fuse');
 const mnt = path.join(bench.dir, 'mnt');
+const passwordFile = path.join(bench.dir, 'bench.pass');
 
 function mounted(dir: string): boolean {
   return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
@@ -93,19 +95,26 @@ async function main(): Promise<void> {
   console.log(`ceiling  sequential ${ceilingRate.toFixed(0)} MB/s, O_DIRECT ${ceilingDirect.toFixed(0)} MB/s, random 4 KiB ${ceilingIops.toFixed(0)} IOPS`);
 
   // backy2 mount
-  rmSync(store, { recursive: true, force: true });
-  sh(backy2, ['--store', store, 'backup', bench.baseImage, 'vm1']);
+  writeFileSync(passwordFile, 'bench passphrase\n', { mode: 0o600 });
+  const makeStore = (flags: string[]) => {
+    rmSync(store, { recursive: true, force: true });
+    sh(backy2, ['--password-file', passwordFile, 'init', store, ...flags]);
+    sh(backy2, ['--store', store, '--password-file', passwordFile, 'backup', bench.baseImage, 'vm1']);
+  };
+  makeStore([]);
   const run = async (label: string, work: () => Promise<string>): Promise<void> => {
-    const daemon = spawn(backy2, ['--store', store, 'mount', mnt], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const daemon = spawn(backy2, ['--store', store, '--password-file', passwordFile, 'mount', mnt], { stdio: ['ignore', 'ignore', 'inherit'] });
     await waitFor(() => mounted(mnt), 'backy2 mount');
     console.log(`backy2   ${label}: ${await work()}`);
     await stop(daemon, 'SIGINT');
     await waitFor(() => !mounted(mnt), 'backy2 unmount');
   };
   const file = path.join(mnt, 'vm1', 'latest.img');
+  let plaintext = 0;
   await run('sequential, cold', async () => {
     // The block cache keeps only the end of the previous pass, so each pass reads the store cold.
     const cold = median(() => ddMBps(file));
+    plaintext = cold;
     const again = ddMBps(file);
     return `${cold.toFixed(0)} MB/s (${((cold / ceilingRate) * 100).toFixed(0)}% of the ceiling); re-read from the page cache ${again.toFixed(0)} MB/s`;
   });
@@ -119,6 +128,16 @@ async function main(): Promise<void> {
     const eight = await randomIops(file, bench.size, 8);
     return `${one.toFixed(0)} IOPS at depth 1, ${eight.toFixed(0)} IOPS at depth 8 (ceiling ${ceilingIops.toFixed(0)} at depth 1)`;
   });
+  for (const [name, flags] of [
+    ['aes-256-gcm', ['--encryption', 'aes-256-gcm']],
+    ['zstd + aes-256-gcm', ['--compression', 'zstd', '--encryption', 'aes-256-gcm']],
+  ] as const) {
+    makeStore([...flags]);
+    await run(`sequential, cold, ${name}`, async () => {
+      const cold = median(() => ddMBps(file));
+      return `${cold.toFixed(0)} MB/s (${((cold / plaintext) * 100).toFixed(0)}% of plaintext)`;
+    });
+  }
   rmSync(store, { recursive: true, force: true });
 }
 

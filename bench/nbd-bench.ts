@@ -1,18 +1,20 @@
 /**
  * NBD benchmark: `nbdcopy` of a whole version over loopback from `backy2 nbd` (cold block cache,
- * cold page cache), against `qemu-nbd` serving the raw image file, in the same run. Prints
- * medians; asserts nothing.
+ * cold page cache), against `qemu-nbd` serving the raw image file, in the same run; then the same
+ * version from an encrypted store and from a compressed and encrypted one. Prints medians;
+ * asserts nothing.
  *
  *   npm run bench:nbd
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { bench, buildImages, dropCaches, sh } from './images.js';
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
 const backy2 = path.join(repoRoot, 'bin/backy2');
 const store = path.join(bench.dir, 'store-nbd');
+const passwordFile = path.join(bench.dir, 'bench.pass');
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 
 async function waitPort(port: number): Promise<void> {
@@ -42,22 +44,18 @@ function copyRate(uri: string): number {
   return rates[Math.floor(rates.length / 2)] ?? 0;
 }
 
-async function main(): Promise<void> {
-  buildImages();
-  rmSync(store, { recursive: true, force: true });
-  const uid = sh(backy2, ['--store', store, 'backup', bench.baseImage, 'vm1']).trim();
-  console.log(`# NBD: nbdcopy of a ${bench.gib} GiB version to null:, page cache dropped, median of ${RUNS}; ${sh('qemu-nbd', ['--version']).split('\n')[0]}`);
+/** The stores the version is served from: `backy2 init` flags. */
+const STORES: [string, string[]][] = [
+  ['plaintext', []],
+  ['aes-256-gcm', ['--encryption', 'aes-256-gcm']],
+  ['zstd + aes-256-gcm', ['--compression', 'zstd', '--encryption', 'aes-256-gcm']],
+];
 
-  const qemu = spawn('qemu-nbd', ['-r', '-f', 'raw', '-t', '-b', '127.0.0.1', '-p', '10811', '-x', 'raw', bench.baseImage], { stdio: 'ignore' });
-  await waitPort(10811);
-  const qemuRate = copyRate('nbd://127.0.0.1:10811/raw');
-  await stop(qemu);
-  console.log(`qemu-nbd (raw file)       ${qemuRate.toFixed(0)} MB/s`);
-
-  // A fresh server per run keeps the block cache cold.
+/** nbdcopy of a version from a fresh server per run (a cold block cache): median MB/s. */
+async function backy2Rate(uid: string): Promise<number> {
   const rates: number[] = [];
   for (let i = 0; i < RUNS; i++) {
-    const server = spawn(backy2, ['--store', store, 'nbd', '-r', '-p', '10812'], { stdio: 'ignore' });
+    const server = spawn(backy2, ['--store', store, '--password-file', passwordFile, 'nbd', '-r', '-p', '10812'], { stdio: 'ignore' });
     await waitPort(10812);
     dropCaches();
     const t = process.hrtime.bigint();
@@ -66,8 +64,30 @@ async function main(): Promise<void> {
     await stop(server);
   }
   rates.sort((a, b) => a - b);
-  const ours = rates[Math.floor(rates.length / 2)] ?? 0;
-  console.log(`backy2 nbd (block store)  ${ours.toFixed(0)} MB/s (${(ours / qemuRate).toFixed(2)}x qemu-nbd)`);
+  return rates[Math.floor(rates.length / 2)] ?? 0;
+}
+
+async function main(): Promise<void> {
+  buildImages();
+  writeFileSync(passwordFile, 'bench passphrase\n', { mode: 0o600 });
+  console.log(`# NBD: nbdcopy of a ${bench.gib} GiB version to null:, page cache dropped, median of ${RUNS}; ${sh('qemu-nbd', ['--version']).split('\n')[0]}`);
+
+  const qemu = spawn('qemu-nbd', ['-r', '-f', 'raw', '-t', '-b', '127.0.0.1', '-p', '10811', '-x', 'raw', bench.baseImage], { stdio: 'ignore' });
+  await waitPort(10811);
+  const qemuRate = copyRate('nbd://127.0.0.1:10811/raw');
+  await stop(qemu);
+  console.log(`qemu-nbd (raw file)                  ${qemuRate.toFixed(0)} MB/s`);
+
+  let plaintext = 0;
+  for (const [name, flags] of STORES) {
+    rmSync(store, { recursive: true, force: true });
+    sh(backy2, ['--password-file', passwordFile, 'init', store, ...flags]);
+    const uid = sh(backy2, ['--store', store, '--password-file', passwordFile, 'backup', bench.baseImage, 'vm1']).trim();
+    const rate = await backy2Rate(uid);
+    if (plaintext === 0) plaintext = rate;
+    const vsPlain = rate === plaintext ? '' : `, ${((100 * rate) / plaintext).toFixed(0)}% of plaintext`;
+    console.log(`backy2 nbd, ${name.padEnd(24)} ${rate.toFixed(0)} MB/s (${(rate / qemuRate).toFixed(2)}x qemu-nbd${vsPlain})`);
+  }
   rmSync(store, { recursive: true, force: true });
 }
 

@@ -1,9 +1,12 @@
 /**
  * Ceph benchmark: backups of an RBD image into S3 (radosgw) on a one-node test cluster started
  * here by scripts/ceph-dev: full and incremental (2% of the blocks changed) backup MB/s, S3
- * requests per stored block, and restore MB/s into a new RBD image. Prints figures; asserts nothing.
+ * requests per stored block, bytes stored, and restore MB/s into a new RBD image — into a
+ * plaintext store, a compressed one and a compressed, encrypted one (each its own bucket).
+ * Prints figures; asserts nothing.
  *
  *   npm run bench:ceph
+ *   BENCH_MODES=plain,zstd npm run bench:ceph
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
@@ -60,42 +63,57 @@ async function main(): Promise<void> {
     execFileSync('rbd', ['--conf', conf, 'import-diff', '--no-progress', '-', 'rbd/bench'], { input: Buffer.concat(parts) });
     rbd('snap', 'create', 'rbd/bench@s2');
 
-    const storeDir = path.join(bench.dir, 'store-ceph');
-    rmSync(storeDir, { recursive: true, force: true });
-    const config = {
-      ...defaultConfig(storeDir),
-      ceph: { conf, timeoutMs: 120_000 },
-      store: {
-        path: storeDir,
-        catalogPath: path.join(storeDir, 'catalog.sqlite'),
-        blockStore: { type: 's3' as const, endpoint, bucket: 'bench', accessKeyId: /AWS_ACCESS_KEY_ID=(\S+)/.exec(out)?.[1], secretAccessKey: /AWS_SECRET_ACCESS_KEY=(\S+)/.exec(out)?.[1] },
-      },
-    };
-    const counts: Record<string, number> = {};
-    await initStore(config);
-    const store = await openStore(config, { wrapBlockStore: (s) => counting(s, counts) });
-    try {
-      console.log(`# RBD (${bench.gib} GiB image, ${(statSync(bench.baseImage).blocks * 512 / 1e9).toFixed(1)} GB allocated) into S3 on radosgw, memstore OSD, one node; node ${process.version}`);
-      let t = Date.now();
-      const full = await backup(store, { source: 'rbd:rbd/bench@s1', image: 'bench' });
-      let s = (Date.now() - t) / 1000;
-      console.log(`full backup          ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image, ${(full.bytesRead / s / 1e6).toFixed(0)} MB/s of data read; ${full.blocksWritten} blocks stored`);
-      console.log(`S3 requests per stored block (full): ${((Object.values(counts).reduce((a, b) => a + b, 0)) / Math.max(1, full.blocksWritten)).toFixed(2)} (${JSON.stringify(counts)})`);
-      for (const k of Object.keys(counts)) delete counts[k];
-      t = Date.now();
-      const inc = await backup(store, { source: 'rbd:rbd/bench@s2', image: 'bench' });
-      s = (Date.now() - t) / 1000;
-      console.log(`incremental backup   ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image; read ${(inc.bytesRead / 1e6).toFixed(0)} MB, stored ${inc.blocksWritten} blocks`);
-      console.log(`S3 requests per stored block (incremental): ${((Object.values(counts).reduce((a, b) => a + b, 0)) / Math.max(1, inc.blocksWritten)).toFixed(2)}`);
-      t = Date.now();
-      await restore(store, { uid: full.uid, target: 'rbd:rbd/restored' });
-      s = (Date.now() - t) / 1000;
-      console.log(`restore to RBD       ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image`);
-      const a = execFileSync('sh', ['-c', `rbd --conf ${conf} export --no-progress rbd/bench@s1 - | sha256sum`], { encoding: 'utf8' });
-      const b = execFileSync('sh', ['-c', `rbd --conf ${conf} export --no-progress rbd/restored - | sha256sum`], { encoding: 'utf8' });
-      console.log(`restored image identical: ${a === b}`);
-    } finally {
-      await store.close();
+    console.log(`# RBD (${bench.gib} GiB image, ${(statSync(bench.baseImage).blocks * 512 / 1e9).toFixed(1)} GB allocated) into S3 on radosgw, memstore OSD, one node; node ${process.version}`);
+    const modes = (process.env.BENCH_MODES ?? 'plain,zstd,zstd+aes').split(',');
+    for (const mode of modes) {
+      const storeDir = path.join(bench.dir, `store-ceph-${mode}`);
+      rmSync(storeDir, { recursive: true, force: true });
+      const config = {
+        ...defaultConfig(storeDir),
+        ceph: { conf, timeoutMs: 120_000 },
+        store: {
+          path: storeDir,
+          catalogPath: path.join(storeDir, 'catalog.sqlite'),
+          blockStore: { type: 's3' as const, endpoint, bucket: `bench-${mode.replace('+', '-')}`, accessKeyId: /AWS_ACCESS_KEY_ID=(\S+)/.exec(out)?.[1], secretAccessKey: /AWS_SECRET_ACCESS_KEY=(\S+)/.exec(out)?.[1] },
+        },
+      };
+      const counts: Record<string, number> = {};
+      const passphrase = 'bench passphrase';
+      await initStore(config, {
+        ...(mode.includes('zstd') ? { compression: 'zstd' as const } : {}),
+        ...(mode.includes('aes') ? { encryption: 'aes-256-gcm' as const, passphrase } : {}),
+      });
+      const store = await openStore(config, { wrapBlockStore: (s) => counting(s, counts), keys: () => Promise.resolve({ kind: 'passphrase' as const, passphrase }) });
+      const restored = `rbd/restored-${mode.replace('+', '-')}`;
+      try {
+        console.log(`\n## ${mode} store`);
+        let t = Date.now();
+        const full = await backup(store, { source: 'rbd:rbd/bench@s1', image: 'bench' });
+        let s = (Date.now() - t) / 1000;
+        console.log(`full backup          ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image, ${(full.bytesRead / s / 1e6).toFixed(0)} MB/s of data read; ${full.blocksWritten} blocks stored, ${((full.bytesStored ?? 0) / 1e6).toFixed(0)} MB sent (${((100 * (full.bytesStored ?? 0)) / full.bytesWritten).toFixed(0)}% of the data)`);
+        console.log(`S3 requests per stored block (full): ${((Object.values(counts).reduce((a, b) => a + b, 0)) / Math.max(1, full.blocksWritten)).toFixed(2)} (${JSON.stringify(counts)})`);
+        for (const k of Object.keys(counts)) delete counts[k];
+        t = Date.now();
+        const inc = await backup(store, { source: 'rbd:rbd/bench@s2', image: 'bench' });
+        s = (Date.now() - t) / 1000;
+        console.log(`incremental backup   ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image; read ${(inc.bytesRead / 1e6).toFixed(0)} MB, stored ${inc.blocksWritten} blocks`);
+        console.log(`S3 requests per stored block (incremental): ${((Object.values(counts).reduce((a, b) => a + b, 0)) / Math.max(1, inc.blocksWritten)).toFixed(2)}`);
+        t = Date.now();
+        await restore(store, { uid: full.uid, target: `rbd:${restored}` });
+        s = (Date.now() - t) / 1000;
+        console.log(`restore to RBD       ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image`);
+        const a = execFileSync('sh', ['-c', `rbd --conf ${conf} export --no-progress rbd/bench@s1 - | sha256sum`], { encoding: 'utf8' });
+        const b = execFileSync('sh', ['-c', `rbd --conf ${conf} export --no-progress ${restored} - | sha256sum`], { encoding: 'utf8' });
+        console.log(`restored image identical: ${a === b}`);
+      } finally {
+        await store.close();
+        // Frees the memstore for the next store (absent when the restore failed).
+        try {
+          rbd('rm', '--no-progress', restored);
+        } catch {
+          // nothing to free
+        }
+      }
     }
   } finally {
     execFileSync(script, ['down'], { env: { ...env, GRACE: '0' } });

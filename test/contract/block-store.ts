@@ -53,6 +53,12 @@ export function describeBlockStore(
       expect(into.subarray(0, 4096).equals(data)).toBe(true);
     });
 
+    it(`${name}.get() of a whole object larger than the buffer given is a corrupt object, not a crash`, async () => {
+      const { store } = await open();
+      await store.put('blocks/bb/bb03', [Buffer.alloc(5000)]);
+      await expect(store.get('blocks/bb/bb03', { into: Buffer.alloc(4096) })).rejects.toMatchObject({ code: 'E_CORRUPT' });
+    });
+
     it(`${name}.get() past the end throws a typed error`, async () => {
       const { store } = await open();
       await store.put('blocks/bb/bb02', [Buffer.alloc(10)]);

@@ -37,7 +37,7 @@ export interface GetOptions {
   readonly offset?: number;
   /** Bytes to read; reading past the end of the object throws. @default the rest of the object */
   readonly length?: number;
-  /** Read into this buffer (from its start) instead of allocating; it must be large enough. */
+  /** Read into this buffer (from its start) instead of allocating. A whole object (no `length`) larger than it is corrupt (CorruptBlockError). */
   readonly into?: Uint8Array;
   /**
    * Read around caches where the store can (O_DIRECT on a local file system): for data read

@@ -135,7 +135,11 @@ export class FileStore implements BlockStore {
       const into = options.into ?? Buffer.allocUnsafe(length);
       // O_DIRECT reads whole pages: the buffer must hold the length rounded up.
       const want = direct ? Math.ceil(length / DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT : length;
-      if (into.length < want) throw new RangeError(`Buffer of ${into.length} bytes is too small for ${want} bytes`);
+      if (into.length < want) {
+        // A whole object larger than the room for the largest one of its kind was tampered with.
+        if (options.length === undefined) throw new CorruptBlockError(`Object "${key}" in ${this.properties.location} is ${length} bytes, more than such an object can be (${into.length})`);
+        throw new RangeError(`Buffer of ${into.length} bytes is too small for ${want} bytes`);
+      }
       const wasCached = direct || isCached(handle.fd, offset, length);
       let done = 0;
       while (done < length) {

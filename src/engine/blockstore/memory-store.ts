@@ -45,7 +45,11 @@ export class MemoryStore implements BlockStore {
     }
     const slice = object.data.subarray(offset, offset + length);
     if (!options.into) return Buffer.from(slice);
-    if (options.into.length < length) throw new RangeError(`Buffer of ${options.into.length} bytes is too small for ${length} bytes`);
+    if (options.into.length < length) {
+      // A whole object larger than the room for the largest one of its kind was tampered with.
+      if (options.length === undefined) throw new CorruptBlockError(`Object "${key}" in ${this.properties.location} is ${length} bytes, more than such an object can be (${options.into.length})`);
+      throw new RangeError(`Buffer of ${options.into.length} bytes is too small for ${length} bytes`);
+    }
     options.into.set(slice);
     return options.into.subarray(0, length);
   }

@@ -140,7 +140,12 @@ export class S3Store implements BlockStore {
     }
     const expected = options.length ?? (response.ContentLength ?? 0);
     const into = options.into ?? Buffer.allocUnsafe(expected);
-    if (into.length < expected) throw new RangeError(`Buffer of ${into.length} bytes is too small for ${expected} bytes`);
+    if (into.length < expected) {
+      (response.Body as { destroy?: () => void } | undefined)?.destroy?.();
+      // A whole object larger than the room for the largest one of its kind was tampered with.
+      if (options.length === undefined) throw new CorruptBlockError(`Object "${key}" in ${this.properties.location} is ${expected} bytes, more than such an object can be (${into.length})`);
+      throw new RangeError(`Buffer of ${into.length} bytes is too small for ${expected} bytes`);
+    }
     let done = 0;
     try {
       for await (const chunk of response.Body as AsyncIterable<Uint8Array>) {

@@ -48,7 +48,9 @@ export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length:
   if (ctx.sealed) {
     // Its stored length is in its header: the whole object is read, then proven and opened (tag,
     // CRC, length; the digest for unencrypted ones) in a worker, the plaintext landing in payload.
-    const object = await ctx.blocks.get(key, { into: buf.slotView, ...(options.signal ? { signal: options.signal } : {}) });
+    // Read 64 bytes before the payload: the plaintext then lands before the ciphertext it comes
+    // from, and is decrypted in place.
+    const object = await ctx.blocks.get(key, { into: buf.sealed, ...(options.signal ? { signal: options.signal } : {}) });
     await ctx.workers.open(buf, object.length, length, key, digest, what);
     return buf.payload.subarray(0, length);
   }

@@ -19,8 +19,8 @@ import { KeyPrefix, StoreKeys, parseKeyFileKey } from './store-keys.js';
 /** Bytes of the master key. */
 export const MASTER_KEY_LENGTH = 32;
 
-/** scrypt parameters: N = 2^17, r = 8 (128 MiB, about half a second here). */
-export const DEFAULT_KDF = { name: 'scrypt', N: 2 ** 17, r: 8, p: 1 } as const;
+/** scrypt parameters: N = 2^16, r = 8 (64 MiB, about a quarter of a second here): memory-hard, and a backup still fits in 200 MiB. */
+export const DEFAULT_KDF = { name: 'scrypt', N: 2 ** 16, r: 8, p: 1 } as const;
 
 /** A key file as stored (object kind 6, UTF-8 JSON, plaintext: it is what unlocks the rest). */
 export interface KeyFile {

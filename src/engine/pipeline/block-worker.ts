@@ -5,7 +5,7 @@
  * encrypted); `open` proves a stored object and puts its plaintext in place.
  */
 import { DIGEST_LENGTH, OBJECT_HEADER_LENGTH, ObjectKind } from '../objects/formats.js';
-import { objectId, openObject, sealObject, type Transforms } from '../objects/object-seal.js';
+import { objectId, openObject, sealObjectInto, sealedCapacity, type Transforms } from '../objects/object-seal.js';
 
 /** Zero-check and name a block in shared memory. */
 export interface HashTask {
@@ -84,23 +84,20 @@ function hash(task: HashTask): HashResult {
 function seal(task: SealTask): BlockTaskResult {
   const plaintext = Buffer.from(task.memory, task.payloadOffset, task.length);
   const id = Buffer.from(task.id.buffer, task.id.byteOffset, DIGEST_LENGTH);
-  // The result is a fresh buffer: the plaintext it came from may be overwritten now.
-  const [header, payload] = sealObject(task.transforms, ObjectKind.block, task.key, id, plaintext);
-  const total = OBJECT_HEADER_LENGTH + payload.length;
-  if (total > task.capacity) return { failed: `sealed block of ${total} bytes does not fit its buffer of ${task.capacity}` };
-  const out = Buffer.from(task.memory, task.objectOffset, total);
-  header.copy(out, 0);
-  payload.copy(out, OBJECT_HEADER_LENGTH);
-  return { storedLength: payload.length };
+  const needed = sealedCapacity(task.transforms, task.length);
+  if (needed > task.capacity) return { failed: `a sealed block of up to ${needed} bytes does not fit its buffer of ${task.capacity}` };
+  // Sealed in place: the object overwrites the plaintext it came from.
+  const total = sealObjectInto(task.transforms, ObjectKind.block, task.key, id, plaintext, Buffer.from(task.memory, task.objectOffset, task.capacity));
+  return { storedLength: total - OBJECT_HEADER_LENGTH };
 }
 
 function open(task: OpenTask): BlockTaskResult {
   const object = Buffer.from(task.memory, task.objectOffset, task.objectLength);
   const id = Buffer.from(task.id.buffer, task.id.byteOffset, DIGEST_LENGTH);
   try {
-    const plaintext = openObject(task.transforms, ObjectKind.block, task.key, id, object, task.what);
+    // Opened in place: the plaintext lands at the start of the slot, over what was read.
+    const plaintext = openObject(task.transforms, ObjectKind.block, task.key, id, object, task.what, Buffer.from(task.memory, task.payloadOffset, task.length));
     if (plaintext.length !== task.length) return { failed: `Object ${task.what} holds ${plaintext.length} bytes, the map expects ${task.length}` };
-    plaintext.copy(Buffer.from(task.memory, task.payloadOffset, task.length));
     return { opened: true };
   } catch (err) {
     return { failed: err instanceof Error ? err.message : String(err) };

@@ -80,7 +80,7 @@ export class BlockWorkers {
   }
 
   /**
-   * Proves a stored object that was read into `buf.slotView` (from its start) and puts its
+   * Proves a stored object that was read into `buf.sealed` (from its start) and puts its
    * plaintext into `buf.payload`.
    * @throws {CorruptBlockError} when it does not check out
    */
@@ -88,7 +88,7 @@ export class BlockWorkers {
     const result = await this.#piscina.run({
       op: 'open',
       memory: buf.memory,
-      objectOffset: buf.slotView.byteOffset,
+      objectOffset: buf.sealed.byteOffset,
       objectLength,
       payloadOffset: buf.payloadOffset,
       length,

@@ -3,7 +3,7 @@ import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { OBJECT_HEADER_LENGTH, ObjectKind } from '../../../../src/engine/objects/formats.js';
 import { deriveSealKeys, newMasterKey } from '../../../../src/engine/objects/key-files.js';
-import { PLAIN, checkStoredObject, objectId, openObject, sealObject, type Transforms } from '../../../../src/engine/objects/object-seal.js';
+import { PLAIN, checkStoredObject, objectId, openObject, sealObject, sealObjectInto, sealedCapacity, type Transforms } from '../../../../src/engine/objects/object-seal.js';
 
 const keys = deriveSealKeys(newMasterKey(), 'ab'.repeat(16));
 const stores: Record<string, Transforms> = {
@@ -154,5 +154,49 @@ describe('sealed objects (format 2)', () => {
     const bad = Buffer.from(object);
     bad[OBJECT_HEADER_LENGTH]! ^= 1;
     expect(() => open(PLAIN, bad, random)).toThrow(/does not match its digest/);
+  });
+});
+
+describe('blocks sealed and opened in place, in their own buffer slot (as the workers do)', () => {
+  // A slot as the buffer pool lays it out: a page, the payload, a tail page.
+  const PAGE = 4096;
+  const blockLength = 1024 * 1024;
+  const data = Buffer.concat([Buffer.alloc(blockLength / 2, 'in place '), randomBytes(blockLength / 2)]);
+
+  for (const [name, t] of Object.entries(stores)) {
+    it(`${name}: sealing over the plaintext gives what sealing elsewhere gives, and it opens over itself`, () => {
+      const slot = Buffer.alloc(PAGE + blockLength + PAGE);
+      const payload = slot.subarray(PAGE, PAGE + blockLength);
+      data.copy(payload);
+      const id = objectId(t, data);
+      const sealedView = slot.subarray(PAGE - OBJECT_HEADER_LENGTH);
+      expect(sealedView.length).toBeGreaterThanOrEqual(sealedCapacity(t, blockLength));
+      const length = sealObjectInto(t, ObjectKind.block, KEY, id, payload, sealedView);
+      const object = Buffer.from(sealedView.subarray(0, length));
+      // Independent of where it was made: it opens from a copy.
+      expect(openObject(t, ObjectKind.block, KEY, id, object, 'copy').equals(data)).toBe(true);
+      // Opened where it lies, the plaintext lands at the payload (before the ciphertext).
+      const opened = openObject(t, ObjectKind.block, KEY, id, sealedView.subarray(0, length), 'in place', payload);
+      expect(opened.equals(data)).toBe(true);
+      // Read at the start of the slot instead, the plaintext lands after the ciphertext's start.
+      object.copy(slot, 0);
+      expect(openObject(t, ObjectKind.block, KEY, id, slot.subarray(0, length), 'slot start', payload).equals(data)).toBe(true);
+    });
+  }
+
+  it('an object that does not check out leaves zeros, not unauthenticated plaintext, where it was opened into', () => {
+    const t = stores['encrypted and compressed']!;
+    const id = objectId(t, data);
+    const object = seal(t, data);
+    object[object.length - 1]! ^= 1;
+    object.writeUInt32LE(crc32(object.subarray(OBJECT_HEADER_LENGTH)), 56);
+    const out = Buffer.alloc(blockLength, 0xee);
+    expect(() => openObject(t, ObjectKind.block, KEY, id, object, 'x', out)).toThrow(/failed authentication/);
+    expect(out.equals(Buffer.alloc(blockLength))).toBe(true);
+  });
+
+  it('a buffer smaller than the most a sealed block can take is refused before anything is written', () => {
+    const t = stores.encrypted!;
+    expect(() => sealObjectInto(t, ObjectKind.block, KEY, objectId(t, data), data, Buffer.alloc(blockLength))).toThrow(RangeError);
   });
 });

@@ -283,6 +283,29 @@ describe('backy2 mount --writable (copy-on-write)', () => {
     }
   });
 
+  it('two writers one after the other: each write is in a committed version, and the file reads as the version again', async () => {
+    const uid = await backupOf(image);
+    await startMount(mnt, env, ['--writable']);
+    const file = path.join(mnt, 'vm1', `${uid}.img`);
+    const first = path.join(dir, 'first');
+    const second = path.join(dir, 'second');
+    writeFileSync(first, randomBytes(MiB));
+    writeFileSync(second, randomBytes(MiB));
+    // The second dd starts while the first one's commit is under way (as it did in the report).
+    run('sh', ['-c', `dd if=${first} of=${file} bs=1M seek=10 conv=notrunc status=none; dd if=${second} of=${file} bs=1M seek=11 conv=notrunc status=none`]);
+    const original = await sha256File(image);
+    await eventually(() => run('sha256sum', [file]).split(' ')[0] === original, 30_000, 'the version file to read as the version again');
+    const cows = (await listed()).filter((v) => v.tags.includes('cow'));
+    const contents: Buffer[] = [];
+    for (const v of cows) {
+      const out = path.join(dir, `${v.uid}.img`);
+      expect((await spawnCli(['restore', v.uid, out], env)).code).toBe(0);
+      contents.push(readFileSync(out));
+    }
+    expect(contents.some((c) => c.subarray(10 * MiB, 11 * MiB).equals(readFileSync(first)))).toBe(true);
+    expect(contents.some((c) => c.subarray(11 * MiB, 12 * MiB).equals(readFileSync(second)))).toBe(true);
+  });
+
   it('dd conv=notrunc writes at offsets; O_TRUNC is refused', async () => {
     const uid = await backupOf(image);
     const daemon = await startMount(mnt, env, ['--writable']);

@@ -81,6 +81,8 @@ export class CowSession {
   #lastCommit: string | undefined;
   #closed = false;
   #committing: Promise<VersionRecord | undefined> | undefined;
+  /** The commit queued behind the running one. */
+  #nextCommit: Promise<VersionRecord | undefined> | undefined;
   /** Reads, writes and zeroes in flight: close waits for them (the spill file must stay open). */
   readonly #inFlight = new Set<Promise<unknown>>();
 
@@ -247,11 +249,22 @@ export class CowSession {
 
   /**
    * Commits the changes as a new version (base = the session's base), superseding the version of
-   * this session's previous commit. Concurrent calls share one commit.
+   * this session's previous commit. A call while a commit runs gets one more commit after it (the
+   * running one may have missed writes that came before this call); calls meanwhile share that one.
+   * When the promise resolves, every write made before the call is in a committed version.
    * @returns the new version, or undefined when nothing was written since the last commit
    */
   commit(): Promise<VersionRecord | undefined> {
-    this.#committing ??= this.#commit().finally(() => {
+    if (this.#committing) {
+      this.#nextCommit ??= this.#committing
+        .catch(() => undefined)
+        .then(() => {
+          this.#nextCommit = undefined;
+          return this.commit();
+        });
+      return this.#nextCommit;
+    }
+    this.#committing = this.#commit().finally(() => {
       this.#committing = undefined;
     });
     return this.#committing;
@@ -263,6 +276,7 @@ export class CowSession {
     this.#closed = true;
     await Promise.allSettled([...this.#inFlight]);
     await this.#committing?.catch(() => undefined);
+    await this.#nextCommit?.catch(() => undefined);
     await this.#spill.close().catch(() => undefined);
     await this.#locks.release();
   }

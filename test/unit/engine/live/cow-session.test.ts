@@ -113,6 +113,45 @@ describe('CowSession', () => {
     expect((await s.catalog.listVersions()).map((v) => v.uid).sort()).toEqual([version.uid, second!.uid].sort());
   });
 
+  it('a commit asked for while one runs commits again afterwards: writes made meanwhile are in a version when it resolves', async () => {
+    const { s, dir, version, cache, data } = await setup();
+    const session = await CowSession.open(s, version, { spillDir: dir, cache, origin: 'test' });
+    sessions.push(session);
+    const first = randomBytes(100);
+    const second = randomBytes(100);
+    await session.write(0, first);
+    // Hold the first commit while it stores its block.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let storing!: () => void;
+    const commitStoring = new Promise<void>((resolve) => (storing = resolve));
+    const blocks = s.blocks as { put: typeof s.blocks.put };
+    const put = blocks.put.bind(s.blocks);
+    blocks.put = async (...args) => {
+      storing();
+      await gate;
+      return put(...args);
+    };
+    const running = session.commit();
+    await commitStoring;
+    // A second writer writes and flushes while the first commit is under way.
+    await session.write(3 * B, second);
+    const flushing = session.commit();
+    blocks.put = put;
+    release();
+    const earlier = await running;
+    const flushed = await flushing;
+    expect(flushed).toBeDefined();
+    expect(flushed!.uid).not.toBe(earlier!.uid);
+    const out = path.join(dir, 'out');
+    await restore(s, { uid: flushed!.uid, target: out });
+    const expected = Buffer.from(data);
+    first.copy(expected, 0);
+    second.copy(expected, 3 * B);
+    expect(readFileSync(out).equals(expected)).toBe(true);
+    expect(await session.commit()).toBeUndefined();
+  });
+
   it('refuses writes past the end and holds the base against removal until closed', async () => {
     const { s, dir, version, cache, data } = await setup();
     const session = await CowSession.open(s, version, { spillDir: dir, cache, origin: 'test' });

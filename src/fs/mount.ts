@@ -120,8 +120,11 @@ export async function stopMount(store: Store, mountpoint: string, timeoutMs = 12
   const holder = holders[0];
   if (!holder) {
     if (!isMounted(abs)) throw new NotFoundError(`Nothing of backy2 is mounted at "${abs}"`);
+    // No lock: its daemon died (a stale mount), or it serves a store on read-only media, where
+    // no locks are taken; such a daemon notices the unmount and exits by itself.
+    const stale = errnoCode(await fsp.stat(abs).then(() => undefined, (e: unknown) => e)) === 'ENOTCONN';
     await forceUnmount(abs);
-    return 'cleared';
+    return stale ? 'cleared' : 'stopped';
   }
   if (holder.host !== hostname()) {
     throw new ConflictError(`"${abs}" is mounted by pid ${holder.pid} on host ${holder.host}: run backy2 umount there`);

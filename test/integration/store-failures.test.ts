@@ -2,7 +2,7 @@ import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { BIN, initStoreFor, spawnCli } from '../helpers/cli.js';
 import { makeImage, sha256File } from '../helpers/image.js';
-import { startMount } from '../helpers/mount.js';
+import { eventually, isMountPoint, startMount } from '../helpers/mount.js';
 import { mountedScratchFs, run } from '../helpers/system.js';
 import { makeTempDir } from '../helpers/temp.js';
 
@@ -66,6 +66,17 @@ describe('store failures', () => {
       } finally {
         expect(await daemon.stop()).toBe(0);
       }
+      // As a daemon too: its log goes to a private temp directory instead of the store.
+      const view = path.join(dir, 'view');
+      const started = await spawnCli(['mount', '--daemon', view, '--json'], env);
+      expect(started.code, started.stderr).toBe(0);
+      const log = (JSON.parse(started.stdout) as { log: string }).log;
+      expect(log.startsWith(path.join(dir, 'store'))).toBe(false);
+      expect(await sha256File(path.join(view, 'vm1', 'latest.img'))).toBe(await sha256File(small));
+      const stopped = await spawnCli(['umount', view], env);
+      expect(stopped.code, stopped.stderr).toBe(0);
+      expect(stopped.stderr).not.toMatch(/stale/i);
+      await eventually(() => !isMountPoint(view), 10_000, 'the daemon to unmount');
       for (const command of [['backup', small, 'vm1'], ['rm', '--force', uid], ['protect', uid], ['cleanup'], ['mount', '--writable', path.join(dir, 'view')]]) {
         const r = await spawnCli(command, env);
         expect(r.code, command.join(' ')).toBe(10);

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { UsageError } from '../../engine/errors.js';
+import { UsageError, errnoCode } from '../../engine/errors.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withCatalog, withStore } from '../context.js';
 import { helpAfter } from '../help.js';
@@ -32,7 +33,7 @@ export function registerMount(program: Command, ctx: CommandContext): void {
     .option('-w, --writable', 'allow writes to version files; they never change the version but become a new copy-on-write version')
     .option('--daemon', 'run in the background (the log goes to --log)')
     .option('--allow-other', 'let other users access the mount (needed for loop devices opened by root when not mounting as root)')
-    .option('--log <file>', 'log file of a --daemon mount (default: mount.log in the store directory)')
+    .option('--log <file>', 'log file of a --daemon mount (default: mount.log in the store directory, or in a new temp directory when the store is read-only)')
     .option('--json', 'once mounted, print one JSON line: {"type":"mounted","mountpoint",…}')
     .option('--metrics-address <address>', 'also serve the store\'s metrics (Prometheus) at http://ADDRESS/metrics: PORT (on 127.0.0.1) or HOST:PORT')
     .addHelpText(
@@ -111,8 +112,7 @@ export async function runMount(options: MountCommandOptions, globals: Globals, i
 }
 
 async function startDaemon(options: MountCommandOptions, globals: Globals, io: CliIo): Promise<number> {
-  const logFile = path.resolve(options.log ?? path.join((await storeDir(globals, io)) ?? '.', 'mount.log'));
-  const log = openSync(logFile, 'a');
+  const { logFile, log } = await openDaemonLog(options, globals, io);
   const bin = process.argv[1] ?? '';
   const args = [
     ...(globals.store ? ['--store', globals.store] : []),
@@ -143,6 +143,28 @@ async function startDaemon(options: MountCommandOptions, globals: Globals, io: C
   if (globals.json) io.stdout(`${JSON.stringify({ ...mountedJson(options, child.pid ?? 0), log: logFile })}\n`);
   else io.stderr(`Mounted at ${path.resolve(options.mountpoint)} (daemon pid ${child.pid}, log ${logFile})\n`);
   return 0;
+}
+
+/**
+ * The daemon's log: --log, else mount.log in the store directory, else (a store on read-only
+ * media) a new private directory in the temp directory.
+ */
+async function openDaemonLog(options: MountCommandOptions, globals: Globals, io: CliIo): Promise<{ logFile: string; log: number }> {
+  const open = (file: string) => ({ logFile: file, log: openSync(file, 'a', 0o600) });
+  if (options.log !== undefined) {
+    const file = path.resolve(options.log);
+    try {
+      return open(file);
+    } catch (err) {
+      throw new UsageError(`Cannot write the log file "${file}": ${errnoCode(err) ?? String(err)}`, { hint: 'name another with --log FILE' });
+    }
+  }
+  try {
+    return open(path.resolve((await storeDir(globals, io)) ?? '.', 'mount.log'));
+  } catch (err) {
+    if (!['EROFS', 'EACCES', 'EPERM'].includes(errnoCode(err) ?? '')) throw err;
+    return open(path.join(mkdtempSync(path.join(tmpdir(), 'backy2-mount-')), 'mount.log'));
+  }
 }
 
 /** The start-up line of `mount --json`. */

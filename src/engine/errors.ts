@@ -5,7 +5,7 @@
  * status the CLI uses for it. Callers test with {@link isBackyError} (or {@link isBadBlock}) and
  * then match on `code`, never on a subclass: the subclasses only exist to build errors.
  *
- * Exit status table (documented in the README and in every `--help`; never renumber):
+ * Exit status table (documented in the README and in `backy2 --help`; never renumber):
  *
  * | status | meaning |
  * | --- | --- |

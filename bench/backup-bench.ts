@@ -181,7 +181,8 @@ function benchHugeSparse(): void {
   sh(backy2, ['init', store]);
   const first = timed(backy2, ['--store', store, 'backup', huge, 'huge', '--json']);
   console.log(`backy2   4 TiB sparse, first backup (holes skipped) ${first.seconds.toFixed(2)} s, peak RSS ${first.peakRssMiB.toFixed(0)} MiB`);
-  const t = timed(backy2, ['--store', store, 'backup', huge, 'huge', '-r', empty, '--json']);
+  const firstUid = (JSON.parse(first.stdout) as { uid: string }).uid;
+  const t = timed(backy2, ['--store', store, 'backup', huge, 'huge', '-r', empty, '-f', firstUid, '--json']);
   console.log(`backy2   4 TiB sparse, no-change incremental with empty hints ${t.seconds.toFixed(2)} s, peak RSS ${t.peakRssMiB.toFixed(0)} MiB`);
   rmSync(huge, { force: true });
   rmSync(store, { recursive: true, force: true });

@@ -6,7 +6,7 @@ import { keyProvider } from './keys.js';
 
 /** Opens the store that the global options and environment name, runs `fn`, and closes it. */
 export function withStore<T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>, options: { withoutKey?: boolean } = {}): Promise<T> {
-  return withOpened(globals, io, (config) => openStore(config, { keys: keyProvider(globals, io), withoutKey: options.withoutKey === true }), fn);
+  return withOpened(globals, io, (config) => openStore(config, { keys: keyProvider(globals, io), withoutKey: options.withoutKey === true, log: catalogLog(io) }), fn);
 }
 
 /**
@@ -32,4 +32,9 @@ async function withOpened<T>(globals: Globals, io: CliIo, open: (config: Config)
   } finally {
     await store.close();
   }
+}
+
+/** Where the catalog tells what it did on its own (a lock of a dead host taken over). */
+export function catalogLog(io: CliIo): (line: string) => void {
+  return (line) => io.stderr(`backy2: ${line}\n`);
 }

@@ -8,13 +8,13 @@ import { decodeSegment, encodeSegment, loadSegment } from '../objects/block-map.
 import type { BlockStore } from '../blockstore/block-store.js';
 import { BlockState, type Catalog } from '../catalog/catalog.js';
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
+import { catalogName, createCatalog, moveCatalogAside, openCatalog } from '../catalog/open-catalog.js';
 import type { Config } from '../support/config.js';
 import { ConflictError, LockedError, NotFoundError, StoreUnavailableError, UsageError, isBackyError, isBadBlock } from '../errors.js';
 import { DIGEST_LENGTH, OBJECT_HEADER_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
 import { isSealed, objectId } from '../objects/object-seal.js';
 import { decodeObjectHeader } from '../objects/object-codec.js';
 import { checkManifest, loadManifest, manifestOf, versionOfManifest, type Manifest } from '../objects/manifest.js';
-import { existsSync, renameSync } from 'node:fs';
 import { assembleStore, assertWritable, blockStoreSettings, openBlockStore, unlock, type OpenStoreOptions, type Store, type Unlocked } from '../store.js';
 import { loadStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
 import { getVersion, resolveUids } from './versions.js';
@@ -253,38 +253,43 @@ export interface RebuildAtOptions extends OpenStoreOptions {
  * @throws {LockedError} when a command is using the catalog
  */
 export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions = {}): Promise<RebuildResult & { movedTo: string | undefined }> {
-  const file = config.store.catalogPath;
+  const where = config.store.catalog;
+  const host = { host: config.host, log: options.log };
   let movedTo: string | undefined;
-  if (existsSync(file)) {
-    let versions = -1;
+  let existing: Catalog | undefined;
+  let versions = -1;
+  try {
+    existing = await openCatalog(where, host);
+  } catch (err) {
+    if (!isBackyError(err)) throw err;
+    // None (nothing to move), or unreadable (moved aside below); a database out of reach is no reason to rebuild.
+    if (err.code === 'E_NOT_FOUND') versions = 0;
+    else if (where.type === 'postgresql') throw err;
+  }
+  if (existing) {
     let holders: string[] = [];
     try {
-      const existing = SqliteCatalog.open(file);
       versions = (await existing.listVersions()).length;
       holders = (await existing.listLocks()).map((l) => `${l.operation} (pid ${l.pid} on ${l.host})`);
+    } finally {
       await existing.close();
-    } catch (err) {
-      if (!isBackyError(err)) throw err; // unreadable: move it aside
     }
     // Moving a catalog away under a running command would lose what it writes.
-    if (holders.length > 0) throw new LockedError(`Catalog "${file}" is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
+    if (holders.length > 0) throw new LockedError(`Catalog ${catalogName(where)} is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
     if (versions > 0 && !options.force) {
-      throw new ConflictError(`Catalog "${file}" has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
-    }
-    if (versions !== 0) {
-      movedTo = `${file}.old-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-      for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, movedTo + suffix);
+      throw new ConflictError(`Catalog ${catalogName(where)} has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
     }
   }
+  if (versions !== 0) movedTo = await moveCatalogAside(where, host);
   const blocks = await openBlockStore(config);
-  let catalog: SqliteCatalog;
+  let catalog: Catalog;
   let settings: StoreSettings;
   let master: Unlocked | undefined;
   try {
     settings = await blockStoreSettings(config, blocks);
     master = await unlock(blocks, settings, options);
     if (blocks.properties.readOnly) throw new StoreUnavailableError(`Cannot rebuild the catalog: block store ${blocks.properties.location} is read-only`);
-    catalog = existsSync(file) ? SqliteCatalog.open(file) : SqliteCatalog.create(file);
+    catalog = versions === 0 && existing ? await openCatalog(where, host) : await createCatalog(where, host);
   } catch (err) {
     await blocks.close();
     throw err;

@@ -161,6 +161,50 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       await expect(c.setExpiry('v9', 1)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
     });
 
+    it('commitVersion() refuses while a lease it names is no longer held, and the version stays incomplete', async () => {
+      const c = await make();
+      await c.createVersion(version('v1'));
+      const lock = await c.acquireLock({ resource: 'image:vm1', mode: 'exclusive', operation: 'backup', writer: true });
+      await c.releaseLock(lock.id);
+      await expect(c.commitVersion('v1', { segments: [], stats, tags: [], allocated: 0, leases: [lock.id] })).rejects.toMatchObject({ code: 'E_LOCKED' });
+      expect((await c.getVersion('v1'))?.status).toBe('incomplete');
+      const held = await c.acquireLock({ resource: 'image:vm1', mode: 'exclusive', operation: 'backup', writer: true });
+      await c.commitVersion('v1', { segments: [], stats, tags: [], allocated: 0, leases: [held.id] });
+      expect((await c.getVersion('v1'))?.status).toBe('valid');
+    });
+
+    it('heartbeat() renews held locks and reports the ones no longer held', async () => {
+      const c = await make();
+      const a = await c.acquireLock({ resource: 'version:v1', mode: 'shared', operation: 'restore' });
+      const b = await c.acquireLock({ resource: 'version:v2', mode: 'shared', operation: 'restore' });
+      await c.releaseLock(b.id);
+      expect(await c.heartbeat([a.id, b.id])).toEqual([b.id]);
+      const [listed] = await c.listLocks('version:v1');
+      expect(listed?.heartbeatAt).toBeGreaterThanOrEqual(a.heartbeatAt);
+      if (listed?.expiresAt != null) expect(listed.expiresAt).toBeGreaterThanOrEqual(listed.heartbeatAt + c.leaseMs);
+    });
+
+    it('now() is the catalog clock that stamps locks', async () => {
+      const c = await make();
+      const before = await c.now();
+      const lock = await c.acquireLock({ resource: 'image:vm1', mode: 'exclusive', operation: 'backup', writer: true });
+      const after = await c.now();
+      expect(lock.acquiredAt).toBeGreaterThanOrEqual(before);
+      expect(lock.acquiredAt).toBeLessThanOrEqual(after);
+      expect(Math.abs(after - Date.now())).toBeLessThan(60_000);
+    });
+
+    it('createVersion() records the host of the catalog; importVersion() keeps the one given', async () => {
+      const c = await make();
+      await c.createVersion(version('v1'));
+      const host = (await c.getVersion('v1'))?.host;
+      expect(typeof host).toBe('string');
+      expect(host).toBe((await c.acquireLock({ resource: 'version:v1', mode: 'shared', operation: 'x' })).host);
+      await c.commitVersion('v1', { segments: [], stats, tags: [], allocated: 0 });
+      await c.importVersion({ ...(await c.getVersion('v1'))!, uid: 'v2', host: 'elsewhere' }, []);
+      expect((await c.getVersion('v2'))?.host).toBe('elsewhere');
+    });
+
     it('recordRun() keeps the last run of each operation and adds its figures to the totals', async () => {
       const c = await make();
       expect(await c.listRuns()).toEqual([]);

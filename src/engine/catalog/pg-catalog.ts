@@ -30,6 +30,8 @@ export interface PgCatalogOptions extends PgTarget {
   readonly leaseMs?: number | undefined;
   /** Where lock takeovers are told (a dead holder's lock released, with the reason). @default nowhere */
   readonly log?: ((line: string) => void) | undefined;
+  /** The migrations this program knows (tests pose as a newer program). @default PG_MIGRATIONS */
+  readonly migrations?: readonly string[] | undefined;
 }
 
 interface VersionRow {
@@ -144,7 +146,7 @@ export class PgCatalog implements Catalog {
       if (version === 0) {
         throw new NotFoundError(`No catalog in database ${db.location}`, { hint: 'create one with `backy2 init`, or copy a SQLite catalog with `backy2 db copy --to URL`' });
       }
-      checkSchema(version, db.location);
+      checkSchema(version, migrationsOf(options).length, db.location);
       return new PgCatalog(db, options);
     } catch (err) {
       await db.close();
@@ -166,7 +168,7 @@ export class PgCatalog implements Catalog {
         }
         await q('CREATE SCHEMA backy2');
         await q('CREATE TABLE backy2.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now(), program text NOT NULL)');
-        await applyMigrations(q, 0);
+        await applyMigrations(q, 0, migrationsOf(options));
       }, { what: 'Creating catalog in' });
       return new PgCatalog(db, options);
     } catch (err) {
@@ -188,9 +190,10 @@ export class PgCatalog implements Catalog {
         await q('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', ['backy2 schema']);
         const from = await schemaVersion(db, q);
         if (from === 0) throw new NotFoundError(`No catalog in database ${db.location}`, { hint: 'create one with `backy2 init`' });
-        if (from > PG_MIGRATIONS.length) checkSchema(from, db.location);
-        await applyMigrations(q, from);
-        return { from, to: PG_MIGRATIONS.length };
+        const migrations = migrationsOf(options);
+        if (from > migrations.length) checkSchema(from, migrations.length, db.location);
+        await applyMigrations(q, from, migrations);
+        return { from, to: Math.max(from, migrations.length) };
       }, { what: 'Migrating catalog' });
     } finally {
       await db.close();
@@ -705,22 +708,26 @@ async function schemaVersion(db: PgDatabase, q?: Query): Promise<number> {
   return (await run<{ version: number | null }>('SELECT max(version) AS version FROM backy2.schema_version'))[0]?.version ?? 0;
 }
 
-function checkSchema(version: number, location: string): void {
-  if (version > PG_MIGRATIONS.length) {
-    throw new StoreUnavailableError(`Cannot open catalog ${location}: it has schema version ${version}, newer than this backy2 understands (${PG_MIGRATIONS.length})`, {
+function migrationsOf(options: PgCatalogOptions): readonly string[] {
+  return options.migrations ?? PG_MIGRATIONS;
+}
+
+function checkSchema(version: number, known: number, location: string): void {
+  if (version > known) {
+    throw new StoreUnavailableError(`Cannot open catalog ${location}: it has schema version ${version}, newer than this backy2 understands (${known})`, {
       hint: 'upgrade backy2 on this host',
     });
   }
-  if (version < PG_MIGRATIONS.length) {
-    throw new StoreUnavailableError(`Catalog ${location} has schema version ${version}; this backy2 needs ${PG_MIGRATIONS.length}`, {
+  if (version < known) {
+    throw new StoreUnavailableError(`Catalog ${location} has schema version ${version}; this backy2 needs ${known}`, {
       hint: 'run `backy2 db migrate` once every host runs this backy2 or newer',
     });
   }
 }
 
-async function applyMigrations(q: Query, from: number): Promise<void> {
-  for (let i = from; i < PG_MIGRATIONS.length; i++) {
-    await q(PG_MIGRATIONS[i] ?? '');
+async function applyMigrations(q: Query, from: number, migrations: readonly string[]): Promise<void> {
+  for (let i = from; i < migrations.length; i++) {
+    await q(migrations[i] ?? '');
     await q('INSERT INTO backy2.schema_version (version, program) VALUES ($1, $2)', [i + 1, 'backy2']);
   }
 }

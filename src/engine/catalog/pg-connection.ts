@@ -78,12 +78,11 @@ export class PgDatabase {
       throw new UsageError(`Bad catalog URL "${redactUrl(target.url)}": not a URL`, { cause: err });
     }
     const location = redactUrl(target.url);
-    let password: string | undefined = url.password === '' ? undefined : decodeURIComponent(url.password);
-    if (target.passwordFile !== undefined) password = readPasswordFile(target.passwordFile);
-    url.password = '';
+    // node-postgres lets the connection string override a separate password, so the one from the
+    // file goes into it; without either, PGPASSWORD or ~/.pgpass apply. Never shown: see location.
+    if (target.passwordFile !== undefined) url.password = encodeURIComponent(readPasswordFile(target.passwordFile));
     const pool = new pg.Pool({
       connectionString: url.toString(),
-      ...(password !== undefined ? { password } : {}),
       max: target.poolSize ?? 4,
       connectionTimeoutMillis: 10_000,
       idleTimeoutMillis: 30_000,

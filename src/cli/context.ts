@@ -6,13 +6,15 @@ import { keyProvider } from './keys.js';
 
 /** Opens the store that the global options and environment name, runs `fn`, and closes it. */
 export function withStore<T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>, options: { withoutKey?: boolean } = {}): Promise<T> {
-  return withOpened(globals, io, (config) => openStore(config, { keys: keyProvider(globals, io), withoutKey: options.withoutKey === true, log: catalogLog(io) }), fn);
+  const withoutKey = options.withoutKey === true;
+  return withOpened(globals, io, (config) => openStore(config, { keys: keyProvider(globals, io, { ask: !withoutKey }), withoutKey, log: catalogLog(io) }), fn);
 }
 
 /**
  * Like withStore, for commands that read or change only the catalog and delete objects by name (ls,
- * stats, protect, tag, rm, umount, due, check, metrics): they work on an encrypted store without its key. (Cleanup
- * needs it: it checks the names of the map segments it reads.)
+ * stats, protect, tag, rm, umount, due, check, metrics): they work on an encrypted store without its key
+ * and never ask for it; a key that was given is still checked. (Cleanup needs the key: it checks
+ * the names of the map segments it reads.)
  */
 export function withCatalog<T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>): Promise<T> {
   return withStore(globals, io, fn, { withoutKey: true });

@@ -7,6 +7,7 @@ Exit status:
   3    finished with problems (bad blocks found or restored, metadata repaired or lost by a scrub)
   4    not found: unknown version, image, source or file; no store at the path
   5    conflict: target exists or is too small, version protected or too young, hints wrong
+  6    key: wrong passphrase, a missing or unusable key file, or no key for an encrypted store
   10   store unavailable: cannot open, read or write the store (includes disk full)
   11   locked: another operation holds the image or version
   12   I/O error on the source or the restore target (also an unreachable Ceph cluster)

@@ -7,12 +7,13 @@ import type { CliIo, Globals } from './io.js';
 /**
  * Where the key of an encrypted store comes from, in this order: `--key-file` (a raw key file),
  * `--password-file`, `$BACKY2_PASSWORD_FILE`, `$BACKY2_PASSWORD`, else a prompt on the terminal.
- * Asked only when a store turns out to be encrypted.
+ * Asked only when a store turns out to be encrypted; `ask: false` (commands that need no key)
+ * takes a key that was given, to check it, but never prompts for one.
  */
-export function keyProvider(globals: Globals, io: CliIo): KeyProvider {
+export function keyProvider(globals: Globals, io: CliIo, options: { ask?: boolean } = {}): KeyProvider {
   return async (storeId) => {
     if (globals.keyFile !== undefined) return readRawKeyFile(globals.keyFile, storeId);
-    const passphrase = await passphraseOf(globals, io, `Passphrase of store ${storeId.slice(0, 8)}…: `);
+    const passphrase = await passphraseOf(globals, io, options.ask === false ? undefined : `Passphrase of store ${storeId.slice(0, 8)}…: `);
     return passphrase === undefined ? undefined : ({ kind: 'passphrase', passphrase } satisfies KeySource);
   };
 }

@@ -9,6 +9,7 @@ import { debug } from './support/debug.js';
 import { KeyPrefix } from './objects/store-keys.js';
 import {
   canonicalSettings,
+  describeSettingsChange,
   loadStoreOwner,
   loadStoreSettings,
   newStoreSettings,
@@ -53,7 +54,7 @@ export interface OpenStoreOptions {
   readonly keys?: KeyProvider | undefined;
   /**
    * Open an encrypted store without its key: the catalog and the list of objects work, object
-   * contents do not (ls, rm, cleanup, key list). @default false
+   * contents do not (ls, rm, key list, scrub --without-key). @default false
    */
   readonly withoutKey?: boolean;
   /**
@@ -240,7 +241,7 @@ function noStore(where: string): NotFoundError {
  */
 async function bindCatalog(blocks: BlockStore, catalog: Catalog, found: StoreSettings | undefined): Promise<StoreSettings> {
   const writable = !catalog.readOnly && !blocks.properties.readOnly;
-  const { catalogId, storeId } = await catalog.identity();
+  const { catalogId, storeId, storeSettings } = await catalog.identity();
   let settings = found;
   if (!settings) {
     if (storeId !== null) {
@@ -257,6 +258,15 @@ async function bindCatalog(blocks: BlockStore, catalog: Catalog, found: StoreSet
       hint: 'check --store and the config\'s catalog and blockStore',
     });
   }
+  // Settings are never changed after init: different ones were changed by someone else (a store
+  // switched to plaintext would take the next backups in plaintext).
+  const canonical = canonicalSettings(settings);
+  if (storeSettings !== null && storeSettings !== canonical) {
+    throw new StoreUnavailableError(
+      `The settings of store ${blocks.properties.location} are not those catalog "${catalog.location}" was made with (${describeSettingsChange(storeSettings, settings)}): they were changed`,
+      { hint: 'restore the object "settings" from a copy of the store' },
+    );
+  }
   const owner = await loadStoreOwner(blocks);
   if (owner && owner.catalogId !== catalogId) {
     throw new StoreUnavailableError(
@@ -265,7 +275,7 @@ async function bindCatalog(blocks: BlockStore, catalog: Catalog, found: StoreSet
     );
   }
   if (writable) {
-    if (storeId === null) await catalog.bindToStore(settings.storeId);
+    if (storeId === null || storeSettings === null) await catalog.bindToStore(settings.storeId, canonical);
     if (!owner) await saveStoreOwner(blocks, catalogId, catalog.location);
   }
   return settings;

@@ -35,11 +35,14 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
 
     it('identity(): a catalog id of its own, bound to a store once told', async () => {
       const c = await make();
-      const { catalogId, storeId } = await c.identity();
+      const { catalogId, storeId, storeSettings } = await c.identity();
       expect(catalogId).toMatch(/^[0-9a-f]{32}$/);
       expect(storeId).toBeNull();
-      await c.bindToStore('ab'.repeat(16));
-      expect(await c.identity()).toEqual({ catalogId, storeId: 'ab'.repeat(16) });
+      expect(storeSettings).toBeNull();
+      await c.bindToStore('ab'.repeat(16), '[1,"settings"]');
+      expect(await c.identity()).toEqual({ catalogId, storeId: 'ab'.repeat(16), storeSettings: '[1,"settings"]' });
+      await c.bindToStore('ab'.repeat(16), '[1,"others"]');
+      expect((await c.identity()).storeSettings).toBe('[1,"others"]');
     });
 
     it('createVersion() and commitVersion() move a version from incomplete to valid with its map', async () => {

@@ -1,14 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { BIN, initStoreFor, spawnCli } from '../helpers/cli.js';
+import { initStoreFor, spawnCli } from '../helpers/cli.js';
 import { deferCleanup } from '../helpers/cleanup.js';
 import { makeDiskImage, sha256File } from '../helpers/image.js';
 import { eventually, isMountPoint } from '../helpers/mount.js';
 import { attachLoop, mount, run } from '../helpers/system.js';
 import { makeTempDir } from '../helpers/temp.js';
+import { nbdUri, startNbd } from '../helpers/nbd.js';
 import { makeTestPki, type TestPki } from '../helpers/tls-pki.js';
 
 const MiB = 1024 * 1024;
@@ -33,45 +34,8 @@ async function backupOf(file: string): Promise<string> {
   return r.stdout.trim();
 }
 
-interface Server {
-  readonly child: ChildProcess;
-  readonly port: number;
-  log(): string;
-  stdout(): string;
-  stop(): Promise<void>;
-}
-
-async function startServer(extra: string[] = []): Promise<Server> {
-  const child = spawn(BIN, ['nbd', '-p', '0', ...extra], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  let stdout = '';
-  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
-  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  deferCleanup(async () => {
-    if (child.exitCode === null) {
-      child.kill('SIGINT');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-    }
-  });
-  const listening = / on (?:\[[^\]]+\]|[^\s:]+):(\d+)/;
-  await eventually(() => listening.test(log) || child.exitCode !== null, 15_000, 'the NBD server');
-  const port = Number(listening.exec(log)?.[1]);
-  if (!port) throw new Error(`backy2 nbd failed: ${log}`);
-  return {
-    child,
-    port,
-    log: () => log,
-    stdout: () => stdout,
-    stop: async () => {
-      child.kill('SIGINT');
-      await exited;
-    },
-  };
-}
-
-const uri = (port: number, uid: string) => `nbd://127.0.0.1:${port}/${uid}`;
+const startServer = (extra: string[] = []) => startNbd(env, extra);
+const uri = nbdUri;
 
 async function listed(): Promise<{ uid: string; tags: string[]; baseUid: string | null }[]> {
   return JSON.parse((await spawnCli(['ls', '--json'], env)).stdout) as { uid: string; tags: string[]; baseUid: string | null }[];

@@ -5,6 +5,7 @@ import { loadConfig } from '../../engine/support/config.js';
 import { UsageError } from '../../engine/errors.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { withStore } from '../context.js';
+import { keyProvider } from '../keys.js';
 import { helpAfter } from '../help.js';
 import { printJson, type CliIo, type Globals } from '../io.js';
 
@@ -46,7 +47,7 @@ export function registerDb(program: Command, ctx: CommandContext): void {
 /** Rebuilds the catalog. @returns the exit status */
 export async function runDbRebuild(options: { force?: boolean | undefined }, globals: Globals, io: CliIo): Promise<number> {
   const config = await loadConfig({ configFile: globals.config, storePath: globals.store, env: io.env });
-  const result = await rebuildCatalogAt(config, { force: options.force });
+  const result = await rebuildCatalogAt(config, { force: options.force, keys: keyProvider(globals, io) });
   if (globals.json) printJson(io, result);
   else {
     io.stderr(

@@ -172,10 +172,16 @@ export interface CatalogIdentity {
    * from a private copy, locks are not taken (nobody can change the store), and writes throw.
    */
   readonly readOnly: boolean;
-  /** This catalog's id, and the id of the store it belongs to (null before it was bound to one). */
-  identity(): Promise<{ catalogId: string; storeId: string | null }>;
-  /** Binds the catalog to a store, when the store is created, adopted or rebuilt. */
-  bindToStore(storeId: string): Promise<void>;
+  /**
+   * This catalog's id, and the id and settings (canonical form) of the store it belongs to (null
+   * before it was bound to one; settings null in catalogs bound before they were recorded).
+   */
+  identity(): Promise<{ catalogId: string; storeId: string | null; storeSettings: string | null }>;
+  /**
+   * Binds the catalog to a store, when the store is created, adopted or rebuilt; its settings are
+   * remembered, so settings changed in the store later (encryption switched off) are noticed.
+   */
+  bindToStore(storeId: string, storeSettings: string): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -15,6 +15,7 @@
  * | cleanup | – | – | `cleanup` exclusive; honours every writer's start |
  * | protect, unprotect, tag, expire | – | shared (not while the version is being removed) | |
  * | ls, stats, due, check, metrics | – | – (reads) | |
+ * | key remove, key passwd | – | – | `keys` exclusive (never two removals at once) |
  *
  * Shared locks never conflict, so restores, scrubs, mounts and backups of different images all
  * run at the same time; `db rebuild` works on an empty catalog only.
@@ -27,6 +28,9 @@ import { HEARTBEAT_INTERVAL_MS } from './holder.js';
 export const imageResource = (image: string) => `image:${image}`;
 /** Lock resource of a version. */
 export const versionResource = (uid: string) => `version:${uid}`;
+
+/** Lock resource of the store's key files. */
+export const keysResource = 'keys';
 
 /** Locks held together, with a heartbeat while held. */
 export interface HeldLocks {

@@ -227,14 +227,18 @@ export class PgCatalog implements Catalog {
     await this.close();
   }
 
-  async identity(): Promise<{ catalogId: string; storeId: string | null }> {
-    const rows = await this.#read<{ key: string; value: string }>("SELECT key, value FROM backy2.meta WHERE key IN ('catalog_id', 'store_id')");
+  async identity(): Promise<{ catalogId: string; storeId: string | null; storeSettings: string | null }> {
+    const rows = await this.#read<{ key: string; value: string }>("SELECT key, value FROM backy2.meta WHERE key IN ('catalog_id', 'store_id', 'store_settings')");
     const get = (key: string) => rows.find((r) => r.key === key)?.value ?? null;
-    return { catalogId: get('catalog_id') ?? '', storeId: get('store_id') };
+    return { catalogId: get('catalog_id') ?? '', storeId: get('store_id'), storeSettings: get('store_settings') };
   }
 
-  async bindToStore(storeId: string): Promise<void> {
-    await this.#db.query("INSERT INTO backy2.meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [storeId], { idempotent: true });
+  async bindToStore(storeId: string, storeSettings: string): Promise<void> {
+    await this.#db.query(
+      "INSERT INTO backy2.meta (key, value) VALUES ('store_id', $1), ('store_settings', $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      [storeId, storeSettings],
+      { idempotent: true },
+    );
   }
 
   async imageBlockSize(image: string): Promise<number | undefined> {

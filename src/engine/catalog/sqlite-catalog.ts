@@ -204,14 +204,18 @@ export class SqliteCatalog implements Catalog {
     return new SqliteCatalog(location, db, copyDir, host);
   }
 
-  async identity(): Promise<{ catalogId: string; storeId: string | null }> {
-    const rows = this.#all<{ key: string; value: string }>("SELECT key, value FROM meta WHERE key IN ('catalog_id', 'store_id')");
+  async identity(): Promise<{ catalogId: string; storeId: string | null; storeSettings: string | null }> {
+    const rows = this.#all<{ key: string; value: string }>("SELECT key, value FROM meta WHERE key IN ('catalog_id', 'store_id', 'store_settings')");
     const get = (key: string) => rows.find((r) => r.key === key)?.value ?? null;
-    return { catalogId: get('catalog_id') ?? '', storeId: get('store_id') };
+    return { catalogId: get('catalog_id') ?? '', storeId: get('store_id'), storeSettings: get('store_settings') };
   }
 
-  async bindToStore(storeId: string): Promise<void> {
-    this.#write(() => this.#run("INSERT INTO meta (key, value) VALUES ('store_id', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", storeId), true);
+  async bindToStore(storeId: string, storeSettings: string): Promise<void> {
+    const set = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    this.#write(() => {
+      this.#run(set, 'store_id', storeId);
+      this.#run(set, 'store_settings', storeSettings);
+    }, true);
   }
 
   async imageBlockSize(image: string): Promise<number | undefined> {

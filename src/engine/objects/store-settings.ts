@@ -50,6 +50,24 @@ export function canonicalSettings(s: StoreSettings): string {
 }
 
 /**
+ * Says how settings differ from ones recorded in canonical form, for messages: e.g.
+ * `encryption none instead of aes-256-gcm`.
+ */
+export function describeSettingsChange(recorded: string, now: StoreSettings): string {
+  const names = ['format', 'storeId', 'createdAt', 'createdBy', 'digest', 'compression', 'compressionLevel', 'encryption'];
+  let before: unknown[] = [];
+  try {
+    const parsed: unknown = JSON.parse(recorded);
+    if (Array.isArray(parsed)) before = parsed;
+  } catch {
+    // unreadable: every field differs
+  }
+  const after = JSON.parse(canonicalSettings(now)) as unknown[];
+  const changes = names.flatMap((name, i) => (JSON.stringify(before[i]) === JSON.stringify(after[i]) ? [] : [`${name} ${String(after[i])} instead of ${String(before[i])}`]));
+  return changes.join(', ') || 'they differ';
+}
+
+/**
  * The transforms objects are made with in a store of these settings.
  * @param keys the sealing keys (derived from the master key) when the store is encrypted
  */

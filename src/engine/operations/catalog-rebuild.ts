@@ -8,15 +8,15 @@ import { decodeSegment, encodeSegment, loadSegment } from '../objects/block-map.
 import type { BlockStore } from '../blockstore/block-store.js';
 import { BlockState, type Catalog } from '../catalog/catalog.js';
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
-import { catalogName, createCatalog, moveCatalogAside, openCatalog } from '../catalog/open-catalog.js';
-import type { Config } from '../support/config.js';
+import { catalogName, createCatalog, moveCatalogAside, openCatalog, type CatalogOpenOptions } from '../catalog/open-catalog.js';
+import type { CatalogLocation, Config } from '../support/config.js';
 import { ConflictError, LockedError, NotFoundError, StoreUnavailableError, UsageError, isBackyError, isBadBlock } from '../errors.js';
 import { DIGEST_LENGTH, OBJECT_HEADER_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
 import { isSealed, objectId } from '../objects/object-seal.js';
 import { decodeObjectHeader } from '../objects/object-codec.js';
 import { checkManifest, loadManifest, manifestOf, versionOfManifest, type Manifest } from '../objects/manifest.js';
 import { assembleStore, assertWritable, blockStoreSettings, openBlockStore, unlock, type OpenStoreOptions, type Store, type Unlocked } from '../store.js';
-import { loadStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
+import { canonicalSettings, loadStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
 import { getVersion, resolveUids } from './versions.js';
 import { printable } from '../support/names.js';
 import { VERSION_UID_PATTERN } from '../support/uid.js';
@@ -255,41 +255,19 @@ export interface RebuildAtOptions extends OpenStoreOptions {
 export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions = {}): Promise<RebuildResult & { movedTo: string | undefined }> {
   const where = config.store.catalog;
   const host = { host: config.host, log: options.log };
-  let movedTo: string | undefined;
-  let existing: Catalog | undefined;
-  let versions = -1;
-  try {
-    existing = await openCatalog(where, host);
-  } catch (err) {
-    if (!isBackyError(err)) throw err;
-    // None (nothing to move), or unreadable (moved aside below); a database out of reach is no reason to rebuild.
-    if (err.code === 'E_NOT_FOUND') versions = 0;
-    else if (where.type === 'postgresql') throw err;
-  }
-  if (existing) {
-    let holders: string[] = [];
-    try {
-      versions = (await existing.listVersions()).length;
-      holders = (await existing.listLocks()).map((l) => `${l.operation} (pid ${l.pid} on ${l.host})`);
-    } finally {
-      await existing.close();
-    }
-    // Moving a catalog away under a running command would lose what it writes.
-    if (holders.length > 0) throw new LockedError(`Catalog ${catalogName(where)} is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
-    if (versions > 0 && !options.force) {
-      throw new ConflictError(`Catalog ${catalogName(where)} has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
-    }
-  }
-  if (versions !== 0) movedTo = await moveCatalogAside(where, host);
+  // The store and its key are checked first: a wrong passphrase must not move the catalog aside.
   const blocks = await openBlockStore(config);
-  let catalog: Catalog;
   let settings: StoreSettings;
   let master: Unlocked | undefined;
+  let movedTo: string | undefined;
+  let catalog: Catalog;
   try {
     settings = await blockStoreSettings(config, blocks);
     master = await unlock(blocks, settings, options);
     if (blocks.properties.readOnly) throw new StoreUnavailableError(`Cannot rebuild the catalog: block store ${blocks.properties.location} is read-only`);
-    catalog = versions === 0 && existing ? await openCatalog(where, host) : await createCatalog(where, host);
+    const way = await makeWay(where, host, options.force === true);
+    movedTo = way.movedTo;
+    catalog = way.reuse ? await openCatalog(where, host) : await createCatalog(where, host);
   } catch (err) {
     await blocks.close();
     throw err;
@@ -299,12 +277,43 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
     const result = await rebuildCatalog(store);
     // The rebuilt catalog is the block store's catalog now (a store made before init gets its settings).
     if (!(await loadStoreSettings(blocks))) await saveStoreSettings(blocks, settings);
-    await catalog.bindToStore(settings.storeId);
+    await catalog.bindToStore(settings.storeId, canonicalSettings(settings));
     await saveStoreOwner(blocks, (await catalog.identity()).catalogId, catalog.location);
     return { ...result, movedTo };
   } finally {
     await store.close();
   }
+}
+
+/**
+ * Makes way for a rebuilt catalog: an unreadable catalog, or with `force` one that has versions,
+ * is moved aside (a file to `<file>.old-<time>`, a database schema renamed); an empty one is reused.
+ * @returns where the old catalog went, if anywhere, and whether the existing one is reused
+ */
+async function makeWay(where: CatalogLocation, host: CatalogOpenOptions, force: boolean): Promise<{ movedTo: string | undefined; reuse: boolean }> {
+  let existing: Catalog;
+  try {
+    existing = await openCatalog(where, host);
+  } catch (err) {
+    if (!isBackyError(err)) throw err;
+    // None (nothing to move), or unreadable (moved aside); a database out of reach is no reason to rebuild.
+    if (err.code === 'E_NOT_FOUND') return { movedTo: undefined, reuse: false };
+    if (where.type === 'postgresql') throw err;
+    return { movedTo: await moveCatalogAside(where, host), reuse: false };
+  }
+  let versions: number;
+  let holders: string[];
+  try {
+    versions = (await existing.listVersions()).length;
+    holders = (await existing.listLocks()).map((l) => `${l.operation} (pid ${l.pid} on ${l.host})`);
+  } finally {
+    await existing.close();
+  }
+  // Moving a catalog away under a running command would lose what it writes.
+  if (holders.length > 0) throw new LockedError(`Catalog ${catalogName(where)} is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
+  if (versions === 0) return { movedTo: undefined, reuse: true };
+  if (!force) throw new ConflictError(`Catalog ${catalogName(where)} has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
+  return { movedTo: await moveCatalogAside(where, host), reuse: false };
 }
 
 /** Opens the block store of `config` and a catalog-less store for restoring `uid` (see storeWithoutCatalog). */

@@ -72,7 +72,7 @@ export async function initStore(config: Config, options: InitOptions = {}): Prom
       settings = { ...settings, check: settingsCheck(masterKey, settings.storeId, canonicalSettings(settings)) };
       await saveKeyFile(blocks, await wrapMasterKey(masterKey, options.passphrase ?? '', options.kdf ?? DEFAULT_KDF));
     }
-    await catalog.bindToStore(settings.storeId);
+    await catalog.bindToStore(settings.storeId, canonicalSettings(settings));
     await saveStoreSettings(blocks, settings);
     const { catalogId } = await catalog.identity();
     await saveStoreOwner(blocks, catalogId, catalog.location);

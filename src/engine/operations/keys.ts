@@ -1,9 +1,11 @@
 /**
  * Passphrases of an encrypted store: each key file wraps the same master key, so adding,
  * changing or removing one rewrites no data. A new key file is written before an old one goes,
- * so a kill at any moment leaves at least one that opens the store.
+ * so a kill at any moment leaves at least one that opens the store; removals hold the `keys` lock,
+ * so two of them at once cannot remove the last two key files.
  */
 import { ConflictError, NotFoundError, UsageError } from '../errors.js';
+import { keysResource, withLocks } from '../catalog/locking.js';
 import { DEFAULT_KDF, deleteKeyFile, listKeyFiles, saveKeyFile, wrapMasterKey, type KeyFile } from '../objects/key-files.js';
 import { assertWritable, type Store } from '../store.js';
 
@@ -52,11 +54,13 @@ export async function addKey(store: Store, passphrase: string, options: KeyOptio
 export async function removeKey(store: Store, id: string): Promise<KeyInfo> {
   requireEncrypted(store);
   assertWritable(store, 'remove a key');
-  const files = await listKeyFiles(store.blocks);
-  const file = pick(files, id);
-  if (files.length === 1) throw new ConflictError(`Key file ${file.id} is the store's last: without it the store cannot be opened`, { hint: 'add another with `backy2 key add` first' });
-  await deleteKeyFile(store.blocks, file.id);
-  return info(file, store.keyFile);
+  return withLocks(store.catalog, [{ resource: keysResource, mode: 'exclusive', operation: 'key remove' }], async () => {
+    const files = await listKeyFiles(store.blocks);
+    const file = pick(files, id);
+    if (files.length === 1) throw new ConflictError(`Key file ${file.id} is the store's last: without it the store cannot be opened`, { hint: 'add another with `backy2 key add` first' });
+    await deleteKeyFile(store.blocks, file.id);
+    return info(file, store.keyFile);
+  });
 }
 
 /**
@@ -67,10 +71,13 @@ export async function removeKey(store: Store, id: string): Promise<KeyInfo> {
 export async function changePassphrase(store: Store, passphrase: string, options: KeyOptions = {}): Promise<KeyInfo> {
   const master = unlockedMaster(store, 'change a passphrase');
   if (store.keyFile === undefined) throw new UsageError('The store was opened with a raw key file: no passphrase to change', { hint: 'use `backy2 key add` to add one' });
+  const old = store.keyFile;
   const file = await wrapMasterKey(master, passphrase, options.kdf ?? DEFAULT_KDF);
-  await saveKeyFile(store.blocks, file);
-  await deleteKeyFile(store.blocks, store.keyFile);
-  return info(file, undefined);
+  return withLocks(store.catalog, [{ resource: keysResource, mode: 'exclusive', operation: 'key passwd' }], async () => {
+    await saveKeyFile(store.blocks, file);
+    await deleteKeyFile(store.blocks, old);
+    return info(file, undefined);
+  });
 }
 
 function unlockedMaster(store: Store, what: string): Buffer {

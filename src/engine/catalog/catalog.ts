@@ -161,7 +161,7 @@ export interface VersionFilter {
  * The catalog, as the role interfaces below composed: each engine module takes only the roles it
  * uses, so a second implementation (a shared PostgreSQL catalog) has one contract per concern.
  */
-export interface Catalog extends CatalogIdentity, VersionCatalog, BlockIndex, SegmentCatalog, LockTable, CleanupMarks, ScrubWorkList, RunRecords {}
+export interface Catalog extends CatalogIdentity, VersionCatalog, BlockIndex, SegmentCatalog, LockTable, CleanupMarks, ScrubWorkList, RunRecords, CatalogTransfer {}
 
 /** Which catalog this is, and of which store. */
 export interface CatalogIdentity {
@@ -335,3 +335,34 @@ export interface RunRecords {
 
 /** The lock resource a running cleanup holds (writers that meet its deletes wait for it). */
 export const CLEANUP_RESOURCE = 'cleanup';
+
+/**
+ * The tables a whole-catalog copy (`db copy`) moves, parents first, with their columns in the
+ * order rows are given, and the columns that order them (their primary key). Locks are not
+ * copied (a copy runs while nothing holds one), nor the catalog's own id.
+ */
+export const TRANSFER_TABLES = {
+  images: { columns: ['name', 'block_size', 'created_at'], key: ['name'] },
+  versions: {
+    columns: ['uid', 'image', 'created_at', 'size', 'block_size', 'status', 'protected', 'snapshot', 'snapshot_id', 'base_uid', 'source', 'segments', 'stats', 'kind', 'allocated', 'expires_at', 'host'],
+    key: ['uid'],
+  },
+  tags: { columns: ['uid', 'tag'], key: ['uid', 'tag'] },
+  blocks: { columns: ['digest', 'length', 'stored_length', 'state', 'last_ref'], key: ['digest'] },
+  segments: { columns: ['digest', 'entries', 'data', 'created_at'], key: ['digest'] },
+  runs: { columns: ['operation', 'finished_at', 'last', 'totals'], key: ['operation'] },
+} as const;
+export type TransferTable = keyof typeof TRANSFER_TABLES;
+/** A column's value in a copied row: booleans are 0 or 1, times and sizes numbers, digests Buffers. */
+export type TransferValue = string | number | Buffer | null;
+
+/** Row-level copy of a whole catalog into another, of either kind (`db copy`). */
+export interface CatalogTransfer {
+  /**
+   * Every row of `table`, columns as in {@link TRANSFER_TABLES}, in key order, in batches of at
+   * most `batch` rows.
+   */
+  exportRows(table: TransferTable, batch: number): AsyncIterable<TransferValue[][]>;
+  /** Adds rows to `table` (of a catalog being filled by a copy); rows whose key exists are skipped. */
+  importRows(table: TransferTable, rows: readonly (readonly TransferValue[])[]): Promise<void>;
+}

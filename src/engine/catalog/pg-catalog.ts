@@ -4,6 +4,7 @@ import { DIGEST_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
 import {
   BlockState,
   CLEANUP_RESOURCE,
+  TRANSFER_TABLES,
   type BlockRecord,
   type BlockStateValue,
   type Catalog,
@@ -11,6 +12,8 @@ import {
   type LockRequest,
   type NewVersion,
   type RunRecord,
+  type TransferTable,
+  type TransferValue,
   type VersionCommit,
   type VersionFilter,
   type VersionKind,
@@ -21,6 +24,7 @@ import {
 import { currentHolder, currentPidNamespace, isLocalHolderGone, type Holder } from './holder.js';
 import { PgDatabase, type PgSession, type PgTarget, type Query } from './pg-connection.js';
 import { PG_MIGRATIONS } from './pg-schema.js';
+import { insertQuery, pageParams, pageQuery, rowValues, type SqlDialect } from './transfer-sql.js';
 
 /** Options of {@link PgCatalog.open} and {@link PgCatalog.create}. */
 export interface PgCatalogOptions extends PgTarget {
@@ -664,6 +668,26 @@ export class PgCatalog implements Catalog {
     }));
   }
 
+  async *exportRows(table: TransferTable, batch: number): AsyncIterable<TransferValue[][]> {
+    let last: TransferValue[] | undefined;
+    for (;;) {
+      const rows = (await this.#read<Record<string, unknown>>(pageQuery(PG_DIALECT, table, last === undefined), pageParams(table, last, batch))).map((r) => rowValues(table, r));
+      if (rows.length === 0) return;
+      yield rows;
+      last = rows[rows.length - 1];
+      if (rows.length < batch) return;
+    }
+  }
+
+  async importRows(table: TransferTable, rows: readonly (readonly TransferValue[])[]): Promise<void> {
+    // At most 65535 parameters per statement.
+    const per = Math.floor(60_000 / TRANSFER_TABLES[table].columns.length);
+    for (let i = 0; i < rows.length; i += per) {
+      const chunk = rows.slice(i, i + per);
+      await this.#db.query(insertQuery(PG_DIALECT, table, chunk.length, 'on-conflict'), chunk.flat(), { idempotent: true });
+    }
+  }
+
   async close(): Promise<void> {
     await this.endMark().catch(() => undefined);
     await this.endScrubList().catch(() => undefined);
@@ -711,6 +735,8 @@ async function schemaVersion(db: PgDatabase, q?: Query): Promise<number> {
   if (exists.length === 0) return 0;
   return (await run<{ version: number | null }>('SELECT max(version) AS version FROM backy2.schema_version'))[0]?.version ?? 0;
 }
+
+const PG_DIALECT: SqlDialect = { table: (t) => `backy2.${t}`, param: (n) => `$${n}` };
 
 function migrationsOf(options: PgCatalogOptions): readonly string[] {
   return options.migrations ?? PG_MIGRATIONS;

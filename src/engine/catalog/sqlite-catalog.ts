@@ -22,6 +22,8 @@ import {
   type LockRequest,
   type NewVersion,
   type RunRecord,
+  type TransferTable,
+  type TransferValue,
   type VersionFilter,
   type VersionKind,
   type VersionCommit,
@@ -31,6 +33,7 @@ import {
 } from './catalog.js';
 import { currentHolder, isHolderAlive, REMOTE_HOLDER_TIMEOUT_MS, type Holder } from './holder.js';
 import { MIGRATIONS } from './migrations.js';
+import { insertQuery, pageParams, pageQuery, rowValues, type SqlDialect } from './transfer-sql.js';
 
 interface VersionRow {
   uid: string;
@@ -629,6 +632,24 @@ export class SqliteCatalog implements Catalog {
     });
   }
 
+  async *exportRows(table: TransferTable, batch: number): AsyncIterable<TransferValue[][]> {
+    let last: TransferValue[] | undefined;
+    for (;;) {
+      const rows = this.#all<Record<string, unknown>>(pageQuery(SQLITE_DIALECT, table, last === undefined), ...pageParams(table, last, batch)).map((r) => rowValues(table, r));
+      if (rows.length === 0) return;
+      yield rows;
+      last = rows[rows.length - 1];
+      if (rows.length < batch) return;
+    }
+  }
+
+  async importRows(table: TransferTable, rows: readonly (readonly TransferValue[])[]): Promise<void> {
+    const insert = insertQuery(SQLITE_DIALECT, table, 1, 'or-ignore');
+    this.#write(() => {
+      for (const row of rows) this.#run(insert, ...row);
+    }, true);
+  }
+
   async listRuns(): Promise<RunRecord[]> {
     return this.#all<{ operation: string; finished_at: number; last: string; totals: string }>('SELECT * FROM runs ORDER BY operation').map((r) => ({
       operation: r.operation,
@@ -694,6 +715,8 @@ export class SqliteCatalog implements Catalog {
     }
   }
 }
+
+const SQLITE_DIALECT: SqlDialect = { table: (t) => t, param: () => '?' };
 
 function migrate(db: Database.Database, file: string): void {
   const applied = db.pragma('user_version', { simple: true }) as number;

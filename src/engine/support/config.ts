@@ -174,6 +174,16 @@ function catalogOf(spec: ConfigFile['catalog'], storeDir: string): CatalogLocati
   return { type: 'sqlite', path: path.resolve(spec.path) };
 }
 
+/**
+ * A catalog named on the command line (`db copy --to`): a `postgresql://` URL (password from
+ * `passwordFile`, the URL, PGPASSWORD or ~/.pgpass) or a SQLite file.
+ */
+export function catalogLocation(value: string, passwordFile?: string): CatalogLocation {
+  if (isPostgresUrl(value)) return catalogOf({ url: value, passwordFile }, '');
+  if (passwordFile !== undefined) throw new UsageError('A password file is only for a postgresql:// catalog');
+  return catalogOf(value, '');
+}
+
 /** True for a `postgresql://` (or `postgres://`) URL. */
 export function isPostgresUrl(value: string): boolean {
   return /^postgres(ql)?:\/\//.test(value);

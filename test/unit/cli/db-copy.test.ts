@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { killHard, startHelper } from '../../helpers/child.js';
 import { initStoreFor, runCli } from '../../helpers/cli.js';
+import { parseExposition } from '../../helpers/exposition.js';
 import { makeImage } from '../../helpers/image.js';
 import { startPostgres, type TestPostgres } from '../../helpers/postgres.js';
 import { makeTempDir } from '../../helpers/temp.js';
@@ -33,6 +34,11 @@ function pgConfig(url: string, host = 'host-b'): string {
   return file;
 }
 
+/** Parsed JSON without the ages (seconds pass between two runs). */
+function withoutAges(json: string): unknown {
+  return JSON.parse(json, (key, value: unknown) => (key === 'ageSeconds' ? undefined : value));
+}
+
 async function ok(args: string[]): Promise<string> {
   const r = await runCli(args);
   expect(r.code, r.stderr).toBe(0);
@@ -49,7 +55,7 @@ describe('backy2 db copy', () => {
     const ub = await ok(['--config', sqliteConfig, 'backup', b, 'vm2']);
     await ok(['--config', sqliteConfig, 'protect', ua]);
     const before = JSON.parse(await ok(['--config', sqliteConfig, 'ls', '--json'])) as unknown[];
-    const stats = JSON.parse(await ok(['--config', sqliteConfig, 'stats', '--json'])) as unknown;
+    const stats = withoutAges(await ok(['--config', sqliteConfig, 'stats', '--json']));
 
     const url = await server.createDatabase();
     const copied = await runCli(['--config', sqliteConfig, 'db', 'copy', '--to', url]);
@@ -58,7 +64,7 @@ describe('backy2 db copy', () => {
 
     const pg = pgConfig(url);
     expect(JSON.parse(await ok(['--config', pg, 'ls', '--json']))).toEqual(before);
-    expect(JSON.parse(await ok(['--config', pg, 'stats', '--json']))).toEqual(stats);
+    expect(withoutAges(await ok(['--config', pg, 'stats', '--json']))).toEqual(stats);
     for (const [uid, file] of [[ua, a], [ub, b]] as const) {
       const out = path.join(dir, `${uid}.out`);
       await ok(['--config', pg, 'restore', uid, out]);
@@ -122,5 +128,34 @@ describe('backy2 db migrate', () => {
     const r = await runCli(['--config', pgConfig(url), 'db', 'migrate', '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ catalog: expect.stringMatching(/^postgresql:\/\/backy2@/), from: 1, to: 1 });
+  });
+});
+
+describe('host identity on a shared catalog', () => {
+  it('ls shows the host of each version once other hosts made some; metrics name this host, the host of each newest backup and the locks of every host', async () => {
+    const url = await server.createDatabase();
+    await ok(['--config', sqliteConfig, 'db', 'copy', '--to', url]);
+    const a = path.join(dir, 'a.img');
+    makeImage(a, [{ kind: 'random', length: 3 * B }]);
+    const hostB = pgConfig(url, 'host-b');
+    const hostC = pgConfig(url, 'host-c');
+    await ok(['--config', hostB, 'backup', a, 'vm1']);
+    expect((await runCli(['--config', hostB, 'ls'])).stdout).not.toContain('HOST');
+    await ok(['--config', hostC, 'backup', a, 'vm2']);
+    const table = (await runCli(['--config', hostB, 'ls'])).stdout.split('\n');
+    expect(table[0]).toMatch(/ HOST$/);
+    expect(table[1]).toMatch(/ vm1 .* host-b$/);
+    expect(table[2]).toMatch(/ vm2 .* host-c$/);
+
+    const holder = await startHelper('hold-lock.ts', [url, 'image:vm1', 'exclusive', 'host-d'], 'locked');
+    try {
+      const m = parseExposition(await ok(['--config', hostB, 'metrics']));
+      expect([...m.keys()].find((k) => k.startsWith('backy2_info{'))).toMatch(/host="host-b"/);
+      expect(m.get('backy2_last_backup_host_info{image="vm1",host="host-b"}')).toBe(1);
+      expect(m.get('backy2_last_backup_host_info{image="vm2",host="host-c"}')).toBe(1);
+      expect(m.get('backy2_locks{host="host-d",operation="test holder"}')).toBe(1);
+    } finally {
+      await killHard(holder);
+    }
   });
 });

@@ -115,6 +115,10 @@ export class PgDatabase {
       let sent = false;
       try {
         client = await this.#pool.connect();
+        // A connection that dies between statements is an 'error' event of the checked-out client
+        // (the pool listens only to idle ones): unheard, it would end the process. The next
+        // statement fails on it and is retried like any lost connection.
+        client.on('error', ignore);
         const c = client;
         const q: Query = async <R,>(sql: string, params: readonly unknown[] = []) => {
           sent = true;
@@ -123,12 +127,14 @@ export class PgDatabase {
         };
         if (options.single) {
           const out = await fn(q, attempt);
+          client.removeListener('error', ignore);
           client.release();
           return out;
         }
         await q('BEGIN');
         const out = await fn(q, attempt);
         await q('COMMIT');
+        client.removeListener('error', ignore);
         client.release();
         return out;
       } catch (err) {
@@ -136,6 +142,7 @@ export class PgDatabase {
         const broken = isConnectionError(err);
         if (client) {
           if (!broken) await client.query('ROLLBACK').catch(() => undefined);
+          client.removeListener('error', ignore);
           client.release(broken ? asError(err) : undefined);
         }
         const retry = (ROLLED_BACK.has(code ?? '') || (broken && (!sent || options.idempotent === true))) && Date.now() + delay < deadline;
@@ -173,7 +180,13 @@ export class PgSession {
   constructor(client: PoolClient, db: PgDatabase) {
     this.#client = client;
     this.#db = db;
+    // See transaction(): a connection lost while this session waits must not end the process.
+    client.on('error', this.#lost);
   }
+
+  readonly #lost = (): void => {
+    this.#broken = true;
+  };
 
   /** Runs a statement on this connection. */
   readonly query: Query = async <R,>(sql: string, params: readonly unknown[] = []) => {
@@ -188,8 +201,13 @@ export class PgSession {
 
   /** Gives the connection back (or drops it when it broke). */
   release(): void {
+    this.#client.removeListener('error', this.#lost);
     this.#client.release(this.#broken ? new Error('connection broken') : undefined);
   }
+}
+
+function ignore(): void {
+  // handled where the connection is used next
 }
 
 function readPasswordFile(file: string): string {

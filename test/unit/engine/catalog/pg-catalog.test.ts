@@ -176,4 +176,22 @@ describe('PgCatalog across hosts', () => {
       await c.close();
     }
   });
+
+  it('a connection lost while a cleanup mark waits fails its next statement and leaves the process and the catalog working', async () => {
+    const url = await server.createDatabase();
+    const c = await PgCatalog.create({ url, host: 'host-a' });
+    try {
+      await c.beginMark();
+      const db = new URL(url).pathname.slice(1);
+      await server.sql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${db}' AND pid <> pg_backend_pid()`, 'postgres');
+      await new Promise((r) => setTimeout(r, 300));
+      await expect(c.markLive(randomBytes(32))).rejects.toMatchObject({ code: 'E_STORE' });
+      await c.endMark();
+      const d = randomBytes(32);
+      await c.registerBlocks([{ digest: d, length: 1, storedLength: 1 }]);
+      expect(await c.touchBlock(d)).toBe(0);
+    } finally {
+      await c.close();
+    }
+  });
 });

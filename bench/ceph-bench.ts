@@ -72,8 +72,7 @@ async function main(): Promise<void> {
         ...defaultConfig(storeDir),
         ceph: { conf, timeoutMs: 120_000 },
         store: {
-          path: storeDir,
-          catalogPath: path.join(storeDir, 'catalog.sqlite'),
+          ...defaultConfig(storeDir).store,
           blockStore: { type: 's3' as const, endpoint, bucket: `bench-${mode.replace('+', '-')}`, accessKeyId: /AWS_ACCESS_KEY_ID=(\S+)/.exec(out)?.[1], secretAccessKey: /AWS_SECRET_ACCESS_KEY=(\S+)/.exec(out)?.[1] },
         },
       };

@@ -7,7 +7,7 @@ import { keyProvider } from './keys.js';
 /** Opens the store that the global options and environment name, runs `fn`, and closes it. */
 export function withStore<T>(globals: Globals, io: CliIo, fn: (store: Store) => Promise<T>, options: { withoutKey?: boolean } = {}): Promise<T> {
   const withoutKey = options.withoutKey === true;
-  return withOpened(globals, io, (config) => openStore(config, { keys: keyProvider(globals, io, { ask: !withoutKey }), withoutKey }), fn);
+  return withOpened(globals, io, (config) => openStore(config, { keys: keyProvider(globals, io, { ask: !withoutKey }), withoutKey, log: catalogLog(io) }), fn);
 }
 
 /**
@@ -34,4 +34,9 @@ async function withOpened<T>(globals: Globals, io: CliIo, open: (config: Config)
   } finally {
     await store.close();
   }
+}
+
+/** Where the catalog tells what it did on its own (a lock of a dead host taken over). */
+export function catalogLog(io: CliIo): (line: string) => void {
+  return (line) => io.stderr(`backy2: ${line}\n`);
 }

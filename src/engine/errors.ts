@@ -131,7 +131,10 @@ export function errnoCode(err: unknown): string | undefined {
   return undefined;
 }
 
-/** Throws an InterruptedError when `signal` has been aborted. */
+/** Throws when `signal` has been aborted: its reason when that is a BackyError, else an InterruptedError. */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new InterruptedError('Operation interrupted', { cause: signal.reason });
+  if (!signal?.aborted) return;
+  // A lost lock lease aborts with the reason to report; a signal (Ctrl-C) with anything else.
+  if (isBackyError(signal.reason)) throw signal.reason;
+  throw new InterruptedError('Operation interrupted', { cause: signal.reason });
 }

@@ -1,11 +1,10 @@
-import { existsSync } from 'node:fs';
 import type { BlockStore } from './blockstore/block-store.js';
 import { FaultInjectingStore } from './blockstore/fault-injection.js';
 import { FileStore } from './blockstore/file-store.js';
 import type { Catalog } from './catalog/catalog.js';
-import { SqliteCatalog } from './catalog/sqlite-catalog.js';
+import { catalogName, openCatalog } from './catalog/open-catalog.js';
 import type { Config } from './support/config.js';
-import { KeyError, NotFoundError, StoreUnavailableError } from './errors.js';
+import { KeyError, NotFoundError, StoreUnavailableError, isBackyError } from './errors.js';
 import { debug } from './support/debug.js';
 import { KeyPrefix } from './objects/store-keys.js';
 import {
@@ -64,6 +63,8 @@ export interface OpenStoreOptions {
    * S3, which retries with backoff itself).
    */
   readonly wrapBlockStore?: (store: BlockStore) => BlockStore;
+  /** Where the catalog tells lock takeovers (a dead host's lease expired). @default nowhere */
+  readonly log?: ((line: string) => void) | undefined;
 }
 
 /**
@@ -82,13 +83,16 @@ export async function openStore(config: Config, options: OpenStoreOptions = {}):
   const blocks = await openBlockStore(config, options);
   try {
     const settings = await loadStoreSettings(blocks);
-    if (!existsSync(location.catalogPath)) {
-      if (!settings) throw noStore(location.path);
-      throw new StoreUnavailableError(`The catalog of store ${blocks.properties.location} is missing: "${location.catalogPath}"`, {
+    let catalog: Catalog;
+    try {
+      catalog = await openCatalog(location.catalog, { host: config.host, log: options.log });
+    } catch (err) {
+      if (!isBackyError(err) || err.code !== 'E_NOT_FOUND') throw err;
+      if (!settings) throw noStore(location.catalog.type === 'sqlite' ? location.path : catalogName(location.catalog));
+      throw new StoreUnavailableError(`The catalog of store ${blocks.properties.location} is missing: ${catalogName(location.catalog)}`, {
         hint: 'run `backy2 db rebuild` to recreate it from the block store',
       });
     }
-    const catalog = SqliteCatalog.open(location.catalogPath);
     try {
       const bound = await bindCatalog(blocks, catalog, settings);
       const unlocked = await unlock(blocks, bound, options);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLEANUP_RESOURCE, type Catalog, type NewVersion } from '../../src/engine/catalog/catalog.js';
+import { CLEANUP_RESOURCE, type Catalog, type NewVersion, type TransferValue } from '../../src/engine/catalog/catalog.js';
 
 const version = (uid: string, image = 'vm1', createdAt = 1000, kind: NewVersion['kind'] = 'backup'): NewVersion => ({
   uid,
@@ -162,6 +162,79 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       await c.importVersion(copy, []);
       expect((await c.getVersion('v2'))?.expiresAt).toBe(7000);
       await expect(c.setExpiry('v9', 1)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    });
+
+    it('commitVersion() refuses while a lease it names is no longer held, and the version stays incomplete', async () => {
+      const c = await make();
+      await c.createVersion(version('v1'));
+      const lock = await c.acquireLock({ resource: 'image:vm1', mode: 'exclusive', operation: 'backup', writer: true });
+      await c.releaseLock(lock.id);
+      await expect(c.commitVersion('v1', { segments: [], stats, tags: [], allocated: 0, leases: [lock.id] })).rejects.toMatchObject({ code: 'E_LOCKED' });
+      expect((await c.getVersion('v1'))?.status).toBe('incomplete');
+      const held = await c.acquireLock({ resource: 'image:vm1', mode: 'exclusive', operation: 'backup', writer: true });
+      await c.commitVersion('v1', { segments: [], stats, tags: [], allocated: 0, leases: [held.id] });
+      expect((await c.getVersion('v1'))?.status).toBe('valid');
+    });
+
+    it('heartbeat() renews held locks and reports the ones no longer held', async () => {
+      const c = await make();
+      const a = await c.acquireLock({ resource: 'version:v1', mode: 'shared', operation: 'restore' });
+      const b = await c.acquireLock({ resource: 'version:v2', mode: 'shared', operation: 'restore' });
+      await c.releaseLock(b.id);
+      expect(await c.heartbeat([a.id, b.id])).toEqual([b.id]);
+      const [listed] = await c.listLocks('version:v1');
+      expect(listed?.heartbeatAt).toBeGreaterThanOrEqual(a.heartbeatAt);
+      if (listed?.expiresAt != null) expect(listed.expiresAt).toBeGreaterThanOrEqual(listed.heartbeatAt + c.leaseMs);
+    });
+
+    it('now() is the catalog clock that stamps locks', async () => {
+      const c = await make();
+      const before = await c.now();
+      const lock = await c.acquireLock({ resource: 'image:vm1', mode: 'exclusive', operation: 'backup', writer: true });
+      const after = await c.now();
+      expect(lock.acquiredAt).toBeGreaterThanOrEqual(before);
+      expect(lock.acquiredAt).toBeLessThanOrEqual(after);
+      expect(Math.abs(after - Date.now())).toBeLessThan(60_000);
+    });
+
+    it('createVersion() records the host of the catalog; importVersion() keeps the one given', async () => {
+      const c = await make();
+      await c.createVersion(version('v1'));
+      const host = (await c.getVersion('v1'))?.host;
+      expect(typeof host).toBe('string');
+      expect(host).toBe((await c.acquireLock({ resource: 'version:v1', mode: 'shared', operation: 'x' })).host);
+      await c.commitVersion('v1', { segments: [], stats, tags: [], allocated: 0 });
+      await c.importVersion({ ...(await c.getVersion('v1'))!, uid: 'v2', host: 'elsewhere' }, []);
+      expect((await c.getVersion('v2'))?.host).toBe('elsewhere');
+    });
+
+    it('exportRows() pages every table in key order and importRows() into an empty catalog gives the same catalog', async () => {
+      const c = await make();
+      for (let i = 0; i < 7; i++) {
+        await c.createVersion({ ...version(`v${i}`, i % 2 ? 'vm1' : 'vm2', 1000 + i), expiresAt: i === 3 ? 5000 : null });
+        if (i !== 6) await c.commitVersion(`v${i}`, { segments: [randomBytes(32)], stats, tags: [`t${i}`, 'all'], allocated: i });
+      }
+      await c.setProtected('v2', true);
+      await c.registerBlocks(Array.from({ length: 25 }, (_, i) => ({ digest: randomBytes(32), length: 10 + i, storedLength: 5 + i })));
+      await c.putSegment(randomBytes(32), 3, randomBytes(96));
+      await c.recordRun('scrub', 7000, { checked: 3 });
+      const copy = await make();
+      for (const table of ['images', 'versions', 'tags', 'blocks', 'segments', 'runs'] as const) {
+        const batches: TransferValue[][][] = [];
+        for await (const batch of c.exportRows(table, 4)) {
+          batches.push(batch);
+          await copy.importRows(table, batch);
+        }
+        expect(batches.slice(0, -1).every((b) => b.length === 4), table).toBe(true);
+        // Importing again skips the rows that exist.
+        for (const batch of batches) await copy.importRows(table, batch);
+      }
+      expect(await copy.listVersions()).toEqual(await c.listVersions());
+      expect(await copy.blockTotals()).toEqual({ blocks: 25, bytes: (await c.blockTotals()).bytes, invalid: 0 });
+      expect(await copy.listSegments()).toEqual(await c.listSegments());
+      expect(await copy.listRuns()).toEqual(await c.listRuns());
+      expect((await copy.getVersion('v2'))?.protected).toBe(true);
+      expect(await copy.versionSegments('v4')).toEqual(await c.versionSegments('v4'));
     });
 
     it('recordRun() keeps the last run of each operation and adds its figures to the totals', async () => {

@@ -36,7 +36,8 @@ export function registerLs(program: Command, ctx: CommandContext): void {
         'KIND is "backup" (read from a source) or "cow" (writes through a mount or NBD, committed as a\n' +
           'new version of BASE). STORED is the data the version refers to (what du shows of its\n' +
           'file); NEW is what its backup added to the store. EXPIRES (shown when any version has an\n' +
-          'expiry date) is when forget removes it (backup -e, backy2 expire).',
+          'expiry date) is when forget removes it (backup -e, backy2 expire). HOST (shown when other\n' +
+          'backup hosts made some of them) is the host that made each version.',
       ),
     )
     .action(async (image: string | undefined, opts: { tag?: string; last?: number; expired?: boolean }, command: Command) => {
@@ -66,9 +67,11 @@ export async function runLs(options: LsCommandOptions, globals: Globals, io: Cli
       return 0;
     }
     const expiries = versions.some((v) => v.expiresAt !== null);
+    // Shown when other backup hosts made some of them (a catalog shared by many hosts).
+    const hosts = versions.some((v) => v.host !== null && v.host !== store.config.host);
     io.stdout(
       renderTable(
-        ['DATE', 'UID', 'IMAGE', 'KIND', 'SIZE', 'STORED', 'NEW', 'STATUS', 'PROTECTED', 'BASE', 'TAGS', 'SNAPSHOT', ...(expiries ? ['EXPIRES'] : [])],
+        ['DATE', 'UID', 'IMAGE', 'KIND', 'SIZE', 'STORED', 'NEW', 'STATUS', 'PROTECTED', 'BASE', 'TAGS', 'SNAPSHOT', ...(expiries ? ['EXPIRES'] : []), ...(hosts ? ['HOST'] : [])],
         versions.map((v) => [
           formatDate(v.createdAt),
           v.uid,
@@ -83,6 +86,7 @@ export async function runLs(options: LsCommandOptions, globals: Globals, io: Cli
           v.tags.join(','),
           v.snapshot ?? '',
           ...(expiries ? [v.expiresAt === null ? '' : formatDate(v.expiresAt)] : []),
+          ...(hosts ? [v.host ?? ''] : []),
         ]),
         [4, 5, 6],
       ),

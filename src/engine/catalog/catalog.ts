@@ -65,9 +65,25 @@ export interface VersionRecord {
    * after, whatever the rules say. Null for none.
    */
   readonly expiresAt: number | null;
+  /** The backup host that made it (config `host`); null for versions made before hosts were recorded. */
+  readonly host: string | null;
 }
 
-/** Fields given when a backup starts. */
+/** What makes an incomplete version valid. */
+export interface VersionCommit {
+  readonly segments: readonly Buffer[];
+  readonly stats: VersionStats;
+  readonly tags: readonly string[];
+  readonly allocated: number;
+  /**
+   * Locks the writer holds (their ids): the commit is refused, and the version stays incomplete,
+   * unless every one of them is still held (its lease not expired or taken over) when it commits.
+   * @default none
+   */
+  readonly leases?: readonly number[] | undefined;
+}
+
+/** Fields given when a backup starts (the catalog records its own host with it). */
 export interface NewVersion {
   readonly uid: string;
   readonly image: string;
@@ -117,8 +133,11 @@ export interface LockRecord {
   readonly writer: boolean;
   readonly pid: number;
   readonly host: string;
+  /** When it was granted and last renewed, ms since the epoch, on the catalog's clock. */
   readonly acquiredAt: number;
   readonly heartbeatAt: number;
+  /** When its lease ends unless renewed (catalog's clock); null where the holder's process decides (SQLite). */
+  readonly expiresAt: number | null;
 }
 
 /** The last run of an operation (cleanup, scrub, forget) and its running totals. */
@@ -144,7 +163,7 @@ export interface VersionFilter {
  * The catalog, as the role interfaces below composed: each engine module takes only the roles it
  * uses, so a second implementation (a shared PostgreSQL catalog) has one contract per concern.
  */
-export interface Catalog extends CatalogIdentity, VersionCatalog, BlockIndex, SegmentCatalog, LockTable, CleanupMarks, ScrubWorkList, RunRecords {}
+export interface Catalog extends CatalogIdentity, VersionCatalog, BlockIndex, SegmentCatalog, LockTable, CleanupMarks, ScrubWorkList, RunRecords, CatalogTransfer {}
 
 /** Which catalog this is, and of which store. */
 export interface CatalogIdentity {
@@ -177,8 +196,9 @@ export interface VersionCatalog {
   /**
    * Makes an incomplete version valid with its block map and figures, durably, in one transaction.
    * @throws {NotFoundError} when the version does not exist or is not incomplete
+   * @throws {LockedError} when one of `leases` is no longer held
    */
-  commitVersion(uid: string, commit: { segments: readonly Buffer[]; stats: VersionStats; tags: readonly string[]; allocated: number }): Promise<void>;
+  commitVersion(uid: string, commit: VersionCommit): Promise<void>;
   /** Records a version's allocated bytes (computed late for older versions). */
   setAllocated(uid: string, bytes: number): Promise<void>;
   getVersion(uid: string): Promise<VersionRecord | undefined>;
@@ -279,18 +299,32 @@ export interface CleanupMarks {
   forgetDeletedBlocks(digests: readonly Uint8Array[]): Promise<void>;
 }
 
-/** Locks (see catalog/locking.ts for who takes which). */
+/**
+ * Locks (see catalog/locking.ts for who takes which). Locks are leases: a holder renews them with
+ * heartbeats, and a lock not renewed for `leaseMs` (on the catalog's clock) is dead and taken over;
+ * a lock whose process is known gone (on this machine) is taken over at once.
+ */
 export interface LockTable {
+  /** How long a lock stays valid without a heartbeat, ms. Holders stop their work well before. */
+  readonly leaseMs: number;
   /**
-   * Takes a lock, first releasing locks whose holder process is gone.
+   * Takes a lock, first releasing locks whose holder process is gone or whose lease expired.
    * @throws {LockedError} when a live holder has a conflicting lock
    */
   acquireLock(request: LockRequest): Promise<LockRecord>;
   releaseLock(id: number): Promise<void>;
   /** Live locks on a resource (all live locks when omitted). */
   listLocks(resource?: string): Promise<LockRecord[]>;
-  /** Refreshes the heartbeat of our locks. */
-  heartbeat(ids: readonly number[]): Promise<void>;
+  /**
+   * Renews the leases of our locks.
+   * @returns the ids that are no longer held (expired and taken over, or released by force)
+   */
+  heartbeat(ids: readonly number[]): Promise<number[]>;
+  /**
+   * The catalog's clock, ms since the epoch: every time that decides safety (leases, writers'
+   * starts, blocks' last references) comes from it, never from a host's clock.
+   */
+  now(): Promise<number>;
 }
 
 /** The last runs and running totals of cleanup, scrub and forget (for check and the metrics). */
@@ -303,3 +337,34 @@ export interface RunRecords {
 
 /** The lock resource a running cleanup holds (writers that meet its deletes wait for it). */
 export const CLEANUP_RESOURCE = 'cleanup';
+
+/**
+ * The tables a whole-catalog copy (`db copy`) moves, parents first, with their columns in the
+ * order rows are given, and the columns that order them (their primary key). Locks are not
+ * copied (a copy runs while nothing holds one), nor the catalog's own id.
+ */
+export const TRANSFER_TABLES = {
+  images: { columns: ['name', 'block_size', 'created_at'], key: ['name'] },
+  versions: {
+    columns: ['uid', 'image', 'created_at', 'size', 'block_size', 'status', 'protected', 'snapshot', 'snapshot_id', 'base_uid', 'source', 'segments', 'stats', 'kind', 'allocated', 'expires_at', 'host'],
+    key: ['uid'],
+  },
+  tags: { columns: ['uid', 'tag'], key: ['uid', 'tag'] },
+  blocks: { columns: ['digest', 'length', 'stored_length', 'state', 'last_ref'], key: ['digest'] },
+  segments: { columns: ['digest', 'entries', 'data', 'created_at'], key: ['digest'] },
+  runs: { columns: ['operation', 'finished_at', 'last', 'totals'], key: ['operation'] },
+} as const;
+export type TransferTable = keyof typeof TRANSFER_TABLES;
+/** A column's value in a copied row: booleans are 0 or 1, times and sizes numbers, digests Buffers. */
+export type TransferValue = string | number | Buffer | null;
+
+/** Row-level copy of a whole catalog into another, of either kind (`db copy`). */
+export interface CatalogTransfer {
+  /**
+   * Every row of `table`, columns as in {@link TRANSFER_TABLES}, in key order, in batches of at
+   * most `batch` rows.
+   */
+  exportRows(table: TransferTable, batch: number): AsyncIterable<TransferValue[][]>;
+  /** Adds rows to `table` (of a catalog being filled by a copy); rows whose key exists are skipped. */
+  importRows(table: TransferTable, rows: readonly (readonly TransferValue[])[]): Promise<void>;
+}

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 
 /** Identifies a process across pid reuse and reboots: pid, host, and a boot-bound start stamp. */
@@ -16,6 +16,19 @@ export const REMOTE_HOLDER_TIMEOUT_MS = 10 * 60 * 1000;
 export const HEARTBEAT_INTERVAL_MS = 60 * 1000;
 
 let bootId: string | undefined;
+let pidNamespace: string | undefined;
+
+/** This process's pid namespace (`pid:[4026531836]`), empty when unknown: pids mean something only inside it. */
+export function currentPidNamespace(): string {
+  if (pidNamespace === undefined) {
+    try {
+      pidNamespace = readlinkSync('/proc/self/ns/pid');
+    } catch {
+      pidNamespace = '';
+    }
+  }
+  return pidNamespace;
+}
 
 function readBootId(): string {
   if (bootId === undefined) {
@@ -39,10 +52,26 @@ function startTicks(pid: number): string | undefined {
   }
 }
 
-/** The holder identity of this process. */
-export function currentHolder(): Holder {
+/**
+ * The holder identity of this process.
+ * @param host this backup host's name (config `host`) @default the host name
+ */
+export function currentHolder(host: string = hostname()): Holder {
   const ticks = startTicks(process.pid);
-  return { pid: process.pid, host: hostname(), stamp: ticks === undefined ? '' : `${readBootId()}:${ticks}` };
+  return { pid: process.pid, host, stamp: ticks === undefined ? '' : `${readBootId()}:${ticks}` };
+}
+
+/**
+ * Whether the process of a holder on this very machine (same host name, boot and pid namespace)
+ * is gone. Undefined when that cannot be told here: the holder runs elsewhere (another host, a
+ * container with its own pids), so only its lease tells.
+ */
+export function isLocalHolderGone(holder: Holder & { readonly pidNamespace: string }, self: Holder): boolean | undefined {
+  if (holder.host !== self.host || holder.pidNamespace === '' || holder.pidNamespace !== currentPidNamespace()) return undefined;
+  const boot = holder.stamp.split(':')[0] ?? '';
+  if (holder.stamp === '' || boot !== readBootId()) return undefined;
+  const ticks = startTicks(holder.pid);
+  return ticks === undefined || holder.stamp !== `${boot}:${ticks}`;
 }
 
 /**
@@ -50,9 +79,10 @@ export function currentHolder(): Holder {
  * @param holder the lock's holder
  * @param heartbeatAt the lock's last heartbeat, ms since the epoch
  * @param now current time, ms since the epoch
+ * @param self this process's holder identity (its host name decides what is local)
  */
-export function isHolderAlive(holder: Holder, heartbeatAt: number, now: number): boolean {
-  if (holder.host !== hostname()) return now - heartbeatAt < REMOTE_HOLDER_TIMEOUT_MS;
+export function isHolderAlive(holder: Holder, heartbeatAt: number, now: number, self: Holder = currentHolder()): boolean {
+  if (holder.host !== self.host) return now - heartbeatAt < REMOTE_HOLDER_TIMEOUT_MS;
   const ticks = startTicks(holder.pid);
   if (ticks === undefined) return false;
   if (holder.stamp === '') return true;

@@ -21,6 +21,7 @@
  * run at the same time; `db rebuild` works on an empty catalog only.
  */
 import type { LockRecord, LockRequest, LockTable } from './catalog.js';
+import { LockedError, StoreUnavailableError } from '../errors.js';
 import { HEARTBEAT_INTERVAL_MS } from './holder.js';
 
 /** Lock resource of an image. */
@@ -34,14 +35,28 @@ export const keysResource = 'keys';
 /** Locks held together, with a heartbeat while held. */
 export interface HeldLocks {
   readonly locks: readonly LockRecord[];
+  /**
+   * Aborted when the locks can no longer be trusted: a renewal found one taken over, or none
+   * succeeded for half the lease (the catalog unreachable), so the holder stops its work well
+   * before another host may take the locks over. The reason is a LockedError or a
+   * StoreUnavailableError saying which.
+   */
+  readonly signal: AbortSignal;
   release(): Promise<void>;
 }
 
+/** Options of {@link acquireLocks}. */
+export interface AcquireOptions {
+  /** Heartbeat period, ms. @default the smaller of 60 s and an eighth of the catalog's lease */
+  readonly heartbeatMs?: number | undefined;
+}
+
 /**
- * Takes all `requests` in order, or none.
+ * Takes all `requests` in order, or none, and renews them until released. The holder must stop
+ * when `signal` of the result fires: its leases are about to be lost.
  * @throws {LockedError} when one of them is held by a live process in a conflicting mode
  */
-export async function acquireLocks(catalog: LockTable, requests: readonly LockRequest[]): Promise<HeldLocks> {
+export async function acquireLocks(catalog: LockTable, requests: readonly LockRequest[], options: AcquireOptions = {}): Promise<HeldLocks> {
   const locks: LockRecord[] = [];
   try {
     for (const request of requests) locks.push(await catalog.acquireLock(request));
@@ -50,13 +65,47 @@ export async function acquireLocks(catalog: LockTable, requests: readonly LockRe
     throw err;
   }
   const ids = locks.map((l) => l.id);
+  const what = [...new Set(requests.map((r) => `${r.resource.replace(/^(\w+):/, '$1 ')} for ${r.operation}`))].join(', ');
+  const controller = new AbortController();
+  // Measured on this host's monotonic clock from the start of the last renewal that succeeded:
+  // the catalog extended the lease at some moment after that start.
+  let renewedAt = performance.now();
+  const stopAfter = catalog.leaseMs / 2;
+  const period = options.heartbeatMs ?? Math.min(HEARTBEAT_INTERVAL_MS, Math.max(250, Math.floor(catalog.leaseMs / 8)));
+  let beating = false;
+  const beat = async () => {
+    if (beating || controller.signal.aborted) return;
+    beating = true;
+    const started = performance.now();
+    try {
+      const lost = await catalog.heartbeat(ids);
+      if (lost.length > 0) {
+        controller.abort(new LockedError(`Lost the lock of ${what}: its lease expired and it was taken over or released`, { hint: 'the work stopped; run it again' }));
+        return;
+      }
+      renewedAt = started;
+    } catch {
+      // Retried at the next beat; the check below stops the work in time.
+    } finally {
+      beating = false;
+    }
+  };
   const timer = setInterval(() => {
-    catalog.heartbeat(ids).catch(() => undefined);
-  }, HEARTBEAT_INTERVAL_MS);
+    if (!controller.signal.aborted && performance.now() - renewedAt > stopAfter) {
+      controller.abort(
+        new StoreUnavailableError(`Stopped ${what}: the catalog could not be reached to renew its lock for ${Math.round((performance.now() - renewedAt) / 1000)} s`, {
+          hint: 'nothing half-done was committed; run it again once the catalog is reachable',
+        }),
+      );
+      return;
+    }
+    void beat();
+  }, period);
   timer.unref();
   let released = false;
   return {
     locks,
+    signal: controller.signal,
     release: async () => {
       if (released) return;
       released = true;
@@ -67,15 +116,23 @@ export async function acquireLocks(catalog: LockTable, requests: readonly LockRe
 }
 
 /**
- * Runs `fn` while holding `requests`.
+ * Runs `fn` while holding `requests`; `fn` gets the signal that fires when the locks are lost.
  * @example
  * await withLocks(catalog, [{ resource: versionResource(uid), mode: 'shared', operation: 'restore' }], () => restore());
  */
-export async function withLocks<T>(catalog: LockTable, requests: readonly LockRequest[], fn: () => Promise<T>): Promise<T> {
+export async function withLocks<T>(catalog: LockTable, requests: readonly LockRequest[], fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const held = await acquireLocks(catalog, requests);
   try {
-    return await fn();
+    return await fn(held.signal);
   } finally {
     await held.release();
   }
+}
+
+/**
+ * One signal for a holder's own cancellation and the loss of its locks.
+ * @param signals the signals to follow (undefined ones are left out)
+ */
+export function eitherSignal(...signals: readonly (AbortSignal | undefined)[]): AbortSignal {
+  return AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
 }

@@ -103,4 +103,8 @@ export const MIGRATIONS: readonly string[] = [
     totals TEXT NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 7: the backup host that made each version (config `host`); NULL for older versions
+  `
+  ALTER TABLE versions ADD COLUMN host TEXT;
+  `,
 ];

@@ -22,14 +22,18 @@ import {
   type LockRequest,
   type NewVersion,
   type RunRecord,
+  type TransferTable,
+  type TransferValue,
   type VersionFilter,
   type VersionKind,
+  type VersionCommit,
   type VersionRecord,
   type VersionStats,
   type VersionStatus,
 } from './catalog.js';
-import { currentHolder, isHolderAlive, type Holder } from './holder.js';
+import { currentHolder, isHolderAlive, REMOTE_HOLDER_TIMEOUT_MS, type Holder } from './holder.js';
 import { MIGRATIONS } from './migrations.js';
+import { insertQuery, pageParams, pageQuery, rowValues, type SqlDialect } from './transfer-sql.js';
 
 interface VersionRow {
   uid: string;
@@ -48,6 +52,7 @@ interface VersionRow {
   kind: VersionKind;
   allocated: number | null;
   expires_at: number | null;
+  host: string | null;
 }
 
 interface BlockRow {
@@ -78,7 +83,7 @@ interface LockRow {
 
 const TAG_SEPARATOR = '\u001f';
 const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.status, v.protected, v.snapshot, v.snapshot_id,
-  v.base_uid, v.source, v.stats, v.kind, v.allocated, v.expires_at,
+  v.base_uid, v.source, v.stats, v.kind, v.allocated, v.expires_at, v.host,
   (SELECT group_concat(t.tag, char(31)) FROM tags t WHERE t.uid = v.uid) AS tags`;
 
 /**
@@ -93,15 +98,18 @@ const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.s
 export class SqliteCatalog implements Catalog {
   readonly location: string;
   readonly readOnly: boolean;
+  /** Locks of processes on this host live as long as their process; those of other hosts this long without a heartbeat. */
+  readonly leaseMs = REMOTE_HOLDER_TIMEOUT_MS;
   readonly #db: Database.Database;
-  readonly #holder: Holder = currentHolder();
+  readonly #holder: Holder;
   readonly #statements = new Map<string, Database.Statement>();
   /** The private copy a read-only catalog is read from, removed on close. */
   readonly #copyDir: string | undefined;
   #nextLocalLock = -1;
 
-  private constructor(file: string, db: Database.Database, copyDir: string | undefined) {
+  private constructor(file: string, db: Database.Database, copyDir: string | undefined, host: string | undefined) {
     this.location = file;
+    this.#holder = currentHolder(host);
     this.#db = db;
     this.readOnly = copyDir !== undefined;
     this.#copyDir = copyDir;
@@ -111,10 +119,12 @@ export class SqliteCatalog implements Catalog {
    * Opens (and migrates when needed) the existing catalog at `file`. A catalog that this process
    * cannot write (read-only media, another user's files) is read from a private copy: everything
    * but writes works.
+   * @param options.host this backup host's name in locks and versions @default the host name
    * @throws {StoreUnavailableError} when the file is missing, empty, not a backy2 catalog, or newer than this program
    */
-  static open(file: string): SqliteCatalog {
-    if (file === ':memory:') return SqliteCatalog.#openFile(file, file, undefined);
+  static open(file: string, options: { host?: string | undefined } = {}): SqliteCatalog {
+    const host = options.host;
+    if (file === ':memory:') return SqliteCatalog.#openFile(file, file, undefined, host);
     const abs = path.resolve(file);
     let size: number;
     try {
@@ -127,14 +137,14 @@ export class SqliteCatalog implements Catalog {
         hint: 'run `backy2 db rebuild --force` to recreate it from the block store',
       });
     }
-    if (isWritable(abs)) return SqliteCatalog.#openFile(abs, abs, undefined);
+    if (isWritable(abs)) return SqliteCatalog.#openFile(abs, abs, undefined, host);
     // SQLite cannot read a WAL-mode database it cannot write unless its -shm file exists.
     const copyDir = mkdtempSync(path.join(tmpdir(), 'backy2-catalog-'));
     try {
       const copy = path.join(copyDir, 'catalog.sqlite');
       copyFileSync(abs, copy);
       if (existsSync(`${abs}-wal`)) copyFileSync(`${abs}-wal`, `${copy}-wal`);
-      return SqliteCatalog.#openFile(abs, copy, copyDir);
+      return SqliteCatalog.#openFile(abs, copy, copyDir, host);
     } catch (err) {
       rmSync(copyDir, { recursive: true, force: true });
       throw mapSqliteError(err, `Cannot open catalog "${abs}"`);
@@ -147,7 +157,7 @@ export class SqliteCatalog implements Catalog {
    * @throws {ConflictError} when the file exists (another `init` or rebuild may be creating it)
    * @throws {StoreUnavailableError} when it cannot be created
    */
-  static create(file: string): SqliteCatalog {
+  static create(file: string, options: { host?: string | undefined } = {}): SqliteCatalog {
     const abs = path.resolve(file);
     try {
       mkdirSync(path.dirname(abs), { recursive: true, mode: 0o700 });
@@ -157,14 +167,31 @@ export class SqliteCatalog implements Catalog {
       throw mapSqliteError(err, `Cannot create catalog "${abs}"`);
     }
     try {
-      return SqliteCatalog.#openFile(abs, abs, undefined);
+      return SqliteCatalog.#openFile(abs, abs, undefined, options.host);
     } catch (err) {
       rmSync(abs, { force: true });
       throw err;
     }
   }
 
-  static #openFile(location: string, file: string, copyDir: string | undefined): SqliteCatalog {
+  /**
+   * Applies the migrations the catalog at `file` lacks (opening it does the same).
+   * @returns the schema version before and after
+   */
+  static migrate(file: string): { from: number; to: number } {
+    let from: number;
+    try {
+      const db = new Database(file, { fileMustExist: true, readonly: true });
+      from = db.pragma('user_version', { simple: true }) as number;
+      db.close();
+    } catch (err) {
+      throw mapSqliteError(err, `Cannot open catalog "${file}"`);
+    }
+    SqliteCatalog.open(file).#db.close();
+    return { from, to: MIGRATIONS.length };
+  }
+
+  static #openFile(location: string, file: string, copyDir: string | undefined, host: string | undefined): SqliteCatalog {
     let db: Database.Database | undefined;
     try {
       db = new Database(file, { fileMustExist: file !== ':memory:' });
@@ -177,7 +204,7 @@ export class SqliteCatalog implements Catalog {
       db?.close();
       throw mapSqliteError(err, `Cannot open catalog "${location}"`);
     }
-    return new SqliteCatalog(location, db, copyDir);
+    return new SqliteCatalog(location, db, copyDir, host);
   }
 
   async identity(): Promise<{ catalogId: string; storeId: string | null; storeSettings: string | null }> {
@@ -203,15 +230,18 @@ export class SqliteCatalog implements Catalog {
     this.#write(() => {
       this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
       this.#run(
-        `INSERT INTO versions (uid, image, created_at, size, block_size, status, snapshot, snapshot_id, base_uid, source, kind, expires_at)
-         VALUES (?, ?, ?, ?, ?, 'incomplete', ?, ?, ?, ?, ?, ?)`,
-        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.snapshot, v.snapshotId ?? null, v.baseUid, v.source, v.kind, v.expiresAt ?? null,
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, snapshot, snapshot_id, base_uid, source, kind, expires_at, host)
+         VALUES (?, ?, ?, ?, ?, 'incomplete', ?, ?, ?, ?, ?, ?, ?)`,
+        v.uid, v.image, v.createdAt, v.size, v.blockSize, v.snapshot, v.snapshotId ?? null, v.baseUid, v.source, v.kind, v.expiresAt ?? null, this.#holder.host,
       );
     });
   }
 
-  async commitVersion(uid: string, commit: { segments: readonly Buffer[]; stats: VersionStats; tags: readonly string[]; allocated: number }): Promise<void> {
+  async commitVersion(uid: string, commit: VersionCommit): Promise<void> {
     this.#write(() => {
+      for (const id of commit.leases ?? []) {
+        if (!this.#get('SELECT 1 FROM locks WHERE id = ?', id)) throw new LockedError(`Cannot commit version "${uid}": its lock ${id} is no longer held`, { hint: 'it stays incomplete; run the backup again' });
+      }
       const changed = this.#run(
         `UPDATE versions SET status = 'valid', segments = ?, stats = ?, allocated = ? WHERE uid = ? AND status = 'incomplete'`,
         Buffer.concat(commit.segments), JSON.stringify(commit.stats), commit.allocated, uid,
@@ -230,10 +260,10 @@ export class SqliteCatalog implements Catalog {
       }
       this.#run('INSERT OR IGNORE INTO images (name, block_size, created_at) VALUES (?, ?, ?)', v.image, v.blockSize, v.createdAt);
       this.#run(
-        `INSERT INTO versions (uid, image, created_at, size, block_size, status, protected, snapshot, snapshot_id, base_uid, source, segments, stats, kind, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO versions (uid, image, created_at, size, block_size, status, protected, snapshot, snapshot_id, base_uid, source, segments, stats, kind, expires_at, host)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         v.uid, v.image, v.createdAt, v.size, v.blockSize, v.status, v.protected ? 1 : 0, v.snapshot, v.snapshotId, v.baseUid, v.source,
-        Buffer.concat(segments), v.stats ? JSON.stringify(v.stats) : null, v.kind, v.expiresAt,
+        Buffer.concat(segments), v.stats ? JSON.stringify(v.stats) : null, v.kind, v.expiresAt, v.host ?? null,
       );
       for (const tag of v.tags) this.#run('INSERT OR IGNORE INTO tags (uid, tag) VALUES (?, ?)', v.uid, tag);
     }, true);
@@ -475,7 +505,7 @@ export class SqliteCatalog implements Catalog {
     const now = Date.now();
     return this.#write(() => {
       const cleanups = this.#all<LockRow>('SELECT * FROM locks WHERE resource = ?', CLEANUP_RESOURCE);
-      if (cleanups.some((row) => isHolderAlive(row, row.heartbeat_at, now))) return 'busy';
+      if (cleanups.some((row) => isHolderAlive(row, row.heartbeat_at, now, this.#holder))) return 'busy';
       const changed = this.#run('UPDATE blocks SET state = 1, last_ref = ? WHERE digest = ? AND state = 2', now, digest);
       if (changed === 1) return 'taken';
       return this.#get('SELECT 1 FROM blocks WHERE digest = ?', digest) ? 'taken' : 'gone';
@@ -504,12 +534,12 @@ export class SqliteCatalog implements Catalog {
     if (this.readOnly) {
       // Nobody can change a store on read-only media: a lock protects nothing and cannot be written.
       const base = { resource: request.resource, mode: request.mode, operation: request.operation, writer: request.writer ?? false };
-      return { id: this.#nextLocalLock--, ...base, pid: holder.pid, host: holder.host, acquiredAt: now, heartbeatAt: now };
+      return { id: this.#nextLocalLock--, ...base, pid: holder.pid, host: holder.host, acquiredAt: now, heartbeatAt: now, expiresAt: null };
     }
     return this.#write(() => {
       const rows = this.#all<LockRow>('SELECT * FROM locks WHERE resource = ?', request.resource);
       for (const row of rows) {
-        if (!isHolderAlive(row, row.heartbeat_at, now)) {
+        if (!isHolderAlive(row, row.heartbeat_at, now, holder)) {
           this.#run('DELETE FROM locks WHERE id = ?', row.id);
           continue;
         }
@@ -538,6 +568,7 @@ export class SqliteCatalog implements Catalog {
         host: holder.host,
         acquiredAt: now,
         heartbeatAt: now,
+        expiresAt: null,
       };
     });
   }
@@ -553,7 +584,7 @@ export class SqliteCatalog implements Catalog {
       ? this.#all<LockRow>('SELECT * FROM locks ORDER BY id')
       : this.#all<LockRow>('SELECT * FROM locks WHERE resource = ? ORDER BY id', resource);
     return rows
-      .filter((row) => isHolderAlive(row, row.heartbeat_at, now))
+      .filter((row) => isHolderAlive(row, row.heartbeat_at, now, this.#holder))
       .map((row) => ({
         id: row.id,
         resource: row.resource,
@@ -564,15 +595,18 @@ export class SqliteCatalog implements Catalog {
         host: row.host,
         acquiredAt: row.acquired_at,
         heartbeatAt: row.heartbeat_at,
+        expiresAt: null,
       }));
   }
 
-  async heartbeat(ids: readonly number[]): Promise<void> {
-    if (this.readOnly) return;
+  async heartbeat(ids: readonly number[]): Promise<number[]> {
+    if (this.readOnly) return [];
     const now = Date.now();
-    this.#write(() => {
-      for (const id of ids) this.#run('UPDATE locks SET heartbeat_at = ? WHERE id = ?', now, id);
-    });
+    return this.#write(() => ids.filter((id) => id >= 0 && this.#run('UPDATE locks SET heartbeat_at = ? WHERE id = ?', now, id) === 0));
+  }
+
+  async now(): Promise<number> {
+    return Date.now();
   }
 
   async close(): Promise<void> {
@@ -596,6 +630,24 @@ export class SqliteCatalog implements Catalog {
         operation, finishedAt, JSON.stringify(figures), JSON.stringify(totals),
       );
     });
+  }
+
+  async *exportRows(table: TransferTable, batch: number): AsyncIterable<TransferValue[][]> {
+    let last: TransferValue[] | undefined;
+    for (;;) {
+      const rows = this.#all<Record<string, unknown>>(pageQuery(SQLITE_DIALECT, table, last === undefined), ...pageParams(table, last, batch)).map((r) => rowValues(table, r));
+      if (rows.length === 0) return;
+      yield rows;
+      last = rows[rows.length - 1];
+      if (rows.length < batch) return;
+    }
+  }
+
+  async importRows(table: TransferTable, rows: readonly (readonly TransferValue[])[]): Promise<void> {
+    const insert = insertQuery(SQLITE_DIALECT, table, 1, 'or-ignore');
+    this.#write(() => {
+      for (const row of rows) this.#run(insert, ...row);
+    }, true);
   }
 
   async listRuns(): Promise<RunRecord[]> {
@@ -664,6 +716,8 @@ export class SqliteCatalog implements Catalog {
   }
 }
 
+const SQLITE_DIALECT: SqlDialect = { table: (t) => t, param: () => '?' };
+
 function migrate(db: Database.Database, file: string): void {
   const applied = db.pragma('user_version', { simple: true }) as number;
   if (applied > MIGRATIONS.length) {
@@ -697,6 +751,7 @@ function toVersion(row: VersionRow): VersionRecord {
     kind: row.kind,
     allocated: row.allocated,
     expiresAt: row.expires_at,
+    host: row.host,
   };
 }
 

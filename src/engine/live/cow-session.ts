@@ -9,7 +9,7 @@ import { BlockState, type VersionRecord } from '../catalog/catalog.js';
 import { debug } from '../support/debug.js';
 import { CorruptBlockError, IoError, UsageError, errnoCode } from '../errors.js';
 import { SEGMENT_ENTRIES } from '../objects/formats.js';
-import { acquireLocks, versionResource, type HeldLocks } from '../catalog/locking.js';
+import { acquireLocks, eitherSignal, versionResource, type HeldLocks } from '../catalog/locking.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { buildVersion } from '../objects/publish.js';
 import { assertWritable, type Store } from '../store.js';
@@ -291,11 +291,19 @@ export class CowSession {
     try {
       const draft = { uid, image: this.base.image, createdAt: started, size: this.size, blockSize: this.blockSize, snapshot: null, snapshotId: null, baseUid: this.base.uid, source: this.#origin, kind: 'cow' as const };
       let updates: CommitUpdate[] = [];
-      const built = await buildVersion(store, draft, async () => {
-        const map = await this.#writeMap(started);
-        updates = map.updates;
-        return { segments: map.segments, stats: map.stats, tags: [COW_TAG] };
-      });
+      // Valid only while the commit's lock and the session's lock on its base are both held.
+      const leases = [...locks.locks, ...this.#locks.locks].map((l) => l.id);
+      const signal = eitherSignal(locks.signal, this.#locks.signal);
+      const built = await buildVersion(
+        store,
+        draft,
+        async () => {
+          const map = await this.#writeMap(started, signal);
+          updates = map.updates;
+          return { segments: map.segments, stats: map.stats, tags: [COW_TAG] };
+        },
+        { leases },
+      );
       // Only now are the blocks committed: a failed commit leaves them dirty for the next one.
       for (const u of updates) if (u.block.generation === u.generation) u.block.committed = u.committed;
       debug(`cow: committed ${uid} from ${this.base.uid}, ${built.stats.blocksWritten} blocks written`);
@@ -310,13 +318,13 @@ export class CowSession {
     return catalog.getVersion(uid);
   }
 
-  async #writeMap(started: number) {
+  async #writeMap(started: number, signal: AbortSignal) {
     const store = this.#store;
     const bs = this.blockSize;
     const blocks = blockCount(this.size, bs);
     const baseMap = new BlockMap(store, await store.catalog.versionSegments(this.base.uid), blocks);
     const mapWriter = new BlockMapWriter(store, blocks);
-    const writer = blockWriterFor(store, { writers: store.config.writers });
+    const writer = blockWriterFor(store, { writers: store.config.writers, signal });
     const pool = new BufferPool(bs, 2);
     const counters = newWriteCounters();
     const byIndex = [...this.#dirty.keys()].sort((a, b) => a - b);

@@ -40,6 +40,8 @@ export interface Manifest {
    * older manifests, which read as null (no expiry).
    */
   readonly expiresAt?: number | null;
+  /** The backup host that made the version. Added with catalog schema 7; absent (null) in older manifests. */
+  readonly host?: string | null;
 }
 
 /**
@@ -48,7 +50,7 @@ export interface Manifest {
  * @param segments its segment digests
  */
 export function manifestOf(
-  version: Omit<VersionRecord, 'status' | 'allocated' | 'expiresAt'> & { readonly status?: VersionStatus; readonly expiresAt?: number | null },
+  version: Omit<VersionRecord, 'status' | 'allocated' | 'expiresAt' | 'host'> & { readonly status?: VersionStatus; readonly expiresAt?: number | null; readonly host?: string | null },
   segments: readonly Buffer[],
 ): Manifest {
   return {
@@ -69,6 +71,7 @@ export function manifestOf(
     status: version.status === 'invalid' ? 'invalid' : 'valid',
     kind: version.kind,
     expiresAt: version.expiresAt ?? null,
+    host: version.host ?? null,
   };
 }
 
@@ -95,6 +98,7 @@ export function versionOfManifest(manifest: Manifest, status: VersionStatus): Ve
     kind: manifest.kind ?? (manifest.tags.includes('cow') ? 'cow' : 'backup'),
     allocated: null,
     expiresAt: manifest.expiresAt ?? null,
+    host: manifest.host ?? null,
   };
 }
 
@@ -166,5 +170,6 @@ export function checkManifest(value: unknown, uid: string): Manifest {
   if (m.status !== undefined && m.status !== 'valid' && m.status !== 'invalid') throw bad('status');
   if (m.kind !== undefined && m.kind !== 'backup' && m.kind !== 'cow') throw bad('kind');
   if (m.expiresAt !== undefined && m.expiresAt !== null && !isCount(m.expiresAt)) throw bad('expiresAt');
+  if (m.host !== undefined && m.host !== null && !isText(m.host)) throw bad('host');
   return value as Manifest;
 }

@@ -4,7 +4,7 @@ import { deleteManifest, manifestOf, saveManifest } from './manifest.js';
 import type { Store } from '../store.js';
 
 /** A version about to become valid: its record (without status) and its map. */
-export type NewVersionRecord = Omit<VersionRecord, 'status' | 'allocated' | 'expiresAt'> & {
+export type NewVersionRecord = Omit<VersionRecord, 'status' | 'allocated' | 'expiresAt' | 'host'> & {
   readonly stats: NonNullable<VersionRecord['stats']>;
   readonly expiresAt?: number | null;
 };
@@ -14,10 +14,19 @@ export type NewVersionRecord = Omit<VersionRecord, 'status' | 'allocated' | 'exp
  * into the block store (so a catalog rebuild finds it), then one durable catalog transaction
  * that makes it valid. Used by backups and copy-on-write commits.
  */
-export async function publishVersion(store: Store, record: NewVersionRecord, segments: readonly Buffer[]): Promise<void> {
+export async function publishVersion(store: Store, record: NewVersionRecord, segments: readonly Buffer[], options: PublishOptions = {}): Promise<void> {
   const allocated = await dataBytes(new BlockMap(store, segments, blockCount(record.size, record.blockSize)), record);
-  await saveManifest(store, manifestOf({ ...record, status: 'valid' }, segments));
-  await store.catalog.commitVersion(record.uid, { segments, stats: record.stats, tags: record.tags, allocated });
+  await saveManifest(store, manifestOf({ ...record, status: 'valid', host: store.config.host }, segments));
+  await store.catalog.commitVersion(record.uid, { segments, stats: record.stats, tags: record.tags, allocated, leases: options.leases });
+}
+
+/** Options of {@link publishVersion} and {@link buildVersion}. */
+export interface PublishOptions {
+  /**
+   * The writer's locks: the version becomes valid only while all of them are still held, so a
+   * writer whose lease expired (another host may have cleaned up what it stored) commits nothing.
+   */
+  readonly leases?: readonly number[] | undefined;
 }
 
 /** A new version before its blocks are stored: what its build does not compute. */
@@ -39,12 +48,17 @@ export interface BuiltVersion {
  * @param build stores the blocks and the map
  * @returns the published record with its map
  */
-export async function buildVersion(store: Store, draft: VersionDraft, build: () => Promise<BuiltVersion>): Promise<NewVersionRecord & { readonly segments: readonly Buffer[] }> {
+export async function buildVersion(
+  store: Store,
+  draft: VersionDraft,
+  build: () => Promise<BuiltVersion>,
+  options: PublishOptions = {},
+): Promise<NewVersionRecord & { readonly segments: readonly Buffer[] }> {
   await store.catalog.createVersion(draft);
   try {
     const built = await build();
     const record: NewVersionRecord = { ...draft, protected: false, stats: built.stats, tags: built.tags };
-    await publishVersion(store, record, built.segments);
+    await publishVersion(store, record, built.segments, options);
     return { ...record, segments: built.segments };
   } catch (err) {
     await abandonVersion(store, draft.uid);
@@ -57,6 +71,9 @@ export async function buildVersion(store: Store, draft: VersionDraft, build: () 
  * stay, unreferenced, until a cleanup. Best effort: a killed process leaves it incomplete instead.
  */
 export async function abandonVersion(store: Store, uid: string): Promise<void> {
+  // A commit whose answer was lost (the connection dropped) may have made it valid: it stays.
+  const now = await store.catalog.getVersion(uid).catch(() => undefined);
+  if (now && now.status !== 'incomplete') return;
   await deleteManifest(store.blocks, uid).catch(() => undefined);
   await store.catalog.deleteVersion(uid).catch(() => undefined);
 }

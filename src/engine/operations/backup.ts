@@ -4,7 +4,7 @@ import { blockWriterFor } from '../objects/block-writer.js';
 import type { VersionRecord, VersionStats } from '../catalog/catalog.js';
 import { debug } from '../support/debug.js';
 import { ConflictError, UsageError } from '../errors.js';
-import { imageResource, acquireLocks, versionResource } from '../catalog/locking.js';
+import { imageResource, acquireLocks, eitherSignal, versionResource } from '../catalog/locking.js';
 import { checkImageName, checkTag } from '../support/names.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { Semaphore } from '../pipeline/semaphore.js';
@@ -121,8 +121,16 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
       const baseLock = base ? await acquireLocks(catalog, [{ resource: versionResource(base.uid), mode: 'shared', operation: 'backup (as base)' }]) : undefined;
       debug(`backup: locked, version ${uid}, base ${base?.uid ?? 'none'}`);
       try {
+        // The work stops when a lock's lease is about to be lost, and the commit needs every lock still held.
+        const signal = eitherSignal(options.signal, locks.signal, baseLock?.signal);
+        const leases = [...locks.locks, ...(baseLock?.locks ?? [])].map((l) => l.id);
         const draft = { uid, image, createdAt: started, size: source.size, blockSize, snapshot, snapshotId, baseUid: base?.uid ?? null, source: source.location, kind: 'backup' as const, expiresAt: options.expiresAt ?? null };
-        const built = await buildVersion(store, draft, () => storeVersion(store, { image, started, blockSize, source, base, hinted, hintsName, tags, options }));
+        const built = await buildVersion(
+          store,
+          draft,
+          () => storeVersion(store, { image, started, blockSize, source, base, hinted, hintsName, tags, options: { ...options, signal } }),
+          { leases },
+        );
         committed = true;
         debug('backup: committed');
         return { ...built.stats, uid, image, size: source.size, blockSize, status: 'valid', baseUid: draft.baseUid, tags: built.tags, expiresAt: draft.expiresAt };

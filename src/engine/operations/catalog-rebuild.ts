@@ -8,13 +8,13 @@ import { decodeSegment, encodeSegment, loadSegment } from '../objects/block-map.
 import type { BlockStore } from '../blockstore/block-store.js';
 import { BlockState, type Catalog } from '../catalog/catalog.js';
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
-import type { Config } from '../support/config.js';
+import { catalogName, createCatalog, moveCatalogAside, openCatalog, type CatalogOpenOptions } from '../catalog/open-catalog.js';
+import type { CatalogLocation, Config } from '../support/config.js';
 import { ConflictError, LockedError, NotFoundError, StoreUnavailableError, UsageError, isBackyError, isBadBlock } from '../errors.js';
 import { DIGEST_LENGTH, OBJECT_HEADER_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
 import { isSealed, objectId } from '../objects/object-seal.js';
 import { decodeObjectHeader } from '../objects/object-codec.js';
 import { checkManifest, loadManifest, manifestOf, versionOfManifest, type Manifest } from '../objects/manifest.js';
-import { existsSync, renameSync } from 'node:fs';
 import { assembleStore, assertWritable, blockStoreSettings, openBlockStore, unlock, type OpenStoreOptions, type Store, type Unlocked } from '../store.js';
 import { canonicalSettings, loadStoreSettings, saveStoreOwner, saveStoreSettings, type StoreSettings } from '../objects/store-settings.js';
 import { getVersion, resolveUids } from './versions.js';
@@ -253,19 +253,21 @@ export interface RebuildAtOptions extends OpenStoreOptions {
  * @throws {LockedError} when a command is using the catalog
  */
 export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions = {}): Promise<RebuildResult & { movedTo: string | undefined }> {
-  const file = config.store.catalogPath;
+  const where = config.store.catalog;
+  const host = { host: config.host, log: options.log };
   // The store and its key are checked first: a wrong passphrase must not move the catalog aside.
   const blocks = await openBlockStore(config);
   let settings: StoreSettings;
   let master: Unlocked | undefined;
   let movedTo: string | undefined;
-  let catalog: SqliteCatalog;
+  let catalog: Catalog;
   try {
     settings = await blockStoreSettings(config, blocks);
     master = await unlock(blocks, settings, options);
     if (blocks.properties.readOnly) throw new StoreUnavailableError(`Cannot rebuild the catalog: block store ${blocks.properties.location} is read-only`);
-    movedTo = await moveCatalogAside(file, options.force === true);
-    catalog = existsSync(file) ? SqliteCatalog.open(file) : SqliteCatalog.create(file);
+    const way = await makeWay(where, host, options.force === true);
+    movedTo = way.movedTo;
+    catalog = way.reuse ? await openCatalog(where, host) : await createCatalog(where, host);
   } catch (err) {
     await blocks.close();
     throw err;
@@ -284,29 +286,34 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
 }
 
 /**
- * Makes way for a rebuilt catalog: an unreadable catalog file, or with `force` one that has
- * versions, is kept as `<file>.old-<time>`; an empty one is reused.
- * @returns where the old catalog went, if anywhere
+ * Makes way for a rebuilt catalog: an unreadable catalog, or with `force` one that has versions,
+ * is moved aside (a file to `<file>.old-<time>`, a database schema renamed); an empty one is reused.
+ * @returns where the old catalog went, if anywhere, and whether the existing one is reused
  */
-async function moveCatalogAside(file: string, force: boolean): Promise<string | undefined> {
-  if (!existsSync(file)) return undefined;
-  let versions = -1;
-  let holders: string[] = [];
+async function makeWay(where: CatalogLocation, host: CatalogOpenOptions, force: boolean): Promise<{ movedTo: string | undefined; reuse: boolean }> {
+  let existing: Catalog;
   try {
-    const existing = SqliteCatalog.open(file);
+    existing = await openCatalog(where, host);
+  } catch (err) {
+    if (!isBackyError(err)) throw err;
+    // None (nothing to move), or unreadable (moved aside); a database out of reach is no reason to rebuild.
+    if (err.code === 'E_NOT_FOUND') return { movedTo: undefined, reuse: false };
+    if (where.type === 'postgresql') throw err;
+    return { movedTo: await moveCatalogAside(where, host), reuse: false };
+  }
+  let versions: number;
+  let holders: string[];
+  try {
     versions = (await existing.listVersions()).length;
     holders = (await existing.listLocks()).map((l) => `${l.operation} (pid ${l.pid} on ${l.host})`);
+  } finally {
     await existing.close();
-  } catch (err) {
-    if (!isBackyError(err)) throw err; // unreadable: move it aside
   }
   // Moving a catalog away under a running command would lose what it writes.
-  if (holders.length > 0) throw new LockedError(`Catalog "${file}" is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
-  if (versions > 0 && !force) throw new ConflictError(`Catalog "${file}" has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
-  if (versions === 0) return undefined;
-  const movedTo = `${file}.old-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-  for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, movedTo + suffix);
-  return movedTo;
+  if (holders.length > 0) throw new LockedError(`Catalog ${catalogName(where)} is in use by ${[...new Set(holders)].join(', ')}`, { hint: 'wait for them to finish' });
+  if (versions === 0) return { movedTo: undefined, reuse: true };
+  if (!force) throw new ConflictError(`Catalog ${catalogName(where)} has ${versions} versions`, { hint: 'use --force to move it aside and rebuild' });
+  return { movedTo: await moveCatalogAside(where, host), reuse: false };
 }
 
 /** Opens the block store of `config` and a catalog-less store for restoring `uid` (see storeWithoutCatalog). */

@@ -16,7 +16,7 @@
 import { BlockMap, blockCount, saveSegmentObject } from '../objects/block-map.js';
 import { BlockState, CLEANUP_RESOURCE } from '../catalog/catalog.js';
 import { ConflictError, isBackyError, throwIfAborted } from '../errors.js';
-import { acquireLocks } from '../catalog/locking.js';
+import { acquireLocks, eitherSignal } from '../catalog/locking.js';
 import { Semaphore } from '../pipeline/semaphore.js';
 import type { Progress } from '../support/progress.js';
 import { assertWritable, type Store } from '../store.js';
@@ -85,22 +85,34 @@ function canSweepTemporary(store: unknown): store is TemporarySweeper {
  */
 export async function cleanup(store: Store, options: CleanupOptions = {}): Promise<CleanupResult> {
   const t0 = Date.now();
-  const started = options.now ?? t0;
   const dryRun = options.dryRun === true;
   const batch = options.batch ?? 256;
   if (!dryRun) assertWritable(store, 'clean up');
   const { catalog, blocks } = store;
   const locks = await acquireLocks(catalog, [{ resource: CLEANUP_RESOURCE, mode: 'exclusive', operation: dryRun ? 'cleanup --dry-run' : 'cleanup' }]);
+  // Stops when asked to, or before its lease could expire: another cleanup (or a writer taking
+  // over a block being deleted) may act once it has.
+  const signal = eitherSignal(options.signal, locks.signal);
   const counters = { blocksDeleted: 0, bytesFreed: 0, segmentsDeleted: 0, orphansDeleted: 0, orphanBytes: 0, tempFilesDeleted: 0, resumed: 0 };
   const deletes = new Semaphore(Math.max(1, blocks.properties.maxConnections));
   // Every delete of a batch settles before an error propagates: none may run after this cleanup
   // released its lock (a writer could take the block over and lose it to a late delete).
   const deleteKeys = async (keys: string[]) => {
-    const results = await Promise.allSettled(keys.map((key) => deletes.run(() => blocks.delete(key))));
+    const results = await Promise.allSettled(
+      keys.map((key) =>
+        deletes.run(() => {
+          throwIfAborted(signal);
+          return blocks.delete(key);
+        }),
+      ),
+    );
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
   };
   try {
+    // The catalog's clock, read before the writers are listed: a writer registered after that
+    // touches blocks only later, so they are younger than this.
+    const started = options.now ?? (await catalog.now());
     const writers = (await catalog.listLocks()).filter((l) => l.writer);
     const safeBefore = Math.min(started, ...writers.map((l) => l.acquiredAt));
     await refuseLostCatalog(store);
@@ -108,7 +120,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
     // 1. Finish what a killed cleanup left half-deleted.
     if (!dryRun) {
       for (let left = await catalog.deletingBlocks(batch); left.length > 0; left = await catalog.deletingBlocks(batch)) {
-        throwIfAborted(options.signal);
+        throwIfAborted(signal);
         await deleteKeys(left.map((b) => StoreKeys.block(b.digest)));
         await catalog.forgetDeletedBlocks(left.map((b) => b.digest));
         counters.resumed += left.length;
@@ -131,7 +143,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
         const hex = (segments[k] as Buffer).toString('hex');
         if (liveSegments.has(hex)) continue;
         liveSegments.add(hex);
-        throwIfAborted(options.signal);
+        throwIfAborted(signal);
         await catalog.markLive(await map.segmentEntries(k));
       }
     }
@@ -144,7 +156,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
       counters.bytesFreed = totals.old.bytes;
     } else {
       for (let claimed = await catalog.claimGarbageBlocks(safeBefore, batch); claimed.length > 0; claimed = await catalog.claimGarbageBlocks(safeBefore, batch)) {
-        throwIfAborted(options.signal);
+        throwIfAborted(signal);
         await deleteKeys(claimed.map((b) => StoreKeys.block(b.digest)));
         await catalog.forgetDeletedBlocks(claimed.map((b) => b.digest));
         const bytes = claimed.reduce((n, b) => n + b.storedLength, 0);
@@ -178,7 +190,7 @@ export async function cleanup(store: Store, options: CleanupOptions = {}): Promi
     ];
     for (const kind of orphans) {
       for await (const info of blocks.list(kind.prefix)) {
-        throwIfAborted(options.signal);
+        throwIfAborted(signal);
         const digest = kind.parse(info.key);
         if (info.mtimeMs >= orphanBefore || !digest || (await kind.known(digest))) continue;
         if (!dryRun) await deletes.run(() => blocks.delete(info.key));

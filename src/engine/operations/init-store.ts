@@ -1,6 +1,7 @@
-import { chmod, rm } from 'node:fs/promises';
+import { chmod } from 'node:fs/promises';
 import type { BlockStore } from '../blockstore/block-store.js';
-import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
+import type { Catalog } from '../catalog/catalog.js';
+import { catalogName, createCatalog, discardCatalog } from '../catalog/open-catalog.js';
 import { ConflictError, UsageError, isBackyError } from '../errors.js';
 import { KeyPrefix } from '../objects/store-keys.js';
 import { canonicalSettings, loadStoreSettings, newStoreSettings, saveStoreOwner, saveStoreSettings, type NewStoreOptions, type StoreSettings } from '../objects/store-settings.js';
@@ -44,18 +45,20 @@ export async function initStore(config: Config, options: InitOptions = {}): Prom
   if ((options.encryption ?? 'none') !== 'none' && !options.passphrase) {
     throw new UsageError('An encrypted store needs a passphrase for its first key file', { hint: 'give --password-file FILE, BACKY2_PASSWORD_FILE or BACKY2_PASSWORD, or a terminal to ask on' });
   }
-  // The catalog file is created first and exclusively: of two inits at once, one fails here.
-  let catalog: SqliteCatalog;
+  // The catalog is created first and exclusively: of two inits at once, one fails here.
+  let catalog: Catalog;
   try {
-    catalog = SqliteCatalog.create(where.catalogPath);
+    catalog = await createCatalog(where.catalog, { host: config.host });
   } catch (err) {
     if (isBackyError(err) && err.code === 'E_CONFLICT') {
-      throw new ConflictError(`A store exists at "${where.path}" already (its catalog "${where.catalogPath}" exists), or another backy2 init is creating it`, {
+      const at = where.catalog.type === 'sqlite' ? `"${where.path}"` : `catalog ${catalogName(where.catalog)}`;
+      throw new ConflictError(`A store exists at ${at} already (its catalog ${catalogName(where.catalog)} exists), or another backy2 init is creating it`, {
         hint: 'use it as it is; a store is created once',
       });
     }
     throw err;
   }
+  let created = true;
   let blocks: BlockStore | undefined;
   try {
     blocks = await openBlockStore(config, { create: true });
@@ -75,12 +78,12 @@ export async function initStore(config: Config, options: InitOptions = {}): Prom
     await saveStoreOwner(blocks, catalogId, catalog.location);
     return { path: where.path, catalog: catalog.location, blockStore: blocks.properties.location, settings, masterKey };
   } catch (err) {
-    await catalog.close();
     // What this init created goes again; the block store's directory may hold other things.
-    for (const suffix of ['', '-wal', '-shm']) await rm(`${where.catalogPath}${suffix}`, { force: true });
+    created = false;
+    await discardCatalog(where.catalog, catalog).catch(() => undefined);
     throw err;
   } finally {
-    await catalog.close();
+    if (created) await catalog.close();
     await blocks?.close();
   }
 }

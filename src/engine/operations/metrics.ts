@@ -42,6 +42,7 @@ export async function collectMetrics(store: Store, options: MetricsOptions = {})
   const versions = await store.catalog.listVersions();
   const totals = await store.catalog.blockTotals();
   const runs = await store.catalog.listRuns();
+  const locks = await store.catalog.listLocks();
   const images = [...new Set(versions.map((v) => v.image))].sort();
   const byImage = new Map<string, VersionRecord[]>(images.map((i) => [i, []]));
   for (const v of versions) byImage.get(v.image)?.push(v);
@@ -58,7 +59,17 @@ export async function collectMetrics(store: Store, options: MetricsOptions = {})
     return samples;
   };
 
-  family('backy2_info', 'The backy2 program that wrote these metrics.', 'gauge', [{ labels: { version: PACKAGE_VERSION }, value: 1 }]);
+  const perImageLabel = (pick: (v: VersionRecord) => string | undefined) => {
+    const samples: MetricSample[] = [];
+    for (const [image, list] of byImage) {
+      const newest = list.filter((v) => v.kind === 'backup' && v.status === 'valid').at(-1);
+      const host = newest ? pick(newest) : undefined;
+      if (host !== undefined) samples.push({ labels: { image, host }, value: 1 });
+    }
+    return samples;
+  };
+
+  family('backy2_info', 'The backy2 program that wrote these metrics, and its backup host.', 'gauge', [{ labels: { version: PACKAGE_VERSION, host: store.config.host }, value: 1 }]);
   family('backy2_metrics_timestamp_seconds', 'When these metrics were collected.', 'gauge', [{ labels: {}, value: now / 1000 }]);
   family(
     'backy2_last_backup_success_timestamp_seconds',
@@ -66,6 +77,7 @@ export async function collectMetrics(store: Store, options: MetricsOptions = {})
     'gauge',
     perImage((v) => (v.createdAt + (v.stats?.durationSeconds ?? 0) * 1000) / 1000),
   );
+  family('backy2_last_backup_host_info', 'The backup host that made the newest valid backup of the image.', 'gauge', perImageLabel((v) => v.host ?? undefined));
   family('backy2_last_backup_duration_seconds', 'How long the newest valid backup of the image took.', 'gauge', perImage((v) => v.stats?.durationSeconds));
   family('backy2_last_backup_size_bytes', 'Size of the image at its newest valid backup.', 'gauge', perImage((v) => v.size));
   family('backy2_last_backup_read_bytes', 'Bytes the newest valid backup read from the source.', 'gauge', perImage((v) => v.stats?.bytesRead));
@@ -84,6 +96,17 @@ export async function collectMetrics(store: Store, options: MetricsOptions = {})
     'How the image stands (as backy2 check): 0 ok, 1 warning (late, invalid versions), 2 critical (SLA breached, no valid backup).',
     'gauge',
     [...byImage].map(([image, list]) => ({ labels: { image }, value: assessImage(image, list, scheduleOf(store.config.schedules, image), now).level })),
+  );
+  const held = new Map<string, number>();
+  for (const l of locks) held.set(JSON.stringify([l.host, l.operation]), (held.get(JSON.stringify([l.host, l.operation])) ?? 0) + 1);
+  family(
+    'backy2_locks',
+    'Locks held now in the catalog, by backup host and operation.',
+    'gauge',
+    [...held].sort().map(([key, value]) => {
+      const [host, operation] = JSON.parse(key) as [string, string];
+      return { labels: { host, operation }, value };
+    }),
   );
   family('backy2_store_images', 'Images in the store.', 'gauge', [{ labels: {}, value: images.length }]);
   family('backy2_store_stored_bytes', 'Bytes of the blocks stored (payload).', 'gauge', [{ labels: {}, value: totals.bytes }]);

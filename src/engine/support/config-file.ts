@@ -80,7 +80,19 @@ const schedule = z
 /** The config file's schema: every key optional, unknown keys rejected. */
 const fileSchema = z.strictObject({
   store: z.string().min(1).optional(),
-  catalog: z.strictObject({ path: z.string().min(1) }).optional(),
+  catalog: z
+    .union([
+      z.string().min(1),
+      z.strictObject({ path: z.string().min(1) }),
+      z.strictObject({
+        url: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL'),
+        passwordFile: z.string().min(1).optional(),
+        lease: duration.refine((ms) => ms >= 2000 && ms <= 3_600_000, 'must be from 2s to 1h').optional(),
+        pool: count(1, 64).optional(),
+      }),
+    ])
+    .optional(),
+  host: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a host name (letters, digits, . _ -)').optional(),
   blockStore: z
     .discriminatedUnion('type', [
       z.strictObject({ type: z.literal('file'), path: z.string().min(1) }),

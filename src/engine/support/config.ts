@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { homedir, hostname } from 'node:os';
 import path from 'node:path';
 import type { ConfigFile } from './config-file.js';
 import { parseFaultPlan, type FaultPlan } from '../blockstore/fault-injection.js';
@@ -17,11 +17,35 @@ export type BlockStoreLocation =
   | { readonly type: 'file'; readonly path: string }
   | ({ readonly type: 's3' } & S3StoreOptions);
 
+/** How long a lock lives without a heartbeat in a PostgreSQL catalog (`catalog.lease`). */
+export const DEFAULT_LEASE_MS = 120_000;
+
+/**
+ * Which catalog: a SQLite file (one host), or a PostgreSQL database shared by many backup hosts.
+ * A PostgreSQL URL never carries the password into messages: it comes from `passwordFile`, the
+ * URL, PGPASSWORD or ~/.pgpass, and is stripped from every location shown.
+ */
+export type CatalogLocation =
+  | { readonly type: 'sqlite'; readonly path: string }
+  | {
+      readonly type: 'postgresql';
+      /** `postgresql://user@host[:port]/database[?sslmode=…]`. */
+      readonly url: string;
+      /** A file holding the password (private to its owner). */
+      readonly passwordFile: string | undefined;
+      /** How long a lock stays valid without a heartbeat, ms. @default 120 s */
+      readonly leaseMs: number;
+      /** Connections per process. @default 4 */
+      readonly poolSize: number;
+    };
+
 /** Where the catalog and blocks live. */
 export interface StoreLocation {
   /** The store directory (catalog file and, by default, the blocks). */
   readonly path: string;
+  /** The SQLite catalog file of the store (the catalog itself when `catalog.type` is sqlite). */
   readonly catalogPath: string;
+  readonly catalog: CatalogLocation;
   readonly blockStore: BlockStoreLocation;
 }
 
@@ -44,6 +68,8 @@ export interface Config {
   /** The config file that was read, if any. */
   readonly file: string | undefined;
   readonly store: StoreLocation;
+  /** This backup host's name in locks, versions and metrics (`host`). @default the host name */
+  readonly host: string;
   /** Block size for new images. @default 4 MiB */
   readonly blockSize: number;
   /** Parallel source reads. @default 4 */
@@ -134,19 +160,50 @@ function blockStoreOf(spec: ConfigFile['blockStore'], storeDir: string): BlockSt
   };
 }
 
+function catalogOf(spec: ConfigFile['catalog'], storeDir: string): CatalogLocation {
+  const postgres = (url: string, rest: { passwordFile?: string | undefined; lease?: number | undefined; pool?: number | undefined } = {}): CatalogLocation => ({
+    type: 'postgresql',
+    url,
+    passwordFile: rest.passwordFile === undefined ? undefined : path.resolve(rest.passwordFile),
+    leaseMs: rest.lease ?? DEFAULT_LEASE_MS,
+    poolSize: rest.pool ?? 4,
+  });
+  if (spec === undefined) return { type: 'sqlite', path: path.join(storeDir, 'catalog.sqlite') };
+  if (typeof spec === 'string') return isPostgresUrl(spec) ? postgres(spec) : { type: 'sqlite', path: path.resolve(spec) };
+  if ('url' in spec) return postgres(spec.url, spec);
+  return { type: 'sqlite', path: path.resolve(spec.path) };
+}
+
+/**
+ * A catalog named on the command line (`db copy --to`): a `postgresql://` URL (password from
+ * `passwordFile`, the URL, PGPASSWORD or ~/.pgpass) or a SQLite file.
+ */
+export function catalogLocation(value: string, passwordFile?: string): CatalogLocation {
+  if (isPostgresUrl(value)) return catalogOf({ url: value, passwordFile }, '');
+  if (passwordFile !== undefined) throw new UsageError('A password file is only for a postgresql:// catalog');
+  return catalogOf(value, '');
+}
+
+/** True for a `postgresql://` (or `postgres://`) URL. */
+export function isPostgresUrl(value: string): boolean {
+  return /^postgres(ql)?:\/\//.test(value);
+}
+
 function resolveConfig(file: string | undefined, parsed: ConfigFile, override: string | undefined): Config {
   const storeDir = path.resolve(override ?? parsed.store ?? path.join(homedir(), '.local', 'share', 'backy2'));
-  const store: StoreLocation =
-    override !== undefined
-      ? { path: storeDir, catalogPath: path.join(storeDir, 'catalog.sqlite'), blockStore: { type: 'file', path: storeDir } }
-      : {
-          path: storeDir,
-          catalogPath: path.resolve(parsed.catalog?.path ?? path.join(storeDir, 'catalog.sqlite')),
-          blockStore: blockStoreOf(parsed.blockStore, storeDir),
-        };
+  let store: StoreLocation;
+  if (override !== undefined) {
+    const catalogPath = path.join(storeDir, 'catalog.sqlite');
+    store = { path: storeDir, catalogPath, catalog: { type: 'sqlite', path: catalogPath }, blockStore: { type: 'file', path: storeDir } };
+  } else {
+    const catalog = catalogOf(parsed.catalog, storeDir);
+    const catalogPath = catalog.type === 'sqlite' ? catalog.path : path.join(storeDir, 'catalog.sqlite');
+    store = { path: storeDir, catalogPath, catalog, blockStore: blockStoreOf(parsed.blockStore, storeDir) };
+  }
   return {
     file,
     store,
+    host: parsed.host ?? hostname(),
     blockSize: parsed.backup?.blockSize ?? DEFAULT_BLOCK_SIZE,
     readers: parsed.backup?.readers ?? 4,
     writers: parsed.backup?.writers ?? 8,

@@ -41,3 +41,19 @@ export function checkTag(tag: string): string {
   }
   return tag;
 }
+
+/**
+ * A URL as it may be shown: without a password (PostgreSQL catalogs, S3 endpoints).
+ * @example
+ * redactUrl('postgresql://backup:secret@db/backy2') // 'postgresql://backup@db/backy2'
+ */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = '';
+    u.searchParams.delete('password');
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1@');
+  }
+}

@@ -139,7 +139,7 @@ describe('backy2 backup / restore / ls', () => {
     expect((await runCli(args('backup', image, 'vm1', '-e', '2024-02-30'))).code).toBe(2);
   });
 
-  it('every command has --help with examples and the exit status table', async () => {
+  it('every command has --help with examples and points to the exit status table in backy2 --help', async () => {
     for (const command of ['backup', 'restore', 'ls', 'rm', 'protect', 'unprotect', 'tag', 'stats', 'expire']) {
       const r = await runCli([command, '--help']);
       expect(r.code, command).toBe(0);

@@ -82,6 +82,7 @@ export async function collectMetrics(store: Store, options: MetricsOptions = {})
   family('backy2_last_backup_size_bytes', 'Size of the image at its newest valid backup.', 'gauge', perImage((v) => v.size));
   family('backy2_last_backup_read_bytes', 'Bytes the newest valid backup read from the source.', 'gauge', perImage((v) => v.stats?.bytesRead));
   family('backy2_last_backup_written_bytes', 'Bytes the newest valid backup added to the store.', 'gauge', perImage((v) => v.stats?.bytesWritten));
+  family('backy2_last_backup_stored_bytes', 'What the new blocks of the newest valid backup take in the store, after compression and encryption.', 'gauge', perImage((v) => v.stats?.bytesStored));
   family('backy2_last_backup_deduplicated_bytes', 'Bytes the newest valid backup read but found stored already.', 'gauge', perImage((v) => v.stats?.bytesDeduplicated));
   family('backy2_last_backup_sparse_bytes', 'Bytes of all-zero blocks in the newest valid backup (not stored).', 'gauge', perImage((v) => v.stats?.bytesSparse));
   family('backy2_last_backup_skipped_bytes', 'Bytes the newest valid backup took over unread (hints said unchanged).', 'gauge', perImage((v) => v.stats?.bytesSkipped));

@@ -34,6 +34,7 @@ describe('backy2 metrics', () => {
     expect(m.get('backy2_last_backup_success_timestamp_seconds{image="vm1"}')).toBeGreaterThanOrEqual(before);
     expect(m.get('backy2_last_backup_read_bytes{image="vm1"}')).toBe(3 * B);
     expect(m.get('backy2_last_backup_written_bytes{image="vm1"}')).toBe(3 * B);
+    expect(m.get('backy2_last_backup_stored_bytes{image="vm1"}')).toBe(3 * B);
     expect(m.get('backy2_last_backup_sparse_bytes{image="vm1"}')).toBe(2 * B);
     expect(m.get('backy2_last_backup_deduplicated_bytes{image="vm1"}')).toBe(0);
     expect(m.get('backy2_versions{image="vm1",status="valid"}')).toBe(1);

@@ -1,4 +1,5 @@
 import type { VersionRecord } from '../engine/catalog/catalog.js';
+import type { VersionIndex } from './version-index.js';
 
 /** What a path of the mount names. */
 export type FsPath =
@@ -28,46 +29,30 @@ export const latestPartitionLink = (number: number) => `latest-part${number}.img
 const PARTITION_NAME = /^(.+)-part([1-9][0-9]{0,5})\.img$/;
 
 /**
- * The version `latest.img` and `latest-part<N>.img` point to: the newest valid backup (a
- * copy-on-write version is an experiment, never "latest"). The one place that decides it, so
- * that both always agree.
- * @param ofImage the versions of one image, oldest first
- */
-export function latestVersion(ofImage: readonly VersionRecord[]): VersionRecord | undefined {
-  return ofImage.findLast((v) => v.status === 'valid' && v.kind === 'backup');
-}
-
-/**
- * Resolves a mount path against the versions shown.
+ * Resolves a mount path against the versions shown (by index: no scan of every version).
  * @returns the path's meaning and mtime, or undefined when nothing is there
  */
-export function parsePath(path: string, versions: readonly VersionRecord[]): (FsPath & { readonly mtime: Date }) | undefined {
+export function parsePath(path: string, index: VersionIndex): (FsPath & { readonly mtime: Date }) | undefined {
   const parts = path.split('/').filter(Boolean);
-  const newest = (list: readonly VersionRecord[]) => new Date(Math.max(0, ...list.map((v) => v.createdAt)));
-  if (parts.length === 0) return { kind: 'root', path, mtime: newest(versions) };
+  if (parts.length === 0) return { kind: 'root', path, mtime: new Date(index.newest) };
   const image = parts[0] ?? '';
-  const ofImage = versions.filter((v) => v.image === image);
-  if (ofImage.length === 0) return undefined;
-  if (parts.length === 1) return { kind: 'image', path, image, versions: ofImage, mtime: newest(ofImage) };
+  const of = index.image(image);
+  if (!of) return undefined;
+  if (parts.length === 1) return { kind: 'image', path, image, versions: of.versions, mtime: new Date(of.newest) };
   if (parts.length !== 2) return undefined;
   const name = parts[1] ?? '';
-  if (name === LISTING_FILE) return { kind: 'listing', path, image, versions: ofImage, mtime: newest(ofImage) };
+  if (name === LISTING_FILE) return { kind: 'listing', path, image, versions: of.versions, mtime: new Date(of.newest) };
+  const latest = of.latest;
   const partition = PARTITION_NAME.exec(name);
   if (partition) {
-    const [, of = '', digits = ''] = partition;
+    const [, owner = '', digits = ''] = partition;
     const number = Number(digits);
-    if (of === 'latest') {
-      const latest = latestVersion(ofImage);
-      return latest ? { kind: 'latest-partition', path, version: latest, number, mtime: new Date(latest.createdAt) } : undefined;
-    }
-    const version = ofImage.find((v) => v.uid === of);
+    if (owner === 'latest') return latest ? { kind: 'latest-partition', path, version: latest, number, mtime: new Date(latest.createdAt) } : undefined;
+    const version = index.version(image, owner);
     return version ? { kind: 'partition', path, version, number, mtime: new Date(version.createdAt) } : undefined;
   }
-  if (name === LATEST_LINK) {
-    const latest = latestVersion(ofImage);
-    return latest ? { kind: 'latest', path, image, target: latest.uid, mtime: new Date(latest.createdAt) } : undefined;
-  }
+  if (name === LATEST_LINK) return latest ? { kind: 'latest', path, image, target: latest.uid, mtime: new Date(latest.createdAt) } : undefined;
   if (!name.endsWith('.img')) return undefined;
-  const version = ofImage.find((v) => versionFile(v.uid) === name);
+  const version = index.version(image, name.slice(0, -'.img'.length));
   return version ? { kind: 'version', path, version, mtime: new Date(version.createdAt) } : undefined;
 }

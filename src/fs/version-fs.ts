@@ -8,10 +8,11 @@ import { isBackyError } from '../engine/errors.js';
 import { OpenVersions, type VersionUser } from '../engine/live/open-versions.js';
 import type { Store } from '../engine/store.js';
 import { VersionReader } from '../engine/live/version-reader.js';
-import { listVersions } from '../engine/operations/versions.js';
+import { listVersions, versionAllocated } from '../engine/operations/versions.js';
 import { versionXattrs, versionsListing } from './listing.js';
 import { PartitionTables } from './partition-tables.js';
-import { LATEST_LINK, LISTING_FILE, latestPartitionLink, latestVersion, parsePath, partitionFile, versionFile, type FsPath } from './paths.js';
+import { LATEST_LINK, LISTING_FILE, latestPartitionLink, parsePath, partitionFile, versionFile, type FsPath } from './paths.js';
+import { VersionIndex } from './version-index.js';
 
 const E = osConstants.errno;
 /** Readers kept for allocation figures and partition tables of files not open (each holds a version's block map). */
@@ -69,8 +70,10 @@ export class VersionFs {
   readonly #store: Store;
   readonly #options: VersionFsOptions;
   readonly #versions: OpenVersions;
-  #listing: { at: number; versions: VersionRecord[] } | undefined;
-  #refreshing: Promise<VersionRecord[]> | undefined;
+  #listing: { at: number; index: VersionIndex } | undefined;
+  #refreshing: Promise<VersionIndex> | undefined;
+  /** Allocated bytes of versions committed before the catalog recorded them, computed once each. */
+  readonly #allocated = new Map<string, Promise<number>>();
   readonly #handles = new Map<number, Handle>();
   readonly #readers = new LRUCache<string, Promise<VersionReader>>({ max: MAX_READERS });
   readonly #tables: PartitionTables;
@@ -93,14 +96,19 @@ export class VersionFs {
   }
 
   /** Versions that a mount shows (valid and invalid; not incomplete), refreshed at most every second. */
-  async versions(): Promise<VersionRecord[]> {
+  async versions(): Promise<readonly VersionRecord[]> {
+    return (await this.#index()).all;
+  }
+
+  /** The versions shown, indexed by image and uid. */
+  async #index(): Promise<VersionIndex> {
     const now = Date.now();
-    if (this.#listing && now - this.#listing.at < (this.#options.refreshMs ?? 1000)) return this.#listing.versions;
+    if (this.#listing && now - this.#listing.at < (this.#options.refreshMs ?? 1000)) return this.#listing.index;
     this.#refreshing ??= listVersions(this.#store)
       .then((all) => {
-        const shown = all.filter((v) => v.status !== 'incomplete');
-        this.#listing = { at: Date.now(), versions: shown };
-        return shown;
+        const index = new VersionIndex(all.filter((v) => v.status !== 'incomplete'));
+        this.#listing = { at: Date.now(), index };
+        return index;
       })
       .finally(() => (this.#refreshing = undefined));
     return this.#refreshing;
@@ -123,10 +131,12 @@ export class VersionFs {
       }
       case 'version':
       case 'partition': {
-        const { start, length } = await this.#extent(p);
-        const reader = await this.#reader(p.version);
         // A file with a copy-on-write session changes; its mtime tells caches so.
         const mtime = this.#versions.hasSession(p.version.uid) ? new Date(Math.max(Date.now(), p.version.createdAt)) : new Date(p.version.createdAt);
+        // A whole version's figure comes from the catalog: no block map is read for `ls -l`.
+        if (p.kind === 'version') return { kind: 'file', size: p.version.size, allocated: await this.#allocatedBytes(p.version), mtime, writable: this.writable };
+        const { start, length } = await this.#extent(p);
+        const reader = await this.#reader(p.version);
         return { kind: 'file', size: length, allocated: await reader.allocatedBytes(start, length), mtime, writable: this.writable };
       }
     }
@@ -134,12 +144,16 @@ export class VersionFs {
 
   async readdir(path: string): Promise<string[]> {
     const p = await this.#resolve(path);
-    if (p.kind === 'root') return [...new Set((await this.versions()).map((v) => v.image))].sort();
+    if (p.kind === 'root') return [...(await this.#index()).images];
     if (p.kind !== 'image') throw new FsError(E.ENOTDIR, `${path} is not a directory`);
     // The first listing of a directory reads the partition tables of its versions (then cached).
     const tables = await Promise.all(p.versions.map(async (v) => this.#tables.partitions(v)));
-    const names = p.versions.flatMap((v, i) => [versionFile(v.uid), ...(tables[i] ?? []).map((part) => partitionFile(v.uid, part.number))]);
-    const latest = latestVersion(p.versions);
+    const names: string[] = [];
+    p.versions.forEach((v, i) => {
+      names.push(versionFile(v.uid));
+      for (const part of tables[i] ?? []) names.push(partitionFile(v.uid, part.number));
+    });
+    const latest = (await this.#index()).image(p.image)?.latest;
     if (latest) {
       names.push(LATEST_LINK);
       for (const part of await this.#tables.partitions(latest)) names.push(latestPartitionLink(part.number));
@@ -259,6 +273,18 @@ export class VersionFs {
     return this.#versions.shutdown();
   }
 
+  /** Bytes of a version's data blocks: recorded at commit, or computed once (and recorded when the store is writable). */
+  #allocatedBytes(version: VersionRecord): Promise<number> | number {
+    if (version.allocated !== null) return version.allocated;
+    let bytes = this.#allocated.get(version.uid);
+    if (!bytes) {
+      bytes = versionAllocated(this.#store, version);
+      bytes.catch(() => this.#allocated.delete(version.uid));
+      this.#allocated.set(version.uid, bytes);
+    }
+    return bytes;
+  }
+
   async #reader(version: VersionRecord): Promise<VersionReader> {
     let reader = this.#readers.get(version.uid);
     if (!reader) {
@@ -285,7 +311,7 @@ export class VersionFs {
   }
 
   async #resolve(path: string): Promise<FsPath & { mtime: Date }> {
-    const resolved = parsePath(path, await this.versions());
+    const resolved = parsePath(path, await this.#index());
     if (!resolved) throw new FsError(E.ENOENT, `${path} does not exist`);
     return resolved;
   }

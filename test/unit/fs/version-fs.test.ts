@@ -2,11 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, readFileSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { VersionRecord } from '../../../src/engine/catalog/catalog.js';
 import { backup } from '../../../src/engine/operations/backup.js';
 import type { Store } from '../../../src/engine/store.js';
-import { latestVersion, parsePath } from '../../../src/fs/paths.js';
+import { parsePath } from '../../../src/fs/paths.js';
+import { VersionIndex, latestVersion } from '../../../src/fs/version-index.js';
 import { VersionFs } from '../../../src/fs/version-fs.js';
 import { makeImage } from '../../helpers/image.js';
 import { makeMemoryStore } from '../../helpers/store.js';
@@ -108,7 +109,7 @@ describe('VersionFs partition files', () => {
     await fs.release(partFd);
     await fs.release(wholeFd);
 
-    const versions: VersionRecord[] = await fs.versions();
+    const versions = await fs.versions();
     const cow = versions.find((v) => v.baseUid === uid)!;
     expect(cow.tags).toContain('cow');
     const expected = Buffer.from(image);
@@ -127,8 +128,59 @@ describe('latestVersion()', () => {
     const v = (uid: string, status: VersionRecord['status'], kind: VersionRecord['kind'] = 'backup') => ({ uid, image: 'vm1', status, createdAt: 0, kind }) as VersionRecord;
     const versions = [v('va', 'valid'), v('vb', 'valid'), v('vc', 'invalid'), v('vd', 'valid', 'cow')];
     expect(latestVersion(versions)?.uid).toBe('vb');
-    expect(parsePath('/vm1/latest.img', versions)).toMatchObject({ kind: 'latest', target: 'vb' });
-    expect(parsePath('/vm1/latest-part3.img', versions)).toMatchObject({ kind: 'latest-partition', number: 3, version: { uid: 'vb' } });
-    expect(parsePath('/vm1/latest-part3.img', [v('vc', 'invalid')])).toBeUndefined();
+    expect(parsePath('/vm1/latest.img', new VersionIndex(versions))).toMatchObject({ kind: 'latest', target: 'vb' });
+    expect(parsePath('/vm1/latest-part3.img', new VersionIndex(versions))).toMatchObject({ kind: 'latest-partition', number: 3, version: { uid: 'vb' } });
+    expect(parsePath('/vm1/latest-part3.img', new VersionIndex([v('vc', 'invalid')]))).toBeUndefined();
+  });
+});
+
+describe('parsePath()', () => {
+  const v = (uid: string, image: string, createdAt: number) => ({ uid, image, status: 'valid', createdAt, kind: 'backup' }) as VersionRecord;
+
+  it('gives the root and each directory the mtime of their newest version, also with 200,000 versions', () => {
+    // Math.max(...versions) overflowed the stack near 150,000.
+    const versions = Array.from({ length: 200_000 }, (_, i) => v(`v${i}`, i % 2 ? 'vm1' : 'vm2', i));
+    const index = new VersionIndex(versions);
+    expect(parsePath('/', index)?.mtime.getTime()).toBe(199_999);
+    expect(parsePath('/vm2', index)?.mtime.getTime()).toBe(199_998);
+    expect(index.images).toEqual(['vm1', 'vm2']);
+  });
+
+  it('finds a version only under its own image, and nothing for names it does not know', () => {
+    const index = new VersionIndex([v('va', 'vm1', 1), v('vb', 'vm2', 2)]);
+    expect(parsePath('/vm1/va.img', index)).toMatchObject({ kind: 'version', version: { uid: 'va' } });
+    expect(parsePath('/vm1/va-part2.img', index)).toMatchObject({ kind: 'partition', number: 2, version: { uid: 'va' } });
+    expect(parsePath('/vm1/vb.img', index)).toBeUndefined();
+    expect(parsePath('/vm1/vb-part1.img', index)).toBeUndefined();
+    expect(parsePath('/vm1/va', index)).toBeUndefined();
+    expect(parsePath('/vm3', index)).toBeUndefined();
+    expect(parsePath('/vm1/va.img/x', index)).toBeUndefined();
+  });
+});
+
+describe('VersionFs allocation figures', () => {
+  it('getattr() of a version file takes its allocated bytes from the catalog without reading its block map', async () => {
+    const { fs, uid } = await setup();
+    const catalog = store!.catalog;
+    const segments = vi.spyOn(catalog, 'versionSegments');
+    const expected = (await catalog.getVersion(uid))?.allocated;
+    expect(expected).toBeGreaterThan(0);
+    expect(await fs.getattr(`/vm1/${uid}.img`)).toMatchObject({ kind: 'file', size: 8 * MiB, allocated: expected });
+    expect(segments).not.toHaveBeenCalled();
+  });
+
+  it('getattr() computes the figure of a version from before it was recorded once, and records it in the catalog', async () => {
+    const { fs, uid } = await setup();
+    const catalog = store!.catalog;
+    const recorded = (await catalog.getVersion(uid))?.allocated;
+    // What the catalog gives for a version committed before the figure was recorded.
+    const list = catalog.listVersions.bind(catalog);
+    vi.spyOn(catalog, 'listVersions').mockImplementation(async (filter) => (await list(filter)).map((x) => (x.uid === uid ? { ...x, allocated: null } : x)));
+    const set = vi.spyOn(catalog, 'setAllocated');
+    const segments = vi.spyOn(catalog, 'versionSegments');
+    expect(await fs.getattr(`/vm1/${uid}.img`)).toMatchObject({ allocated: recorded });
+    expect(await fs.getattr(`/vm1/${uid}.img`)).toMatchObject({ allocated: recorded });
+    expect(segments).toHaveBeenCalledTimes(1);
+    expect(set).toHaveBeenCalledWith(uid, recorded);
   });
 });

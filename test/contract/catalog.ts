@@ -131,7 +131,9 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       const c = await make();
       const [a, b] = [randomBytes(32), randomBytes(32)];
       await c.beginScrubList();
-      expect(await c.addToScrubList([{ digest: a, length: 5 }, { digest: b, length: 7 }, { digest: a, length: 5 }])).toBe(12);
+      expect(await c.addToScrubList([{ digest: a, length: 5 }, { digest: b, length: 7 }, { digest: a, length: 5 }])).toEqual({ blocks: 2, bytes: 12 });
+      expect(await c.addToScrubList([{ digest: b, length: 7 }])).toEqual({ blocks: 0, bytes: 0 });
+      expect(await c.addToScrubList([])).toEqual({ blocks: 0, bytes: 0 });
       const batch = await c.scrubListBatch(0, 10);
       expect(batch.map((r) => r.digest.toString('hex'))).toEqual([a.toString('hex'), b.toString('hex')]);
       expect(await c.scrubListBatch(batch[1]!.position, 10)).toEqual([]);

@@ -25,7 +25,7 @@ export function registerScrub(program: Command, ctx: CommandContext): void {
     .command('scrub')
     .description('re-read stored blocks and check them; mark bad blocks and the versions using them invalid')
     .argument('[version...]', 'versions to check (uid, unique uid prefix, IMAGE or IMAGE@latest (its newest valid backup))')
-    .option('-p, --percent <n>', 'check a random share of the blocks (15 a day covers everything in about a week)', percentage)
+    .option('-p, --percent <n>', 'check this share of the distinct blocks and map segments, other ones each day (15 a day: all within a week)', percentage)
     .option('-s, --source <source>', 'also compare with the source, byte for byte (one version)')
     .option('--all', 'check every version; a block shared by versions is read once')
     .option('--image <image>', 'with --all: only versions of this image')
@@ -38,10 +38,13 @@ export function registerScrub(program: Command, ctx: CommandContext): void {
         'A bad or missing block is marked invalid, and so is every version that uses it; the next\n' +
           'backup of such an image re-reads and re-stores those blocks. Invalid versions can still be\n' +
           'restored. A complete scrub without findings makes an invalid version valid again. A\n' +
-          'difference from the source fails the scrub (exit status 3) but marks nothing. Every manifest\n' +
-          'and map segment of the versions scrubbed is checked too (whatever -p says) and repaired from\n' +
-          'the catalog or the block store, whichever copy is good; a segment with no good copy makes its\n' +
-          'versions invalid. Exit status 3 when anything was found, repaired or not.',
+          'difference from the source fails the scrub (exit status 3) but marks nothing. -p P checks the\n' +
+          'blocks and segments whose digest falls into a window of P% of the digest space that moves on\n' +
+          'by P% every day (UTC): about P% of the distinct ones in scope, however many versions share\n' +
+          'them, different ones on consecutive days, all of them within 100/P days; the summary tells\n' +
+          'the coverage. Every manifest, and every map segment checked, is compared with the catalog and\n' +
+          'repaired from the catalog or the block store, whichever copy is good; a segment with no good\n' +
+          'copy makes its versions invalid. Exit status 3 when anything was found, repaired or not.',
       ),
     )
     .action(async (uids: string[], opts: Omit<ScrubCommandOptions, 'uids'>, command: Command) => {
@@ -68,6 +71,10 @@ function describe(f: ScrubFinding): string {
     case 'metadata-not-repaired':
       return `not repaired: ${f.what}: ${f.reason}`;
   }
+}
+
+function coverage(checked: number, inScope: number): string {
+  return inScope === 0 ? 'all' : `${((100 * checked) / inScope).toFixed(1)}%`;
 }
 
 /**
@@ -105,8 +112,8 @@ export async function runScrub(options: ScrubCommandOptions, globals: Globals, i
     if (globals.json) printJson(io, { ...result, findings });
     else {
       io.stderr(
-        `Scrubbed ${result.versions} version(s): ${result.blocksChecked} blocks (${formatBytes(result.bytesChecked)}) checked, ` +
-          `${result.badBlocks} bad; ${result.manifestsChecked} manifests and ${result.segmentsChecked} map segments checked, ` +
+        `Scrubbed ${result.versions} version(s): ${result.blocksChecked} of ${result.blocksInScope} distinct blocks (${formatBytes(result.bytesChecked)}, ${coverage(result.blocksChecked, result.blocksInScope)}) checked, ` +
+          `${result.badBlocks} bad; ${result.manifestsChecked} manifests and ${result.segmentsChecked} of ${result.segmentsInScope} map segments checked, ` +
           `${result.metadataRepaired} repaired, ${result.badSegments} lost; ${result.versionsInvalidated} version(s) marked invalid, ` +
           `${result.sourceMismatches} source difference(s)\n`,
       );

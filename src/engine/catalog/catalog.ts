@@ -270,8 +270,8 @@ export interface SegmentCatalog {
 export interface ScrubWorkList {
   /** Starts an empty work list (temporary, this connection only). */
   beginScrubList(): Promise<void>;
-  /** Adds blocks not on the list yet, in order; returns the bytes newly added. */
-  addToScrubList(blocks: readonly { readonly digest: Uint8Array; readonly length: number }[]): Promise<number>;
+  /** Adds blocks not on the list yet, in order; returns how many blocks and bytes were newly added. */
+  addToScrubList(blocks: readonly { readonly digest: Uint8Array; readonly length: number }[]): Promise<{ blocks: number; bytes: number }>;
   /** Up to `limit` listed blocks after position `after` (0 for the first), in the order added. */
   scrubListBatch(after: number, limit: number): Promise<{ position: number; digest: Buffer; length: number }[]>;
   /** Drops the work list. */

@@ -489,15 +489,15 @@ export class PgCatalog implements Catalog {
     await this.#scrub.query('CREATE TEMP TABLE scrub_list (position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, digest bytea NOT NULL UNIQUE, length integer NOT NULL)');
   }
 
-  async addToScrubList(blocks: readonly { readonly digest: Uint8Array; readonly length: number }[]): Promise<number> {
-    if (blocks.length === 0) return 0;
-    const rows = await this.#scrubSession().query<{ added: number | null }>(
+  async addToScrubList(blocks: readonly { readonly digest: Uint8Array; readonly length: number }[]): Promise<{ blocks: number; bytes: number }> {
+    if (blocks.length === 0) return { blocks: 0, bytes: 0 };
+    const rows = await this.#scrubSession().query<{ blocks: number | string; bytes: number | string | null }>(
       `WITH i AS (INSERT INTO scrub_list (digest, length) SELECT d, l FROM unnest($1::bytea[], $2::int[]) WITH ORDINALITY AS x(d, l, n) ORDER BY n
          ON CONFLICT (digest) DO NOTHING RETURNING length)
-       SELECT sum(length) AS added FROM i`,
+       SELECT count(*) AS blocks, sum(length) AS bytes FROM i`,
       [blocks.map((b) => Buffer.from(b.digest)), blocks.map((b) => b.length)],
     );
-    return rows[0]?.added ?? 0;
+    return { blocks: Number(rows[0]?.blocks ?? 0), bytes: Number(rows[0]?.bytes ?? 0) };
   }
 
   async scrubListBatch(after: number, limit: number): Promise<{ position: number; digest: Buffer; length: number }[]> {

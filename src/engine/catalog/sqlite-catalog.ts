@@ -416,12 +416,16 @@ export class SqliteCatalog implements Catalog {
     });
   }
 
-  async addToScrubList(blocks: readonly { readonly digest: Uint8Array; readonly length: number }[]): Promise<number> {
+  async addToScrubList(blocks: readonly { readonly digest: Uint8Array; readonly length: number }[]): Promise<{ blocks: number; bytes: number }> {
     return this.#guard(() =>
       this.#db.transaction(() => {
         const insert = this.#statement('INSERT OR IGNORE INTO temp.scrub_list (digest, length) VALUES (?, ?)');
-        let added = 0;
-        for (const b of blocks) if (insert.run(b.digest, b.length).changes > 0) added += b.length;
+        const added = { blocks: 0, bytes: 0 };
+        for (const b of blocks) {
+          if (insert.run(b.digest, b.length).changes === 0) continue;
+          added.blocks++;
+          added.bytes += b.length;
+        }
         return added;
       })(),
     );

@@ -15,6 +15,7 @@ import { checkStoredObject } from '../objects/object-seal.js';
 import { StoreKeys } from '../objects/store-keys.js';
 import { loadManifest, manifestOf, sameManifest, saveManifest } from '../objects/manifest.js';
 import type { Store } from '../store.js';
+import { inWindow, type ScrubWindow } from './scrub-window.js';
 
 /** What the metadata check found and did. */
 export type MetadataFinding =
@@ -27,6 +28,8 @@ export type MetadataFinding =
 export interface MetadataCounters {
   manifestsChecked: number;
   segmentsChecked: number;
+  /** Distinct segments of the versions (checked or outside the window). */
+  segmentsInScope: number;
   metadataRepaired: number;
   /** Segments bad in the block store and in the catalog, by hex digest. */
   readonly badSegments: Set<string>;
@@ -34,22 +37,29 @@ export interface MetadataCounters {
 
 /**
  * Checks the manifests and segments of `versions`, repairing what a good copy exists of (unless
- * the store is read-only: then it only reports).
+ * the store is read-only: then it only reports). Every manifest is checked; of the distinct
+ * segments, those in the scrub's window.
  * @param store the open store
  * @param versions the versions scrubbed
  * @param counters updated as it goes
  */
-export async function* checkMetadata(store: Store, versions: readonly VersionRecord[], counters: MetadataCounters, signal?: AbortSignal): AsyncGenerator<MetadataFinding> {
+export async function* checkMetadata(
+  store: Store,
+  versions: readonly VersionRecord[],
+  counters: MetadataCounters,
+  options: { readonly window: ScrubWindow; readonly signal?: AbortSignal | undefined },
+): AsyncGenerator<MetadataFinding> {
   const seen = new Set<string>();
   for (const version of versions) {
-    if (signal?.aborted) return;
+    if (options.signal?.aborted) return;
     const segments = await store.catalog.versionSegments(version.uid);
     yield* checkManifest(store, version, segments, counters);
     for (const digest of segments) {
       const hex = digest.toString('hex');
       if (seen.has(hex)) continue;
       seen.add(hex);
-      yield* checkSegment(store, digest, counters);
+      counters.segmentsInScope++;
+      if (inWindow(options.window, digest)) yield* checkSegment(store, digest, counters);
     }
   }
 }
@@ -77,7 +87,11 @@ async function* checkManifest(store: Store, version: VersionRecord, segments: re
   yield { type: 'manifest-repaired', uid: version.uid, reason };
 }
 
-async function* checkSegment(store: Store, digest: Buffer, counters: MetadataCounters): AsyncGenerator<MetadataFinding> {
+/**
+ * Checks one segment (both copies) and repairs what a good copy exists of; one with no good copy
+ * is added to `counters.badSegments`.
+ */
+export async function* checkSegment(store: Store, digest: Buffer, counters: MetadataCounters): AsyncGenerator<MetadataFinding> {
   counters.segmentsChecked++;
   const hex = digest.toString('hex');
   let stored: Buffer | undefined;
@@ -118,7 +132,7 @@ export async function catalogEntries(store: Store, digest: Buffer | undefined): 
 }
 
 /** The metadata check of a scrub without the key: stored bytes against their CRC, nothing repaired. */
-export async function* checkStoredMetadata(store: Store, versions: readonly VersionRecord[], counters: MetadataCounters): AsyncGenerator<MetadataFinding> {
+export async function* checkStoredMetadata(store: Store, versions: readonly VersionRecord[], counters: MetadataCounters, window: ScrubWindow): AsyncGenerator<MetadataFinding> {
   const seen = new Set<string>();
   for (const v of versions) {
     counters.manifestsChecked++;
@@ -135,6 +149,8 @@ export async function* checkStoredMetadata(store: Store, versions: readonly Vers
       const hex = digest.toString('hex');
       if (seen.has(hex)) continue;
       seen.add(hex);
+      counters.segmentsInScope++;
+      if (!inWindow(window, digest)) continue;
       counters.segmentsChecked++;
       try {
         checkStoredObject(ObjectKind.segment, digest, await store.blocks.get(StoreKeys.segment(digest)), `segment ${hex}`);

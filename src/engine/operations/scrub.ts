@@ -14,7 +14,8 @@ import { checkStoredObject, saveInvalidMarker } from '../objects/object-seal.js'
 import { compareSource } from './scrub-source.js';
 import { StoreKeys } from '../objects/store-keys.js';
 import { recordRun } from './run-records.js';
-import { catalogEntries, checkMetadata, checkStoredMetadata, type MetadataCounters, type MetadataFinding } from './scrub-metadata.js';
+import { inWindow, scrubWindow } from './scrub-window.js';
+import { catalogEntries, checkMetadata, checkSegment, checkStoredMetadata, type MetadataCounters, type MetadataFinding } from './scrub-metadata.js';
 
 /** Options of {@link scrub}. */
 export interface ScrubOptions {
@@ -22,8 +23,14 @@ export interface ScrubOptions {
   readonly uids?: readonly string[];
   readonly all?: boolean;
   readonly image?: string | undefined;
-  /** Check a random share of each version's blocks, 0 < percent ≤ 100. @default 100 */
+  /**
+   * Check this share of the distinct blocks and map segments in scope, 0 < percent ≤ 100: a window
+   * of the digest space that moves on every day, so consecutive days check different blocks
+   * (see scrub-window.ts). @default 100
+   */
   readonly percent?: number | undefined;
+  /** When the scrub runs, which picks the day's window (ms since the epoch). @default now */
+  readonly at?: number | undefined;
   /** Also compare with this source, byte for byte (one version only). */
   readonly source?: string | undefined;
   /**
@@ -46,15 +53,19 @@ export type ScrubFinding =
 /** Counters a scrub ends with. */
 export interface ScrubResult {
   readonly versions: number;
-  /** Manifests and distinct map segments read and checked (all of the versions scrubbed). */
+  /** Manifests (all of the versions scrubbed) and distinct map segments (those in the window) read and checked. */
   readonly manifestsChecked: number;
   readonly segmentsChecked: number;
+  /** Distinct map segments of the versions scrubbed: what segmentsChecked covers. */
+  readonly segmentsInScope: number;
   /** Manifests and segments rewritten from a good copy. */
   readonly metadataRepaired: number;
   /** Segments with no good copy left (their versions are invalid). */
   readonly badSegments: number;
   /** Distinct blocks read and verified (a block shared by versions counts once). */
   readonly blocksChecked: number;
+  /** Distinct stored blocks of the versions scrubbed: what blocksChecked covers. */
+  readonly blocksInScope: number;
   readonly bytesChecked: number;
   readonly badBlocks: number;
   readonly versionsInvalidated: number;
@@ -88,7 +99,9 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     selected.map((v) => ({ resource: versionResource(v.uid), mode: 'shared' as const, operation: 'scrub' })),
   );
   const counters = { blocksChecked: 0, bytesChecked: 0, badBlocks: 0, versionsInvalidated: 0, versionsRevalidated: 0, sourceMismatches: 0 };
-  const metadata: MetadataCounters = { manifestsChecked: 0, segmentsChecked: 0, metadataRepaired: 0, badSegments: new Set() };
+  const metadata: MetadataCounters = { manifestsChecked: 0, segmentsChecked: 0, segmentsInScope: 0, metadataRepaired: 0, badSegments: new Set() };
+  const window = scrubWindow(percent, options.at ?? Date.now());
+  let blocksInScope = 0;
   const findings: ScrubFinding[] = [];
   const versions: VersionRecord[] = [];
   try {
@@ -101,36 +114,59 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     const keyless = options.withoutKey === true && store.settings.encryption !== 'none';
     if (keyless && options.source !== undefined) throw new UsageError('Comparing with the source needs the key: the stored blocks must be decrypted');
     // 0. Manifests and map segments: checked in full (they are small), repaired from a good copy.
-    yield* keyless ? checkStoredMetadata(store, versions, metadata) : checkMetadata(store, versions, metadata, options.signal);
+    yield* keyless ? checkStoredMetadata(store, versions, metadata, window) : checkMetadata(store, versions, metadata, { window, signal: options.signal });
 
-    // 1. Which distinct blocks to read: a random share of each version, shared blocks once. The
-    // list lives in the catalog: a 10 TiB version has millions of blocks.
+    // 1. Which distinct blocks to read: those of the day's window, each once however many
+    // versions share it. Every distinct block in scope goes on the list (which lives in the
+    // catalog: a 10 TiB version has millions of blocks), so that the coverage can be told; each
+    // distinct segment is read once (versions of one image share most of theirs).
     await store.catalog.beginScrubList();
     let totalBytes = 0;
-    let sampled: Set<number> | undefined; // of the one version compared with the source
+    const listed = new Set<string>();
     for (const v of versions) {
+      if (options.signal?.aborted) break;
       const blocks = blockCount(v.size, v.blockSize);
       const map = new BlockMap(store, await store.catalog.versionSegments(v.uid), blocks);
-      const chosen = percent >= 100 ? undefined : sample(blocks, Math.max(1, Math.round((blocks * percent) / 100)));
-      if (options.source !== undefined) sampled = chosen;
       for (let k = 0; k < map.segments.length; k++) {
-        if (metadata.badSegments.has(map.segments[k]?.toString('hex') ?? '')) continue; // lost: found above
+        const hex = map.segments[k]?.toString('hex') ?? '';
+        if (metadata.badSegments.has(hex)) continue; // lost: found above
+        // The last block of a version may be short: a last segment is listed per length.
+        const key = k === map.segments.length - 1 ? `${hex}/${v.size - k * SEGMENT_ENTRIES * v.blockSize}/${v.blockSize}` : `${hex}/${v.blockSize}`;
+        if (listed.has(key)) continue;
+        listed.add(key);
         // Without the key the catalog's copy is taken as it is (its naming digest is keyed).
-        const entries = keyless ? await catalogEntries(store, map.segments[k]) : await map.segmentEntries(k);
-        const refs: { digest: Uint8Array; length: number }[] = [];
+        let entries: Buffer;
+        try {
+          entries = keyless ? await catalogEntries(store, map.segments[k]) : await map.segmentEntries(k);
+        } catch (err) {
+          // A segment outside the window, bad in both places: checked now, as in the window.
+          const digest = map.segments[k];
+          if (keyless || !digest || !isBadBlock(err) || metadata.badSegments.has(hex)) throw err;
+          yield* checkSegment(store, digest, metadata);
+          if (metadata.badSegments.has(hex)) continue;
+          entries = await map.segmentEntries(k);
+        }
+        const chosen: { digest: Uint8Array; length: number }[] = [];
+        const others: { digest: Uint8Array; length: number }[] = [];
         for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
           const i = k * SEGMENT_ENTRIES + j;
-          if (chosen && !chosen.has(i)) continue;
           const entry = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
-          if (!entry.equals(SPARSE_ENTRY)) refs.push({ digest: entry, length: Math.min(v.blockSize, v.size - i * v.blockSize) });
+          if (entry.equals(SPARSE_ENTRY)) continue;
+          (inWindow(window, entry) ? chosen : others).push({ digest: entry, length: Math.min(v.blockSize, v.size - i * v.blockSize) });
         }
-        totalBytes += await store.catalog.addToScrubList(refs);
+        const added = await store.catalog.addToScrubList(chosen);
+        totalBytes += added.bytes;
+        blocksInScope += added.blocks + (others.length ? (await store.catalog.addToScrubList(others)).blocks : 0);
       }
     }
-    // 2. Read and verify them, in parallel.
+    // Of the one version compared with the source, the blocks compared: a random share.
+    const only = versions[0];
+    const sampled = options.source !== undefined && only && percent < 100 ? sample(blockCount(only.size, only.blockSize), Math.max(1, Math.round((blockCount(only.size, only.blockSize) * percent) / 100))) : undefined;
+    // 2. Read and verify those in the window, in parallel.
     options.progress?.start?.({ totalBytes, workBytes: totalBytes });
     const bad = new Map<string, { code: string; message: string }>();
-    const maxBlock = Math.max(...versions.map((v) => v.blockSize), 65536);
+    let maxBlock = 65536;
+    for (const v of versions) maxBlock = Math.max(maxBlock, v.blockSize);
     // The pool bounds the reads in flight (and their memory).
     const pool = new BufferPool(maxBlock, Math.min(store.config.readers * 2, Math.max(4, Math.floor((128 << 20) / maxBlock))));
     const group = new TaskGroup(options.signal);
@@ -138,6 +174,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
       after = batch[batch.length - 1]?.position ?? after;
       for (const ref of batch) {
         if (group.failed) break;
+        if (!inWindow(window, ref.digest)) continue;
         const buf = await group.obtain((signal) => pool.acquire(signal));
         if (!buf) break;
         group.spawn(async () => {
@@ -190,7 +227,6 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     }
 
     // 4. Compare with the source (a difference fails the scrub, marks nothing).
-    const only = versions[0];
     if (options.source !== undefined && only) {
       for await (const mismatch of compareSource(store, only, options.source, sampled, options.signal)) {
         counters.sourceMismatches++;
@@ -205,9 +241,11 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     versions: versions.length,
     manifestsChecked: metadata.manifestsChecked,
     segmentsChecked: metadata.segmentsChecked,
+    segmentsInScope: metadata.segmentsInScope,
     metadataRepaired: metadata.metadataRepaired,
     badSegments: metadata.badSegments.size,
     ...counters,
+    blocksInScope,
     durationSeconds: (Date.now() - started) / 1000,
   };
   await recordRun(store, 'scrub', result);

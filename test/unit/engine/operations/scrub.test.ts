@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { backup } from '../../../../src/engine/operations/backup.js';
 import { restore } from '../../../../src/engine/operations/restore.js';
 import { rebuildCatalog } from '../../../../src/engine/operations/catalog-rebuild.js';
@@ -113,8 +113,10 @@ describe('scrub()', () => {
     makeImage(image, [{ kind: 'random', length: 100 * B }, { kind: 'zero', length: 10 * B }]);
     const v = await backup(s, { source: image, image: 'vm1' });
     const part = await runScrub(s, { uids: [v.uid], percent: 10 });
+    // About 10% of the 100 distinct blocks (a window of the digest space: not exactly 10).
+    expect(part.result.blocksInScope).toBe(100);
     expect(part.result.blocksChecked).toBeGreaterThan(0);
-    expect(part.result.blocksChecked).toBeLessThanOrEqual(11);
+    expect(part.result.blocksChecked).toBeLessThanOrEqual(25);
 
     expect((await runScrub(s, { uids: [v.uid], source: image })).result.sourceMismatches).toBe(0);
     const data = readFileSync(image);
@@ -126,6 +128,45 @@ describe('scrub()', () => {
     expect(result.badBlocks).toBe(0);
     expect(findings.filter((f) => f.type === 'source-mismatch').map((f) => (f.type === 'source-mismatch' ? f.block : -1))).toEqual([5, 105]);
     expect((await s.catalog.getVersion(v.uid))?.status).toBe('valid');
+  });
+
+  it('scrub() -p checks P% of the distinct blocks of many versions sharing them, reading each shared segment once', async () => {
+    const s = (store = makeMemoryStore());
+    const image = path.join(makeTempDir(), 'img');
+    makeImage(image, [{ kind: 'random', length: 400 * B }]);
+    for (let i = 0; i < 12; i++) await backup(s, { source: image, image: 'vm1' });
+    const segmentReads = vi.spyOn(s.catalog, 'getSegment');
+    const { result } = await runScrub(s, { all: true, percent: 10 });
+    expect(result.versions).toBe(12);
+    expect(result.blocksInScope).toBe(400);
+    expect(result.segmentsInScope).toBe(1);
+    // P% of the distinct blocks, not P% of each version (which read most of them: 1 - 0.9^12 = 72%).
+    expect(result.blocksChecked).toBeGreaterThan(15);
+    expect(result.blocksChecked).toBeLessThan(70);
+    expect(segmentReads.mock.calls.length).toBeLessThanOrEqual(2);
+  });
+
+  it('scrub() -p checks different blocks on consecutive days and all of them within ceil(100/P) days', async () => {
+    const s = (store = makeMemoryStore());
+    const image = path.join(makeTempDir(), 'img');
+    makeImage(image, [{ kind: 'random', length: 300 * B }]);
+    await backup(s, { source: image, image: 'vm1' });
+    await backup(s, { source: image, image: 'vm1' });
+    const reads = vi.spyOn(s.blocks, 'get');
+    const days: Set<string>[] = [];
+    for (let day = 0; day < 7; day++) {
+      reads.mockClear();
+      const { result } = await runScrub(s, { all: true, percent: 15, at: Date.UTC(2026, 0, 1) + day * 86_400_000 });
+      const keys = new Set(reads.mock.calls.map(([key]) => key).filter((key) => key.startsWith('blocks/')));
+      expect(keys.size).toBe(result.blocksChecked);
+      days.push(keys);
+    }
+    const union = new Set(days.flatMap((d) => [...d]));
+    expect(union.size).toBe(300);
+    for (let day = 1; day < 7; day++) {
+      const overlap = [...(days[day] ?? [])].filter((key) => days[day - 1]?.has(key));
+      expect(overlap).toEqual([]);
+    }
   });
 
   it('rejects bad arguments', async () => {

@@ -126,7 +126,7 @@ describe('S3 block store (radosgw)', () => {
     await eventually(async () => (await fetch(ceph().s3Endpoint).catch(() => undefined))?.ok === true, 60_000, 'radosgw to come back');
     if (code !== 0) {
       expect(code).toBe(10);
-      expect(stderr.trim().split('\n')).toHaveLength(1);
+      expect(stderr.trim().split('\n'), stderr).toHaveLength(1);
       expect(stderr).toMatch(/^backy2: Cannot write object .*(cannot reach the S3 endpoint|HTTP 5)/);
     }
     const listed = JSON.parse((await spawnCli(['ls', '--json'], env)).stdout) as { uid: string; status: string }[];

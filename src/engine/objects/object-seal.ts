@@ -19,6 +19,7 @@ import {
   ObjectKind,
   type ObjectKindValue,
 } from './formats.js';
+import { native } from '../sys/native.js';
 import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
 import { StoreKeys } from './store-keys.js';
 
@@ -68,10 +69,14 @@ function zstdLib() {
 }
 
 /**
- * Cipher input per call. Node returns a new buffer per call: 4 MiB ones cost a fresh mapping (page
- * faults, about 4× the CPU of the cipher itself); 256 KiB ones are recycled by the allocator.
+ * Cipher input per node:crypto call, when the native helper is not built. Node returns a new
+ * buffer per call: 4 MiB ones cost a fresh mapping (page faults, about 4× the CPU of the cipher
+ * itself); 256 KiB ones are recycled by the allocator, but wait for the garbage collector.
  */
 const CIPHER_CHUNK = 256 * 1024;
+
+/** The native helper's AES-256-GCM between given buffers (no allocation, about twice as fast), if built. */
+const nativeGcm = native?.aesGcm;
 
 /** Per-thread scratch memory for compression and for inputs that overlap their output. */
 let scratchMemory = Buffer.alloc(0);
@@ -144,11 +149,16 @@ export function sealObjectInto(t: Transforms, kind: ObjectKindValue, key: string
   if (t.keys) {
     const nonce = randomBytes(GCM_NONCE_LENGTH);
     nonce.copy(payload, 0);
-    const cipher = createCipheriv('aes-256-gcm', t.keys.dataKey, nonce);
-    cipher.setAAD(additionalData(key, header));
-    let at = GCM_NONCE_LENGTH + cipherInto(cipher, body, payload, GCM_NONCE_LENGTH);
-    at += cipher.final().copy(payload, at);
-    cipher.getAuthTag().copy(payload, at);
+    if (nativeGcm) {
+      const ciphertext = payload.subarray(GCM_NONCE_LENGTH, GCM_NONCE_LENGTH + body.length);
+      nativeGcm(true, t.keys.dataKey, nonce, additionalData(key, header), body, ciphertext, payload.subarray(GCM_NONCE_LENGTH + body.length));
+    } else {
+      const cipher = createCipheriv('aes-256-gcm', t.keys.dataKey, nonce);
+      cipher.setAAD(additionalData(key, header));
+      let at = GCM_NONCE_LENGTH + cipherInto(cipher, body, payload, GCM_NONCE_LENGTH);
+      at += cipher.final().copy(payload, at);
+      cipher.getAuthTag().copy(payload, at);
+    }
   } else {
     payload.set(body);
   }
@@ -211,27 +221,43 @@ function openInto(t: Transforms, kind: ObjectKindValue, key: string, id: Uint8Ar
   let body: Buffer = payload;
   if (t.keys) {
     if (payload.length < GCM_NONCE_LENGTH + GCM_TAG_LENGTH) throw new CorruptBlockError(`Object ${what} is corrupt: truncated`);
+    const nonce = payload.subarray(0, GCM_NONCE_LENGTH);
     const ciphertext = payload.subarray(GCM_NONCE_LENGTH, payload.length - GCM_TAG_LENGTH);
-    const decipher = createDecipheriv('aes-256-gcm', t.keys.dataKey, payload.subarray(0, GCM_NONCE_LENGTH));
-    decipher.setAAD(additionalData(key, bytes.subarray(0, OBJECT_HEADER_LENGTH)));
-    decipher.setAuthTag(payload.subarray(payload.length - GCM_TAG_LENGTH));
-    // Decrypting forwards into the start of the slot only overwrites ciphertext already read;
-    // a compressed body goes to scratch memory first, to be decompressed into place.
+    const tag = payload.subarray(payload.length - GCM_TAG_LENGTH);
+    const aad = additionalData(key, bytes.subarray(0, OBJECT_HEADER_LENGTH));
     if (!compressed && ciphertext.length !== header.plainLength) throw new CorruptBlockError(`Object ${what} is corrupt: ${ciphertext.length} bytes, the header says ${header.plainLength}`);
+    // A compressed body goes to scratch memory first, to be decompressed into place.
     const into = compressed ? scratch(ciphertext.length) : target;
-    let input = ciphertext;
-    if (!compressed && overlaps(into, ciphertext) && into.byteOffset > ciphertext.byteOffset) {
-      input = Buffer.from(scratch(ciphertext.length));
-      ciphertext.copy(input);
+    const failed = (cause?: unknown) => new CorruptBlockError(`Object ${what} failed authentication: it was changed, damaged or moved`, { cause });
+    if (nativeGcm) {
+      // The native cipher takes the same memory or apart, never partly overlapping.
+      let input = ciphertext;
+      if (overlaps(into, ciphertext) && into.byteOffset !== ciphertext.byteOffset) {
+        input = scratch(ciphertext.length);
+        ciphertext.copy(input);
+      }
+      // The tag is copied first: the plaintext may land over it (an object read at the start of its slot).
+      if (!nativeGcm(false, t.keys.dataKey, nonce, aad, input, into.subarray(0, input.length), Buffer.from(tag))) throw failed();
+      body = into.subarray(0, input.length);
+    } else {
+      const decipher = createDecipheriv('aes-256-gcm', t.keys.dataKey, nonce);
+      decipher.setAAD(aad);
+      decipher.setAuthTag(tag);
+      // Decrypting forwards into memory before the ciphertext only overwrites what was read.
+      let input = ciphertext;
+      if (overlaps(into, ciphertext) && into.byteOffset > ciphertext.byteOffset) {
+        input = scratch(ciphertext.length);
+        ciphertext.copy(input);
+      }
+      let n: number;
+      try {
+        n = cipherInto(decipher, input, into, 0);
+        n += decipher.final().copy(into, n);
+      } catch (err) {
+        throw failed(err);
+      }
+      body = into.subarray(0, n);
     }
-    let n: number;
-    try {
-      n = cipherInto(decipher, input, into, 0);
-      n += decipher.final().copy(into, n);
-    } catch (err) {
-      throw new CorruptBlockError(`Object ${what} failed authentication: it was changed, damaged or moved`, { cause: err });
-    }
-    body = into.subarray(0, n);
   } else if (compressed && out !== undefined && overlaps(payload, target)) {
     body = scratch(payload.length);
     payload.copy(body);

@@ -7,6 +7,12 @@ interface NativeHelpers {
   seek(fd: number, offset: number, whence: number): number;
   zeroRange(fd: number, offset: number, length: number): void;
   resident(fd: number, offset: number, length: number): boolean;
+  /**
+   * AES-256-GCM from input to output (same length; the same memory or apart, never partly
+   * overlapping) without allocating. Encrypting fills tag; decrypting checks it.
+   * @returns false when decryption does not authenticate (output is then zeroed)
+   */
+  aesGcm(encrypt: boolean, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, input: Uint8Array, output: Uint8Array, tag: Uint8Array): boolean;
 }
 
 const POSIX_FADV_DONTNEED = 4;

@@ -20,6 +20,7 @@
  * Shared locks never conflict, so restores, scrubs, mounts and backups of different images all
  * run at the same time; `db rebuild` works on an empty catalog only.
  */
+import { setMaxListeners } from 'node:events';
 import type { LockRecord, LockRequest, LockTable } from './catalog.js';
 import { LockedError, StoreUnavailableError } from '../errors.js';
 import { HEARTBEAT_INTERVAL_MS } from './holder.js';
@@ -67,6 +68,7 @@ export async function acquireLocks(catalog: LockTable, requests: readonly LockRe
   const ids = locks.map((l) => l.id);
   const what = [...new Set(requests.map((r) => `${r.resource.replace(/^(\w+):/, '$1 ')} for ${r.operation}`))].join(', ');
   const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
   // Measured on this host's monotonic clock from the start of the last renewal that succeeded:
   // the catalog extended the lease at some moment after that start.
   let renewedAt = performance.now();
@@ -134,5 +136,8 @@ export async function withLocks<T>(catalog: LockTable, requests: readonly LockRe
  * @param signals the signals to follow (undefined ones are left out)
  */
 export function eitherSignal(...signals: readonly (AbortSignal | undefined)[]): AbortSignal {
-  return AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
+  const either = AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
+  // Every block request in flight (and its retries) listens to it: not a leak, so no warning.
+  setMaxListeners(0, either);
+  return either;
 }

@@ -59,6 +59,19 @@ describe('S3 block store (radosgw)', () => {
     expect(cleaned.blocksDeleted).toBe(8);
   });
 
+  it('a store on S3 is compressed unless told otherwise (measured faster there); a file store is not', async () => {
+    const settingsOf = async (e: NodeJS.ProcessEnv) => {
+      const r = await spawnCli(['init', '--json'], e);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as { compression: string };
+    };
+    const c = ceph();
+    const config = path.join(dir, 'other.yaml');
+    writeFileSync(config, `store: ${path.join(dir, 'other')}\nblockStore:\n  type: s3\n  endpoint: ${c.s3Endpoint}\n  bucket: ${bucketName()}\n`);
+    expect((await settingsOf({ ...env, BACKY2_CONFIG: config })).compression).toBe('zstd');
+    expect((await settingsOf({ BACKY2_STORE: path.join(dir, 'local') })).compression).toBe('none');
+  });
+
   it('an encrypted, compressed store on S3: dedup, restore, scrub, cleanup and a rebuild work, and the bucket holds no plaintext', async () => {
     const c = ceph();
     const bucket = bucketName();

@@ -2,7 +2,7 @@ import { closeSync, constants as fsc, openSync, writeSync } from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { UsageError, errnoCode } from '../../engine/errors.js';
 import { formatRawKey } from '../../engine/objects/key-files.js';
-import { initStore } from '../../engine/operations/init-store.js';
+import { defaultCompression, initStore } from '../../engine/operations/init-store.js';
 import { loadConfig } from '../../engine/support/config.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
 import { helpAfter } from '../help.js';
@@ -32,7 +32,7 @@ export function registerInit(program: Command, ctx: CommandContext): void {
     .description('create a store: the catalog and the block store with its settings (and keys)')
     .argument('[path]', 'store directory (default: --store, BACKY2_STORE, the config\'s store, else ~/.local/share/backy2)')
     .addOption(new Option('--encryption <cipher>', 'encrypt every object (blocks, maps, manifests)').choices(['aes-256-gcm', 'none']).default('none'))
-    .addOption(new Option('--compression <codec>', 'compress objects, each kept only when it saves space').choices(['zstd', 'none']).default('none'))
+    .addOption(new Option('--compression <codec>', 'compress objects, each kept only when it saves space (default: zstd for S3 block stores, none for file stores)').choices(['zstd', 'none']))
     .option('--compression-level <n>', 'zstd level, 1 (fast) to 19 (small)', level)
     .option('--export-key <file>', 'also write the master key to this raw key file (mode 0600), for unattended hosts')
     .option('--json', 'print the result as one JSON object')
@@ -63,12 +63,13 @@ export function registerInit(program: Command, ctx: CommandContext): void {
 export async function runInit(options: InitCommandOptions, globals: Globals, io: CliIo): Promise<number> {
   const config = await loadConfig({ configFile: globals.config, storePath: options.path ?? globals.store, env: io.env });
   const encryption = options.encryption ?? 'none';
-  if (options.compressionLevel !== undefined && options.compression !== 'zstd') throw new UsageError('--compression-level needs --compression zstd');
+  const compression = options.compression ?? defaultCompression(config.store.blockStore.type);
+  if (options.compressionLevel !== undefined && compression !== 'zstd') throw new UsageError('--compression-level needs --compression zstd');
   if (options.exportKey !== undefined && encryption === 'none') throw new UsageError('--export-key needs --encryption aes-256-gcm');
   const passphrase = encryption === 'none' ? undefined : ((await passphraseOf(globals, io, undefined)) ?? (await newPassphrase(undefined, io, 'the new store')));
   const result = await initStore(config, {
     encryption,
-    compression: options.compression ?? 'none',
+    compression,
     ...(options.compressionLevel !== undefined ? { compressionLevel: options.compressionLevel } : {}),
     passphrase,
     kdf: kdfFromEnvironment(io),

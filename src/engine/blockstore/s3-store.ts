@@ -20,6 +20,11 @@ import {
   type PutOptions,
 } from './block-store.js';
 
+// The SDK prints a multi-line notice on Node < 22 about its own releases after January 2027.
+// backy2 supports Node 20 (Debian's nodejs); the notice is not for our users and would break
+// the one-line errors of a command that fails after a while. An admin can still set it.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 /** Options of {@link S3Store.open}. */
 export interface S3StoreOptions {
   /** Endpoint URL (radosgw, MinIO); AWS when omitted. */

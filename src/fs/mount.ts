@@ -55,9 +55,10 @@ export async function serveMount(store: Store, options: MountOptions): Promise<v
   const mountpoint = await canonical(options.mountpoint);
   await clearStaleMount(mountpoint, options.log);
   const st = await fsp.stat(mountpoint).catch((err: unknown) => {
-    throw new UsageError(`Cannot mount at "${mountpoint}": ${errnoCode(err) === 'ENOENT' ? 'no such directory' : String(err)}`);
+    if (errnoCode(err) === 'ENOENT') throw new UsageError(`Cannot mount at "${mountpoint}": no such directory`, { hint: `create it first: mkdir ${mountpoint}` });
+    throw new UsageError(`Cannot mount at "${mountpoint}": ${String(err)}`);
   });
-  if (!st.isDirectory()) throw new UsageError(`Cannot mount at "${mountpoint}": not a directory`);
+  if (!st.isDirectory()) throw new UsageError(`Cannot mount at "${mountpoint}": not a directory`, { hint: 'mount on an empty directory, e.g. mkdir /backy' });
   if (!isMounted(mountpoint) && (await fsp.readdir(mountpoint)).length > 0) {
     // FUSE would hide the files (or libfuse refuses with a bare "fuse failed").
     throw new UsageError(`Cannot mount at "${mountpoint}": the directory is not empty`, { hint: 'mount on an empty directory, e.g. mkdir /backy' });

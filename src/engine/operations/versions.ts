@@ -118,7 +118,8 @@ export async function resolveVersion(store: Store, selector: string, options: Re
       });
     }
   }
-  const candidates = [...versions.map((v) => v.uid), ...versions.map((v) => v.image)];
+  const images = [...new Set(versions.map((v) => v.image))];
+  const candidates = [...versions.map((v) => v.uid), ...images, ...images.map((i) => `${i}${LATEST_SUFFIX}`)];
   const near = closeMatches(image, candidates);
   throw new NotFoundError(`${what} ${printable(selector)} not found`, {
     hint: near.length ? `did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : 'run `backy2 ls` to see versions',

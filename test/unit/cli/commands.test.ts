@@ -85,6 +85,7 @@ describe('backy2 backup / restore / ls', () => {
     const typo = await runCli(args('restore', 'vm2', path.join(dir, 'x')));
     expect(typo.code).toBe(4);
     expect(typo.stderr).toBe('backy2: Version "vm2" not found (did you mean "vm1"?)\n');
+    expect((await runCli(args('restore', 'vm1@latets', path.join(dir, 'x')))).stderr).toBe('backy2: Version "vm1@latets" not found (did you mean "vm1@latest"?)\n');
     const uidTypo = `${uid.slice(0, 10)}${uid[10] === 'a' ? 'b' : 'a'}${uid[11]}`;
     expect((await runCli(args('protect', uidTypo))).stderr).toContain(`did you mean "${uid}"?`);
     const prefix = uid.slice(0, 4); // the creation time: shared by versions of the same hour
@@ -200,6 +201,7 @@ describe('bad input: one line on stderr, documented exit status, store unchanged
     ['an empty tag list', ({ image }) => ['backup', image, 'vm1', '-t', ''], 2],
     ['a newline and 5,000 characters in an image name', ({ image }) => ['backup', image, `vm1\n${'x'.repeat(5000)}`], 2],
     ['a mount point that is not empty', ({ dir }) => ['mount', dir], 2],
+    ['a mount point that does not exist', ({ dir }) => ['mount', path.join(dir, 'no-such-dir')], 2],
     ['an unknown option', () => ['ls', '--bogus'], 2],
     ['a missing argument', () => ['restore'], 2],
     ['an unknown command', () => ['frobnicate'], 2],
@@ -216,6 +218,14 @@ describe('bad input: one line on stderr, documented exit status, store unchanged
     expect(r.stderr).toMatch(/^backy2: [A-Z]/);
     expect(r.stderr.length, r.stderr).toBeLessThan(400);
     expect((await runCli(args('ls', '--json'))).stdout).toBe(before);
+  });
+
+  it('a mount point that does not exist or is a file says how to make one', async () => {
+    await backupOk();
+    const missing = path.join(dir, 'backy');
+    expect((await runCli(args('mount', missing))).stderr).toBe(`backy2: Cannot mount at "${missing}": no such directory (create it first: mkdir ${missing})\n`);
+    writeFileSync(path.join(dir, 'file'), '');
+    expect((await runCli(args('mount', path.join(dir, 'file')))).stderr).toMatch(/not a directory \(mount on an empty directory/);
   });
 
   it('a corrupt config file names the key', async () => {

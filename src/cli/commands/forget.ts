@@ -13,16 +13,10 @@ import { cleanupSummary } from '../ui/cleanup-summary.js';
 import { progressView } from '../ui/progress.js';
 import { formatDate, renderTable } from '../ui/table.js';
 
-/** Parsed arguments of `backy2 forget`. */
-export interface ForgetCommandOptions {
+/** Parsed arguments of `backy2 forget`: the engine's counts, the span and tags as typed. */
+export interface ForgetCommandOptions extends Omit<RetentionRules, 'keepWithin' | 'keepTags'> {
   /** Image names or shell patterns; all images when empty. */
   readonly images: readonly string[];
-  readonly keepLast?: number | undefined;
-  readonly keepHourly?: number | undefined;
-  readonly keepDaily?: number | undefined;
-  readonly keepWeekly?: number | undefined;
-  readonly keepMonthly?: number | undefined;
-  readonly keepYearly?: number | undefined;
   readonly keepWithin?: string | undefined;
   /** Each entry: a tag, or comma-separated tags that must all be present. */
   readonly keepTag?: readonly string[] | undefined;

@@ -109,7 +109,7 @@ async function verifyAll(): Promise<void> {
     } else expect(statSync(out).size).toBe(v.size);
   }
   const scrub = await spawnCli(['scrub', '--all', '--json'], env);
-  if ((await list()).length > 0) expect(scrub.code, scrub.stderr).toBe(0);
+  if ((await list()).length > 0) expect(scrub.code, `${scrub.stderr}${scrub.stdout}`).toBe(0);
 }
 
 /**

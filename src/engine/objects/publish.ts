@@ -77,3 +77,16 @@ export async function abandonVersion(store: Store, uid: string): Promise<void> {
   await deleteManifest(store.blocks, uid).catch(() => undefined);
   await store.catalog.deleteVersion(uid).catch(() => undefined);
 }
+
+/**
+ * Removes a version for good, in an order that a kill at any point leaves in a plain state: it is
+ * marked incomplete first (so a kill leaves a version that is visibly unfinished, which rm and
+ * forget remove and which scrub, restore and the mount skip: never a valid version without a
+ * manifest, which a scrub would "repair" back), then its manifest goes (so a catalog rebuild
+ * cannot bring it back), then its row. Its blocks stay until a cleanup.
+ */
+export async function removeVersion(store: Store, uid: string): Promise<void> {
+  await store.catalog.setStatus(uid, 'incomplete');
+  await deleteManifest(store.blocks, uid);
+  await store.catalog.deleteVersion(uid);
+}

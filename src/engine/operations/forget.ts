@@ -16,7 +16,7 @@
 import type { VersionRecord } from '../catalog/catalog.js';
 import { acquireLocks, versionResource, type HeldLocks } from '../catalog/locking.js';
 import { isBackyError, LockedError, throwIfAborted, UsageError } from '../errors.js';
-import { deleteManifest } from '../objects/manifest.js';
+import { removeVersion } from '../objects/publish.js';
 import { assertWritable, type Store } from '../store.js';
 import { debug } from '../support/debug.js';
 import { matchesAny, selectImages } from '../support/glob.js';
@@ -167,9 +167,7 @@ export async function forget(store: Store, options: ForgetOptions = {}): Promise
       }
       for (const v of decided.filter((d) => d.action === 'remove').sort((a, b) => a.createdAt - b.createdAt)) {
         throwIfAborted(options.signal);
-        // Manifest first: a removed version must never come back from a catalog rebuild.
-        await deleteManifest(store.blocks, v.uid);
-        await catalog.deleteVersion(v.uid);
+        await removeVersion(store, v.uid);
         debug(`forget: removed ${v.uid} (${v.image})`);
         await held.get(v.uid)?.release();
         held.delete(v.uid);

@@ -126,7 +126,7 @@ export function planRetention(versions: readonly RetentionVersion[], rules: Rete
     if (v.createdAt > now) keep(d, 'future', 'created after the time the policy is applied at');
     else if (v.status === 'incomplete') {
       d.rules.push('incomplete');
-      d.reasons.push('incomplete: left by an interrupted backup');
+      d.reasons.push('incomplete: left by an interrupted backup or removal');
     } else if (v.expiresAt !== null) {
       if (v.expiresAt > now) keep(d, 'expires', `expires ${formatLocalIso(v.expiresAt)}`);
       else {

@@ -2,7 +2,8 @@ import type { VersionRecord } from '../catalog/catalog.js';
 import { BlockMap, blockCount, dataBytes } from '../objects/block-map.js';
 import { ConflictError, NotFoundError, UsageError } from '../errors.js';
 import { versionResource, withLocks } from '../catalog/locking.js';
-import { deleteManifest, manifestOf, saveManifest } from '../objects/manifest.js';
+import { manifestOf, saveManifest } from '../objects/manifest.js';
+import { removeVersion } from '../objects/publish.js';
 import { checkImageName, checkTag, printable } from '../support/names.js';
 import { closeMatches } from '../support/suggest.js';
 import { assertWritable, type Store } from '../store.js';
@@ -163,11 +164,7 @@ export async function removeVersions(store: Store, uids: readonly string[], opti
   return withLocks(store.catalog, locks, async () => {
     const versions = await Promise.all(unique.map((uid) => getVersion(store, uid)));
     for (const v of versions) checkRemovable(v, now, store.config.minRemoveAgeMs, options.force === true);
-    for (const v of versions) {
-      // Manifest first: a version must never come back from a catalog rebuild after removal.
-      await deleteManifest(store.blocks, v.uid);
-      await store.catalog.deleteVersion(v.uid);
-    }
+    for (const v of versions) await removeVersion(store, v.uid);
     return versions;
   });
 }

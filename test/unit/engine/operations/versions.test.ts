@@ -8,6 +8,7 @@ import { storeSpace, versionSpace } from '../../../../src/engine/operations/stat
 import type { Store } from '../../../../src/engine/store.js';
 import { changeTags, listVersions, removeVersions, setExpiry, setProtected } from '../../../../src/engine/operations/versions.js';
 import { makeImage } from '../../../helpers/image.js';
+import { runScrub } from '../../../helpers/scrub.js';
 import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../../helpers/store.js';
 import { makeTempDir } from '../../../helpers/temp.js';
 
@@ -69,6 +70,22 @@ describe('removeVersions()', () => {
     await loadManifest(s, uids[0]!);
     await removeVersions(s, uids, { force: true });
     await expect(loadManifest(s, uids[0]!)).rejects.toMatchObject({ code: 'E_OBJECT_MISSING' });
+  });
+
+  it('a removal killed after its manifest went leaves an incomplete version: scrub finds nothing to repair, rm removes it', async () => {
+    const { s, uids } = await withVersions(2);
+    // The kill: the process stops where the row would be deleted.
+    const deleteVersion = s.catalog.deleteVersion.bind(s.catalog);
+    s.catalog.deleteVersion = () => Promise.reject(new Error('killed'));
+    await expect(removeVersions(s, [uids[0]!], { force: true })).rejects.toThrow('killed');
+    s.catalog.deleteVersion = deleteVersion;
+    await expect(loadManifest(s, uids[0]!)).rejects.toMatchObject({ code: 'E_OBJECT_MISSING' });
+    expect((await s.catalog.getVersion(uids[0]!))?.status).toBe('incomplete');
+    const { findings, result } = await runScrub(s, { all: true, percent: 100 });
+    expect(findings).toEqual([]);
+    expect(result).toMatchObject({ versions: 1, metadataRepaired: 0 });
+    await removeVersions(s, [uids[0]!]);
+    expect((await s.catalog.listVersions()).map((v) => v.uid)).toEqual([uids[1]]);
   });
 
   it('rejects unknown uids', async () => {

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { SegmentCatalog } from '../catalog/catalog.js';
 import { CorruptBlockError, isBadBlock } from '../errors.js';
 import { getSealed, objectId, putSealed, type SealedStore, type Transforms } from './object-seal.js';
@@ -44,17 +45,39 @@ export async function dataBytes(map: BlockMap, geometry: { size: number; blockSi
   if (to <= from) return 0;
   const first = Math.floor(from / bs);
   const last = Math.floor((to - 1) / bs);
-  let bytes = 0;
-  for (let k = Math.floor(first / SEGMENT_ENTRIES); k <= Math.floor(last / SEGMENT_ENTRIES); k++) {
-    const entries = await map.segmentEntries(k);
-    for (let j = 0; j < entries.length / DIGEST_LENGTH; j++) {
-      const i = k * SEGMENT_ENTRIES + j;
-      if (i < first || i > last) continue;
-      const entry = entries.subarray(j * DIGEST_LENGTH, (j + 1) * DIGEST_LENGTH);
-      if (!entry.equals(SPARSE_ENTRY)) bytes += Math.min(to, (i + 1) * bs, size) - Math.max(from, i * bs);
-    }
+  // The end blocks may be partly in the range; every block between counts whole.
+  const part = (i: number) => Math.min(to, (i + 1) * bs, size) - Math.max(from, i * bs);
+  let bytes = (await map.entry(first)) ? part(first) : 0;
+  if (last > first && (await map.entry(last))) bytes += part(last);
+  for (let k = Math.floor((first + 1) / SEGMENT_ENTRIES); k <= Math.floor((last - 1) / SEGMENT_ENTRIES) && first + 1 <= last - 1; k++) {
+    const lo = Math.max(first + 1, k * SEGMENT_ENTRIES) - k * SEGMENT_ENTRIES;
+    const hi = Math.min(last - 1, (k + 1) * SEGMENT_ENTRIES - 1) - k * SEGMENT_ENTRIES + 1;
+    bytes += (await map.dataEntries(k, lo, hi)) * bs;
   }
   return bytes;
+}
+
+/**
+ * Data entries of whole segments by digest: a segment never changes, and the versions of an
+ * image share most of theirs, so a no-change backup of a 1 TiB image counts its 256 segments once.
+ */
+const dataEntryCounts = new LRUCache<string, number>({ max: 65_536 });
+
+/** Scratch space for an aligned word view of one segment's entries. */
+let wordScratch = new Uint32Array(0);
+
+/** Data (non-sparse) entries among entries [from, to) of a segment: a sparse entry is all zero. */
+export function countDataEntries(entries: Buffer, from = 0, to = entries.length / DIGEST_LENGTH): number {
+  const words = (to - from) * (DIGEST_LENGTH / 4);
+  if (wordScratch.length < words) wordScratch = new Uint32Array(words);
+  // Copied into an aligned view: reading 8 words per entry is ~10x faster than comparing buffers.
+  new Uint8Array(wordScratch.buffer, 0, words * 4).set(entries.subarray(from * DIGEST_LENGTH, to * DIGEST_LENGTH));
+  const w = wordScratch;
+  let count = 0;
+  for (let j = 0; j < words; j += 8) {
+    if ((w[j]! | w[j + 1]! | w[j + 2]! | w[j + 3]! | w[j + 4]! | w[j + 5]! | w[j + 6]! | w[j + 7]!) !== 0) count++;
+  }
+  return count;
 }
 
 /**
@@ -182,6 +205,17 @@ export class BlockMap {
     if (this.#cache.size >= 4) this.#cache.delete(this.#cache.keys().next().value as number);
     this.#cache.set(k, entries);
     return entries;
+  }
+
+  /** Data (non-sparse) entries among entries [from, to) of segment `k`. */
+  async dataEntries(k: number, from: number, to: number): Promise<number> {
+    const whole = from === 0 && to === segmentLength(k, this.blocks);
+    const key = whole ? this.segments[k]?.toString('hex') : undefined;
+    const known = key === undefined ? undefined : dataEntryCounts.get(key);
+    if (known !== undefined) return known;
+    const count = countDataEntries(await this.segmentEntries(k), from, to);
+    if (key !== undefined) dataEntryCounts.set(key, count);
+    return count;
   }
 
   /** Like {@link entry} when block `i`'s segment is loaded already; undefined when it is not. */

@@ -21,8 +21,9 @@
  * run at the same time; `db rebuild` works on an empty catalog only.
  */
 import { setMaxListeners } from 'node:events';
-import type { LockRecord, LockRequest, LockTable } from './catalog.js';
+import type { LockRecord, LockRequest, LockTable, VersionCatalog } from './catalog.js';
 import { LockedError, StoreUnavailableError } from '../errors.js';
+import { newVersionUid } from '../support/uid.js';
 import { HEARTBEAT_INTERVAL_MS } from './holder.js';
 
 /** Lock resource of an image. */
@@ -140,4 +141,45 @@ export function eitherSignal(...signals: readonly (AbortSignal | undefined)[]): 
   // Every block request in flight (and its retries) listens to it: not a leak, so no warning.
   setMaxListeners(0, either);
   return either;
+}
+
+/** Draws of a new version uid before giving up (a draw is rarely taken; eight in a row never are). */
+const UID_DRAWS = 8;
+
+/**
+ * Takes `requests` and then an exclusive lock on a new version uid that no version has. A uid
+ * carries 20 random bits per second, so backups started by timers in the same second on many
+ * hosts can draw the same one (1 in 800 for 50 at once): a uid that is taken (a version has it,
+ * or a process that drew it holds its lock) is drawn again. Every maker of versions locks the uid
+ * before it records the version, so the uid stays free while the lock is held.
+ * @param started the new version's creation time (the uid's time part)
+ * @param requests the caller's other locks, taken first
+ * @param version the operation (and writer flag) of the version lock
+ * @throws {LockedError} when one of `requests` is held in a conflicting mode
+ */
+export async function lockNewVersion(
+  catalog: LockTable & Pick<VersionCatalog, 'getVersion'>,
+  started: number,
+  requests: readonly LockRequest[],
+  version: Omit<LockRequest, 'resource' | 'mode'>,
+  draw: () => string = () => newVersionUid(started),
+): Promise<{ uid: string; locks: HeldLocks }> {
+  for (let attempt = 1; ; attempt++) {
+    const uid = draw();
+    const resource = versionResource(uid);
+    const free = async () => (await catalog.listLocks(resource)).length === 0 && (await catalog.getVersion(uid)) === undefined;
+    if (await free()) {
+      let locks: HeldLocks;
+      try {
+        locks = await acquireLocks(catalog, [...requests, { ...version, resource, mode: 'exclusive' }]);
+      } catch (err) {
+        // Only a process that drew the same uid meanwhile is a reason to draw again.
+        if (!(err instanceof LockedError) || (await catalog.listLocks(resource)).length === 0 || attempt >= UID_DRAWS) throw err;
+        continue;
+      }
+      if ((await catalog.getVersion(uid)) === undefined) return { uid, locks };
+      await locks.release();
+    }
+    if (attempt >= UID_DRAWS) throw new LockedError(`Could not find a free version uid in ${UID_DRAWS} draws`, { hint: 'run it again' });
+  }
 }

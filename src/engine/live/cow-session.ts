@@ -9,12 +9,11 @@ import { BlockState, type VersionRecord } from '../catalog/catalog.js';
 import { debug } from '../support/debug.js';
 import { CorruptBlockError, IoError, UsageError, errnoCode } from '../errors.js';
 import { SEGMENT_ENTRIES } from '../objects/formats.js';
-import { acquireLocks, eitherSignal, versionResource, type HeldLocks } from '../catalog/locking.js';
+import { acquireLocks, eitherSignal, lockNewVersion, versionResource, type HeldLocks } from '../catalog/locking.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { buildVersion } from '../objects/publish.js';
 import { assertWritable, type Store } from '../store.js';
 import { zeroRange } from '../sys/native.js';
-import { newVersionUid } from '../support/uid.js';
 import { VersionReader, type Extent } from './version-reader.js';
 import { removeVersions } from '../operations/versions.js';
 
@@ -286,8 +285,7 @@ export class CowSession {
     const store = this.#store;
     const { catalog } = store;
     const started = Date.now();
-    const uid = newVersionUid(started);
-    const locks = await acquireLocks(catalog, [{ resource: versionResource(uid), mode: 'exclusive', operation: 'copy-on-write commit', writer: true }]);
+    const { uid, locks } = await lockNewVersion(catalog, started, [], { operation: 'copy-on-write commit', writer: true });
     try {
       const draft = { uid, image: this.base.image, createdAt: started, size: this.size, blockSize: this.blockSize, snapshot: null, snapshotId: null, baseUid: this.base.uid, source: this.#origin, kind: 'cow' as const };
       let updates: CommitUpdate[] = [];

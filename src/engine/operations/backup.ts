@@ -4,7 +4,7 @@ import { blockWriterFor } from '../objects/block-writer.js';
 import type { VersionRecord, VersionStats } from '../catalog/catalog.js';
 import { debug } from '../support/debug.js';
 import { ConflictError, UsageError } from '../errors.js';
-import { imageResource, acquireLocks, eitherSignal, versionResource } from '../catalog/locking.js';
+import { imageResource, acquireLocks, eitherSignal, lockNewVersion, versionResource } from '../catalog/locking.js';
 import { checkImageName, checkTag } from '../support/names.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { Semaphore } from '../pipeline/semaphore.js';
@@ -15,7 +15,6 @@ import { hintedBlocks, readHintsFile } from '../endpoints/hints.js';
 import { openSource } from '../endpoints/endpoints.js';
 import { AUTO_SNAPSHOT_PREFIX } from '../endpoints/rbd-source.js';
 import { assertWritable, type Store } from '../store.js';
-import { newVersionUid } from '../support/uid.js';
 import { resolveVersion } from './versions.js';
 
 /** The `--snapshot` value that creates a snapshot for the backup. */
@@ -85,14 +84,10 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
   const tags = options.tags?.map(checkTag);
   const { catalog, config } = store;
   const hints = options.hintsFile === undefined ? undefined : await readHintsFile(options.hintsFile);
-  const uid = newVersionUid(started);
   const auto = options.snapshot === AUTO_SNAPSHOT;
   // The image lock comes first: the snapshot made for this backup and the removal of older ones
   // (source.finish) must not interleave with another backup of the image.
-  const locks = await acquireLocks(catalog, [
-    { resource: imageResource(image), mode: 'exclusive', operation: 'backup', writer: true },
-    { resource: versionResource(uid), mode: 'exclusive', operation: 'backup' },
-  ]);
+  const { uid, locks } = await lockNewVersion(catalog, started, [{ resource: imageResource(image), mode: 'exclusive', operation: 'backup', writer: true }], { operation: 'backup' });
   try {
     const source = await openSource(options.source, {
       ceph: config.ceph,

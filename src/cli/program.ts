@@ -27,7 +27,7 @@ export function buildProgram(ctx: CommandContext): Command {
   const program = new Command('backy2')
     .description('Deduplicating block-based backup and restore of disk images, block devices and Ceph RBD images')
     .version(PACKAGE_VERSION, '-V, --version', 'print the version')
-    .addOption(new Option('--store <path>', 'store directory (catalog and blocks); overrides config and BACKY2_STORE').env('BACKY2_STORE'))
+    .addOption(new Option('--store <path>', 'store directory (catalog and blocks); overrides config and BACKY2_STORE'))
     .addOption(new Option('-c, --config <file>', 'YAML config file (default: BACKY2_CONFIG, else /etc/backy2.yaml if present)'))
     .option('--password-file <file>', 'passphrase of an encrypted store (else BACKY2_PASSWORD_FILE, BACKY2_PASSWORD, or asked on a terminal)')
     .option('--key-file <file>', 'raw key file of an encrypted store (private to its owner), for unattended hosts')

@@ -113,13 +113,16 @@ export interface LoadConfigOptions {
 /**
  * Resolves the configuration: `--config`, else `$BACKY2_CONFIG`, else /etc/backy2.yaml when it
  * exists; the store is `--store`, else `$BACKY2_STORE`, else the config's, else
- * `~/.local/share/backy2`. `$BACKY2_FAULTS` (a JSON FaultPlan) injects block-store faults, for tests.
+ * `~/.local/share/backy2`. Empty variables count as unset. `$BACKY2_FAULTS` (a JSON FaultPlan) injects block-store faults, for tests.
  * @throws {UsageError} when the config file is missing, unreadable or invalid (naming the key)
  * @example
  * const config = await loadConfig({ storePath: '/tmp/store' });
  */
 export async function loadConfig(options: LoadConfigOptions = {}): Promise<Config> {
   const env = options.env ?? process.env;
+  // An empty path would name the current directory: a store made or used there by accident.
+  if (options.storePath === '') throw new UsageError('The store path is empty', { hint: 'name a store directory with --store, or leave it out' });
+  if (options.configFile === '') throw new UsageError('The config file name is empty', { hint: 'name a file with --config, or leave it out' });
   const explicit = options.configFile ?? (env.BACKY2_CONFIG || undefined);
   const file = explicit ?? (existsSync(SYSTEM_CONFIG_FILE) ? SYSTEM_CONFIG_FILE : undefined);
   // The YAML parser and schema are loaded only when there is a file (they cost memory).

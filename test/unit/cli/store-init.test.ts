@@ -36,6 +36,21 @@ describe('backy2 init: stores are created explicitly', () => {
     expect(existsSync(path.join(dir, 'out'))).toBe(false);
   });
 
+  it('an empty BACKY2_STORE counts as unset and an empty --store is refused: neither names the current directory', async () => {
+    const saved = process.env.BACKY2_STORE;
+    process.env.BACKY2_STORE = '';
+    try {
+      const r = await runCli(['--config', config, 'ls'], { BACKY2_STORE: '' });
+      expect(r.stderr).not.toContain(`"${process.cwd()}"`);
+    } finally {
+      if (saved === undefined) delete process.env.BACKY2_STORE;
+      else process.env.BACKY2_STORE = saved;
+    }
+    const empty = await runCli(['--store', '', '--config', config, 'init']);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toMatch(/^backy2: The store path is empty \(name a store directory with --store, or leave it out\)\n$/);
+  });
+
   it('creates a store once; a second init, or two at once, get one clear line', async () => {
     const store = path.join(dir, 'store');
     const first = await runCli(at(store, 'init', '--json'));

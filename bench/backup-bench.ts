@@ -18,7 +18,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { GiB, MiB, bench, buildImages, dropCaches, sh } from './images.js';
+import { GiB, MiB, bench, buildImages, dropCaches, sh, warm } from './images.js';
 
 const { dir, size, baseImage, changedImage, hintsFile } = bench;
 const imageGiB = bench.gib;
@@ -29,10 +29,6 @@ interface Timing {
   seconds: number;
   peakRssMiB: number;
   stdout: string;
-}
-
-function warm(file: string): void {
-  sh('dd', [`if=${file}`, 'of=/dev/null', 'bs=4M', 'status=none']);
 }
 
 /** Runs a command under GNU time: wall seconds and peak RSS. */

@@ -1,11 +1,12 @@
 /**
  * The benchmark images, built once and kept in BENCH_DIR: a realistic disk image of BENCH_GIB
  * GiB (about 40% zeros as holes, 40% ext4 with real files, 20% random data) and a copy with 2% of
- * its 4 MiB blocks changed, plus an `rbd diff`-style hints file naming the changes.
+ * its 4 MiB blocks changed, plus an `rbd diff`-style hints file naming the changes. The helpers
+ * that make them (and a huge sparse image) serve the other benchmarks too.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, ftruncateSync, linkSync, mkdirSync, openSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
 export const GiB = 1024 ** 3;
@@ -33,6 +34,11 @@ export const bench = {
 /** Runs a command and returns its stdout. */
 export function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
   return execFileSync(cmd, args, { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 * MiB });
+}
+
+/** Reads a file once, so the next read comes from the page cache. */
+export function warm(file: string): void {
+  sh('dd', [`if=${file}`, 'of=/dev/null', 'bs=4M', 'status=none']);
 }
 
 /** Drops the page cache (root only), so the next read comes from the disk. */
@@ -74,44 +80,82 @@ function collectFiles(into: string, budget: number): number {
   return total;
 }
 
-/** Builds the images unless BENCH_DIR already has them. */
-export function buildImages(): void {
-  const { dir, size, baseImage, changedImage, hintsFile } = bench;
-  const imageGiB = bench.gib;
-  const stamp = path.join(dir, `images-${imageGiB}.done`);
-  if (existsSync(stamp)) return;
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
+/** Where the parts of an image made by {@link makeDiskImage} lie, in bytes: [ext4][zeros][random][zeros]. */
+export interface DiskLayout {
+  /** The ext4 file system starts at 0 and ends here. */
+  readonly fsEnd: number;
+  readonly randomStart: number;
+  readonly randomEnd: number;
+}
+
+/**
+ * A realistic disk image of `size` bytes: 45% ext4 with real files (from /usr), 15% zeros, 20%
+ * random data, 20% zeros (holes). `work` is a scratch directory for the file system.
+ */
+export function makeDiskImage(file: string, size: number, work: string): DiskLayout {
   const fsSize = Math.floor(size * 0.45 / MiB) * MiB;
-  const files = path.join(dir, 'files');
+  const files = path.join(work, 'files');
   const collected = collectFiles(files, Math.floor(size * 0.38));
-  console.log(`# building ${imageGiB} GiB image: ext4 of ${fsSize / MiB} MiB with ${(collected / MiB).toFixed(0)} MiB of files, 20% random`);
-  const fsImage = path.join(dir, 'fs.img');
+  console.log(`# building ${size / GiB} GiB image: ext4 of ${fsSize / MiB} MiB with ${(collected / MiB).toFixed(0)} MiB of files, 20% random`);
+  const fsImage = path.join(work, 'fs.img');
   sh('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', '-d', files, fsImage, `${fsSize / MiB}M`]);
   rmSync(files, { recursive: true, force: true });
   // Layout: [ext4 45%][zeros 15%][random 20%][zeros 20%]
-  sh('cp', ['--sparse=always', fsImage, baseImage]);
+  sh('cp', ['--sparse=always', fsImage, file]);
   rmSync(fsImage);
-  sh('truncate', ['-s', String(size), baseImage]);
-  const fd = openSync(baseImage, 'r+');
+  sh('truncate', ['-s', String(size), file]);
+  const fd = openSync(file, 'r+');
   const randomStart = Math.floor(size * 0.6 / BLOCK) * BLOCK;
   const chunk = 64 * MiB;
-  for (let at = randomStart; at < randomStart + size * 0.2; at += chunk) writeSync(fd, randomBytes(chunk), 0, chunk, at);
+  let at = randomStart;
+  for (; at < randomStart + size * 0.2; at += chunk) writeSync(fd, randomBytes(chunk), 0, Math.min(chunk, size - at), at);
   closeSync(fd);
-  // The changed image: 2% of the blocks get 64 KiB of new data each.
-  sh('cp', ['--sparse=always', baseImage, changedImage]);
-  const blocks = size / BLOCK;
+  return { fsEnd: fsSize, randomStart, randomEnd: Math.min(at, size) };
+}
+
+/**
+ * A copy of `from` with 2% of its 4 MiB blocks changed (64 KiB of new data each), and an
+ * `rbd diff`-style hints file naming the changes.
+ */
+export function makeChangedImage(from: string, to: string, hintsFile: string): void {
+  sh('cp', ['--sparse=always', from, to]);
+  const blocks = statSync(from).size / BLOCK;
   const changed = new Set<number>();
   while (changed.size < Math.round(blocks * 0.02)) changed.add(Math.floor(Math.random() * blocks));
-  const cfd = openSync(changedImage, 'r+');
+  const fd = openSync(to, 'r+');
   const hints: { offset: number; length: number; exists: string }[] = [];
   for (const b of [...changed].sort((x, y) => x - y)) {
     const offset = b * BLOCK + 1 * MiB;
-    writeSync(cfd, randomBytes(64 * 1024), 0, 64 * 1024, offset);
+    writeSync(fd, randomBytes(64 * 1024), 0, 64 * 1024, offset);
     hints.push({ offset, length: 64 * 1024, exists: 'true' });
   }
-  closeSync(cfd);
+  closeSync(fd);
   writeFileSync(hintsFile, JSON.stringify(hints));
-  writeFileSync(stamp, '');
 }
 
+/**
+ * A sparse image of `size` bytes (ftruncate) with one 4 KiB random write into each of about
+ * 1,000 blocks spread over it, and a hints file naming one block, which does not change: what a
+ * no-change hinted incremental (`backup -r hints -f <base>`) of a huge, mostly empty disk reads.
+ */
+export function makeSparseImage(file: string, size: number, hintsFile: string): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const fd = openSync(file, 'w');
+  ftruncateSync(fd, size);
+  const blocks = size / BLOCK;
+  for (let i = 0; i < 1000; i++) writeSync(fd, randomBytes(4096), 0, 4096, Math.floor((i * blocks) / 1000) * BLOCK);
+  closeSync(fd);
+  writeFileSync(hintsFile, JSON.stringify([{ offset: 0, length: BLOCK, exists: 'true' }]));
+}
+
+/** Builds the images unless BENCH_DIR already has them. */
+export function buildImages(): void {
+  const { dir, size, baseImage, changedImage, hintsFile } = bench;
+  const stamp = path.join(dir, `images-${bench.gib}.done`);
+  if (existsSync(stamp)) return;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  makeDiskImage(baseImage, size, dir);
+  makeChangedImage(baseImage, changedImage, hintsFile);
+  writeFileSync(stamp, '');
+}

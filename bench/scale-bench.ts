@@ -17,40 +17,27 @@
  *                                            up a version costs about 0.2 s, so 10,000 take over 30)
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { buildVersion } from '../src/engine/objects/publish.js';
 import { initStore } from '../src/engine/operations/init-store.js';
 import { backup } from '../src/engine/operations/backup.js';
 import { openStore, type Store } from '../src/engine/store.js';
 import { loadConfig } from '../src/engine/support/config.js';
-import { newVersionUid } from '../src/engine/support/uid.js';
-import { bench } from './images.js';
+import { lockNewVersion } from '../src/engine/catalog/locking.js';
+import { bench, makeSparseImage } from './images.js';
+import { startPostgres, writePgConfig } from './postgres.js';
 
 const MiB = 1024 ** 2;
 const TiB = 1024 ** 4;
 const repoRoot = path.resolve(import.meta.dirname, '..');
 const backy2 = path.join(repoRoot, 'bin/backy2');
-const pgDev = path.join(repoRoot, 'scripts/pg-dev');
 const imageSize = Number(process.env.SCALE_TIB ?? 1) * TiB;
 const maxVersions = Number(process.env.SCALE_MAX ?? 1000);
 const counts = [100, 1000, 10_000, 100_000].filter((n) => n < maxVersions).concat(maxVersions);
 const dir = path.join(bench.dir, 'scale');
 const image = path.join(dir, 'disk.img');
 const hints = path.join(dir, 'hints.json');
-
-/** The sparse image: one 4 KiB random write into about 1,000 blocks spread over the image. */
-function makeImage(): void {
-  mkdirSync(dir, { recursive: true });
-  const fd = openSync(image, 'w');
-  ftruncateSync(fd, imageSize);
-  const blocks = imageSize / (4 * MiB);
-  for (let i = 0; i < 1000; i++) writeSync(fd, randomBytes(4096), 0, 4096, Math.floor((i * blocks) / 1000) * 4 * MiB);
-  closeSync(fd);
-  // Small hints: one block, which did not change.
-  writeFileSync(hints, JSON.stringify([{ offset: 0, length: 4 * MiB, exists: 'true' }]));
-}
 
 function seconds(since: number): number {
   return (performance.now() - since) / 1000;
@@ -97,10 +84,12 @@ async function pileUp(store: Store, base: string, n: number): Promise<string> {
   const segments = await store.catalog.versionSegments(base);
   let uid = base;
   for (let i = 0; i < n; i++) {
-    const draft = { uid: newVersionUid(), image: 'vm1', createdAt: Date.now(), size: record.size, blockSize: record.blockSize, snapshot: null, snapshotId: null, baseUid: uid, source: image, kind: 'backup' as const, expiresAt: null };
+    const { uid: next, locks } = await lockNewVersion(store.catalog, Date.now(), [], { operation: 'bench' });
+    const draft = { uid: next, image: 'vm1', createdAt: Date.now(), size: record.size, blockSize: record.blockSize, snapshot: null, snapshotId: null, baseUid: uid, source: image, kind: 'backup' as const, expiresAt: null };
     if (!record.stats) throw new Error(`version ${base} has no figures`);
     const stats = { ...record.stats, bytesRead: 0, bytesWritten: 0, bytesStored: 0, durationSeconds: 0 };
     await buildVersion(store, draft, async () => ({ segments, stats, tags: [] }));
+    await locks.release();
     uid = draft.uid;
   }
   return uid;
@@ -150,32 +139,22 @@ async function run(label: string, env: NodeJS.ProcessEnv): Promise<void> {
   }
 }
 
-makeImage();
+makeSparseImage(image, imageSize, hints);
 const sqliteStore = path.join(dir, 'store-sqlite');
 rmSync(sqliteStore, { recursive: true, force: true });
 await run('SQLite', { BACKY2_STORE: sqliteStore, BACKY2_CONFIG: '' });
 
 if (process.env.SCALE_PG !== '0') {
-  const pgDir = path.join(dir, 'pg');
-  const pgEnv = { ...process.env, PG_DIR: pgDir, PG_PORT: process.env.SCALE_PG_PORT ?? '5439' };
-  let up = false;
-  try {
-    rmSync(pgDir, { recursive: true, force: true });
-    execFileSync(pgDev, ['up'], { env: pgEnv, stdio: 'ignore' });
-    up = true;
-  } catch {
-    console.log('\n(PostgreSQL skipped: scripts/pg-dev up failed)');
-  }
-  if (up) {
+  const server = startPostgres(path.join(dir, 'pg'), process.env.SCALE_PG_PORT ?? '5439');
+  if (server) {
     try {
       const storeDir = path.join(dir, 'store-pg');
       rmSync(storeDir, { recursive: true, force: true });
       mkdirSync(storeDir, { recursive: true });
-      const configFile = path.join(dir, 'pg.yaml');
-      writeFileSync(configFile, `store: ${storeDir}\ncatalog:\n  url: postgresql://backy2@127.0.0.1:${pgEnv.PG_PORT}/backy2\n`);
+      const configFile = writePgConfig(path.join(dir, 'pg.yaml'), { store: storeDir, url: server.url() });
       await run('PostgreSQL', { BACKY2_CONFIG: configFile, BACKY2_STORE: '' });
     } finally {
-      execFileSync(pgDev, ['down'], { env: pgEnv, stdio: 'ignore' });
+      server.down();
     }
   }
 }

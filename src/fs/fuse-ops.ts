@@ -50,8 +50,10 @@ export function fuseOperations(fs: VersionFs): FuseOperations {
         (s) => cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: 0, favail: 0, fsid: 0x6b3279, flag: 0, namemax: 255 }),
         (err: unknown) => cb(errno(err)),
       ),
+    // Only user.* attributes exist here. ENOTSUP (not ENODATA) for the others tells `ls -l`
+    // that this file system has no ACLs or SELinux labels, and it stops asking for each file.
     getxattr: (path, name, _position, cb) =>
-      void fs.xattrs(path).then((all) => {
+      !name.startsWith('user.') ? cb(-E.EOPNOTSUPP) : void fs.xattrs(path).then((all) => {
         const value = all[name];
         cb(0, value === undefined ? null : Buffer.from(value));
       }, (err: unknown) => cb(errno(err))),

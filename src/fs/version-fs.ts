@@ -70,7 +70,7 @@ export class VersionFs {
   readonly #store: Store;
   readonly #options: VersionFsOptions;
   readonly #versions: OpenVersions;
-  #listing: { at: number; index: VersionIndex } | undefined;
+  #listing: { at: number; index: VersionIndex; validMs: number } | undefined;
   #refreshing: Promise<VersionIndex> | undefined;
   /** Allocated bytes of versions committed before the catalog recorded them, computed once each. */
   readonly #allocated = new Map<string, Promise<number>>();
@@ -102,12 +102,15 @@ export class VersionFs {
 
   /** The versions shown, indexed by image and uid. */
   async #index(): Promise<VersionIndex> {
-    const now = Date.now();
-    if (this.#listing && now - this.#listing.at < (this.#options.refreshMs ?? 1000)) return this.#listing.index;
+    if (this.#listing && Date.now() - this.#listing.at < this.#listing.validMs) return this.#listing.index;
+    const started = Date.now();
     this.#refreshing ??= listVersions(this.#store)
       .then((all) => {
         const index = new VersionIndex(all.filter((v) => v.status !== 'incomplete'));
-        this.#listing = { at: Date.now(), index };
+        // Re-read at most every second, and with many versions (0.2 s for 10,000) spend at most a
+        // tenth of the time on it: a long `ls -l` would otherwise wait for one every second.
+        const refreshMs = this.#options.refreshMs ?? 1000;
+        this.#listing = { at: Date.now(), index, validMs: refreshMs === 0 ? 0 : Math.max(refreshMs, 10 * (Date.now() - started)) };
         return index;
       })
       .finally(() => (this.#refreshing = undefined));
@@ -146,8 +149,10 @@ export class VersionFs {
     const p = await this.#resolve(path);
     if (p.kind === 'root') return [...(await this.#index()).images];
     if (p.kind !== 'image') throw new FsError(E.ENOTDIR, `${path} is not a directory`);
-    // The first listing of a directory reads the partition tables of its versions (then cached).
-    const tables = await Promise.all(p.versions.map(async (v) => this.#tables.partitions(v)));
+    // The first listing of a directory reads the partition tables of its versions (then cached),
+    // once per distinct first map segment.
+    const firsts = p.versions.some((v) => !this.#tables.has(v.uid)) ? await this.#store.catalog.firstSegments(p.image) : new Map<string, Buffer>();
+    const tables = await Promise.all(p.versions.map(async (v) => this.#tables.partitions(v, firsts.get(v.uid))));
     const names: string[] = [];
     p.versions.forEach((v, i) => {
       names.push(versionFile(v.uid));

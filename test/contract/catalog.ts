@@ -59,6 +59,18 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       await expect(c.commitVersion('v1', { segments: segs, stats, tags: [], allocated: 0 })).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
     });
 
+    it('firstSegments() gives the first map segment of each committed version of an image', async () => {
+      const c = await make();
+      const [a, b] = [randomBytes(32), randomBytes(32)];
+      for (const [uid, image] of [['v1', 'vm1'], ['v2', 'vm1'], ['v3', 'vm1'], ['v4', 'vm2']] as const) await c.createVersion(version(uid, image));
+      await c.commitVersion('v1', { segments: [a, b], stats, tags: [], allocated: 0 });
+      await c.commitVersion('v2', { segments: [b], stats, tags: [], allocated: 0 });
+      await c.commitVersion('v4', { segments: [a], stats, tags: [], allocated: 0 });
+      const first = await c.firstSegments('vm1');
+      expect([...first.entries()].map(([uid, d]) => [uid, d.toString('hex')]).sort()).toEqual([['v1', a.toString('hex')], ['v2', b.toString('hex')]]);
+      expect((await c.firstSegments('nope')).size).toBe(0);
+    });
+
     it('listVersions() filters by image, tag, status and kind, oldest first; latestValidVersion() by kind', async () => {
       const c = await make();
       await c.createVersion(version('v2', 'vm1', 2000, 'cow'));

@@ -214,6 +214,12 @@ export interface VersionCatalog {
   latestValidVersion(image: string, kind?: VersionKind): Promise<VersionRecord | undefined>;
   /** Segment digests of a committed version, in order (empty for an incomplete one). */
   versionSegments(uid: string): Promise<Buffer[]>;
+  /**
+   * The digest of the first map segment of every committed version of an image, by uid, in one
+   * query: versions with the same first segment start with the same bytes, so a mount reads the
+   * partition table of thousands of such versions once.
+   */
+  firstSegments(image: string): Promise<Map<string, Buffer>>;
   /** Removes a version and its tags (blocks stay until cleanup); removes the image with its last version. */
   deleteVersion(uid: string): Promise<void>;
   setProtected(uid: string, value: boolean): Promise<void>;

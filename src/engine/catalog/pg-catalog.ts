@@ -338,6 +338,14 @@ export class PgCatalog implements Catalog {
     return row && toVersion(row);
   }
 
+  async firstSegments(image: string): Promise<Map<string, Buffer>> {
+    const rows = await this.#read<{ uid: string; first: Buffer }>(
+      'SELECT uid, substring(segments from 1 for $2) AS first FROM backy2.versions WHERE image = $1 AND octet_length(segments) >= $2',
+      [image, DIGEST_LENGTH],
+    );
+    return new Map(rows.map((r) => [r.uid, r.first]));
+  }
+
   async versionSegments(uid: string): Promise<Buffer[]> {
     const row = (await this.#read<{ segments: Buffer | null }>('SELECT segments FROM backy2.versions WHERE uid = $1', [uid]))[0];
     if (!row) throw new NotFoundError(`Version "${uid}" not found`);

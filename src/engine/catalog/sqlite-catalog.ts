@@ -309,6 +309,11 @@ export class SqliteCatalog implements Catalog {
     return row && toVersion(row);
   }
 
+  async firstSegments(image: string): Promise<Map<string, Buffer>> {
+    const rows = this.#all<{ uid: string; first: Buffer }>('SELECT uid, substr(segments, 1, ?) AS first FROM versions WHERE image = ? AND length(segments) >= ?', DIGEST_LENGTH, image, DIGEST_LENGTH);
+    return new Map(rows.map((r) => [r.uid, r.first]));
+  }
+
   async versionSegments(uid: string): Promise<Buffer[]> {
     const row = this.#get<{ segments: Buffer | null }>('SELECT segments FROM versions WHERE uid = ?', uid);
     if (!row) throw new NotFoundError(`Version "${uid}" not found`);

@@ -59,6 +59,18 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       await expect(c.commitVersion('v1', { segments: segs, stats, tags: [], allocated: 0 })).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
     });
 
+    it('getSegments() gives many segments at once by hex digest, leaving out unknown ones', async () => {
+      const c = await make();
+      const [a, b, unknown] = [randomBytes(32), randomBytes(32), randomBytes(32)];
+      await c.putSegment(a, 1, Buffer.from('payload a'));
+      await c.putSegment(b, 2, Buffer.from('payload b'));
+      const got = await c.getSegments([a, unknown, b, a]);
+      expect([...got.entries()].map(([hex, data]) => [hex, data.toString()]).sort()).toEqual(
+        [[a.toString('hex'), 'payload a'], [b.toString('hex'), 'payload b']].sort(),
+      );
+      expect((await c.getSegments([])).size).toBe(0);
+    });
+
     it('firstSegments() gives the first map segment of each committed version of an image', async () => {
       const c = await make();
       const [a, b] = [randomBytes(32), randomBytes(32)];
@@ -71,7 +83,7 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       expect((await c.firstSegments('nope')).size).toBe(0);
     });
 
-    it('listVersions() filters by image, tag, status and kind, oldest first; latestValidVersion() by kind', async () => {
+    it('listVersions() filters by image, tag, status, kind and time, oldest first, up to a limit; latestValidVersion() by kind', async () => {
       const c = await make();
       await c.createVersion(version('v2', 'vm1', 2000, 'cow'));
       await c.createVersion(version('v1', 'vm1', 1000));
@@ -83,6 +95,9 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       expect((await c.listVersions({ tag: 'keep' })).map((v) => v.uid)).toEqual(['v1']);
       expect((await c.listVersions({ status: 'incomplete' })).map((v) => v.uid)).toEqual(['v3']);
       expect((await c.listVersions({ kind: 'cow' })).map((v) => v.uid)).toEqual(['v2']);
+      expect((await c.listVersions({ since: 2000 })).map((v) => v.uid)).toEqual(['v2', 'v3']);
+      expect((await c.listVersions({ image: 'vm1', since: 1000, until: 2000 })).map((v) => v.uid)).toEqual(['v1']);
+      expect((await c.listVersions({ since: 1000, limit: 2 })).map((v) => v.uid)).toEqual(['v1', 'v2']);
       expect((await c.latestValidVersion('vm1'))?.uid).toBe('v2');
       expect((await c.latestValidVersion('vm1', 'backup'))?.uid).toBe('v1');
     });

@@ -157,6 +157,12 @@ export interface VersionFilter {
   readonly tag?: string;
   readonly status?: VersionStatus;
   readonly kind?: VersionKind;
+  /** Made at or after this time, ms since the epoch. */
+  readonly since?: number;
+  /** Made before this time, ms since the epoch. */
+  readonly until?: number;
+  /** At most this many (the oldest). */
+  readonly limit?: number;
 }
 
 /**
@@ -264,6 +270,8 @@ export interface SegmentCatalog {
   putSegment(digest: Uint8Array, entries: number, data: Uint8Array): Promise<void>;
   /** A segment's payload, or undefined when unknown. */
   getSegment(digest: Uint8Array): Promise<Buffer | undefined>;
+  /** The payloads of many segments in one round trip, by hex digest (unknown ones are missing). */
+  getSegments(digests: readonly Uint8Array[]): Promise<Map<string, Buffer>>;
   /** Every segment of the catalog with its last-touch time. */
   listSegments(): Promise<{ digest: Buffer; touchedAt: number }[]>;
   /** Refreshes a segment's touch time; false when the catalog does not have it. */

@@ -323,7 +323,13 @@ export class PgCatalog implements Catalog {
     if (filter.status !== undefined) add('v.status = ?', filter.status);
     if (filter.kind !== undefined) add('v.kind = ?', filter.kind);
     if (filter.tag !== undefined) add('EXISTS (SELECT 1 FROM backy2.tags t WHERE t.uid = v.uid AND t.tag = ?)', filter.tag);
-    const sql = `SELECT ${VERSION_COLUMNS} FROM backy2.versions v ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY v.created_at, v.uid`;
+    if (filter.since !== undefined) add('v.created_at >= ?', filter.since);
+    if (filter.until !== undefined) add('v.created_at < ?', filter.until);
+    let sql = `SELECT ${VERSION_COLUMNS} FROM backy2.versions v ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY v.created_at, v.uid`;
+    if (filter.limit !== undefined) {
+      params.push(filter.limit);
+      sql += ` LIMIT $${params.length}`;
+    }
     return (await this.#read<VersionRow>(sql, params)).map(toVersion);
   }
 
@@ -473,6 +479,12 @@ export class PgCatalog implements Catalog {
 
   async getSegment(digest: Uint8Array): Promise<Buffer | undefined> {
     return (await this.#read<{ data: Buffer }>('SELECT data FROM backy2.segments WHERE digest = $1', [Buffer.from(digest)]))[0]?.data;
+  }
+
+  async getSegments(digests: readonly Uint8Array[]): Promise<Map<string, Buffer>> {
+    if (digests.length === 0) return new Map();
+    const rows = await this.#read<{ digest: Buffer; data: Buffer }>('SELECT digest, data FROM backy2.segments WHERE digest = ANY($1::bytea[])', [digests.map((d) => Buffer.from(d))]);
+    return new Map(rows.map((r) => [r.digest.toString('hex'), r.data]));
   }
 
   async listSegments(): Promise<{ digest: Buffer; touchedAt: number }[]> {

@@ -293,8 +293,20 @@ export class SqliteCatalog implements Catalog {
       where.push('EXISTS (SELECT 1 FROM tags t WHERE t.uid = v.uid AND t.tag = ?)');
       params.push(filter.tag);
     }
-    const sql = `SELECT ${VERSION_COLUMNS} FROM versions v ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+    if (filter.since !== undefined) {
+      where.push('v.created_at >= ?');
+      params.push(filter.since);
+    }
+    if (filter.until !== undefined) {
+      where.push('v.created_at < ?');
+      params.push(filter.until);
+    }
+    let sql = `SELECT ${VERSION_COLUMNS} FROM versions v ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY v.created_at, v.uid`;
+    if (filter.limit !== undefined) {
+      params.push(filter.limit);
+      sql += ' LIMIT ?';
+    }
     return this.#all<VersionRow>(sql, ...params).map(toVersion);
   }
 
@@ -412,6 +424,16 @@ export class SqliteCatalog implements Catalog {
 
   async getSegment(digest: Uint8Array): Promise<Buffer | undefined> {
     return this.#get<{ data: Buffer }>('SELECT data FROM segments WHERE digest = ?', digest)?.data;
+  }
+
+  async getSegments(digests: readonly Uint8Array[]): Promise<Map<string, Buffer>> {
+    const found = new Map<string, Buffer>();
+    // In-process: one prepared statement per digest costs about what one query of many does.
+    for (const d of digests) {
+      const data = this.#get<{ data: Buffer }>('SELECT data FROM segments WHERE digest = ?', d)?.data;
+      if (data) found.set(Buffer.from(d).toString('hex'), data);
+    }
+    return found;
   }
 
   async beginScrubList(): Promise<void> {

@@ -1,5 +1,5 @@
 import { isBadBlock } from '../errors.js';
-import { encodeSegment, saveSegment, segmentCount, segmentLength, type BlockMap, type MapStorage } from './block-map.js';
+import { encodeSegment, noteDataEntries, saveSegment, segmentCount, segmentLength, type BlockMap, type MapStorage } from './block-map.js';
 import { DIGEST_LENGTH, SEGMENT_ENTRIES, SPARSE_ENTRY } from './formats.js';
 
 interface OpenSegment {
@@ -88,6 +88,8 @@ export class BlockMapWriter {
     this.#open.delete(k);
     const encoded = encodeSegment(segment.entries, this.#storage.transforms);
     this.#digests[k] = encoded.digest;
+    // The version's allocated bytes are counted from its segments when it is published.
+    noteDataEntries(encoded.digest, segment.entries);
     // Identical segments (e.g. all sparse) are saved once per run.
     const hex = encoded.digest.toString('hex');
     if (this.#saved.has(hex)) return;

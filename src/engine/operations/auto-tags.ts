@@ -34,3 +34,19 @@ export function autoTags(createdAt: number, others: readonly number[]): string[]
   if (!dates.some((d) => monthKey(d) === monthKey(now))) tags.push(AUTO_TAGS.monthly);
   return tags;
 }
+
+/**
+ * The day, ISO week and month (local time) of a version made at `createdAt`, as spans of time:
+ * {@link autoTags} needs to know only whether the image has a valid version in each, so a backup
+ * asks for one version per span instead of reading all of the image's versions.
+ */
+export function autoTagPeriods(createdAt: number): { since: number; until: number }[] {
+  const d = new Date(createdAt);
+  const [y, m, day] = [d.getFullYear(), d.getMonth(), d.getDate()];
+  const monday = day - ((d.getDay() + 6) % 7);
+  return [
+    { since: new Date(y, m, day).getTime(), until: new Date(y, m, day + 1).getTime() },
+    { since: new Date(y, m, monday).getTime(), until: new Date(y, m, monday + 7).getTime() },
+    { since: new Date(y, m, 1).getTime(), until: new Date(y, m + 1, 1).getTime() },
+  ];
+}

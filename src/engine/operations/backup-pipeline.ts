@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { BlockMapWriter, baseSegment } from '../objects/block-map-writer.js';
-import { blockCount, segmentCount, segmentLength, type BlockMap, type MapStorage } from '../objects/block-map.js';
+import { blockCount, proveSegments, segmentCount, segmentLength, type BlockMap, type MapStorage } from '../objects/block-map.js';
 import { newWriteCounters, storeHashedBlock, type BlockWriter, type WriteCounters } from '../objects/block-writer.js';
 import type { Progress } from '../support/progress.js';
 import { ConflictError } from '../errors.js';
@@ -49,6 +49,9 @@ export interface PipelineContext {
 
 type Plan = 'read' | 'verify' | 'keep';
 
+/** Base segments proven sound per catalog round trip. */
+const PROOF_WINDOW = 256;
+
 /**
  * Reads, zero-checks, digests and stores the blocks of a source, building the new block map.
  * Memory is bounded by the buffer pool: at most `pool.size` blocks are in flight.
@@ -75,11 +78,40 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
   const mapWriter = new BlockMapWriter(ctx.storage, blocks);
   const group = new TaskGroup(ctx.signal);
 
+  // A base segment none of whose blocks is read, verified or invalid is taken over by digest,
+  // once proven sound; proven a window at a time, in one catalog round trip each.
+  const unchanged = (k: number): boolean => {
+    if (!base || input.invalid.size > 0 || k >= base.map.segments.length || segmentLength(k, base.map.blocks) !== segmentLength(k, blocks)) return false;
+    for (let i = k * SEGMENT_ENTRIES; i < k * SEGMENT_ENTRIES + segmentLength(k, blocks); i++) if (plannedRead(i) || samples.has(i)) return false;
+    return true;
+  };
+  let proven = new Set<string>();
+  const proveWindow = async (from: number) => {
+    const digests: Buffer[] = [];
+    for (let k = from; k < Math.min(segmentCount(blocks), from + PROOF_WINDOW); k++) {
+      const digest = base?.map.segments[k];
+      if (digest && unchanged(k)) digests.push(digest);
+    }
+    proven = await proveSegments(ctx.storage, digests);
+  };
+
   // Whatever fails here (a wrong hint, an unreadable base segment) still waits for the blocks in flight.
   try {
     for (let k = 0; k < segmentCount(blocks) && !group.failed; k++) {
       const first = k * SEGMENT_ENTRIES;
       const n = segmentLength(k, blocks);
+      if (k % PROOF_WINDOW === 0) await proveWindow(k);
+      const baseDigest = base?.map.segments[k];
+      const reuseBase = (digest: Buffer) => {
+        mapWriter.reuse(k, digest);
+        const bytes = Math.min(size, (first + n) * blockSize) - first * blockSize;
+        counters.bytesSkipped += bytes;
+        ctx.progress?.advance?.(bytes);
+      };
+      if (baseDigest && proven.has(baseDigest.toString('hex')) && unchanged(k)) {
+        reuseBase(baseDigest);
+        continue;
+      }
       const plan: Plan[] = [];
       for (let i = first; i < first + n; i++) plan.push(plannedRead(i) ? 'read' : samples.has(i) ? 'verify' : 'keep');
 
@@ -88,12 +120,8 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
       if (unreadable) for (let j = 0; j < n; j++) plan[j] = 'read';
       const sameShape = baseEntries !== null && base !== undefined && segmentLength(k, base.map.blocks) === n;
       if (sameShape && input.invalid.size === 0 && plan.every((p) => p === 'keep')) {
-        const segmentDigest = base.map.segments[k];
-        if (segmentDigest) {
-          mapWriter.reuse(k, segmentDigest);
-          const bytes = Math.min(size, (first + n) * blockSize) - first * blockSize;
-          counters.bytesSkipped += bytes;
-          ctx.progress?.advance?.(bytes);
+        if (baseDigest) {
+          reuseBase(baseDigest);
           continue;
         }
       }

@@ -1,4 +1,4 @@
-import { autoTags } from './auto-tags.js';
+import { autoTagPeriods, autoTags } from './auto-tags.js';
 import { BlockMap, blockCount } from '../objects/block-map.js';
 import { blockWriterFor } from '../objects/block-writer.js';
 import type { VersionRecord, VersionStats } from '../catalog/catalog.js';
@@ -193,7 +193,8 @@ async function storeVersion(store: Store, run: RunInput): Promise<BuiltVersion> 
   );
   debug(`backup: blocks done, ${counters.blocksRead} read, ${counters.blocksWritten} written`);
   const stats: VersionStats = { ...counters, bytesStored: writer.bytesStored, durationSeconds: (Date.now() - run.started) / 1000 };
-  const others = (await catalog.listVersions({ image: run.image, status: 'valid' })).map((v) => v.createdAt);
+  const periods = autoTagPeriods(run.started).map(async (p) => catalog.listVersions({ image: run.image, status: 'valid', ...p, limit: 1 }));
+  const others = (await Promise.all(periods)).flat().map((v) => v.createdAt);
   return { segments, stats, tags: run.tags ?? autoTags(run.started, others) };
 }
 

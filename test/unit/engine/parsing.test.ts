@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { autoTags } from '../../../src/engine/operations/auto-tags.js';
+import { autoTagPeriods, autoTags } from '../../../src/engine/operations/auto-tags.js';
 import { bitIsSet, hintedBlocks, parseHints } from '../../../src/engine/endpoints/hints.js';
 import { VERSION_UID_PATTERN, newVersionUid } from '../../../src/engine/support/uid.js';
 import { formatBytes, parseDuration, parseSize } from '../../../src/engine/support/units.js';
@@ -76,6 +76,22 @@ describe('autoTags()', () => {
     expect(autoTags(at('2026-11-27T10:00:00'), [at('2026-11-23T10:00:00')])).toEqual(['b_daily']);
     expect(autoTags(at('2026-11-30T10:00:00'), [at('2026-11-27T10:00:00')])).toEqual(['b_daily', 'b_weekly']);
     expect(autoTags(at('2026-12-01T10:00:00'), [at('2026-11-30T10:00:00')])).toEqual(['b_daily', 'b_monthly']);
+  });
+
+  it('autoTagPeriods(): the oldest version of each period alone decides the tags as all versions do', () => {
+    const day = 86_400_000;
+    // Month and week edges, a week across a month and a year, DST changes (in the local zone, if it has them).
+    const times = ['2026-11-30T00:00:00', '2026-12-01T00:00:00', '2026-12-31T23:59:59', '2027-01-03T12:00:00', '2026-03-29T02:30:00', '2026-10-25T01:30:00'].map(at);
+    for (let n = 0; n < 200; n++) times.push(at('2026-01-01T00:00:00') + Math.floor(Math.random() * 730 * day));
+    for (const t of times) {
+      const periods = autoTagPeriods(t);
+      for (const p of periods) expect(p.since <= t && t < p.until).toBe(true);
+      for (let k = 0; k < 10; k++) {
+        const others = Array.from({ length: 3 }, () => t + Math.floor((Math.random() - 0.5) * 80 * day));
+        const firsts = periods.flatMap((p) => others.filter((o) => o >= p.since && o < p.until).sort((a, b) => a - b).slice(0, 1));
+        expect(autoTags(t, firsts), new Date(t).toString()).toEqual(autoTags(t, others));
+      }
+    }
   });
 });
 

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BlockSource } from '../../../../src/engine/endpoints/endpoints.js';
 import { BlockMap, blockCount } from '../../../../src/engine/objects/block-map.js';
 import { BlockWriter } from '../../../../src/engine/objects/block-writer.js';
+import { SEGMENT_ENTRIES } from '../../../../src/engine/objects/formats.js';
 import { runBackupPipeline, type BaseMap } from '../../../../src/engine/operations/backup-pipeline.js';
 import { BufferPool } from '../../../../src/engine/pipeline/buffer-pool.js';
 import { Semaphore } from '../../../../src/engine/pipeline/semaphore.js';
@@ -86,5 +87,39 @@ describe('runBackupPipeline()', () => {
     const result = await run(s, source, { base: lostBase, hinted: [], sample: 0 });
     expect(source.readBlocks.sort()).toEqual([0, 1, 2, 3]);
     expect(result.counters.bytesSkipped).toBe(0);
+  });
+
+  it('takes over unchanged base segments proven in one catalog round trip, and loads one whose catalog copy is damaged from the block store', async () => {
+    const s = (store = makeMemoryStore());
+    const blocks = 2 * SEGMENT_ENTRIES + 100;
+    const withData = new Set([0, SEGMENT_ENTRIES + 7, blocks - 1]);
+    const source: BlockSource & { readBlocks: number[] } = {
+      ...bufferSource(Buffer.alloc(0)),
+      size: blocks * B,
+      readBlocks: [],
+      read: async function (offset, into) {
+        this.readBlocks.push(offset / B);
+        into.fill(withData.has(offset / B) ? offset / B : 0);
+      },
+    };
+    const full = await run(s, source);
+    expect(new Set(full.segments.map((d) => d.toString('hex'))).size).toBe(3);
+    const base = { map: new BlockMap(s, full.segments, blocks), size: blocks * B };
+    source.readBlocks.length = 0;
+    const getSegment = vi.spyOn(s.catalog, 'getSegment');
+    const getSegments = vi.spyOn(s.catalog, 'getSegments');
+    const same = await run(s, source, { base, hinted: [] });
+    expect(same.segments).toEqual(full.segments);
+    expect(source.readBlocks).toEqual([]);
+    expect(getSegment).not.toHaveBeenCalled();
+    expect(getSegments).toHaveBeenCalledTimes(1);
+
+    // The catalog's copy of the middle segment rots: it is loaded alone, from the block store.
+    const middle = full.segments[1]!;
+    await s.catalog.putSegment(middle, SEGMENT_ENTRIES, randomBytes(64));
+    const again = await run(s, source, { base: { ...base, map: new BlockMap(s, full.segments, blocks) }, hinted: [] });
+    expect(again.segments).toEqual(full.segments);
+    expect(source.readBlocks).toEqual([]);
+    expect(getSegment.mock.calls.map(([d]) => Buffer.from(d).toString('hex'))).toEqual([middle.toString('hex')]);
   });
 });

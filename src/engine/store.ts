@@ -94,7 +94,7 @@ export async function openStore(config: Config, options: OpenStoreOptions = {}):
       });
     }
     try {
-      const bound = await bindCatalog(blocks, catalog, settings);
+      const bound = await bindCatalog(blocks, catalog, settings, config.host);
       const unlocked = await unlock(blocks, bound, options);
       debug(`store ${location.path} opened`);
       return assembleStore(config, catalog, blocks, bound, unlocked);
@@ -238,8 +238,9 @@ function noStore(where: string): NotFoundError {
 /**
  * Checks that a catalog and a block store belong together, and records what is missing: the
  * settings of a store made before `init` existed, the catalog's store id, the block store's owner.
+ * @param host this backup host's name (config `host`), recorded with a new owner
  */
-async function bindCatalog(blocks: BlockStore, catalog: Catalog, found: StoreSettings | undefined): Promise<StoreSettings> {
+async function bindCatalog(blocks: BlockStore, catalog: Catalog, found: StoreSettings | undefined, host: string): Promise<StoreSettings> {
   const writable = !catalog.readOnly && !blocks.properties.readOnly;
   const { catalogId, storeId, storeSettings } = await catalog.identity();
   let settings = found;
@@ -276,7 +277,7 @@ async function bindCatalog(blocks: BlockStore, catalog: Catalog, found: StoreSet
   }
   if (writable) {
     if (storeId === null || storeSettings === null) await catalog.bindToStore(settings.storeId, canonical);
-    if (!owner) await saveStoreOwner(blocks, catalogId, catalog.location);
+    if (!owner) await saveStoreOwner(blocks, catalogId, catalog.location, host);
   }
   return settings;
 }

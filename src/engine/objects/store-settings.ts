@@ -5,7 +5,6 @@
  * two catalogs over one block store would each delete blocks only the other knows.
  */
 import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { StoreUnavailableError, isBackyError } from '../errors.js';
 import { PACKAGE_VERSION } from '../support/package-version.js';
@@ -81,6 +80,7 @@ export interface StoreOwner {
   readonly catalogId: string;
   /** Where that catalog is, for messages (a path or URL without credentials). */
   readonly catalog: string;
+  /** The backup host (config `host`) that made that catalog the owner, for messages. */
   readonly host: string;
   /** When it became the owner, ms since the epoch. */
   readonly since: number;
@@ -151,9 +151,12 @@ export async function loadStoreOwner(blocks: BlockStore): Promise<StoreOwner | u
   return o as StoreOwner;
 }
 
-/** Records `catalogId` as the owner of a block store, durably. */
-export async function saveStoreOwner(blocks: BlockStore, catalogId: string, catalog: string): Promise<StoreOwner> {
-  const owner: StoreOwner = { catalogId, catalog, host: hostname(), since: Date.now() };
+/**
+ * Records `catalogId` as the owner of a block store, durably.
+ * @param host this backup host's name (config `host`, which defaults to the machine's name)
+ */
+export async function saveStoreOwner(blocks: BlockStore, catalogId: string, catalog: string, host: string): Promise<StoreOwner> {
+  const owner: StoreOwner = { catalogId, catalog, host, since: Date.now() };
   await blocks.put(StoreKeys.owner, encodeJsonObject(ObjectKind.owner, owner));
   return owner;
 }

@@ -58,7 +58,7 @@ export async function copyCatalog(config: Config, to: CatalogLocation, options: 
     let owned = false;
     try {
       // From here on, commands that open the store through the old catalog are refused.
-      await saveStoreOwner(store.blocks, (await target.identity()).catalogId, target.location);
+      await saveStoreOwner(store.blocks, (await target.identity()).catalogId, target.location, config.host);
       owned = true;
       const rows = await copyRows(source, target, options);
       // A command that opened the store before the owner changed may still have written.
@@ -75,7 +75,7 @@ export async function copyCatalog(config: Config, to: CatalogLocation, options: 
       await target.close();
       return { from: catalogName(from), to: catalogName(to), versions, blocks: totals.blocks, rows };
     } catch (err) {
-      if (owned) await saveStoreOwner(store.blocks, sourceId, source.location);
+      if (owned) await saveStoreOwner(store.blocks, sourceId, source.location, config.host);
       await discardCatalog(to, target);
       throw err;
     }

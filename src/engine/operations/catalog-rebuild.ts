@@ -278,7 +278,7 @@ export async function rebuildCatalogAt(config: Config, options: RebuildAtOptions
     // The rebuilt catalog is the block store's catalog now (a store made before init gets its settings).
     if (!(await loadStoreSettings(blocks))) await saveStoreSettings(blocks, settings);
     await catalog.bindToStore(settings.storeId, canonicalSettings(settings));
-    await saveStoreOwner(blocks, (await catalog.identity()).catalogId, catalog.location);
+    await saveStoreOwner(blocks, (await catalog.identity()).catalogId, catalog.location, config.host);
     return { ...result, movedTo };
   } finally {
     await store.close();

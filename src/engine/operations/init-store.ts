@@ -85,7 +85,7 @@ export async function initStore(config: Config, options: InitOptions = {}): Prom
     await catalog.bindToStore(settings.storeId, canonicalSettings(settings));
     await saveStoreSettings(blocks, settings);
     const { catalogId } = await catalog.identity();
-    await saveStoreOwner(blocks, catalogId, catalog.location);
+    await saveStoreOwner(blocks, catalogId, catalog.location, config.host);
     return { path: where.path, catalog: catalog.location, blockStore: blocks.properties.location, settings, masterKey };
   } catch (err) {
     // What this init created goes again; the block store's directory may hold other things.

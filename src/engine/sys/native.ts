@@ -19,7 +19,14 @@ const POSIX_FADV_DONTNEED = 4;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 
+/**
+ * Loads the helper once, when this module is first imported (each worker thread loads its own).
+ * `BACKY2_NATIVE=0` leaves it unloaded, as if it were not built, so that tests can run the
+ * fallbacks (node:crypto's AES-256-GCM, no page-cache advice, holes read as data, zeros
+ * written rather than ranges zeroed).
+ */
 function load(): NativeHelpers | undefined {
+  if (process.env.BACKY2_NATIVE === '0') return undefined;
   try {
     return createRequire(import.meta.url)('../../../build/Release/backy2_native.node') as NativeHelpers;
   } catch {

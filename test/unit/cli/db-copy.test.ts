@@ -7,6 +7,9 @@ import { parseExposition } from '../../helpers/exposition.js';
 import { makeImage } from '../../helpers/image.js';
 import { startPostgres, type TestPostgres } from '../../helpers/postgres.js';
 import { makeTempDir } from '../../helpers/temp.js';
+import { SqliteCatalog } from '../../../src/engine/catalog/sqlite-catalog.js';
+import { copyCatalog } from '../../../src/engine/operations/catalog-copy.js';
+import { catalogLocation, loadConfig } from '../../../src/engine/support/config.js';
 
 const B = 64 * 1024;
 let server: TestPostgres;
@@ -102,6 +105,34 @@ describe('backy2 db copy', () => {
     await ok(['--config', sqliteConfig, 'ls']);
     const none = await runCli(['--config', pgConfig(url), 'ls']);
     expect(none.code).toBe(10);
+  });
+
+  it('a change to the old catalog during the copy undoes it: no catalog in the database, and the store keeps its old one with the change', async () => {
+    const a = path.join(dir, 'a.img');
+    makeImage(a, [{ kind: 'random', length: 3 * B }]);
+    const uid = await ok(['--config', sqliteConfig, 'backup', a, 'vm1', '-t', 'first']);
+    const url = await server.createDatabase();
+    // A command that opened the store before the copy began writes while the rows move.
+    const meanwhile = SqliteCatalog.open(path.join(storeDir, 'catalog.sqlite'));
+    let written = false;
+    const progress = () => {
+      if (written) return;
+      written = true;
+      void meanwhile.addTags(uid, ['meanwhile']);
+    };
+    try {
+      const config = await loadConfig({ configFile: sqliteConfig, env: {} });
+      await expect(copyCatalog(config, catalogLocation(url), { progress, batch: 1 })).rejects.toMatchObject({ code: 'E_CONFLICT', message: expect.stringContaining('changed during the copy') });
+    } finally {
+      await meanwhile.close();
+    }
+    expect(written).toBe(true);
+    expect(await server.sql("SELECT nspname FROM pg_namespace WHERE nspname = 'backy2'", new URL(url).pathname.slice(1))).toEqual([]);
+    const listed = JSON.parse(await ok(['--config', sqliteConfig, 'ls', '--json'])) as { uid: string; tags: string[] }[];
+    expect(listed.map((v) => [v.uid, v.tags])).toEqual([[uid, ['first', 'meanwhile']]]);
+    expect((await runCli(['--config', pgConfig(url), 'ls'])).code).toBe(10);
+    // And the copy goes through once nothing writes.
+    await ok(['--config', sqliteConfig, 'db', 'copy', '--to', url]);
   });
 
   it('refuses a database that has a catalog already, and never shows a password given in the URL', async () => {

@@ -128,6 +128,24 @@ export function periodKey(ms: number, unit: PeriodUnit): string {
   }
 }
 
+/** The local period `ms` falls in, as times: from its first ms to the first ms after it. */
+export function periodSpan(ms: number, unit: Exclude<PeriodUnit, 'hour'>): { readonly since: number; readonly until: number } {
+  const d = new Date(ms);
+  const [y, m, day] = [d.getFullYear(), d.getMonth(), d.getDate()];
+  switch (unit) {
+    case 'day':
+      return { since: new Date(y, m, day).getTime(), until: new Date(y, m, day + 1).getTime() };
+    case 'week': {
+      const monday = day - ((d.getDay() + 6) % 7);
+      return { since: new Date(y, m, monday).getTime(), until: new Date(y, m, monday + 7).getTime() };
+    }
+    case 'month':
+      return { since: new Date(y, m, 1).getTime(), until: new Date(y, m + 1, 1).getTime() };
+    case 'year':
+      return { since: new Date(y, 0, 1).getTime(), until: new Date(y + 1, 0, 1).getTime() };
+  }
+}
+
 const DATE = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?\s*(Z|[+-]\d{2}:?\d{2})?$/i;
 
 /**

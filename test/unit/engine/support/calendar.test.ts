@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addSpan, formatLocalIso, formatSpan, isoWeek, parseDate, parseSpan, periodKey, subtractSpan } from '../../../../src/engine/support/calendar.js';
+import { addSpan, formatLocalIso, formatSpan, isoWeek, parseDate, parseSpan, periodKey, periodSpan, subtractSpan } from '../../../../src/engine/support/calendar.js';
 import { globToRegExp, isGlob, matchesAny, matchesGlob } from '../../../../src/engine/support/glob.js';
 
 // Local time with DST: 2024-03-31 02:00 CET → 03:00 CEST, 2024-10-27 03:00 CEST → 02:00 CET.
@@ -126,5 +126,21 @@ describe('glob', () => {
     expect(isGlob('vm*')).toBe(true);
     expect(matchesAny('db1', ['vm*', 'db?'])).toBe(true);
     expect(globToRegExp('x+y').test('x+y')).toBe(true);
+  });
+});
+
+describe('periodSpan()', () => {
+  it('runs from the first to the last ms of the period periodKey names, also across DST changes and year ends', () => {
+    const times = ['2026-03-29T02:30:00', '2026-10-25T02:30:00', '2026-12-31T23:59:59', '2027-01-01T00:00:00', '2026-11-30T00:00:00'].map((t) => new Date(t).getTime());
+    for (let i = 0; i < 300; i++) times.push(Date.UTC(2026, 0, 1) + Math.floor(Math.random() * 800 * 86_400_000));
+    for (const ms of times) {
+      for (const unit of ['day', 'week', 'month', 'year'] as const) {
+        const { since, until } = periodSpan(ms, unit);
+        const key = periodKey(ms, unit);
+        expect([periodKey(since, unit), periodKey(until - 1, unit)], `${unit} of ${new Date(ms).toString()}`).toEqual([key, key]);
+        expect(periodKey(since - 1, unit)).not.toBe(key);
+        expect(periodKey(until, unit)).not.toBe(key);
+      }
+    }
   });
 });

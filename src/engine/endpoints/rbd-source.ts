@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { IoError, UsageError } from '../errors.js';
 import { parseHints, type Extent } from './hints.js';
 import { exitOf, rbdError, runRbd, spawnRbd, type RbdSpec } from './rbd-cli.js';
 import { DiffStreamReader, type DiffRecord } from './rbd-diff-format.js';
+import { NbdReader } from './nbd-reader.js';
 import type { BlockSource } from './endpoints.js';
 
 /** Prefix of the snapshots `--snapshot auto` creates and removes. */
@@ -15,7 +16,7 @@ export const AUTO_SNAPSHOT_PREFIX = 'backy2-';
 export interface RbdSourceOptions {
   /** Create this snapshot and back it up (`--snapshot auto`); removed again if the backup fails. */
   readonly createSnapshot?: string | undefined;
-  /** Directory for the temp files of random reads. */
+  /** Directory for the socket of random reads. */
   readonly tmpDir: string;
 }
 
@@ -30,7 +31,7 @@ interface Plan {
  * An RBD snapshot as a backup source. The data of changed (or, without a usable base snapshot,
  * allocated) objects comes from one `rbd export-diff --whole-object` stream, read in ascending
  * order as the backup asks; the few blocks outside it (verification samples, blocks to heal)
- * are read at random through qemu-img's rbd driver. Unallocated ranges are holes.
+ * are read at random through one qemu-nbd serving the snapshot. Unallocated ranges are holes.
  * @throws {UsageError} without a snapshot, or for a bad name
  * @throws {NotFoundError} when the image or snapshot does not exist
  */
@@ -82,6 +83,7 @@ export class RbdSource implements BlockSource {
   #cursor = 0;
   #stream: { child: ChildProcess; reader: DiffStreamReader; started: boolean; record: DiffRecord | undefined; pos: number } | undefined;
   #queue: Promise<void> = Promise.resolve();
+  #random: Promise<RandomReader> | undefined;
 
   constructor(spec: RbdSpec & { snapshot: string }, size: number, created: boolean, tmpDir: string, snapshotId: string | undefined) {
     this.#spec = spec;
@@ -230,15 +232,25 @@ export class RbdSource implements BlockSource {
     return { child, reader: new DiffStreamReader(guarded, this.location), started: false, record: undefined as DiffRecord | undefined, pos: 0 };
   }
 
-  /** Reads a range outside the stream through qemu-img's rbd driver. */
+  /** Reads a range outside the stream through the snapshot's NBD server. */
   async #readRandom(offset: number, into: Uint8Array): Promise<void> {
     if (into.length === 0) return;
-    const tmp = path.join(this.#tmpDir, `backy2-rbd-${randomBytes(6).toString('hex')}.raw`);
+    this.#random ??= this.#startRandomReader();
+    await (await this.#random).reader.read(offset, into);
+  }
+
+  /**
+   * Serves the snapshot with one `qemu-nbd` (its rbd driver) on a private unix socket, for all
+   * the random reads of this backup: a `qemu-img` process per range cost about 60 ms each.
+   */
+  async #startRandomReader(): Promise<RandomReader> {
+    const base = path.join(this.#tmpDir, 'backy2-rbd-');
+    // A unix socket path has at most 107 bytes.
+    const dir = await fsp.mkdtemp(base.length > 80 ? path.join(tmpdir(), 'backy2-rbd-') : base);
+    const socket = path.join(dir, 'nbd.sock');
     const s = this.#spec;
     const opts = [
       'driver=raw',
-      `offset=${offset}`,
-      `size=${into.length}`,
       'file.driver=rbd',
       `file.pool=${s.pool}`,
       `file.image=${s.image}`,
@@ -246,26 +258,23 @@ export class RbdSource implements BlockSource {
       ...(s.ceph.conf ? [`file.conf=${s.ceph.conf}`] : []),
       ...(s.ceph.id ? [`file.user=${s.ceph.id}`] : []),
     ].join(',');
+    const server = spawn('qemu-nbd', ['--read-only', '--persistent', '--socket', socket, '--image-opts', opts], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    server.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const failed = new Promise<never>((_, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'ENOENT' ? new UsageError('Reading unchanged RBD blocks needs qemu-nbd with the rbd driver (Debian packages qemu-utils and qemu-block-extra)') : err),
+      );
+      server.once('exit', (code) => reject(new IoError(`Cannot read ${this.location}: qemu-nbd exited (${code ?? 'killed'}): ${stderr.trim().split('\n').pop() ?? ''}`)));
+    });
+    failed.catch(() => undefined);
     try {
-      const child = spawn('qemu-img', ['convert', '--image-opts', opts, '-O', 'raw', tmp], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-      const code = await new Promise<number>((resolve, reject) => {
-        child.once('error', (err: NodeJS.ErrnoException) =>
-          reject(
-            err.code === 'ENOENT'
-              ? new UsageError('Reading unchanged RBD blocks needs qemu-img with the rbd driver (Debian packages qemu-utils and qemu-block-extra)')
-              : err,
-          ),
-        );
-        child.once('close', (c) => resolve(c ?? 1));
-      });
-      if (code !== 0) throw new IoError(`Cannot read ${this.location} at offset ${offset}: ${stderr.trim().split('\n').pop() ?? `qemu-img exit ${code}`}`);
-      const data = await fsp.readFile(tmp);
-      if (data.length < into.length) throw new IoError(`Cannot read ${this.location} at offset ${offset}: short read`);
-      into.set(data.subarray(0, into.length));
-    } finally {
-      await fsp.unlink(tmp).catch(() => undefined);
+      const reader = await Promise.race([connectWhenListening(socket, this.location), failed]);
+      return { server, reader, dir };
+    } catch (err) {
+      server.kill();
+      await fsp.rm(dir, { recursive: true, force: true });
+      throw err;
     }
   }
 
@@ -291,6 +300,32 @@ export class RbdSource implements BlockSource {
   async close(): Promise<void> {
     const child = this.#stream?.child;
     if (child && child.exitCode === null) child.kill();
+    const random = await this.#random?.catch(() => undefined);
+    if (random) {
+      await random.reader.close().catch(() => undefined);
+      random.server.kill();
+      await fsp.rm(random.dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/** The snapshot's NBD server and our connection to it. */
+interface RandomReader {
+  readonly server: ChildProcess;
+  readonly reader: NbdReader;
+  readonly dir: string;
+}
+
+/** Connects once the server listens (qemu-nbd makes its socket after opening the image). */
+async function connectWhenListening(socket: string, what: string): Promise<NbdReader> {
+  for (let waited = 0; ; waited += 20) {
+    try {
+      return await NbdReader.connect(socket, what);
+    } catch (err) {
+      const code = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
+      if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || waited > 60_000) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 }
 

@@ -1,24 +1,32 @@
 /**
- * Many backup hosts on one PostgreSQL catalog and one block store (a shared directory): each host
- * is a set of backy2 processes with a `host:` of its own, run concurrently, some of them killed
- * with SIGKILL. Whatever happens, a valid version restores byte-identical.
+ * Many backup hosts on one PostgreSQL catalog and one block store (a shared directory, and
+ * radosgw S3): each host is a set of backy2 processes with a host name of its own (`unshare
+ * --uts` and `hostname`, as root; else `host:` in its config), run concurrently, some of them
+ * killed with SIGKILL. Whatever happens, a valid version restores byte-identical.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BIN, spawnCli, type CliRun } from '../helpers/cli.js';
+import { S3Store } from '../../src/engine/blockstore/s3-store.js';
+import { BIN, type CliRun } from '../helpers/cli.js';
+import { ceph } from '../helpers/ceph.js';
 import { sha256File } from '../helpers/image.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { makeTempDir } from '../helpers/temp.js';
 
 const B = 64 * 1024;
 const LEASE_S = 3;
+/** Hosts get a UTS namespace with their own host name when this runs as root. */
+const OWN_HOSTNAMES = process.getuid?.() === 0 && spawnSync('unshare', ['--uts', 'hostname', 'probe']).status === 0;
 let server: TestPostgres;
 let dir: string;
 let storeDir: string;
 let url: string;
+/** Where the blocks go: the store directory, or a bucket of the test cluster's radosgw. */
+let blocksIn: 'directory' | 's3' = 'directory';
+let bucket = '';
 
 beforeAll(async () => {
   server = await startPostgres();
@@ -29,24 +37,33 @@ beforeEach(async () => {
   dir = makeTempDir('backy2-hosts-');
   storeDir = path.join(dir, 'store');
   url = await server.createDatabase();
+  bucket = `backy2-hosts-${randomBytes(5).toString('hex')}`;
   const r = await cli('host-1', ['init']);
   expect(r.code, r.stderr).toBe(0);
 });
 
-/** The config of one backup host. */
+/** The config of one backup host (its identity is its host name, or `host:` without namespaces). */
 function configOf(host: string): string {
   const file = path.join(dir, `${host}.yaml`);
-  writeFileSync(file, `store: ${storeDir}\ncatalog:\n  url: ${url}\n  lease: ${LEASE_S}s\nhost: ${host}\nbackup:\n  blockSize: 64KiB\n`);
+  const c = blocksIn === 's3' ? ceph() : undefined;
+  const blockStore = c ? `blockStore:\n  type: s3\n  endpoint: ${c.s3Endpoint}\n  bucket: ${bucket}\n  prefix: backy2/\n` : '';
+  writeFileSync(file, `store: ${storeDir}\n${blockStore}catalog:\n  url: ${url}\n  lease: ${LEASE_S}s\n${OWN_HOSTNAMES ? '' : `host: ${host}\n`}backup:\n  blockSize: 64KiB\n`);
   return file;
 }
 
 function cli(host: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
-  return spawnCli(args, { BACKY2_CONFIG: configOf(host), ...env });
+  return start(host, args, env).done;
 }
 
 /** Starts backy2 as `host` without waiting; killed with SIGKILL by the caller. */
 function start(host: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; done: Promise<CliRun> } {
-  const child = spawn(BIN, args, { env: { PATH: process.env.PATH, HOME: process.env.HOME, BACKY2_CONFIG: configOf(host), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const c = blocksIn === 's3' ? ceph() : undefined;
+  const credentials = c ? { AWS_ACCESS_KEY_ID: c.accessKeyId, AWS_SECRET_ACCESS_KEY: c.secretAccessKey } : {};
+  const fullEnv = { PATH: process.env.PATH, HOME: process.env.HOME, BACKY2_CONFIG: configOf(host), ...credentials, ...env };
+  // unshare and sh exec into backy2: the child's pid is backy2's, for SIGKILL.
+  const child = OWN_HOSTNAMES
+    ? spawn('unshare', ['--uts', 'sh', '-c', 'hostname "$0" && exec "$@"', host, BIN, ...args], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(BIN, args, { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -86,9 +103,18 @@ async function expectRestorable(expected: ReadonlyMap<string, string>): Promise<
   return valid.length;
 }
 
-function blockObjects(): number {
-  const root = path.join(storeDir, 'blocks');
-  return readdirSync(root).reduce((n, shard) => n + readdirSync(path.join(root, shard)).filter((f) => /^[0-9a-f]{64}$/.test(f)).length, 0);
+async function blockObjects(): Promise<number> {
+  const isBlock = (name: string) => /^[0-9a-f]{64}$/.test(name);
+  if (blocksIn === 'directory') {
+    const root = path.join(storeDir, 'blocks');
+    return readdirSync(root).reduce((n, shard) => n + readdirSync(path.join(root, shard)).filter(isBlock).length, 0);
+  }
+  const c = ceph();
+  const s3 = await S3Store.open({ endpoint: c.s3Endpoint, bucket, prefix: 'backy2/', accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey });
+  let n = 0;
+  for await (const o of s3.list('blocks/')) if (isBlock(path.basename(o.key))) n++;
+  await s3.close();
+  return n;
 }
 
 /** A one-line error of backy2 (no stack trace). */
@@ -99,7 +125,11 @@ function expectOneLineError(r: CliRun): void {
   expect(r.stderr).not.toMatch(/\n\s+at /);
 }
 
-describe('many backup hosts on one PostgreSQL catalog', () => {
+describe.each(['directory', 's3'] as const)('many backup hosts on one PostgreSQL catalog, blocks in a %s', (where) => {
+  beforeAll(() => {
+    blocksIn = where;
+  });
+
   it('4 hosts back up overlapping images at once: every version valid and byte-identical, shared blocks stored once', async () => {
     const common = Array.from({ length: 16 }, () => randomBytes(B));
     const expected = new Map<string, string>();
@@ -122,7 +152,7 @@ describe('many backup hosts on one PostgreSQL catalog', () => {
     expect(new Set(versions.map((v) => v.host))).toEqual(new Set(['host-1', 'host-2', 'host-3', 'host-4']));
     expect(await expectRestorable(expected)).toBe(8);
     // 16 common blocks and 8 of each host's own: stored once each, in the store and the catalog.
-    expect(blockObjects()).toBe(16 + 4 * 8);
+    expect(await blockObjects()).toBe(16 + 4 * 8);
     const [row] = await server.sql('SELECT count(*)::int AS n FROM backy2.blocks', new URL(url).pathname.slice(1));
     expect(row?.n).toBe(16 + 4 * 8);
   });
@@ -182,6 +212,13 @@ describe('many backup hosts on one PostgreSQL catalog', () => {
     expect(await expectRestorable(expected)).toBe(restored);
     expect((await cli('host-3', ['scrub', '--all'])).code).toBe(0);
     console.log(`cleanup loop: ${ROUNDS} rounds × 3 writer hosts, ${runs} cleanups, ${kills} processes killed, ${restored} valid versions restored`);
+  });
+
+});
+
+describe('many backup hosts on one PostgreSQL catalog: leases and restarts', () => {
+  beforeAll(() => {
+    blocksIn = 'directory';
   });
 
   it('a dead host: its leases expire, others go on meanwhile and then take over its image, and its version stays incomplete', async () => {

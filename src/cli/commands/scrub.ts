@@ -25,7 +25,7 @@ export function registerScrub(program: Command, ctx: CommandContext): void {
     .command('scrub')
     .description('re-read stored blocks and check them; mark bad blocks and the versions using them invalid')
     .argument('[version...]', 'versions to check (uid, unique uid prefix, IMAGE or IMAGE@latest (its newest valid backup))')
-    .option('-p, --percent <n>', 'check this share of the distinct blocks and map segments, other ones each day (15 a day: all within a week)', percentage)
+    .option('-p, --percent <n>', 'check this share of the distinct blocks, map segments and manifests, other ones each day (15 a day: all within a week)', percentage)
     .option('-s, --source <source>', 'also compare with the source, byte for byte (one version)')
     .option('--all', 'check every version; a block shared by versions is read once')
     .option('--image <image>', 'with --all: only versions of this image')
@@ -39,12 +39,13 @@ export function registerScrub(program: Command, ctx: CommandContext): void {
           'backup of such an image re-reads and re-stores those blocks. Invalid versions can still be\n' +
           'restored. A complete scrub without findings makes an invalid version valid again. A\n' +
           'difference from the source fails the scrub (exit status 3) but marks nothing. -p P checks the\n' +
-          'blocks and segments whose digest falls into a window of P% of the digest space that moves on\n' +
-          'by P% every day (UTC): about P% of the distinct ones in scope, however many versions share\n' +
-          'them, different ones on consecutive days, all of them within 100/P days; the summary tells\n' +
-          'the coverage. Every manifest, and every map segment checked, is compared with the catalog and\n' +
-          'repaired from the catalog or the block store, whichever copy is good; a segment with no good\n' +
-          'copy makes its versions invalid. Exit status 3 when anything was found, repaired or not.',
+          'blocks, map segments and manifests whose digest falls into a window of P% of the digest\n' +
+          'space that moves on by P% every day (UTC): about P% of the distinct ones in scope, however\n' +
+          'many versions share them, different ones on consecutive days, all of them within 100/P days;\n' +
+          'the summary tells the coverage. Every manifest and map segment checked is compared with the\n' +
+          'catalog and repaired from the catalog or the block store, whichever copy is good; a segment\n' +
+          'with no good copy makes its versions invalid. Exit status 3 when anything was found,\n' +
+          'repaired or not.',
       ),
     )
     .action(async (uids: string[], opts: Omit<ScrubCommandOptions, 'uids'>, command: Command) => {

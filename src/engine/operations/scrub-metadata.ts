@@ -6,6 +6,7 @@
  * read and checked against its digest and against the catalog, and repaired from whichever copy
  * is good. Only a segment bad in both places is lost: the versions using it are invalid.
  */
+import { createHash } from 'node:crypto';
 import type { VersionRecord } from '../catalog/catalog.js';
 import { CorruptBlockError, isBadBlock } from '../errors.js';
 import { decodeSegment, loadSegmentObject, matches, saveSegmentObject } from '../objects/block-map.js';
@@ -37,8 +38,8 @@ export interface MetadataCounters {
 
 /**
  * Checks the manifests and segments of `versions`, repairing what a good copy exists of (unless
- * the store is read-only: then it only reports). Every manifest is checked; of the distinct
- * segments, those in the scrub's window.
+ * the store is read-only: then it only reports): the manifests and the distinct segments in the
+ * scrub's window (all of them in a full scrub).
  * @param store the open store
  * @param versions the versions scrubbed
  * @param counters updated as it goes
@@ -53,7 +54,7 @@ export async function* checkMetadata(
   for (const version of versions) {
     if (options.signal?.aborted) return;
     const segments = await store.catalog.versionSegments(version.uid);
-    yield* checkManifest(store, version, segments, counters);
+    if (inWindow(options.window, manifestPosition(version.uid))) yield* checkManifest(store, version, segments, counters);
     for (const digest of segments) {
       const hex = digest.toString('hex');
       if (seen.has(hex)) continue;
@@ -62,6 +63,11 @@ export async function* checkMetadata(
       if (inWindow(options.window, digest)) yield* checkSegment(store, digest, counters);
     }
   }
+}
+
+/** Where a version's manifest lies in the scrub window: a digest of its uid, spread like blocks. */
+export function manifestPosition(uid: string): Buffer {
+  return createHash('sha256').update(uid).digest();
 }
 
 async function* checkManifest(store: Store, version: VersionRecord, segments: readonly Buffer[], counters: MetadataCounters): AsyncGenerator<MetadataFinding> {
@@ -135,15 +141,17 @@ export async function catalogEntries(store: Store, digest: Buffer | undefined): 
 export async function* checkStoredMetadata(store: Store, versions: readonly VersionRecord[], counters: MetadataCounters, window: ScrubWindow): AsyncGenerator<MetadataFinding> {
   const seen = new Set<string>();
   for (const v of versions) {
-    counters.manifestsChecked++;
     const key = StoreKeys.manifest(v.uid);
-    try {
-      const object = await store.blocks.get(key);
-      checkStoredObject(ObjectKind.manifest, Buffer.from(object).subarray(24, 56), object, `manifest ${v.uid}`);
-    } catch (err) {
-      if (!isBadBlock(err)) throw err;
-      await confirmBadBlock(store.blocks);
-      yield { type: 'metadata-not-repaired', what: `manifest of ${v.uid}`, reason: `${err.message}; scrub with the key to repair it` };
+    if (inWindow(window, manifestPosition(v.uid))) {
+      counters.manifestsChecked++;
+      try {
+        const object = await store.blocks.get(key);
+        checkStoredObject(ObjectKind.manifest, Buffer.from(object).subarray(24, 56), object, `manifest ${v.uid}`);
+      } catch (err) {
+        if (!isBadBlock(err)) throw err;
+        await confirmBadBlock(store.blocks);
+        yield { type: 'metadata-not-repaired', what: `manifest of ${v.uid}`, reason: `${err.message}; scrub with the key to repair it` };
+      }
     }
     for (const digest of await store.catalog.versionSegments(v.uid)) {
       const hex = digest.toString('hex');

@@ -105,15 +105,16 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
   const findings: ScrubFinding[] = [];
   const versions: VersionRecord[] = [];
   try {
-    // Under the locks, what is still there: an rm may have finished meanwhile.
+    // Under the locks, what is still there: an rm may have finished meanwhile (one listing for many).
+    const current = selected.length > 1 ? new Map((await store.catalog.listVersions()).map((v) => [v.uid, v])) : undefined;
     for (const v of selected) {
-      const now = await store.catalog.getVersion(v.uid);
+      const now = current ? current.get(v.uid) : await store.catalog.getVersion(v.uid);
       if (now) versions.push(now);
       else if (!options.all) throw new NotFoundError(`Version "${v.uid}" was removed meanwhile`);
     }
     const keyless = options.withoutKey === true && store.settings.encryption !== 'none';
     if (keyless && options.source !== undefined) throw new UsageError('Comparing with the source needs the key: the stored blocks must be decrypted');
-    // 0. Manifests and map segments: checked in full (they are small), repaired from a good copy.
+    // 0. Manifests and map segments in the window, repaired from a good copy.
     yield* keyless ? checkStoredMetadata(store, versions, metadata, window) : checkMetadata(store, versions, metadata, { window, signal: options.signal });
 
     // 1. Which distinct blocks to read: those of the day's window, each once however many

@@ -169,6 +169,28 @@ describe('scrub()', () => {
     }
   });
 
+  it('scrub() -p checks P% of the manifests, others each day, all of them within ceil(100/P) days', async () => {
+    const s = (store = makeMemoryStore());
+    const image = path.join(makeTempDir(), 'img');
+    makeImage(image, [{ kind: 'random', length: 2 * B }]);
+    for (let i = 0; i < 30; i++) await backup(s, { source: image, image: 'vm1', tags: ['t'] });
+    const reads = vi.spyOn(s.blocks, 'get');
+    const seen = new Set<string>();
+    let checked = 0;
+    for (let day = 0; day < 4; day++) {
+      reads.mockClear();
+      const { result, findings } = await runScrub(s, { all: true, percent: 25, at: Date.UTC(2026, 0, 1) + day * 86_400_000 });
+      expect(findings).toEqual([]);
+      const manifests = reads.mock.calls.map(([key]) => key).filter((key) => key.startsWith('versions/'));
+      expect(manifests.length).toBe(result.manifestsChecked);
+      checked += result.manifestsChecked;
+      for (const key of manifests) seen.add(key);
+    }
+    expect(seen.size).toBe(30);
+    expect(checked).toBe(30);
+    expect((await runScrub(s, { all: true })).result.manifestsChecked).toBe(30);
+  });
+
   it('rejects bad arguments', async () => {
     const s = (store = makeMemoryStore());
     await expect(runScrub(s, { uids: ['vnope'] })).rejects.toMatchObject({ code: 'E_NOT_FOUND' });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, LockedError, NotFoundError, StoreUnavailableError } from '../errors.js';
+import { RequestBatcher } from '../support/request-batcher.js';
 import { DIGEST_LENGTH, SPARSE_ENTRY } from '../objects/formats.js';
 import {
   BlockState,
@@ -89,6 +90,9 @@ const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.s
 const BLOCK_COLUMNS = 'digest, length, stored_length, state, last_ref';
 const NOW = 'backy2.now_ms()';
 
+/** Blocks touched per statement at most. */
+const TOUCH_BATCH = 256;
+
 /**
  * The shared catalog: one PostgreSQL database for many backup hosts.
  *
@@ -114,6 +118,8 @@ export class PgCatalog implements Catalog {
   /** Where the claims of this mark phase go on (digest order): each block is looked at once. */
   #claimAfter: Buffer = Buffer.alloc(0);
   #scrub: PgSession | undefined;
+  /** A backup's blocks in flight ask about themselves together: one round trip for many. */
+  readonly #touches = new RequestBatcher((digests: Buffer[]) => this.#touchBlocks(digests), TOUCH_BATCH);
 
   private constructor(db: PgDatabase, options: PgCatalogOptions) {
     this.#db = db;
@@ -408,18 +414,25 @@ export class PgCatalog implements Catalog {
   }
 
   async touchBlock(digest: Uint8Array): Promise<BlockStateValue | undefined> {
-    // One statement: the row lock orders it against a cleanup's claim, and the state it reports
-    // is the one after whichever came first.
-    const row = (
-      await this.#db.query<{ state: BlockStateValue; touched: boolean }>(
-        `WITH t AS (UPDATE backy2.blocks SET last_ref = ${NOW} WHERE digest = $1 AND state <> 2 RETURNING state)
-         SELECT state, true AS touched FROM t UNION ALL SELECT state, false FROM backy2.blocks WHERE digest = $1 AND NOT EXISTS (SELECT 1 FROM t)`,
-        [Buffer.from(digest)],
-        { idempotent: true },
-      )
-    )[0];
-    if (!row) return undefined;
-    return row.touched ? row.state : BlockState.deleting;
+    return this.#touches.request(Buffer.from(digest));
+  }
+
+  /**
+   * Touches blocks in one statement. Rows are locked in digest order (two hosts touching
+   * overlapping blocks never wait on each other in a cycle), and each row lock orders its touch
+   * against a cleanup's claim: the state reported is the one after whichever came first.
+   */
+  async #touchBlocks(digests: Buffer[]): Promise<(BlockStateValue | undefined)[]> {
+    const rows = await this.#db.query<{ digest: Buffer; state: BlockStateValue; touched: boolean }>(
+      `WITH locked AS (SELECT digest FROM backy2.blocks WHERE digest = ANY($1::bytea[]) AND state <> 2 ORDER BY digest FOR UPDATE),
+            t AS (UPDATE backy2.blocks b SET last_ref = ${NOW} FROM locked WHERE b.digest = locked.digest RETURNING b.digest, b.state)
+       SELECT digest, state, true AS touched FROM t
+       UNION ALL SELECT b.digest, b.state, false FROM backy2.blocks b WHERE b.digest = ANY($1::bytea[]) AND NOT EXISTS (SELECT 1 FROM t WHERE t.digest = b.digest)`,
+      [digests],
+      { idempotent: true },
+    );
+    const found = new Map(rows.map((r) => [r.digest.toString('hex'), r.touched ? r.state : BlockState.deleting]));
+    return digests.map((d) => found.get(d.toString('hex')));
   }
 
   async registerBlocks(blocks: readonly { digest: Uint8Array; length: number; storedLength: number }[]): Promise<void> {
@@ -599,45 +612,76 @@ export class PgCatalog implements Catalog {
   }
 
   async acquireLock(request: LockRequest): Promise<LockRecord> {
-    const token = randomUUID();
+    return (await this.acquireLocks([request]))[0] as LockRecord;
+  }
+
+  async acquireLocks(requests: readonly LockRequest[]): Promise<LockRecord[]> {
+    if (requests.length === 0) return [];
+    const tokens = requests.map(() => randomUUID());
     const holder = this.#holder;
-    const row = await this.#db.transaction(async (q, attempt) => {
+    const rows = await this.#db.transaction(async (q, attempt) => {
       if (attempt > 0) {
-        const mine = (await q<LockRow>(`SELECT *, ${NOW} AS now FROM backy2.locks WHERE token = $1`, [token]))[0];
-        if (mine) return mine;
+        const mine = await q<LockRow>(`SELECT *, ${NOW} AS now FROM backy2.locks WHERE token = ANY($1::uuid[])`, [tokens]);
+        if (mine.length === tokens.length) return mine;
       }
-      // One grant of this resource at a time, whatever the host.
-      await q('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [request.resource]);
-      const rows = await q<LockRow>(`SELECT *, ${NOW} AS now FROM backy2.locks WHERE resource = $1 ORDER BY id`, [request.resource]);
-      for (const r of rows) {
+      const resources = [...new Set(requests.map((r) => r.resource))].sort();
+      // One grant per resource at a time, whatever the host; taken in name order, so two batches
+      // that share resources wait for each other rather than in a cycle.
+      await q('SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(r, 0) AS h FROM unnest($1::text[]) AS r ORDER BY r) AS sorted', [resources]);
+      const held = await q<LockRow>(`SELECT *, ${NOW} AS now FROM backy2.locks WHERE resource = ANY($1::text[]) ORDER BY id`, [resources]);
+      const live: LockRow[] = [];
+      for (const r of held) {
         const why = this.#deadWhy(r);
-        if (why !== undefined) {
-          await q('DELETE FROM backy2.locks WHERE id = $1', [r.id]);
-          this.#log(`took over the lock of ${describe(r)}: ${why}`);
+        if (why === undefined) {
+          live.push(r);
           continue;
         }
-        if (request.mode === 'exclusive' || r.mode === 'exclusive') {
-          const what = request.resource.replace(/^(\w+):/, '$1 ');
-          throw new LockedError(
-            `Cannot lock ${what} for ${request.operation}: ${r.operation} by process ${r.pid} on ${r.host} holds it since ${new Date(r.acquired_at).toISOString()}`,
-            { hint: `wait for it to finish; a lock of a dead process is released automatically (on another host once its lease of ${Math.round(this.leaseMs / 1000)} s expires)` },
-          );
-        }
+        await q('DELETE FROM backy2.locks WHERE id = $1', [r.id]);
+        this.#log(`took over the lock of ${describe(r)}: ${why}`);
       }
-      return (
-        await q<LockRow>(
-          `INSERT INTO backy2.locks (token, resource, mode, operation, writer, pid, host, stamp, pid_namespace, acquired_at, heartbeat_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ${NOW}, ${NOW}, ${NOW} + $10) RETURNING *, ${NOW} AS now`,
-          [token, request.resource, request.mode, request.operation, request.writer ?? false, holder.pid, holder.host, holder.stamp, currentPidNamespace(), this.leaseMs],
-        )
-      )[0];
+      for (const request of requests) {
+        const r = live.find((l) => l.resource === request.resource && (request.mode === 'exclusive' || l.mode === 'exclusive'));
+        if (!r) continue;
+        const what = request.resource.replace(/^(\w+):/, '$1 ');
+        throw new LockedError(
+          `Cannot lock ${what} for ${request.operation}: ${r.operation} by process ${r.pid} on ${r.host} holds it since ${new Date(r.acquired_at).toISOString()}`,
+          { hint: `wait for it to finish; a lock of a dead process is released automatically (on another host once its lease of ${Math.round(this.leaseMs / 1000)} s expires)` },
+        );
+      }
+      return q<LockRow>(
+        `INSERT INTO backy2.locks (token, resource, mode, operation, writer, pid, host, stamp, pid_namespace, acquired_at, heartbeat_at, expires_at)
+         SELECT t, r, m, o, w, $6, $7, $8, $9, ${NOW}, ${NOW}, ${NOW} + $10
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::boolean[]) AS x(t, r, m, o, w)
+         RETURNING *, ${NOW} AS now`,
+        [
+          tokens,
+          requests.map((r) => r.resource),
+          requests.map((r) => r.mode),
+          requests.map((r) => r.operation),
+          requests.map((r) => r.writer ?? false),
+          holder.pid,
+          holder.host,
+          holder.stamp,
+          currentPidNamespace(),
+          this.leaseMs,
+        ],
+      );
     }, { idempotent: true });
-    if (!row) throw new StoreUnavailableError(`Catalog ${this.location}: the lock was not recorded`);
-    return toLock(row);
+    const byToken = new Map(rows.map((r) => [r.token, r]));
+    return tokens.map((t) => {
+      const row = byToken.get(t);
+      if (!row) throw new StoreUnavailableError(`Catalog ${this.location}: a lock was not recorded`);
+      return toLock(row);
+    });
   }
 
   async releaseLock(id: number): Promise<void> {
-    await this.#db.query('DELETE FROM backy2.locks WHERE id = $1', [id], { idempotent: true });
+    await this.releaseLocks([id]);
+  }
+
+  async releaseLocks(ids: readonly number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.#db.query('DELETE FROM backy2.locks WHERE id = ANY($1::bigint[])', [[...ids]], { idempotent: true });
   }
 
   async listLocks(resource?: string): Promise<LockRecord[]> {

@@ -179,6 +179,23 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       expect((await c.listLocks('version:v1')).length).toBe(1);
     });
 
+    it('acquireLocks() takes every lock or none; releaseLocks() releases many', async () => {
+      const c = await make();
+      const rm = await c.acquireLock({ resource: 'version:v3', mode: 'exclusive', operation: 'rm' });
+      const many = Array.from({ length: 50 }, (_, i) => ({ resource: `version:v${i + 10}`, mode: 'shared' as const, operation: 'scrub' }));
+      await expect(c.acquireLocks([...many, { resource: 'version:v3', mode: 'shared', operation: 'scrub' }])).rejects.toMatchObject({
+        code: 'E_LOCKED',
+        message: expect.stringContaining('rm by process'),
+      });
+      expect((await c.listLocks()).map((l) => l.resource)).toEqual(['version:v3']);
+      const got = await c.acquireLocks([...many, { resource: 'version:v2', mode: 'exclusive', operation: 'rm', writer: true }]);
+      expect(got.map((l) => [l.resource, l.mode, l.operation, l.writer])).toEqual([...many.map((m) => [m.resource, 'shared', 'scrub', false]), ['version:v2', 'exclusive', 'rm', true]]);
+      expect(new Set(got.map((l) => l.id)).size).toBe(51);
+      expect(await c.acquireLocks([])).toEqual([]);
+      await c.releaseLocks([...got.map((l) => l.id), rm.id]);
+      expect(await c.listLocks()).toEqual([]);
+    });
+
     it('setExpiry() sets and clears an expiry date that createVersion() and importVersion() record too', async () => {
       const c = await make();
       await c.createVersion({ ...version('v1'), expiresAt: 5000 });

@@ -54,18 +54,12 @@ export interface AcquireOptions {
 }
 
 /**
- * Takes all `requests` in order, or none, and renews them until released. The holder must stop
+ * Takes all `requests`, or none (in one catalog transaction), and renews them until released. The holder must stop
  * when `signal` of the result fires: its leases are about to be lost.
  * @throws {LockedError} when one of them is held by a live process in a conflicting mode
  */
 export async function acquireLocks(catalog: LockTable, requests: readonly LockRequest[], options: AcquireOptions = {}): Promise<HeldLocks> {
-  const locks: LockRecord[] = [];
-  try {
-    for (const request of requests) locks.push(await catalog.acquireLock(request));
-  } catch (err) {
-    for (const lock of locks) await catalog.releaseLock(lock.id).catch(() => undefined);
-    throw err;
-  }
+  const locks: readonly LockRecord[] = await catalog.acquireLocks(requests);
   const ids = locks.map((l) => l.id);
   const what = [...new Set(requests.map((r) => `${r.resource.replace(/^(\w+):/, '$1 ')} for ${r.operation}`))].join(', ');
   const controller = new AbortController();
@@ -113,7 +107,7 @@ export async function acquireLocks(catalog: LockTable, requests: readonly LockRe
       if (released) return;
       released = true;
       clearInterval(timer);
-      for (const id of ids) await catalog.releaseLock(id).catch(() => undefined);
+      await catalog.releaseLocks(ids).catch(() => undefined);
     },
   };
 }

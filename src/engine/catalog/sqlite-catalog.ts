@@ -560,53 +560,60 @@ export class SqliteCatalog implements Catalog {
   }
 
   async acquireLock(request: LockRequest): Promise<LockRecord> {
+    return (await this.acquireLocks([request]))[0] as LockRecord;
+  }
+
+  async acquireLocks(requests: readonly LockRequest[]): Promise<LockRecord[]> {
     const now = Date.now();
     const holder = this.#holder;
-    if (this.readOnly) {
-      // Nobody can change a store on read-only media: a lock protects nothing and cannot be written.
-      const base = { resource: request.resource, mode: request.mode, operation: request.operation, writer: request.writer ?? false };
-      return { id: this.#nextLocalLock--, ...base, pid: holder.pid, host: holder.host, acquiredAt: now, heartbeatAt: now, expiresAt: null };
-    }
-    return this.#write(() => {
-      const rows = this.#all<LockRow>('SELECT * FROM locks WHERE resource = ?', request.resource);
-      for (const row of rows) {
-        if (!isHolderAlive(row, row.heartbeat_at, now, holder)) {
-          this.#run('DELETE FROM locks WHERE id = ?', row.id);
-          continue;
+    const record = (request: LockRequest, id: number): LockRecord => ({
+      id,
+      resource: request.resource,
+      mode: request.mode,
+      operation: request.operation,
+      writer: request.writer ?? false,
+      pid: holder.pid,
+      host: holder.host,
+      acquiredAt: now,
+      heartbeatAt: now,
+      expiresAt: null,
+    });
+    // Nobody can change a store on read-only media: a lock protects nothing and cannot be written.
+    if (this.readOnly) return requests.map((request) => record(request, this.#nextLocalLock--));
+    return this.#write(() =>
+      requests.map((request) => {
+        for (const row of this.#all<LockRow>('SELECT * FROM locks WHERE resource = ?', request.resource)) {
+          if (!isHolderAlive(row, row.heartbeat_at, now, holder)) {
+            this.#run('DELETE FROM locks WHERE id = ?', row.id);
+            continue;
+          }
+          if (request.mode === 'exclusive' || row.mode === 'exclusive') {
+            const what = request.resource.replace(/^(\w+):/, '$1 ');
+            throw new LockedError(
+              `Cannot lock ${what} for ${request.operation}: ${row.operation} by process ${row.pid} on ${row.host} holds it since ${new Date(row.acquired_at).toISOString()}`,
+              { hint: 'wait for it to finish; a lock of a dead process is released automatically' },
+            );
+          }
         }
-        if (request.mode === 'exclusive' || row.mode === 'exclusive') {
-          const what = request.resource.replace(/^(\w+):/, '$1 ');
-          throw new LockedError(
-            `Cannot lock ${what} for ${request.operation}: ${row.operation} by process ${row.pid} on ${row.host} holds it since ${new Date(row.acquired_at).toISOString()}`,
-            { hint: 'wait for it to finish; a lock of a dead process is released automatically' },
-          );
-        }
-      }
-      const id = Number(
-        this.#statement(
+        const inserted = this.#statement(
           `INSERT INTO locks (resource, mode, operation, writer, pid, host, stamp, acquired_at, heartbeat_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        ).run(request.resource, request.mode, request.operation, request.writer ? 1 : 0, holder.pid, holder.host, holder.stamp, now, now)
-          .lastInsertRowid,
-      );
-      return {
-        id,
-        resource: request.resource,
-        mode: request.mode,
-        operation: request.operation,
-        writer: request.writer ?? false,
-        pid: holder.pid,
-        host: holder.host,
-        acquiredAt: now,
-        heartbeatAt: now,
-        expiresAt: null,
-      };
-    });
+        ).run(request.resource, request.mode, request.operation, request.writer ? 1 : 0, holder.pid, holder.host, holder.stamp, now, now);
+        return record(request, Number(inserted.lastInsertRowid));
+      }),
+    );
   }
 
   async releaseLock(id: number): Promise<void> {
-    if (id < 0) return; // a lock of a read-only catalog
-    this.#run('DELETE FROM locks WHERE id = ?', id);
+    await this.releaseLocks([id]);
+  }
+
+  async releaseLocks(ids: readonly number[]): Promise<void> {
+    const stored = ids.filter((id) => id >= 0); // negative: locks of a read-only catalog
+    if (stored.length === 0) return;
+    this.#write(() => {
+      for (const id of stored) this.#run('DELETE FROM locks WHERE id = ?', id);
+    });
   }
 
   async listLocks(resource?: string): Promise<LockRecord[]> {

@@ -71,7 +71,7 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       expect((await c.getSegments([])).size).toBe(0);
     });
 
-    it('firstSegments() gives the first map segment of each committed version of an image', async () => {
+    it('firstSegments() gives the first map segment of each committed version of an image; versionSegmentsOf() the maps of many', async () => {
       const c = await make();
       const [a, b] = [randomBytes(32), randomBytes(32)];
       for (const [uid, image] of [['v1', 'vm1'], ['v2', 'vm1'], ['v3', 'vm1'], ['v4', 'vm2']] as const) await c.createVersion(version(uid, image));
@@ -81,6 +81,13 @@ export function describeCatalog(name: string, open: () => Promise<Catalog>): voi
       const first = await c.firstSegments('vm1');
       expect([...first.entries()].map(([uid, d]) => [uid, d.toString('hex')]).sort()).toEqual([['v1', a.toString('hex')], ['v2', b.toString('hex')]]);
       expect((await c.firstSegments('nope')).size).toBe(0);
+      const maps = await c.versionSegmentsOf(['v1', 'v2', 'v3', 'nope']);
+      expect([...maps.entries()].map(([uid, d]) => [uid, d.map((x) => x.toString('hex'))]).sort()).toEqual([
+        ['v1', [a.toString('hex'), b.toString('hex')]],
+        ['v2', [b.toString('hex')]],
+        ['v3', []],
+      ]);
+      expect((await c.versionSegmentsOf([])).size).toBe(0);
     });
 
     it('listVersions() filters by image, tag, status, kind and time, oldest first, up to a limit; latestValidVersion() by kind', async () => {

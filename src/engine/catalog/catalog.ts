@@ -4,6 +4,7 @@
  * The interface is asynchronous although the SQLite implementation is not, so that a networked
  * catalog (PostgreSQL) can slot in later without changing callers.
  */
+import { DIGEST_LENGTH } from '../objects/formats.js';
 
 export type VersionStatus = 'incomplete' | 'valid' | 'invalid';
 
@@ -220,6 +221,8 @@ export interface VersionCatalog {
   latestValidVersion(image: string, kind?: VersionKind): Promise<VersionRecord | undefined>;
   /** Segment digests of a committed version, in order (empty for an incomplete one). */
   versionSegments(uid: string): Promise<Buffer[]>;
+  /** The segment digests of many versions in one round trip, by uid (unknown uids are missing). */
+  versionSegmentsOf(uids: readonly string[]): Promise<Map<string, Buffer[]>>;
   /**
    * The digest of the first map segment of every committed version of an image, by uid, in one
    * query: versions with the same first segment start with the same bytes, so a mount reads the
@@ -389,4 +392,12 @@ export interface CatalogTransfer {
   exportRows(table: TransferTable, batch: number): AsyncIterable<TransferValue[][]>;
   /** Adds rows to `table` (of a catalog being filled by a copy); rows whose key exists are skipped. */
   importRows(table: TransferTable, rows: readonly (readonly TransferValue[])[]): Promise<void>;
+}
+
+/** A version's segment digests as stored (one blob of 32-byte digests, or none) in order. */
+export function splitDigests(blob: Buffer | null): Buffer[] {
+  const all = blob ?? Buffer.alloc(0);
+  const out: Buffer[] = [];
+  for (let at = 0; at < all.length; at += DIGEST_LENGTH) out.push(all.subarray(at, at + DIGEST_LENGTH));
+  return out;
 }

@@ -21,6 +21,7 @@ import {
   type VersionRecord,
   type VersionStats,
   type VersionStatus,
+  splitDigests,
 } from './catalog.js';
 import { currentHolder, currentPidNamespace, isLocalHolderGone, type Holder } from './holder.js';
 import { PgDatabase, type PgSession, type PgTarget, type Query } from './pg-connection.js';
@@ -350,6 +351,12 @@ export class PgCatalog implements Catalog {
     return row && toVersion(row);
   }
 
+  async versionSegmentsOf(uids: readonly string[]): Promise<Map<string, Buffer[]>> {
+    if (uids.length === 0) return new Map();
+    const rows = await this.#read<{ uid: string; segments: Buffer | null }>('SELECT uid, segments FROM backy2.versions WHERE uid = ANY($1::text[])', [[...uids]]);
+    return new Map(rows.map((r) => [r.uid, splitDigests(r.segments)]));
+  }
+
   async firstSegments(image: string): Promise<Map<string, Buffer>> {
     const rows = await this.#read<{ uid: string; first: Buffer }>(
       'SELECT uid, substring(segments from 1 for $2) AS first FROM backy2.versions WHERE image = $1 AND octet_length(segments) >= $2',
@@ -361,10 +368,7 @@ export class PgCatalog implements Catalog {
   async versionSegments(uid: string): Promise<Buffer[]> {
     const row = (await this.#read<{ segments: Buffer | null }>('SELECT segments FROM backy2.versions WHERE uid = $1', [uid]))[0];
     if (!row) throw new NotFoundError(`Version "${uid}" not found`);
-    const all = row.segments ?? Buffer.alloc(0);
-    const out: Buffer[] = [];
-    for (let at = 0; at < all.length; at += DIGEST_LENGTH) out.push(all.subarray(at, at + DIGEST_LENGTH));
-    return out;
+    return splitDigests(row.segments);
   }
 
   async deleteVersion(uid: string): Promise<void> {

@@ -51,9 +51,8 @@ export async function* checkMetadata(
   options: { readonly window: ScrubWindow; readonly signal?: AbortSignal | undefined },
 ): AsyncGenerator<MetadataFinding> {
   const seen = new Set<string>();
-  for (const version of versions) {
+  for await (const [version, segments] of withSegments(store, versions)) {
     if (options.signal?.aborted) return;
-    const segments = await store.catalog.versionSegments(version.uid);
     if (inWindow(options.window, manifestPosition(version.uid))) yield* checkManifest(store, version, segments, counters);
     for (const digest of segments) {
       const hex = digest.toString('hex');
@@ -68,6 +67,24 @@ export async function* checkMetadata(
 /** Where a version's manifest lies in the scrub window: a digest of its uid, spread like blocks. */
 export function manifestPosition(uid: string): Buffer {
   return createHash('sha256').update(uid).digest();
+}
+
+/** Versions fetched from the catalog with their segment digests per batch. */
+const SEGMENTS_BATCH = 256;
+
+/**
+ * The versions, each with its map's segment digests, fetched a batch at a time (one round trip
+ * per 256 versions, and never all maps in memory at once). A version removed meanwhile is left out.
+ */
+export async function* withSegments(store: Store, versions: readonly VersionRecord[]): AsyncGenerator<[VersionRecord, Buffer[]]> {
+  for (let i = 0; i < versions.length; i += SEGMENTS_BATCH) {
+    const batch = versions.slice(i, i + SEGMENTS_BATCH);
+    const maps = await store.catalog.versionSegmentsOf(batch.map((v) => v.uid));
+    for (const v of batch) {
+      const segments = maps.get(v.uid);
+      if (segments) yield [v, segments];
+    }
+  }
 }
 
 async function* checkManifest(store: Store, version: VersionRecord, segments: readonly Buffer[], counters: MetadataCounters): AsyncGenerator<MetadataFinding> {
@@ -140,7 +157,7 @@ export async function catalogEntries(store: Store, digest: Buffer | undefined): 
 /** The metadata check of a scrub without the key: stored bytes against their CRC, nothing repaired. */
 export async function* checkStoredMetadata(store: Store, versions: readonly VersionRecord[], counters: MetadataCounters, window: ScrubWindow): AsyncGenerator<MetadataFinding> {
   const seen = new Set<string>();
-  for (const v of versions) {
+  for await (const [v, segments] of withSegments(store, versions)) {
     const key = StoreKeys.manifest(v.uid);
     if (inWindow(window, manifestPosition(v.uid))) {
       counters.manifestsChecked++;
@@ -153,7 +170,7 @@ export async function* checkStoredMetadata(store: Store, versions: readonly Vers
         yield { type: 'metadata-not-repaired', what: `manifest of ${v.uid}`, reason: `${err.message}; scrub with the key to repair it` };
       }
     }
-    for (const digest of await store.catalog.versionSegments(v.uid)) {
+    for (const digest of segments) {
       const hex = digest.toString('hex');
       if (seen.has(hex)) continue;
       seen.add(hex);

@@ -15,7 +15,7 @@ import { compareSource } from './scrub-source.js';
 import { StoreKeys } from '../objects/store-keys.js';
 import { recordRun } from './run-records.js';
 import { inWindow, scrubWindow } from './scrub-window.js';
-import { catalogEntries, checkMetadata, checkSegment, checkStoredMetadata, type MetadataCounters, type MetadataFinding } from './scrub-metadata.js';
+import { catalogEntries, checkMetadata, checkSegment, checkStoredMetadata, withSegments, type MetadataCounters, type MetadataFinding } from './scrub-metadata.js';
 
 /** Options of {@link scrub}. */
 export interface ScrubOptions {
@@ -124,10 +124,10 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
     await store.catalog.beginScrubList();
     let totalBytes = 0;
     const listed = new Set<string>();
-    for (const v of versions) {
+    for await (const [v, segments] of withSegments(store, versions)) {
       if (options.signal?.aborted) break;
       const blocks = blockCount(v.size, v.blockSize);
-      const map = new BlockMap(store, await store.catalog.versionSegments(v.uid), blocks);
+      const map = new BlockMap(store, segments, blocks);
       for (let k = 0; k < map.segments.length; k++) {
         const hex = map.segments[k]?.toString('hex') ?? '';
         if (metadata.badSegments.has(hex)) continue; // lost: found above

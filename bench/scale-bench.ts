@@ -5,7 +5,8 @@
  * 3), `backy2 ls`, `ls -la` of the image directory through `backy2 mount`, and `backy2 scrub --all
  * -p 10` (time, overhead per version, distinct blocks read, coverage); at the end `backy2 rm` of
  * all but the newest 100 versions in one command. On SQLite, and on PostgreSQL too when
- * scripts/pg-dev finds a server to start (SCALE_PG=0 skips it). Prints figures; asserts nothing.
+ * scripts/pg-dev finds a server to start (SCALE_PG=0 skips it; SCALE_SQLITE=0 skips SQLite). Prints
+ * figures; asserts nothing.
  *
  * The versions between the counts are made the way a no-change backup makes them, without
  * reading the source: each is published with its base's map (create, manifest, commit), which
@@ -142,7 +143,7 @@ async function run(label: string, env: NodeJS.ProcessEnv): Promise<void> {
 makeSparseImage(image, imageSize, hints);
 const sqliteStore = path.join(dir, 'store-sqlite');
 rmSync(sqliteStore, { recursive: true, force: true });
-await run('SQLite', { BACKY2_STORE: sqliteStore, BACKY2_CONFIG: '' });
+if (process.env.SCALE_SQLITE !== '0') await run('SQLite', { BACKY2_STORE: sqliteStore, BACKY2_CONFIG: '' });
 
 if (process.env.SCALE_PG !== '0') {
   const server = startPostgres(path.join(dir, 'pg'), process.env.SCALE_PG_PORT ?? '5439');

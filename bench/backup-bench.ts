@@ -1,6 +1,7 @@
 /**
- * Backup benchmark: backy2 against restic and borg (Debian packages) on the same images, in the
- * same run, plus `cp --sparse=always` as the physical reference for restores. backy2 runs on four
+ * Backup benchmark: backy2 against restic and borg (Debian packages; borg also with fixed 4 MiB
+ * chunks, backy2's unit of work) on the same images, in the same run, plus `cp --sparse=always`
+ * as the physical reference for restores. backy2 runs on four
  * stores — plaintext, zstd, AES-256-GCM, both — next to restic, which always encrypts (and, with
  * repository version 2, compresses). Prints times, peak RSS and bytes stored; it asserts nothing.
  *
@@ -24,6 +25,8 @@ const { dir, size, baseImage, changedImage, hintsFile } = bench;
 const imageGiB = bench.gib;
 const repoRoot = path.resolve(import.meta.dirname, '..');
 const backy2 = path.join(repoRoot, 'bin/backy2');
+/** The peers, as their results are named: borg-fixed is borg with fixed 4 MiB chunks. */
+const PEERS = ['restic', 'borg', 'borg-fixed'] as const;
 
 interface Timing {
   seconds: number;
@@ -140,18 +143,25 @@ function benchRestic(): void {
   rmSync(out, { recursive: true, force: true });
 }
 
-function benchBorg(): void {
-  const repo = path.join(dir, 'borg');
+/**
+ * borg as Debian ships it (content-defined chunks), and with fixed 4 MiB chunks like backy2's
+ * blocks (`--chunker-params fixed,4194304`: the same work per byte, without the chunk search), each
+ * in a repository of its own; no compression, no encryption.
+ */
+function benchBorg(tool: 'borg' | 'borg-fixed'): void {
+  const repo = path.join(dir, tool);
   rmSync(repo, { recursive: true, force: true });
   const env = { BORG_REPO: repo, BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' };
+  const chunker = tool === 'borg-fixed' ? ['--chunker-params', 'fixed,4194304'] : [];
   sh('borg', ['init', '--encryption=none', repo], env);
   dropCaches();
   warm(baseImage);
-  record('borg', 'full backup', timed('borg', ['create', '--compression', 'none', '::base', baseImage], env));
-  stored.set('borg', bytesStored(repo));
+  record(tool, 'full backup', timed('borg', ['create', '--compression', 'none', ...chunker, '::base', baseImage], env));
+  stored.set(tool, bytesStored(repo));
   dropCaches();
   warm(changedImage);
-  record('borg', 'incremental', timed('borg', ['create', '--compression', 'none', '::changed', changedImage], env));
+  record(tool, 'incremental', timed('borg', ['create', '--compression', 'none', ...chunker, '::changed', changedImage], env));
+  if (tool === 'borg-fixed') return; // extraction does not depend on the chunker
   const out = path.join(dir, 'borg-out');
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out);
@@ -193,7 +203,7 @@ function summary(): void {
   const get = (tool: string, op: string) => table.find((r) => r.tool === tool && r.op.startsWith(op))?.t;
   const ours = { full: get('backy2', 'full'), inc: get('backy2', 'incremental, no'), restore: get('backy2', 'restore') };
   console.log('\n# ratios (peer seconds / backy2 seconds; > 1 means backy2 is faster)');
-  for (const peer of ['restic', 'borg']) {
+  for (const peer of PEERS) {
     const full = get(peer, 'full');
     const inc = get(peer, 'incremental');
     const res = get(peer, 'restore');
@@ -216,7 +226,7 @@ function summary(): void {
     const vsPlain = bytes !== undefined && plainBytes ? ` (${((100 * bytes) / plainBytes).toFixed(0)}% of plaintext)` : '';
     console.log(`${tool.padEnd(16)} ${bytes === undefined ? '-' : (bytes / 1e6).toFixed(0).padStart(6)} MB${vsPlain}${vsRestic}`);
   }
-  for (const peer of ['restic', 'borg']) {
+  for (const peer of PEERS) {
     const bytes = stored.get(peer);
     if (bytes !== undefined) console.log(`${peer.padEnd(16)} ${(bytes / 1e6).toFixed(0).padStart(6)} MB${plainBytes ? ` (${((100 * bytes) / plainBytes).toFixed(0)}% of backy2 plaintext)` : ''}`);
   }
@@ -233,7 +243,8 @@ for (let run = 0; run < RUNS; run++) {
   benchCp();
   if (process.env.BENCH_PEERS !== '0') {
     benchRestic();
-    benchBorg();
+    benchBorg('borg');
+    benchBorg('borg-fixed');
   }
 }
 benchHugeSparse();

@@ -161,19 +161,17 @@ export async function lockNewVersion(
   for (let attempt = 1; ; attempt++) {
     const uid = draw();
     const resource = versionResource(uid);
-    const free = async () => (await catalog.listLocks(resource)).length === 0 && (await catalog.getVersion(uid)) === undefined;
-    if (await free()) {
-      let locks: HeldLocks;
-      try {
-        locks = await acquireLocks(catalog, [...requests, { ...version, resource, mode: 'exclusive' }]);
-      } catch (err) {
-        // Only a process that drew the same uid meanwhile is a reason to draw again.
-        if (!(err instanceof LockedError) || (await catalog.listLocks(resource)).length === 0 || attempt >= UID_DRAWS) throw err;
-        continue;
-      }
-      if ((await catalog.getVersion(uid)) === undefined) return { uid, locks };
-      await locks.release();
+    let locks: HeldLocks;
+    try {
+      locks = await acquireLocks(catalog, [...requests, { ...version, resource, mode: 'exclusive' }]);
+    } catch (err) {
+      // Only a process that drew the same uid is a reason to draw again (it holds the uid's lock).
+      if (!(err instanceof LockedError) || (await catalog.listLocks(resource)).length === 0 || attempt >= UID_DRAWS) throw err;
+      continue;
     }
+    // Locked: no other process can record a version of this uid now; one made earlier may exist.
+    if ((await catalog.getVersion(uid)) === undefined) return { uid, locks };
+    await locks.release();
     if (attempt >= UID_DRAWS) throw new LockedError(`Could not find a free version uid in ${UID_DRAWS} draws`, { hint: 'run it again' });
   }
 }

@@ -85,14 +85,16 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
     for (let i = k * SEGMENT_ENTRIES; i < k * SEGMENT_ENTRIES + segmentLength(k, blocks); i++) if (plannedRead(i) || samples.has(i)) return false;
     return true;
   };
-  let proven = new Set<string>();
+  /** Positions of the current window's segments to take over as they are. */
+  let reusable = new Set<number>();
   const proveWindow = async (from: number) => {
-    const digests: Buffer[] = [];
+    const candidates = new Map<number, Buffer>();
     for (let k = from; k < Math.min(segmentCount(blocks), from + PROOF_WINDOW); k++) {
       const digest = base?.map.segments[k];
-      if (digest && unchanged(k)) digests.push(digest);
+      if (digest && unchanged(k)) candidates.set(k, digest);
     }
-    proven = await proveSegments(ctx.storage, digests);
+    const proven = await proveSegments(ctx.storage, [...candidates.values()]);
+    reusable = new Set([...candidates].filter(([, d]) => proven.has(d.toString('hex'))).map(([k]) => k));
   };
 
   // Whatever fails here (a wrong hint, an unreadable base segment) still waits for the blocks in flight.
@@ -108,7 +110,7 @@ export async function runBackupPipeline(input: PipelineInput, ctx: PipelineConte
         counters.bytesSkipped += bytes;
         ctx.progress?.advance?.(bytes);
       };
-      if (baseDigest && proven.has(baseDigest.toString('hex')) && unchanged(k)) {
+      if (baseDigest && reusable.has(k)) {
         reuseBase(baseDigest);
         continue;
       }

@@ -133,7 +133,7 @@ export async function openBlockStore(config: Config, options: OpenStoreOptions &
 export async function blockStoreSettings(config: Config, blocks: BlockStore): Promise<StoreSettings> {
   const settings = await loadStoreSettings(blocks);
   if (settings) return settings;
-  for await (const _ of blocks.list(KeyPrefix.manifests)) return newStoreSettings();
+  for await (const _ of blocks.list(KeyPrefix.manifests)) return newStoreSettings({ checksum: 'none' });
   throw noStore(config.store.path);
 }
 
@@ -250,8 +250,9 @@ async function bindCatalog(blocks: BlockStore, catalog: Catalog, found: StoreSet
         hint: 'restore the object "settings" from a copy of the store',
       });
     }
-    // A store made before `backy2 init` existed: it describes itself from now on.
-    settings = newStoreSettings();
+    // A store made before `backy2 init` existed: it describes itself from now on (its objects
+    // are format 1, and new ones stay so).
+    settings = newStoreSettings({ checksum: 'none' });
     if (writable) await saveStoreSettings(blocks, settings);
   }
   if (storeId !== null && storeId !== settings.storeId) {

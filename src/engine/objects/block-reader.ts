@@ -5,7 +5,7 @@ import { OBJECT_HEADER_LENGTH, ObjectKind } from './formats.js';
 import type { PooledBuffer } from '../pipeline/buffer-pool.js';
 import type { BlockWorkers } from '../pipeline/block-workers.js';
 import { StoreKeys } from './store-keys.js';
-import { isSealed, type Transforms } from './object-seal.js';
+import { isSealed, type ReadProof, type Transforms } from './object-seal.js';
 
 /** What {@link fetchBlock} needs. */
 export interface BlockFetchContext {
@@ -25,12 +25,15 @@ export interface FetchOptions {
   /** Leave the block in `buf.payload` (page-aligned, e.g. for O_DIRECT writes). @default false */
   readonly aligned?: boolean;
   readonly signal?: AbortSignal | undefined;
+  /** How much to prove (see ReadProof): scrub proves everything, readers the checksum. @default 'full' */
+  readonly proof?: ReadProof;
 }
 
 const SLOT_HEAD = 4096;
 
 /**
- * Reads a stored block into a pooled buffer and proves it: header, length and SHA-256 digest.
+ * Reads a stored block into a pooled buffer and proves it: header, length, and its SHA-256
+ * digest, or with `proof: 'checksum'` its CRC where it has one (format 2).
  * The object is read around the page cache (O_DIRECT where possible) into the page-aligned slot,
  * so the payload lands 64 bytes in; with `aligned` it is moved to `buf.payload`.
  * @param ctx block store and hash workers
@@ -51,7 +54,7 @@ export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length:
     // Read 64 bytes before the payload: the plaintext then lands before the ciphertext it comes
     // from, and is decrypted in place.
     const object = await ctx.blocks.get(key, { into: buf.sealed, ...(options.signal ? { signal: options.signal } : {}) });
-    await ctx.workers.open(buf, object.length, length, key, digest, what);
+    await ctx.workers.open(buf, object.length, length, key, digest, what, options.proof ?? 'full');
     return buf.payload.subarray(0, length);
   }
   const object = await ctx.blocks.get(key, {

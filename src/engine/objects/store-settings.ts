@@ -9,7 +9,7 @@ import type { BlockStore } from '../blockstore/block-store.js';
 import { StoreUnavailableError, isBackyError } from '../errors.js';
 import { PACKAGE_VERSION } from '../support/package-version.js';
 import { DIGEST_ALGORITHM, ObjectKind, STORE_FORMAT_VERSION } from './formats.js';
-import { PLAIN, type SealKeys, type Transforms } from './object-seal.js';
+import { PLAIN, PLAIN_CHECKSUMMED, type SealKeys, type Transforms } from './object-seal.js';
 import { decodeJsonObject, encodeJsonObject } from './object-codec.js';
 import { StoreKeys } from './store-keys.js';
 
@@ -30,6 +30,12 @@ export interface StoreSettings {
   readonly compressionLevel?: number;
   readonly encryption: 'none' | 'aes-256-gcm';
   /**
+   * `crc32`: every object carries a CRC-32 of its stored bytes (format 2), which reads check
+   * instead of re-deriving a plaintext's digest (scrub still derives it). Absent in stores made
+   * before it: their plaintext objects are format 1, and every read derives the digest.
+   */
+  readonly checksum?: 'crc32';
+  /**
    * Encrypted stores: a MAC over the other fields under the master key, so settings changed
    * without the key (encryption switched off, say) are refused rather than obeyed.
    */
@@ -41,11 +47,16 @@ export interface NewStoreOptions {
   readonly compression?: 'none' | 'zstd';
   readonly compressionLevel?: number;
   readonly encryption?: 'none' | 'aes-256-gcm';
+  /** `none` only for a store that existed before its settings did (format 1 objects). @default 'crc32' */
+  readonly checksum?: 'crc32' | 'none';
 }
 
-/** The settings without their check, in a fixed order: what the check covers. */
+/**
+ * The settings without their check, in a fixed order: what the check covers and what the
+ * catalog records. `checksum` is appended only when present, so older stores keep their form.
+ */
 export function canonicalSettings(s: StoreSettings): string {
-  return JSON.stringify([s.format, s.storeId, s.createdAt, s.createdBy, s.digest, s.compression, s.compressionLevel ?? null, s.encryption]);
+  return JSON.stringify([s.format, s.storeId, s.createdAt, s.createdBy, s.digest, s.compression, s.compressionLevel ?? null, s.encryption, ...(s.checksum ? [s.checksum] : [])]);
 }
 
 /**
@@ -53,7 +64,7 @@ export function canonicalSettings(s: StoreSettings): string {
  * `encryption none instead of aes-256-gcm`.
  */
 export function describeSettingsChange(recorded: string, now: StoreSettings): string {
-  const names = ['format', 'storeId', 'createdAt', 'createdBy', 'digest', 'compression', 'compressionLevel', 'encryption'];
+  const names = ['format', 'storeId', 'createdAt', 'createdBy', 'digest', 'compression', 'compressionLevel', 'encryption', 'checksum'];
   let before: unknown[] = [];
   try {
     const parsed: unknown = JSON.parse(recorded);
@@ -71,7 +82,7 @@ export function describeSettingsChange(recorded: string, now: StoreSettings): st
  * @param keys the sealing keys (derived from the master key) when the store is encrypted
  */
 export function transformsOf(s: StoreSettings, keys: SealKeys | undefined): Transforms {
-  if (s.compression === 'none' && s.encryption === 'none') return PLAIN;
+  if (s.compression === 'none' && s.encryption === 'none') return s.checksum === 'crc32' ? PLAIN_CHECKSUMMED : PLAIN;
   return { compression: s.compression, level: s.compressionLevel ?? 1, keys: s.encryption === 'none' ? undefined : keys };
 }
 
@@ -86,10 +97,11 @@ export interface StoreOwner {
   readonly since: number;
 }
 
-/** Settings of a new store (plaintext and uncompressed unless told otherwise). */
+/** Settings of a new store (plaintext, uncompressed and checksummed unless told otherwise). */
 export function newStoreSettings(options: NewStoreOptions = {}, now: number = Date.now()): StoreSettings {
   const encryption = options.encryption ?? 'none';
   const compression = options.compression ?? 'none';
+  const checksum = options.checksum ?? 'crc32';
   return {
     format: STORE_FORMAT_VERSION,
     storeId: randomBytes(16).toString('hex'),
@@ -99,6 +111,7 @@ export function newStoreSettings(options: NewStoreOptions = {}, now: number = Da
     compression,
     ...(compression === 'zstd' ? { compressionLevel: options.compressionLevel ?? 1 } : {}),
     encryption,
+    ...(checksum === 'crc32' ? { checksum } : {}),
   };
 }
 
@@ -124,8 +137,8 @@ export async function loadStoreSettings(blocks: BlockStore): Promise<StoreSettin
   const encrypted = s.digest === 'hmac-sha256' && s.encryption === 'aes-256-gcm';
   const level = s.compressionLevel;
   const compression = (s.compression === 'none' && level === undefined) || (s.compression === 'zstd' && typeof level === 'number' && level >= 1 && level <= 19);
-  if (!(plain || encrypted) || !compression) {
-    throw new StoreUnavailableError(`Store ${blocks.properties.location} uses digest "${String(s.digest)}", compression "${String(s.compression)}" and encryption "${String(s.encryption)}", which this backy2 cannot read`, {
+  if (!(plain || encrypted) || !compression || (s.checksum !== undefined && s.checksum !== 'crc32')) {
+    throw new StoreUnavailableError(`Store ${blocks.properties.location} uses digest "${String(s.digest)}", compression "${String(s.compression)}", encryption "${String(s.encryption)}" and checksum "${String(s.checksum ?? 'none')}", which this backy2 cannot read`, {
       hint: 'upgrade backy2',
     });
   }

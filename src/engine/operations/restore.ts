@@ -112,7 +112,7 @@ export async function restore(store: Store, options: RestoreOptions): Promise<Re
             if (!held) break;
             group.spawn(async () => {
               try {
-                const data = await reads.run(() => fetchBlock(fetchContextOf(store), digest, length, held, { aligned: true, signal: group.signal }));
+                const data = await reads.run(() => fetchBlock(fetchContextOf(store), digest, length, held, { aligned: true, signal: group.signal, proof: 'checksum' }));
                 await target.write(offset, data);
                 counters.bytesWritten += length;
               } catch (err) {

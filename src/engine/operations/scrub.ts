@@ -181,7 +181,7 @@ export async function* scrub(store: Store, options: ScrubOptions): AsyncGenerato
         group.spawn(async () => {
           try {
             if (keyless) checkStoredObject(ObjectKind.block, ref.digest, await store.blocks.get(StoreKeys.block(ref.digest), { into: buf.slotView, signal: group.signal }), `block ${ref.digest.toString('hex')}`);
-            else await fetchBlock(fetchContextOf(store), ref.digest, ref.length, buf, { signal: group.signal });
+            else await fetchBlock(fetchContextOf(store), ref.digest, ref.length, buf, { signal: group.signal, proof: 'full' });
           } catch (err) {
             if (!isBadBlock(err)) throw err;
             await confirmBadBlock(store.blocks);

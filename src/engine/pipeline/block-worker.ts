@@ -5,7 +5,7 @@
  * encrypted); `open` proves a stored object and puts its plaintext in place.
  */
 import { DIGEST_LENGTH, OBJECT_HEADER_LENGTH, ObjectKind } from '../objects/formats.js';
-import { objectId, openObject, sealObjectInto, sealedCapacity, type Transforms } from '../objects/object-seal.js';
+import { objectId, openObject, sealObjectInto, sealedCapacity, type ReadProof, type Transforms } from '../objects/object-seal.js';
 
 /** Zero-check and name a block in shared memory. */
 export interface HashTask {
@@ -45,6 +45,7 @@ export interface OpenTask {
   readonly id: Uint8Array;
   readonly what: string;
   readonly transforms: Transforms;
+  readonly proof: ReadProof;
 }
 
 export type BlockTask = HashTask | SealTask | OpenTask;
@@ -96,7 +97,7 @@ function open(task: OpenTask): BlockTaskResult {
   const id = Buffer.from(task.id.buffer, task.id.byteOffset, DIGEST_LENGTH);
   try {
     // Opened in place: the plaintext lands at the start of the slot, over what was read.
-    const plaintext = openObject(task.transforms, ObjectKind.block, task.key, id, object, task.what, Buffer.from(task.memory, task.payloadOffset, task.length));
+    const plaintext = openObject(task.transforms, ObjectKind.block, task.key, id, object, task.what, Buffer.from(task.memory, task.payloadOffset, task.length), task.proof);
     if (plaintext.length !== task.length) return { failed: `Object ${task.what} holds ${plaintext.length} bytes, the map expects ${task.length}` };
     return { opened: true };
   } catch (err) {

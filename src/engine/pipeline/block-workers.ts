@@ -2,7 +2,7 @@ import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { CorruptBlockError } from '../errors.js';
 import { OBJECT_HEADER_LENGTH } from '../objects/formats.js';
-import type { Transforms } from '../objects/object-seal.js';
+import type { ReadProof, Transforms } from '../objects/object-seal.js';
 import type { BlockTask, BlockTaskResult, HashResult } from './block-worker.js';
 import type { PooledBuffer } from './buffer-pool.js';
 
@@ -82,9 +82,10 @@ export class BlockWorkers {
   /**
    * Proves a stored object that was read into `buf.sealed` (from its start) and puts its
    * plaintext into `buf.payload`.
+   * @param proof how much to prove
    * @throws {CorruptBlockError} when it does not check out
    */
-  async open(buf: PooledBuffer, objectLength: number, length: number, key: string, id: Uint8Array, what: string): Promise<void> {
+  async open(buf: PooledBuffer, objectLength: number, length: number, key: string, id: Uint8Array, what: string, proof: ReadProof): Promise<void> {
     const result = await this.#piscina.run({
       op: 'open',
       memory: buf.memory,
@@ -96,6 +97,7 @@ export class BlockWorkers {
       id,
       what,
       transforms: this.#transforms,
+      proof,
     });
     if ('failed' in result) throw new CorruptBlockError(result.failed);
   }

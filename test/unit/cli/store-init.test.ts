@@ -126,4 +126,49 @@ describe('backy2 init: stores are created explicitly', () => {
     const scrub = await runCli(at(store, 'scrub', '--all'));
     expect(scrub.code, scrub.stderr).toBe(0);
   });
+
+  describe('block objects carry a CRC in new stores; stores made before keep format 1', () => {
+    /** The block objects of a file store: path → bytes. */
+    const blockObjects = (store: string) =>
+      readdirSync(path.join(store, 'blocks'), { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => path.join(e.parentPath, e.name));
+
+    it('a new store writes format 2 blocks; a flipped byte fails restore by its checksum, and scrub marks it', async () => {
+      const store = path.join(dir, 'store');
+      expect((await runCli(at(store, 'init'))).code).toBe(0);
+      expect(JSON.parse(readFileSync(path.join(store, 'settings')).subarray(64).toString())).toMatchObject({ checksum: 'crc32' });
+      expect((await runCli(at(store, 'backup', image, 'vm1'))).code).toBe(0);
+      const objects = blockObjects(store);
+      expect(objects).toHaveLength(3);
+      for (const file of objects) expect(readFileSync(file)[4]).toBe(2);
+      const victim = objects[0]!;
+      const bytes = readFileSync(victim);
+      bytes[64 + 1000]! ^= 0x20;
+      writeFileSync(victim, bytes);
+      const r = await runCli(at(store, 'restore', 'vm1', path.join(dir, 'out')));
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/do not match their checksum/);
+      const scrub = await runCli(at(store, 'scrub', '--all'));
+      expect(scrub.code).not.toBe(0);
+      expect(scrub.stdout + scrub.stderr).toMatch(/1 bad block/);
+    });
+
+    it('a store made before settings existed stays format 1 (no CRC): new blocks too, and a flipped byte fails restore by its digest', async () => {
+      execFileSync('tar', ['-xzf', FIXTURE, '-C', dir]);
+      const store = path.join(dir, 'store');
+      const before = new Set(blockObjects(store));
+      expect((await runCli(at(store, 'backup', image, 'vm9'))).code).toBe(0);
+      expect(JSON.parse(readFileSync(path.join(store, 'settings')).subarray(64).toString())).not.toHaveProperty('checksum');
+      const added = blockObjects(store).filter((f) => !before.has(f));
+      expect(added).toHaveLength(3);
+      for (const file of added) expect(readFileSync(file)[4]).toBe(1);
+      const bytes = readFileSync(added[0]!);
+      bytes[64 + 1000]! ^= 0x20;
+      writeFileSync(added[0]!, bytes);
+      const r = await runCli(at(store, 'restore', 'vm9', path.join(dir, 'out')));
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/does not match its digest/);
+    });
+  });
 });

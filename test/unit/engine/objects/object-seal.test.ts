@@ -3,11 +3,11 @@ import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { OBJECT_HEADER_LENGTH, ObjectKind } from '../../../../src/engine/objects/formats.js';
 import { deriveSealKeys, newMasterKey } from '../../../../src/engine/objects/key-files.js';
-import { PLAIN, checkStoredObject, objectId, openObject, sealObject, sealObjectInto, sealedCapacity, type Transforms } from '../../../../src/engine/objects/object-seal.js';
+import { PLAIN, PLAIN_CHECKSUMMED, checkStoredObject, objectId, openObject, sealObject, sealObjectInto, sealedCapacity, type Transforms } from '../../../../src/engine/objects/object-seal.js';
 
 const keys = deriveSealKeys(newMasterKey(), 'ab'.repeat(16));
 const stores: Record<string, Transforms> = {
-  plaintext: PLAIN,
+  plaintext: PLAIN_CHECKSUMMED,
   compressed: { compression: 'zstd', level: 1, keys: undefined },
   encrypted: { compression: 'none', level: 0, keys },
   'encrypted and compressed': { compression: 'zstd', level: 3, keys },
@@ -146,6 +146,16 @@ describe('sealed objects (format 2)', () => {
     });
   });
 
+  it('plaintext objects of checksummed stores are format 2: the plaintext as payload, and the CRC of it', () => {
+    const object = seal(PLAIN_CHECKSUMMED, random);
+    expect(object[4]).toBe(2);
+    expect(object[6]).toBe(0);
+    expect(object[7]).toBe(0);
+    expect(object.subarray(OBJECT_HEADER_LENGTH).equals(random)).toBe(true);
+    expect(object.readUInt32LE(56)).toBe(crc32(random));
+    expect(object.subarray(24, 56).equals(createHash('sha256').update(random).digest())).toBe(true);
+  });
+
   it('format 1 objects of plaintext stores open as before: header and data, no CRC', () => {
     const object = seal(PLAIN, random);
     expect(object[4]).toBe(1);
@@ -154,6 +164,48 @@ describe('sealed objects (format 2)', () => {
     const bad = Buffer.from(object);
     bad[OBJECT_HEADER_LENGTH]! ^= 1;
     expect(() => open(PLAIN, bad, random)).toThrow(/does not match its digest/);
+  });
+});
+
+describe("reads proven by checksum (proof 'checksum', what the mount, NBD and restore use)", () => {
+  const proveByChecksum = (t: Transforms, object: Buffer, data: Buffer) => openObject(t, ObjectKind.block, KEY, objectId(t, data), object, 'test object', undefined, 'checksum');
+
+  for (const [name, t] of Object.entries(stores)) {
+    it(`${name}: opens what was sealed, and refuses a flipped bit anywhere in the stored bytes, truncation and another object in its place`, () => {
+      const data = name.includes('compressed') ? compressible : random;
+      const object = seal(t, data);
+      expect(proveByChecksum(t, object, data).equals(data)).toBe(true);
+      for (const offset of [OBJECT_HEADER_LENGTH, Math.floor((OBJECT_HEADER_LENGTH + object.length) / 2), object.length - 1]) {
+        const copy = Buffer.from(object);
+        copy[offset]! ^= 0x04;
+        expect(() => proveByChecksum(t, copy, data)).toThrow(/do not match their checksum/);
+      }
+      expect(() => proveByChecksum(t, object.subarray(0, object.length - 1), data)).toThrow(expect.objectContaining({ code: 'E_CORRUPT' }));
+      // A whole valid object under the wrong name (a swap): its header names the other digest.
+      expect(() => proveByChecksum(t, seal(t, randomBytes(4096)), data)).toThrow(/carries another object's header/);
+      // The header's own fields: the name it carries, its kind, its lengths.
+      for (const offset of [5, 9, 17, 40]) {
+        const copy = Buffer.from(object);
+        copy[offset]! ^= 0x01;
+        expect(() => proveByChecksum(t, copy, data)).toThrow(expect.objectContaining({ code: 'E_CORRUPT' }));
+      }
+    });
+  }
+
+  it('format 1 objects (no CRC) still have their digest derived: a flipped bit is found', () => {
+    const object = seal(PLAIN, random);
+    const bad = Buffer.from(object);
+    bad[OBJECT_HEADER_LENGTH + 9]! ^= 1;
+    expect(() => proveByChecksum(PLAIN, bad, random)).toThrow(/does not match its digest/);
+    expect(proveByChecksum(PLAIN, object, random).equals(random)).toBe(true);
+  });
+
+  it('a deliberate change with a recomputed CRC passes a checksum proof of an unencrypted object (scrub, which proves everything, finds it); encryption refuses it either way', () => {
+    const forged = flipWithCrc(seal(PLAIN_CHECKSUMMED, random), OBJECT_HEADER_LENGTH + 100);
+    expect(proveByChecksum(PLAIN_CHECKSUMMED, forged, random).equals(random)).toBe(false);
+    expect(() => open(PLAIN_CHECKSUMMED, forged, random)).toThrow(/does not match its digest/);
+    const t = stores.encrypted!;
+    expect(() => proveByChecksum(t, flipWithCrc(seal(t, random), OBJECT_HEADER_LENGTH + 100), random)).toThrow(/failed authentication/);
   });
 });
 

@@ -36,8 +36,13 @@ export function fuseOperations(fs: VersionFs): FuseOperations {
     readdir: (path, cb) => void fs.readdir(path).then((names) => cb(0, names), (err: unknown) => cb(errno(err))),
     readlink: (path, cb) => void fs.readlink(path).then((target) => cb(0, target), (err: unknown) => cb(errno(err))),
     open: (path, flags, cb) => void fs.open(path, flags).then((fd) => cb(0, fd), (err: unknown) => cb(errno(err))),
-    read: (_path, fd, buffer, length, position, cb) =>
-      void fs.read(fd, buffer.subarray(0, length), position).then(cb, (err: unknown) => cb(errno(err))),
+    read: (_path, fd, buffer, length, position, cb) => {
+      // Most reads hit a cached or sparse block: answered at once, without promises.
+      const into = buffer.subarray(0, length);
+      const n = fs.readCached(fd, into, position);
+      if (n !== undefined) return cb(n);
+      void fs.read(fd, into, position).then(cb, (err: unknown) => cb(errno(err)));
+    },
     write: (_path, fd, buffer, length, position, cb) =>
       void fs.write(fd, buffer.subarray(0, length), position).then(cb, (err: unknown) => cb(errno(err))),
     release: (_path, fd, cb) => void fs.release(fd).then(() => cb(0), (err: unknown) => cb(errno(err))),

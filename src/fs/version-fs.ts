@@ -196,6 +196,17 @@ export class VersionFs {
     return this.#newHandle({ path: p, user, write, start, length });
   }
 
+  /**
+   * Reads without waiting when the data is at hand (a cached or sparse block of a version file).
+   * @returns bytes read, or undefined when {@link read} has to serve it
+   */
+  readCached(fd: number, into: Buffer, position: number): number | undefined {
+    const handle = this.#handles.get(fd);
+    if (!handle?.user || handle.path.kind === 'listing') return undefined;
+    if (position >= handle.length) return 0;
+    return handle.user.readCached(handle.start + position, into.subarray(0, Math.min(into.length, handle.length - position)));
+  }
+
   async read(fd: number, into: Buffer, position: number): Promise<number> {
     const handle = this.#handle(fd);
     if (handle.path.kind === 'listing') {

@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import { fetchBlock, type BlockFetchContext } from '../objects/block-reader.js';
 import { debug } from '../support/debug.js';
-import { BufferPool } from '../pipeline/buffer-pool.js';
+import { blockBuffer, type PooledBuffer } from '../pipeline/buffer-pool.js';
 import { Semaphore } from '../pipeline/semaphore.js';
 
 /** Options of {@link BlockCache}. */
@@ -10,8 +10,12 @@ export interface BlockCacheOptions {
   readonly maxBytes?: number;
   /** Parallel fetches from the block store. @default 8 */
   readonly fetchers?: number;
-  /** Largest block size served; fetch buffers are sized for it. @default 4 MiB */
-  readonly maxBlockSize?: number;
+}
+
+/** A cached block: its verified contents, inside the buffer it was read into. */
+interface Entry {
+  readonly data: Buffer;
+  readonly buf: PooledBuffer;
 }
 
 /**
@@ -19,34 +23,34 @@ export interface BlockCacheOptions {
  * of a process (a block shared by versions is fetched once). Concurrent requests for the same
  * block share one fetch; `prefetch` starts a fetch in the background for read-ahead.
  *
+ * A block is read and proven in the very buffer the cache keeps (page-aligned shared memory the
+ * workers prove it in), so serving it costs no copy on the main thread.
+ *
  * @example
  * const cache = new BlockCache(fetchContextOf(store), { maxBytes: 256 << 20 });
  * const data = await cache.get(digest, length);
  */
 export class BlockCache {
   readonly #ctx: BlockFetchContext;
-  readonly #lru: LRUCache<string, Buffer>;
+  readonly #lru: LRUCache<string, Entry>;
   readonly #inFlight = new Map<string, Promise<Buffer>>();
   readonly #fetches: Semaphore;
-  readonly #pool: BufferPool;
   readonly #maxBytes: number;
-  /** Evicted buffers by length, reused for the next fetch: fresh 4 MiB allocations cost page faults. */
-  readonly #spare = new Map<number, Buffer[]>();
+  readonly #maxSpare: number;
+  /** Buffers of evicted blocks by length, reused for the next fetches: fresh 4 MiB buffers cost page faults. */
+  readonly #spare = new Map<number, PooledBuffer[]>();
 
   constructor(ctx: BlockFetchContext, options: BlockCacheOptions = {}) {
     this.#ctx = ctx;
     this.#maxBytes = options.maxBytes ?? 256 << 20;
     const fetchers = options.fetchers ?? 8;
     this.#fetches = new Semaphore(fetchers);
-    this.#pool = new BufferPool(options.maxBlockSize ?? 4 << 20, fetchers);
-    this.#lru = new LRUCache<string, Buffer>({
+    this.#maxSpare = fetchers;
+    this.#lru = new LRUCache<string, Entry>({
       maxSize: Math.max(1, this.#maxBytes),
-      sizeCalculation: (b) => Math.max(1, b.length),
-      dispose: (b, _key, reason) => {
-        if (reason !== 'evict') return;
-        const list = this.#spare.get(b.length) ?? [];
-        if (list.length < 4) list.push(b);
-        this.#spare.set(b.length, list);
+      sizeCalculation: (e) => Math.max(1, e.data.length),
+      dispose: (e, _key, reason) => {
+        if (reason === 'evict') this.#recycle(e.buf);
       },
     });
   }
@@ -61,10 +65,10 @@ export class BlockCache {
   async get(digest: Buffer, length: number): Promise<Buffer> {
     const key = digest.toString('hex');
     const cached = this.#lru.get(key);
-    if (cached && cached.length === length) return cached;
+    if (cached && cached.data.length === length) return cached.data;
     let fetching = this.#inFlight.get(key);
     if (!fetching) {
-      fetching = this.#fetch(digest, length).finally(() => this.#inFlight.delete(key));
+      fetching = this.#fetch(key, digest, length).finally(() => this.#inFlight.delete(key));
       this.#inFlight.set(key, fetching);
     }
     return fetching;
@@ -73,7 +77,7 @@ export class BlockCache {
   /** The cached contents of a block, or undefined (no fetch). */
   peek(digest: Buffer, length: number): Buffer | undefined {
     const cached = this.#lru.get(digest.toString('hex'));
-    return cached && cached.length === length ? cached : undefined;
+    return cached && cached.data.length === length ? cached.data : undefined;
   }
 
   /** Starts fetching a block into the cache unless it is there or on its way; errors are dropped. */
@@ -88,19 +92,24 @@ export class BlockCache {
     return this.#lru.calculatedSize;
   }
 
-  async #fetch(digest: Buffer, length: number): Promise<Buffer> {
-    const data = await this.#fetches.run(async () => {
-      const buf = await this.#pool.acquire();
+  async #fetch(key: string, digest: Buffer, length: number): Promise<Buffer> {
+    const entry = await this.#fetches.run(async () => {
+      const buf = this.#spare.get(length)?.pop() ?? blockBuffer(length);
       try {
-        const view = await fetchBlock(this.#ctx, digest, length, buf);
-        const data = this.#spare.get(length)?.pop() ?? Buffer.allocUnsafeSlow(length);
-        view.copy(data);
-        return data;
-      } finally {
-        this.#pool.release(buf);
+        return { data: await fetchBlock(this.#ctx, digest, length, buf, { proof: 'checksum' }), buf };
+      } catch (err) {
+        this.#recycle(buf);
+        throw err;
       }
     });
-    if (length <= this.#maxBytes) this.#lru.set(digest.toString('hex'), data);
-    return data;
+    // A block larger than the whole cache is handed out once and left to the garbage collector.
+    if (length <= this.#maxBytes) this.#lru.set(key, entry);
+    return entry.data;
+  }
+
+  #recycle(buf: PooledBuffer): void {
+    const list = this.#spare.get(buf.payload.length) ?? [];
+    if (list.length < this.#maxSpare) list.push(buf);
+    this.#spare.set(buf.payload.length, list);
   }
 }

@@ -54,7 +54,6 @@ export class OpenVersions {
     this.cache = new BlockCache(fetchContextOf(store), {
       maxBytes: store.config.cacheBytes,
       fetchers: store.config.readers * 4,
-      maxBlockSize: 64 << 20,
     });
   }
 
@@ -200,6 +199,11 @@ export class VersionUser {
   async read(offset: number, into: Uint8Array): Promise<number> {
     const session = this.#shared.session;
     return session ? session.read(offset, into) : this.#shared.reader.read(offset, into);
+  }
+
+  /** Reads like {@link VersionReader.readCached}: undefined when the read has to wait, or the version has a session. */
+  readCached(offset: number, into: Uint8Array): number | undefined {
+    return this.#shared.session ? undefined : this.#shared.reader.readCached(offset, into);
   }
 
   /** Allocation as block-granular runs, the session's writes included. */

@@ -13,6 +13,40 @@ export function alignedBuffer(length: number): Buffer {
   return Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer, 0, length);
 }
 
+/** Bytes per slot: a page before the payload (object header, O_DIRECT alignment) and one after (sealing overhead). */
+function slotStride(blockSize: number): number {
+  return Math.ceil((blockSize + 2 * PAGE) / PAGE) * PAGE;
+}
+
+/** Page-aligned memory that worker threads can share (a shared WebAssembly memory). */
+function sharedPages(bytes: number): SharedArrayBuffer {
+  const pages = Math.ceil(bytes / WASM_PAGE);
+  return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as SharedArrayBuffer;
+}
+
+function slotAt(memory: SharedArrayBuffer, slot: number, stride: number, blockSize: number): PooledBuffer {
+  const payloadOffset = slot * stride + PAGE;
+  return {
+    slot,
+    payload: Buffer.from(memory, payloadOffset, blockSize),
+    object: Buffer.from(memory, payloadOffset - OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + blockSize),
+    sealed: Buffer.from(memory, payloadOffset - OBJECT_HEADER_LENGTH, stride - PAGE + OBJECT_HEADER_LENGTH),
+    slotView: Buffer.from(memory, payloadOffset - PAGE, stride),
+    memory,
+    payloadOffset,
+  };
+}
+
+/**
+ * One block buffer laid out like a pool's, in memory of its own: for a buffer that outlives a
+ * pipeline step (a block cache keeps the buffer a block was read into).
+ * @param blockSize bytes of payload
+ */
+export function blockBuffer(blockSize: number): PooledBuffer {
+  const stride = slotStride(blockSize);
+  return slotAt(sharedPages(stride), 0, stride, blockSize);
+}
+
 /** One reusable block buffer of a {@link BufferPool}. */
 export interface PooledBuffer {
   readonly slot: number;
@@ -62,23 +96,9 @@ export class BufferPool {
     if (count < 1) throw new RangeError('A buffer pool needs at least one buffer');
     this.blockSize = blockSize;
     this.size = count;
-    // A page before the payload (object header, O_DIRECT alignment) and one after (sealing overhead).
-    const stride = Math.ceil((blockSize + 2 * PAGE) / PAGE) * PAGE;
-    const pages = Math.ceil((stride * count) / WASM_PAGE);
-    // A shared WebAssembly memory is page-aligned and shareable with workers.
-    this.#memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as SharedArrayBuffer;
-    for (let slot = 0; slot < count; slot++) {
-      const payloadOffset = slot * stride + PAGE;
-      this.#free.push({
-        slot,
-        payload: Buffer.from(this.#memory, payloadOffset, blockSize),
-        object: Buffer.from(this.#memory, payloadOffset - OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + blockSize),
-        sealed: Buffer.from(this.#memory, payloadOffset - OBJECT_HEADER_LENGTH, stride - PAGE + OBJECT_HEADER_LENGTH),
-        slotView: Buffer.from(this.#memory, payloadOffset - PAGE, stride),
-        memory: this.#memory,
-        payloadOffset,
-      });
-    }
+    const stride = slotStride(blockSize);
+    this.#memory = sharedPages(stride * count);
+    for (let slot = 0; slot < count; slot++) this.#free.push(slotAt(this.#memory, slot, stride, blockSize));
     this.#free.reverse();
   }
 

@@ -29,7 +29,7 @@ async function setup(regions = [{ kind: 'random' as const, length: 5 * B }, { ki
   makeImage(image, regions);
   const result = await backup(s, { source: image, image: 'vm1' });
   const version = (await s.catalog.getVersion(result.uid))!;
-  const cache = new BlockCache(fetchContextOf(s), { maxBytes: 4 * B, maxBlockSize: B });
+  const cache = new BlockCache(fetchContextOf(s), { maxBytes: 4 * B });
   return { s, dir, image, version, cache, data: readFileSync(image) };
 }
 

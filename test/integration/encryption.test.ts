@@ -484,14 +484,17 @@ describe('keys', () => {
   });
 });
 
-describe('a plaintext store keeps working unchanged', () => {
-  it('format 1 objects, no key asked, SHA-256 names', async () => {
+describe('a plaintext store', () => {
+  it('no key asked, SHA-256 names, the plaintext as payload with its CRC (format 2)', async () => {
     await init([]);
     const { BACKY2_PASSWORD_FILE: _password, ...bare } = env;
     const uid = (await runCli(['backup', image, 'vm1'], bare)).stdout.trim();
     const object = await blockObject(uid, PATTERN_BLOCK);
     expect(path.basename(object)).toBe(sha256(PATTERN).toString('hex'));
-    expect(readFileSync(object)[4]).toBe(1);
+    const bytes = readFileSync(object);
+    expect(bytes[4]).toBe(2);
+    expect(bytes.subarray(64).equals(PATTERN)).toBe(true);
+    expect(bytes.readUInt32LE(56)).toBe(crc32(PATTERN));
     expect((await runCli(['restore', uid, path.join(dir, 'out')], bare)).code).toBe(0);
     expect(await sha256File(path.join(dir, 'out'))).toBe(await sha256File(image));
   });

@@ -57,8 +57,9 @@ export interface RestoreResult {
 const MAX_REPORTED_BAD_BLOCKS = 100;
 
 /**
- * Restores a version to a file or block device. Every block's digest is checked; a bad block is
- * reported, its range left zero, and the restore goes on. Versions marked invalid restore too.
+ * Restores a version to a file or block device. Every block is proven (ReadProof `checksum`: its
+ * CRC and header, its tag, or in an old store its digest); a bad block is reported, its range left
+ * zero, and the restore goes on. Versions marked invalid restore too.
  *
  * @param store the open store
  * @param options what to restore where

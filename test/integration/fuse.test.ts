@@ -377,9 +377,11 @@ describe('backy2 mount --writable (copy-on-write)', () => {
     const uid = await backupOf(image);
     const daemon = await startMount(mnt, env, ['--writable']);
     const writer = spawn('dd', ['if=/dev/urandom', `of=${path.join(mnt, 'vm1', `${uid}.img`)}`, 'bs=64k', 'count=400', 'conv=notrunc,fsync'], { stdio: 'ignore' });
+    // Listen before the kill: a writer done within the 300 ms would never be heard of again.
+    const written = new Promise((r) => writer.once('exit', r));
     await new Promise((r) => setTimeout(r, 300));
     daemon.child.kill('SIGKILL');
-    await new Promise((r) => writer.once('exit', r));
+    await written;
     for (const v of (await listed()).filter((x) => x.status === 'valid')) {
       const out = path.join(dir, `check-${v.uid}.img`);
       const r = await spawnCli(['restore', v.uid, out], env);

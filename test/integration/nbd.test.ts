@@ -198,10 +198,11 @@ describe('backy2 nbd with real clients', () => {
     const uid = await backupOf(image);
     const server = await startServer(['-r']);
     const reader = spawn('qemu-io', ['-f', 'raw', '-r', '-c', 'sleep 3000', uri(server.port, uid)], { stdio: 'ignore' });
+    const done = new Promise((r) => reader.once('exit', r));
     await eventually(() => server.log().includes('opened export'), 5000, 'the client');
     const rm = await spawnCli(['rm', '--force', uid], env);
     expect(rm.code).toBe(11);
-    await new Promise((r) => reader.once('exit', r));
+    await done;
     await eventually(async () => (await spawnCli(['rm', '--force', uid], env)).code === 0, 10_000, 'rm after disconnect');
   });
 });

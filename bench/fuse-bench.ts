@@ -1,22 +1,29 @@
 /**
- * FUSE benchmark: sequential `dd bs=1M` of a whole version through `backy2 mount` (cold block
- * cache, cold page cache, file block store on the same disk), against the raw ceiling of
- * fuse-native here (bench/fuse-ceiling.ts: a trivial file system serving a prebuilt buffer), in
- * the same run; then random 4 KiB O_DIRECT read IOPS; then the sequential read from an encrypted
- * store and from a compressed and encrypted one. Prints figures; asserts nothing.
+ * FUSE benchmark, every figure next to its reference from the same run:
+ * - sequential `dd bs=1M` of a whole version through `backy2 mount` (page cache and block cache
+ *   cold), against the raw ceiling of fuse-native here (bench/fuse-ceiling.ts: a trivial file
+ *   system serving a prebuilt buffer) and a cold `dd` of the raw image from the same file system;
+ * - the same with O_DIRECT, and random 4 KiB O_DIRECT reads at depth 1 and 8;
+ * - `cp` of the version file to a loop device (+ sync) against `backy2 restore --force` to it;
+ * - the sequential read from an encrypted store and from a compressed and encrypted one.
+ * Each figure comes with the CPU seconds per GB of the whole machine and of the server, and the
+ * mount daemon's peak RSS. Prints figures; asserts nothing.
  *
  *   npm run bench:fuse
+ *   BENCH_DIR=/dev/shm/backy2-bench BENCH_GIB=2 npm run bench:fuse   # store in RAM: CPU and copies only
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { constants, mkdirSync, promises as fsp, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { bench, buildImages, dropCaches, sh } from './images.js';
+import { describeCost, measure, medianCost, peakRssMiB, type Cost } from './measure.js';
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
 const backy2 = path.join(repoRoot, 'bin/backy2');
 const store = path.join(bench.dir, 'store-fuse');
 const mnt = path.join(bench.dir, 'mnt');
 const passwordFile = path.join(bench.dir, 'bench.pass');
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 
 function mounted(dir: string): boolean {
   return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
@@ -36,27 +43,20 @@ async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> 
   await exited;
 }
 
-/** `dd` of a file to /dev/null, in MB/s. */
-function ddMBps(file: string, extra: string[] = []): number {
-  const out = spawnSync('dd', [`if=${file}`, 'of=/dev/null', 'bs=1M', ...extra], { encoding: 'utf8' });
-  const r = `${out.stdout}${out.stderr}`;
-  const m = /([\d.]+) s, /.exec(r);
-  const bytes = /^(\d+) bytes/m.exec(r);
-  if (!m || !bytes) throw new Error(`dd failed: ${r}`);
-  return Number(bytes[1]) / Number(m[1]) / 1e6;
+/** `dd` of a file to /dev/null. */
+function dd(file: string, extra: string[] = []): void {
+  const out = spawnSync('dd', [`if=${file}`, 'of=/dev/null', 'bs=1M', 'status=none', ...extra], { encoding: 'utf8' });
+  if (out.status !== 0) throw new Error(`dd failed: ${out.stderr}`);
 }
 
-const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-
-/** Median of `RUNS` measurements, each after dropping the page cache. */
-function median(measure: () => number): number {
-  const values: number[] = [];
+/** The median of RUNS measurements of `work`, each after dropping the page cache. */
+async function cold(work: () => unknown, serverPid?: number): Promise<Cost> {
+  const costs: Cost[] = [];
   for (let i = 0; i < RUNS; i++) {
     dropCaches();
-    values.push(measure());
+    costs.push(await measure(work, serverPid));
   }
-  values.sort((a, b) => a - b);
-  return values[Math.floor(values.length / 2)] ?? 0;
+  return medianCost(costs);
 }
 
 /** Random 4 KiB O_DIRECT reads for `seconds` with `depth` in flight: reads per second. */
@@ -78,67 +78,100 @@ async function randomIops(file: string, size: number, depth: number, seconds = 5
   return reads / seconds;
 }
 
+const fsType = (dir: string) => sh('stat', ['-f', '-c', '%T', dir]).trim();
+const pct = (a: number, b: number) => `${((a / b) * 100).toFixed(0)}%`;
+const rate = (c: Cost) => bench.size / c.seconds / 1e6;
+
 async function main(): Promise<void> {
   buildImages();
   mkdirSync(mnt, { recursive: true });
   if (mounted(mnt)) sh('fusermount', ['-uz', mnt]);
-  console.log(`# FUSE: ${bench.gib} GiB version, dd bs=1M, page cache and block cache cold, median of ${RUNS}; node ${process.version}`);
+  console.log(`# FUSE: ${bench.gib} GiB version in ${bench.dir} (${fsType(bench.dir)}), dd bs=1M, page cache and block cache cold, median of ${RUNS}; node ${process.version}`);
 
-  // Ceiling
+  const raw = await cold(() => dd(bench.baseImage));
+  console.log(`raw image, cold dd                 ${describeCost(bench.size, raw)}`);
+
   const ceiling = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'bench/fuse-ceiling.ts'), mnt, String(bench.size)], { stdio: ['ignore', 'pipe', 'inherit'] });
   await waitFor(() => mounted(mnt), 'the ceiling mount');
-  const ceilingRate = median(() => ddMBps(path.join(mnt, 'disk.img')));
-  const ceilingDirect = median(() => ddMBps(path.join(mnt, 'disk.img'), ['iflag=direct']));
-  const ceilingIops = await randomIops(path.join(mnt, 'disk.img'), bench.size, 1);
+  const ceilingFile = path.join(mnt, 'disk.img');
+  const ceilingSeq = await cold(() => dd(ceilingFile), ceiling.pid);
+  const ceilingDirect = await cold(() => dd(ceilingFile, ['iflag=direct']), ceiling.pid);
+  const ceilingIops = await randomIops(ceilingFile, bench.size, 8);
   await stop(ceiling, 'SIGTERM');
   await waitFor(() => !mounted(mnt), 'the ceiling unmount');
-  console.log(`ceiling  sequential ${ceilingRate.toFixed(0)} MB/s, O_DIRECT ${ceilingDirect.toFixed(0)} MB/s, random 4 KiB ${ceilingIops.toFixed(0)} IOPS`);
+  console.log(`fuse-native ceiling, sequential    ${describeCost(bench.size, ceilingSeq)}`);
+  console.log(`fuse-native ceiling, O_DIRECT      ${describeCost(bench.size, ceilingDirect)}; random 4 KiB depth 8: ${ceilingIops.toFixed(0)} IOPS`);
 
-  // backy2 mount
   writeFileSync(passwordFile, 'bench passphrase\n', { mode: 0o600 });
   const makeStore = (flags: string[]) => {
     rmSync(store, { recursive: true, force: true });
     sh(backy2, ['--password-file', passwordFile, 'init', store, ...flags]);
     sh(backy2, ['--store', store, '--password-file', passwordFile, 'backup', bench.baseImage, 'vm1']);
   };
-  makeStore([]);
-  const run = async (label: string, work: () => Promise<string>): Promise<void> => {
+  const withMount = async (work: (pid: number) => Promise<string>): Promise<void> => {
     const daemon = spawn(backy2, ['--store', store, '--password-file', passwordFile, 'mount', mnt], { stdio: ['ignore', 'ignore', 'inherit'] });
     await waitFor(() => mounted(mnt), 'backy2 mount');
-    console.log(`backy2   ${label}: ${await work()}`);
+    const pid = daemon.pid ?? 0;
+    const figures = await work(pid);
+    console.log(`${figures}; mount daemon peak RSS ${peakRssMiB(pid).toFixed(0)} MiB`);
     await stop(daemon, 'SIGINT');
     await waitFor(() => !mounted(mnt), 'backy2 unmount');
   };
   const file = path.join(mnt, 'vm1', 'latest.img');
+  makeStore([]);
   let plaintext = 0;
-  await run('sequential, cold', async () => {
-    // The block cache keeps only the end of the previous pass, so each pass reads the store cold.
-    const cold = median(() => ddMBps(file));
-    plaintext = cold;
-    const again = ddMBps(file);
-    return `${cold.toFixed(0)} MB/s (${((cold / ceilingRate) * 100).toFixed(0)}% of the ceiling); re-read from the page cache ${again.toFixed(0)} MB/s`;
+  await withMount(async (pid) => {
+    const seq = await cold(() => dd(file), pid);
+    plaintext = rate(seq);
+    const again = await measure(() => dd(file), pid);
+    return `backy2 mount, sequential          ${describeCost(bench.size, seq)}: ${pct(rate(seq), rate(ceilingSeq))} of the ceiling, ${pct(rate(seq), rate(raw))} of the raw image; re-read from the page cache ${rate(again).toFixed(0)} MB/s`;
   });
-  await run('sequential O_DIRECT, cold', async () => {
-    const rate = median(() => ddMBps(file, ['iflag=direct']));
-    return `${rate.toFixed(0)} MB/s (${((rate / ceilingDirect) * 100).toFixed(0)}% of the ceiling)`;
+  await withMount(async (pid) => {
+    const direct = await cold(() => dd(file, ['iflag=direct']), pid);
+    return `backy2 mount, O_DIRECT            ${describeCost(bench.size, direct)}: ${pct(rate(direct), rate(ceilingDirect))} of the ceiling`;
   });
-  await run('random 4 KiB O_DIRECT', async () => {
+  await withMount(async () => {
     dropCaches();
     const one = await randomIops(file, bench.size, 1);
     const eight = await randomIops(file, bench.size, 8);
-    return `${one.toFixed(0)} IOPS at depth 1, ${eight.toFixed(0)} IOPS at depth 8 (ceiling ${ceilingIops.toFixed(0)} at depth 1)`;
+    return `backy2 mount, random 4 KiB O_DIRECT: ${one.toFixed(0)} IOPS at depth 1, ${eight.toFixed(0)} at depth 8 (ceiling ${ceilingIops.toFixed(0)} at depth 8)`;
   });
+  await loopDevice(file, withMount);
+
   for (const [name, flags] of [
     ['aes-256-gcm', ['--encryption', 'aes-256-gcm']],
     ['zstd + aes-256-gcm', ['--compression', 'zstd', '--encryption', 'aes-256-gcm']],
   ] as const) {
     makeStore([...flags]);
-    await run(`sequential, cold, ${name}`, async () => {
-      const cold = median(() => ddMBps(file));
-      return `${cold.toFixed(0)} MB/s (${((cold / plaintext) * 100).toFixed(0)}% of plaintext)`;
+    await withMount(async (pid) => {
+      const seq = await cold(() => dd(file), pid);
+      return `backy2 mount, ${name.padEnd(19)} ${describeCost(bench.size, seq)}: ${pct(rate(seq), plaintext)} of plaintext`;
     });
   }
   rmSync(store, { recursive: true, force: true });
+}
+
+/**
+ * `cp` of the version file to a loop device (what a user's restore through the mount is) against
+ * `backy2 restore --force` to the same device, both cold and both until the data is on the device.
+ */
+async function loopDevice(file: string, withMount: (work: (pid: number) => Promise<string>) => Promise<void>): Promise<void> {
+  const backing = path.join(bench.dir, 'loop-target.img');
+  sh('truncate', ['-s', String(bench.size), backing]);
+  const device = sh('losetup', ['-f', '--show', backing]).trim();
+  try {
+    await withMount(async (pid) => {
+      const cp = await cold(() => {
+        sh('cp', [file, device]);
+        sh('sync', []);
+      }, pid);
+      const restore = await cold(() => sh(backy2, ['--store', store, '--password-file', passwordFile, 'restore', 'vm1', device, '--force']));
+      return `cp latest.img to ${device} + sync      ${describeCost(bench.size, cp)}; backy2 restore --force to it ${describeCost(bench.size, restore)}: cp takes ${(cp.seconds / restore.seconds).toFixed(2)}x the restore's time`;
+    });
+  } finally {
+    sh('losetup', ['-d', device]);
+    rmSync(backing, { force: true });
+  }
 }
 
 await main();

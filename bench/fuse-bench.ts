@@ -92,6 +92,8 @@ async function main(): Promise<void> {
   console.log(`raw image, cold dd                 ${describeCost(bench.size, raw)}`);
 
   const ceiling = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'bench/fuse-ceiling.ts'), mnt, String(bench.size)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // "ready" comes once it is mounted and its read-ahead set.
+  await new Promise((resolve) => ceiling.stdout?.once('data', resolve));
   await waitFor(() => mounted(mnt), 'the ceiling mount');
   const ceilingFile = path.join(mnt, 'disk.img');
   const ceilingSeq = await cold(() => dd(ceilingFile), ceiling.pid);

@@ -1,11 +1,14 @@
 /**
  * The raw ceiling of fuse-native on this machine: a read-only file system with one file whose
  * reads copy from a prebuilt 4 MiB buffer. Started by fuse-bench.ts with the same mount options
- * as `backy2 mount` (read-only, auto_cache); prints "ready" once mounted, unmounts on SIGTERM.
+ * as `backy2 mount` (read-only, auto_cache) and the same read-ahead; prints "ready" once mounted,
+ * unmounts on SIGTERM.
  *
  *   tsx bench/fuse-ceiling.ts MOUNTPOINT SIZE_BYTES
  */
+import { stat } from 'node:fs/promises';
 import Fuse from 'fuse-native';
+import { raiseReadAhead } from '../src/fs/mount.js';
 
 const [mountpoint, sizeArg] = process.argv.slice(2);
 const size = Number(sizeArg ?? 4 * 1024 ** 3);
@@ -38,6 +41,10 @@ fuse.mount((err) => {
     process.exitCode = 1;
     return;
   }
-  console.log('ready');
+  // After INIT is answered (a first request waits for it), as backy2 mount does.
+  void stat(mountpoint ?? '/mnt').finally(() => {
+    raiseReadAhead(mountpoint ?? '/mnt');
+    console.log('ready');
+  });
 });
 process.on('SIGTERM', () => fuse.unmount(() => process.exit(0)));

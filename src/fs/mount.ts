@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -8,6 +8,7 @@ import Fuse from 'fuse-native';
 import { ConflictError, NotFoundError, StoreUnavailableError, UsageError, errnoCode } from '../engine/errors.js';
 import { acquireLocks } from '../engine/catalog/locking.js';
 import { assertWritable, type Store } from '../engine/store.js';
+import { debug } from '../engine/support/debug.js';
 import { fuseOperations } from './fuse-ops.js';
 import { VersionFs } from './version-fs.js';
 
@@ -30,12 +31,46 @@ export interface MountOptions {
   readonly onMounted?: () => void;
 }
 
-/** Whether `dir` is a mount point now (from /proc/self/mountinfo). */
-export function isMounted(dir: string): boolean {
+/** The fields of `dir`'s line in /proc/self/mountinfo, or undefined when nothing is mounted there. */
+function mountInfo(dir: string): string[] | undefined {
   const escaped = dir.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
   return readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
-    .some((line) => line.split(' ')[4] === escaped);
+    .map((line) => line.split(' '))
+    .find((fields) => fields[4] === escaped);
+}
+
+/** Whether `dir` is a mount point now (from /proc/self/mountinfo). */
+export function isMounted(dir: string): boolean {
+  return mountInfo(dir) !== undefined;
+}
+
+/**
+ * Read-ahead a read-only mount asks of the kernel, in KiB. The kernel gives a FUSE file system
+ * 128 KiB whatever libfuse 2 asks (its max_readahead can only lower it), so a sequential reader
+ * waits for one 128 KiB request after another; 512 KiB keeps four in flight. Measured here with
+ * the store in RAM, `dd` of a version: 1.2–1.4 GB/s at 128 KiB, 1.6–1.8 GB/s at 512 KiB, no
+ * better at 1 MiB, slower from 2 MiB on.
+ */
+export const MOUNT_READ_AHEAD_KIB = 512;
+
+/**
+ * Raises the read-ahead of the file system mounted at `dir` (its device's entry in
+ * /sys/class/bdi) to `kib`. Best effort: only root may, and a failure costs only speed.
+ * @returns true when the read-ahead is at least `kib` afterwards
+ */
+export function raiseReadAhead(dir: string, kib = MOUNT_READ_AHEAD_KIB): boolean {
+  try {
+    const device = mountInfo(dir)?.[2];
+    if (!device || !/^\d+:\d+$/.test(device)) return false;
+    const file = `/sys/class/bdi/${device}/read_ahead_kb`;
+    if (Number(readFileSync(file, 'utf8')) >= kib) return true;
+    writeFileSync(file, String(kib));
+    return true;
+  } catch (err) {
+    debug(`read-ahead of ${dir} left as it is: ${String(err)}`);
+    return false;
+  }
 }
 
 /** Unmounts a FUSE mount lazily (also a stale one whose daemon died). */
@@ -86,6 +121,13 @@ export async function serveMount(store: Store, options: MountOptions): Promise<v
     await new Promise<void>((resolve, reject) =>
       fuse.mount((err) => (err ? reject(new UsageError(`Cannot mount at "${mountpoint}": ${err.message}`, { cause: err })) : resolve())),
     );
+    // Writable mounts bypass the page cache (direct_io): read-ahead does nothing for them. The
+    // kernel sets it when it has our answer to INIT, which a first request waits for (a stat in
+    // the thread pool: the main thread must stay free to answer it).
+    if (!options.writable) {
+      await fsp.stat(mountpoint).catch(() => undefined);
+      raiseReadAhead(mountpoint);
+    }
     options.log(`mounted ${options.writable ? 'read-write (copy-on-write)' : 'read-only'} at ${mountpoint}`);
     options.onMounted?.();
     const how = await waitForStop(mountpoint, options.signal);

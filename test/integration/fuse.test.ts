@@ -155,6 +155,19 @@ for name in ('system.posix_acl_access', 'security.selinux', 'user.nope'):
     expect(isMountPoint(mnt)).toBe(true);
   });
 
+  it('a read-only mount reads ahead 512 KiB (the kernel gives FUSE 128), a writable one is left as it is', async () => {
+    await backupOf(image);
+    const readAhead = () => {
+      const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === mnt);
+      return Number(readFileSync(`/sys/class/bdi/${line?.split(' ')[2]}/read_ahead_kb`, 'utf8'));
+    };
+    const daemon = await startMount(mnt, env);
+    expect(readAhead()).toBe(512);
+    await daemon.stop();
+    await startMount(mnt, env, ['--writable']);
+    expect(readAhead()).toBe(128);
+  });
+
   it('refuses writes on a read-only mount', async () => {
     const uid = await backupOf(image);
     await startMount(mnt, env);

@@ -175,7 +175,12 @@ export class NbdSession {
     if (outcome.next === 'starttls') return this.#handOverToTls();
     if (outcome.next === 'transmission') {
       // The handover: from here on the connection serves requests on the chosen export.
-      this.#transmission = new Transmission(outcome.negotiated, { write: (...data) => this.#write(...data), log: this.#log, maxRequest: this.#limits.maxRequest });
+      this.#transmission = new Transmission(outcome.negotiated, {
+        write: (...data) => this.#write(...data),
+        writeData: (header, data, sent) => this.#writeData(header, data, sent),
+        log: this.#log,
+        maxRequest: this.#limits.maxRequest,
+      });
       if (this.#timer) clearTimeout(this.#timer);
       this.#log(`client opened export "${outcome.negotiated.export.name}"`);
       this.#state = 'transmission';
@@ -269,6 +274,13 @@ export class NbdSession {
   #write(...buffers: Buffer[]): void {
     if (this.#state === 'closed') return;
     for (const b of buffers) this.#socket.write(b);
+  }
+
+  #writeData(header: Buffer, data: Buffer, sent: () => void): void {
+    if (this.#state === 'closed') return sent();
+    this.#socket.write(header);
+    // Called once the data is written, or with an error once the socket is destroyed.
+    this.#socket.write(data, () => sent());
   }
 
   #pause(): void {

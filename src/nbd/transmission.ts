@@ -22,11 +22,17 @@ import {
   encodeSimpleReply,
   type Request,
 } from './protocol.js';
+import { ReplyBuffers } from './reply-buffers.js';
 
 /** What a transmission may use of its connection. */
 export interface TransmissionContext {
   /** Sends bytes to the client, in order (dropped once the connection closed). */
   readonly write: (...data: Buffer[]) => void;
+  /**
+   * Sends a header and data like `write`, then calls `sent` once the data is no longer needed
+   * (sent, or dropped with the connection): its buffer may then be reused.
+   */
+  readonly writeData: (header: Buffer, data: Buffer, sent: () => void) => void;
   readonly log: (line: string) => void;
   /** Largest READ/WRITE length. */
   readonly maxRequest: number;
@@ -38,6 +44,8 @@ export class Transmission {
   readonly #export: NbdExport;
   readonly #structured: boolean;
   readonly #limits: RequestLimits;
+  /** A few replies' worth (nbdcopy keeps 64 requests of 256 KiB in flight per connection). */
+  readonly #buffers = new ReplyBuffers(16 << 20);
 
   constructor(negotiated: Negotiated, ctx: TransmissionContext) {
     this.#ctx = ctx;
@@ -100,29 +108,40 @@ export class Transmission {
   }
 
   async #read(r: Request, exp: NbdExport): Promise<void> {
+    const give = (data: Buffer) => () => this.#buffers.give(data);
     if (!this.#structured) {
-      const data = Buffer.allocUnsafe(r.length);
-      await exp.read(r.offset, data);
-      this.#ctx.write(encodeSimpleReply(r.handle, 0), data);
+      const data = this.#buffers.take(r.length);
+      try {
+        await exp.read(r.offset, data);
+      } catch (err) {
+        this.#buffers.give(data);
+        throw err;
+      }
+      this.#ctx.writeData(encodeSimpleReply(r.handle, 0), data, give(data));
       return;
     }
     const df = (r.flags & CmdFlag.NBD_CMD_FLAG_DF) !== 0;
     const pieces = df ? [{ length: r.length, hole: false }] : await this.#clampedExtents(exp, r.offset, r.length, true);
     // Read everything first, so that an error becomes one error reply with nothing before it.
     const parts: { offset: number; length: number; data?: Buffer }[] = [];
-    let at = r.offset;
-    for (const piece of pieces) {
-      if (piece.hole) parts.push({ offset: at, length: piece.length });
-      else {
-        const data = Buffer.allocUnsafe(piece.length);
-        await exp.read(at, data);
-        parts.push({ offset: at, length: piece.length, data });
+    try {
+      let at = r.offset;
+      for (const piece of pieces) {
+        if (piece.hole) parts.push({ offset: at, length: piece.length });
+        else {
+          const data = this.#buffers.take(piece.length);
+          parts.push({ offset: at, length: piece.length, data });
+          await exp.read(at, data);
+        }
+        at += piece.length;
       }
-      at += piece.length;
+    } catch (err) {
+      for (const p of parts) if (p.data) this.#buffers.give(p.data);
+      throw err;
     }
     parts.forEach((p, i) => {
       const done = i === parts.length - 1;
-      if (p.data) this.#ctx.write(encodeDataChunkHeader(r.handle, done, p.offset, p.length), p.data);
+      if (p.data) this.#ctx.writeData(encodeDataChunkHeader(r.handle, done, p.offset, p.length), p.data, give(p.data));
       else this.#ctx.write(encodeHoleChunk(r.handle, done, p.offset, p.length));
     });
     if (parts.length === 0) this.#ctx.write(encodeChunkHeader(r.handle, ReplyFlag.NBD_REPLY_FLAG_DONE, ReplyType.NBD_REPLY_TYPE_NONE, 0));

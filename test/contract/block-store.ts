@@ -63,11 +63,19 @@ export function describeBlockStore(
       const { store } = await open();
       await store.put('blocks/bb/bb02', [Buffer.alloc(10)]);
       await expect(store.get('blocks/bb/bb02', { offset: 5, length: 10 })).rejects.toMatchObject({ code: 'E_CORRUPT' });
+      await expect(store.get('blocks/bb/bb02', { offset: 5, length: 10, into: Buffer.alloc(64) })).rejects.toMatchObject({ code: 'E_CORRUPT' });
+      // Read into a buffer: a range, the rest from an offset, and an empty object.
+      await store.put('blocks/bb/bb04', [Buffer.from('0123456789')]);
+      expect(Buffer.from(await store.get('blocks/bb/bb04', { offset: 2, length: 3, into: Buffer.alloc(8) })).toString()).toBe('234');
+      expect(Buffer.from(await store.get('blocks/bb/bb04', { offset: 4, into: Buffer.alloc(8) })).toString()).toBe('456789');
+      await store.put('blocks/bb/bb05', []);
+      expect((await store.get('blocks/bb/bb05', { into: Buffer.alloc(8) })).length).toBe(0);
     });
 
     it(`${name}.get() of a missing object throws E_OBJECT_MISSING`, async () => {
       const { store } = await open();
       await expect(store.get('blocks/cc/cc01')).rejects.toMatchObject({ code: 'E_OBJECT_MISSING' });
+      await expect(store.get('blocks/cc/cc01', { into: Buffer.alloc(64) })).rejects.toMatchObject({ code: 'E_OBJECT_MISSING' });
       expect(await store.stat('blocks/cc/cc01')).toBeUndefined();
     });
 

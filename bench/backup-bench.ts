@@ -31,15 +31,17 @@ const PEERS = ['restic', 'borg', 'borg-fixed'] as const;
 interface Timing {
   seconds: number;
   peakRssMiB: number;
+  /** CPU seconds (user + system) of the command and its children. */
+  cpuSeconds: number;
   stdout: string;
 }
 
-/** Runs a command under GNU time: wall seconds and peak RSS. */
-function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Timing {
-  const r = spawnSync('/usr/bin/time', ['-f', '@@TIME %e %M', cmd, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 * MiB });
-  const m = /@@TIME ([\d.]+) (\d+)/.exec(r.stderr);
+/** Runs a command (in `cwd`, if given) under GNU time: wall seconds, CPU seconds and peak RSS. */
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Timing {
+  const r = spawnSync('/usr/bin/time', ['-f', '@@TIME %e %M %U %S', cmd, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 * MiB, ...(cwd ? { cwd } : {}) });
+  const m = /@@TIME ([\d.]+) (\d+) ([\d.]+) ([\d.]+)/.exec(r.stderr);
   if (r.status !== 0 || !m) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stderr}`);
-  return { seconds: Number(m[1]), peakRssMiB: Number(m[2]) / 1024, stdout: r.stdout };
+  return { seconds: Number(m[1]), peakRssMiB: Number(m[2]) / 1024, cpuSeconds: Number(m[3]) + Number(m[4]), stdout: r.stdout };
 }
 
 interface Row {
@@ -118,7 +120,7 @@ function benchCp(): void {
   const copy = timed('cp', ['--sparse=always', baseImage, out]);
   record('cp', 'copy --sparse=always', copy);
   const flush = timed('sync', []);
-  record('cp', 'copy + sync', { ...copy, seconds: copy.seconds + flush.seconds });
+  record('cp', 'copy + sync', { ...copy, seconds: copy.seconds + flush.seconds, cpuSeconds: copy.cpuSeconds + flush.cpuSeconds });
   rmSync(out, { force: true });
 }
 
@@ -166,10 +168,7 @@ function benchBorg(tool: 'borg' | 'borg-fixed'): void {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out);
   dropCaches();
-  const r = spawnSync('/usr/bin/time', ['-f', '@@TIME %e %M', 'borg', 'extract', '--sparse', '::base'], { cwd: out, env: { ...process.env, ...env }, encoding: 'utf8' });
-  const m = /@@TIME ([\d.]+) (\d+)/.exec(r.stderr);
-  if (r.status !== 0 || !m) throw new Error(`borg extract failed: ${r.stderr}`);
-  record('borg', 'restore (sparse)', { seconds: Number(m[1]), peakRssMiB: Number(m[2]) / 1024, stdout: '' });
+  record('borg', 'restore (sparse)', timed('borg', ['extract', '--sparse', '::base'], env, out));
   rmSync(out, { recursive: true, force: true });
 }
 
@@ -198,7 +197,8 @@ function summary(): void {
   const table = medians();
   console.log(`\n# medians of ${RUNS} runs`);
   for (const r of table) {
-    console.log(`${r.tool.padEnd(16)} ${r.op.padEnd(22)} ${r.t.seconds.toFixed(2).padStart(7)} s ${(size / r.t.seconds / 1e6).toFixed(0).padStart(6)} MB/s  peak RSS ${r.t.peakRssMiB.toFixed(0).padStart(5)} MiB`);
+    const cpu = `${(r.t.cpuSeconds / (size / 1e9)).toFixed(2).padStart(5)} CPU-s/GB`;
+    console.log(`${r.tool.padEnd(16)} ${r.op.padEnd(22)} ${r.t.seconds.toFixed(2).padStart(7)} s ${(size / r.t.seconds / 1e6).toFixed(0).padStart(6)} MB/s  ${cpu}  peak RSS ${r.t.peakRssMiB.toFixed(0).padStart(5)} MiB`);
   }
   const get = (tool: string, op: string) => table.find((r) => r.tool === tool && r.op.startsWith(op))?.t;
   const ours = { full: get('backy2', 'full'), inc: get('backy2', 'incremental, no'), restore: get('backy2', 'restore') };

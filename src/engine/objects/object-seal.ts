@@ -367,8 +367,9 @@ export async function getSealed(s: SealedStore, kind: ObjectKindValue, key: stri
 }
 
 /**
- * Marks a block a scrub found bad, so that a catalog rebuild knows it too. The text says why: in
- * plain text for plaintext stores (as always), sealed like every object otherwise.
+ * Marks a block a scrub found bad, so that a catalog rebuild knows it too (by the key alone). The
+ * text says why: in plain text in stores of format 1 objects, sealed like every object otherwise
+ * (a plaintext store's marker then reads as text after the 64-byte header).
  */
 export async function saveInvalidMarker(s: SealedStore, digest: Uint8Array, why: string): Promise<void> {
   const key = StoreKeys.invalidMarker(digest);

@@ -56,6 +56,7 @@ async function cold(work: () => unknown, serverPid?: number): Promise<Cost> {
     dropCaches();
     costs.push(await measure(work, serverPid));
   }
+  if (process.env.BENCH_VERBOSE) console.log(`  runs: ${costs.map((c) => `${c.seconds.toFixed(2)} s`).join(', ')}`);
   return medianCost(costs);
 }
 
@@ -111,8 +112,14 @@ async function main(): Promise<void> {
     sh(backy2, ['--store', store, '--password-file', passwordFile, 'backup', bench.baseImage, 'vm1']);
   };
   const withMount = async (work: (pid: number) => Promise<string>): Promise<void> => {
-    const daemon = spawn(backy2, ['--store', store, '--password-file', passwordFile, 'mount', mnt], { stdio: ['ignore', 'ignore', 'inherit'] });
-    await waitFor(() => mounted(mnt), 'backy2 mount');
+    const daemon = spawn(backy2, ['--store', store, '--password-file', passwordFile, 'mount', mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Its "mounted" line comes once the mount is ready, read-ahead included.
+    let log = '';
+    daemon.stderr?.on('data', (chunk: Buffer) => {
+      log += chunk.toString();
+      process.stderr.write(chunk);
+    });
+    await waitFor(() => mounted(mnt) && log.includes('mounted'), 'backy2 mount');
     const pid = daemon.pid ?? 0;
     const figures = await work(pid);
     console.log(`${figures}; mount daemon peak RSS ${peakRssMiB(pid).toFixed(0)} MiB`);

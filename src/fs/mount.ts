@@ -165,7 +165,7 @@ export async function stopMount(store: Store, mountpoint: string, timeoutMs = 12
     if (!isMounted(abs)) throw new NotFoundError(`Nothing of backy2 is mounted at "${abs}"`);
     // No lock: its daemon died (a stale mount), or it serves a store on read-only media, where
     // no locks are taken; such a daemon notices the unmount and exits by itself.
-    const stale = errnoCode(await fsp.stat(abs).then(() => undefined, (e: unknown) => e)) === 'ENOTCONN';
+    const stale = await isStale(abs);
     await forceUnmount(abs);
     return stale ? 'cleared' : 'stopped';
   }
@@ -195,12 +195,21 @@ async function canonical(mountpoint: string): Promise<string> {
   return fsp.realpath(abs).catch(() => abs);
 }
 
-async function clearStaleMount(mountpoint: string, log: (line: string) => void): Promise<void> {
-  const err = await fsp.stat(mountpoint).then(
-    () => undefined,
+/**
+ * Whether the FUSE mount at `mountpoint` lost its daemon. Opening the directory always asks the
+ * daemon; a stat may be answered from attributes the kernel still caches (the mount stats its
+ * root once mounted, so a daemon killed within a second looked alive to a stat).
+ */
+async function isStale(mountpoint: string): Promise<boolean> {
+  const err = await fsp.opendir(mountpoint).then(
+    (dir) => dir.close().then(() => undefined),
     (e: unknown) => e,
   );
-  if (errnoCode(err) === 'ENOTCONN') {
+  return errnoCode(err) === 'ENOTCONN';
+}
+
+async function clearStaleMount(mountpoint: string, log: (line: string) => void): Promise<void> {
+  if (await isStale(mountpoint)) {
     log(`clearing the stale mount at ${mountpoint} (its daemon died)`);
     await forceUnmount(mountpoint);
   }

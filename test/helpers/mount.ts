@@ -47,8 +47,9 @@ export async function startMount(mountpoint: string, env: NodeJS.ProcessEnv, ext
     }
     if (isMountPoint(mountpoint)) run('fusermount', ['-uz', mountpoint]);
   });
-  // The daemon logs "mounted" once serving (a stale mount point is a mount point too).
-  await eventually(() => log.includes(' mounted ') || child.exitCode !== null, 15_000, 'the mount');
+  // The daemon logs "mounted read-only at …" once serving (a stale mount point is a mount point
+  // too; "something is already mounted there" is an error).
+  await eventually(() => / mounted read-(only|write)/.test(log) || child.exitCode !== null, 15_000, 'the mount');
   if (!isMountPoint(mountpoint) || child.exitCode !== null) throw new Error(`backy2 mount failed: ${log}`);
   return {
     child,

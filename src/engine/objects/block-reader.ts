@@ -11,13 +11,16 @@ import { isSealed, type ReadProof, type Transforms } from './object-seal.js';
 export interface BlockFetchContext {
   readonly blocks: BlockStore;
   readonly workers: BlockWorkers;
-  /** True when the store's objects are compressed or encrypted (format 2). */
+  /** True when the store writes format 2 objects (compressed, encrypted, or checksummed). */
   readonly sealed: boolean;
+  /** True when a block's object is its header and plaintext, nothing else: its length is known. */
+  readonly plain: boolean;
 }
 
 /** The fetch context of a store. */
 export function fetchContextOf(store: { readonly blocks: BlockStore; readonly transforms: Transforms; workers(): BlockWorkers }): BlockFetchContext {
-  return { blocks: store.blocks, workers: store.workers(), sealed: isSealed(store.transforms) };
+  const t = store.transforms;
+  return { blocks: store.blocks, workers: store.workers(), sealed: isSealed(t), plain: t.compression === 'none' && t.keys === undefined };
 }
 
 /** Options of {@link fetchBlock}. */
@@ -48,12 +51,23 @@ export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length:
   const hex = digest.toString('hex');
   const what = `block ${hex}`;
   const key = StoreKeys.block(digest);
+  const signal = options.signal ? { signal: options.signal } : {};
+  if (ctx.sealed && ctx.plain) {
+    // Header and plaintext, checksummed (or format 1, from an older program): the length is known,
+    // so it is read like a format 1 object, around the page cache, and proven in a worker where it
+    // lies (or moved to the page-aligned payload when `aligned`).
+    const object = await ctx.blocks.get(key, { length: OBJECT_HEADER_LENGTH + length, into: buf.slotView, direct: true, ...signal });
+    const objectOffset = buf.payloadOffset - SLOT_HEAD;
+    const payloadOffset = options.aligned ? buf.payloadOffset : objectOffset + OBJECT_HEADER_LENGTH;
+    await ctx.workers.open(buf, object.length, length, key, digest, what, options.proof ?? 'full', { objectOffset, payloadOffset });
+    return Buffer.from(buf.memory, payloadOffset, length);
+  }
   if (ctx.sealed) {
     // Its stored length is in its header: the whole object is read, then proven and opened (tag,
     // CRC, length; the digest for unencrypted ones) in a worker, the plaintext landing in payload.
     // Read 64 bytes before the payload: the plaintext then lands before the ciphertext it comes
     // from, and is decrypted in place.
-    const object = await ctx.blocks.get(key, { into: buf.sealed, ...(options.signal ? { signal: options.signal } : {}) });
+    const object = await ctx.blocks.get(key, { into: buf.sealed, ...signal });
     await ctx.workers.open(buf, object.length, length, key, digest, what, options.proof ?? 'full');
     return buf.payload.subarray(0, length);
   }

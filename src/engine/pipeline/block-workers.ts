@@ -81,17 +81,27 @@ export class BlockWorkers {
 
   /**
    * Proves a stored object that was read into `buf.sealed` (from its start) and puts its
-   * plaintext into `buf.payload`.
+   * plaintext into `buf.payload`, or both elsewhere in the buffer's memory.
    * @param proof how much to prove
+   * @param at where the object is and where its plaintext goes, as offsets in `buf.memory`
    * @throws {CorruptBlockError} when it does not check out
    */
-  async open(buf: PooledBuffer, objectLength: number, length: number, key: string, id: Uint8Array, what: string, proof: ReadProof): Promise<void> {
+  async open(
+    buf: PooledBuffer,
+    objectLength: number,
+    length: number,
+    key: string,
+    id: Uint8Array,
+    what: string,
+    proof: ReadProof,
+    at: { objectOffset: number; payloadOffset: number } = { objectOffset: buf.sealed.byteOffset, payloadOffset: buf.payloadOffset },
+  ): Promise<void> {
     const result = await this.#piscina.run({
       op: 'open',
       memory: buf.memory,
-      objectOffset: buf.sealed.byteOffset,
+      objectOffset: at.objectOffset,
       objectLength,
-      payloadOffset: buf.payloadOffset,
+      payloadOffset: at.payloadOffset,
       length,
       key,
       id,

@@ -1,26 +1,22 @@
 import type { BlockStore } from '../blockstore/block-store.js';
-import { decodeObjectHeader } from './object-codec.js';
-import { CorruptBlockError } from '../errors.js';
-import { OBJECT_HEADER_LENGTH, ObjectKind } from './formats.js';
+import { OBJECT_HEADER_LENGTH } from './formats.js';
 import type { PooledBuffer } from '../pipeline/buffer-pool.js';
 import type { BlockWorkers } from '../pipeline/block-workers.js';
 import { StoreKeys } from './store-keys.js';
-import { isSealed, type ReadProof, type Transforms } from './object-seal.js';
+import type { ReadProof, Transforms } from './object-seal.js';
 
 /** What {@link fetchBlock} needs. */
 export interface BlockFetchContext {
   readonly blocks: BlockStore;
   readonly workers: BlockWorkers;
-  /** True when the store writes format 2 objects (compressed, encrypted, or checksummed). */
-  readonly sealed: boolean;
-  /** True when a block's object is its header and plaintext, nothing else: its length is known. */
+  /** True when a block's object is its header and plaintext, nothing else (neither compressed nor encrypted): its length is known. */
   readonly plain: boolean;
 }
 
 /** The fetch context of a store. */
 export function fetchContextOf(store: { readonly blocks: BlockStore; readonly transforms: Transforms; workers(): BlockWorkers }): BlockFetchContext {
   const t = store.transforms;
-  return { blocks: store.blocks, workers: store.workers(), sealed: isSealed(t), plain: t.compression === 'none' && t.keys === undefined };
+  return { blocks: store.blocks, workers: store.workers(), plain: t.compression === 'none' && t.keys === undefined };
 }
 
 /** Options of {@link fetchBlock}. */
@@ -52,52 +48,25 @@ export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length:
   const what = `block ${hex}`;
   const key = StoreKeys.block(digest);
   const signal = options.signal ? { signal: options.signal } : {};
-  if (ctx.sealed && ctx.plain) {
-    // Header and plaintext, checksummed (or format 1, from an older program): the length is known,
-    // so it is read like a format 1 object, around the page cache, and proven in a worker where it
-    // lies (or moved to the page-aligned payload when `aligned`).
+  const proof = options.proof ?? 'full';
+  if (ctx.plain) {
+    // Header and plaintext (format 1, or format 2 with its CRC): the length is known, so it is read
+    // around the page cache into the page-aligned slot and proven in a worker where it lies (or
+    // moved to the page-aligned payload when `aligned`). Format 1 objects have their digest
+    // re-derived whatever the proof asked.
     const object = await ctx.blocks.get(key, { length: OBJECT_HEADER_LENGTH + length, into: buf.slotView, direct: true, ...signal });
     const objectOffset = buf.payloadOffset - SLOT_HEAD;
     const payloadOffset = options.aligned ? buf.payloadOffset : objectOffset + OBJECT_HEADER_LENGTH;
-    await ctx.workers.open(buf, object.length, length, key, digest, what, options.proof ?? 'full', { objectOffset, payloadOffset });
+    await ctx.workers.open(buf, object.length, length, key, digest, what, proof, { objectOffset, payloadOffset });
     return Buffer.from(buf.memory, payloadOffset, length);
   }
-  if (ctx.sealed) {
-    // Its stored length is in its header: the whole object is read, then proven and opened (tag,
-    // CRC, length; the digest for unencrypted ones) in a worker, the plaintext landing in payload.
-    // Read 64 bytes before the payload: the plaintext then lands before the ciphertext it comes
-    // from, and is decrypted in place.
-    const object = await ctx.blocks.get(key, { into: buf.sealed, ...signal });
-    await ctx.workers.open(buf, object.length, length, key, digest, what, options.proof ?? 'full');
-    return buf.payload.subarray(0, length);
-  }
-  const object = await ctx.blocks.get(key, {
-    length: OBJECT_HEADER_LENGTH + length,
-    into: buf.slotView,
-    direct: true,
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
-  const header = decodeObjectHeader(object, what);
-  if (header.kind !== ObjectKind.block) throw new CorruptBlockError(`Object of ${what} is not a block`);
-  if (header.plainLength !== length) {
-    throw new CorruptBlockError(`Object of ${what} holds ${header.plainLength} bytes, the map expects ${length}`);
-  }
-  if (!header.digest.equals(digest)) throw new CorruptBlockError(`Object of ${what} carries another block's header`);
-  let view: Buffer;
-  let offset: number;
-  if (options.aligned) {
-    buf.slotView.copyWithin(SLOT_HEAD, OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + length);
-    view = buf.payload.subarray(0, length);
-    offset = buf.payloadOffset;
-  } else {
-    view = buf.slotView.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + length);
-    offset = buf.payloadOffset - SLOT_HEAD + OBJECT_HEADER_LENGTH;
-  }
-  const { digest: actual } = await ctx.workers.hashAt(buf, offset, length);
-  if (!actual || !Buffer.from(actual).equals(digest)) {
-    throw new CorruptBlockError(`Block ${hex} is corrupt: its data does not match its digest`);
-  }
-  return view;
+  // Compressed or encrypted: its stored length is in its header. The whole object is read, then
+  // proven and opened (tag, CRC, length; the digest for unencrypted ones) in a worker, the
+  // plaintext landing in payload. Read 64 bytes before the payload: the plaintext then lands
+  // before the ciphertext it comes from, and is decrypted in place.
+  const object = await ctx.blocks.get(key, { into: buf.sealed, ...signal });
+  await ctx.workers.open(buf, object.length, length, key, digest, what, proof);
+  return buf.payload.subarray(0, length);
 }
 
 const probes = new WeakMap<BlockStore, { at: number; done: Promise<void> }>();

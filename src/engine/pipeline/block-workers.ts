@@ -46,16 +46,7 @@ export class BlockWorkers {
    * @param zeroCheck return `{ zero: true, digest: null }` for an all-zero block
    */
   async hash(buf: PooledBuffer, length: number, zeroCheck = true): Promise<HashResult> {
-    return this.hashAt(buf, buf.payloadOffset, length, zeroCheck);
-  }
-
-  /**
-   * Names bytes anywhere in a pooled buffer's shared memory.
-   * @param buf the buffer whose memory holds the bytes
-   * @param offset byte offset in that memory
-   */
-  async hashAt(buf: PooledBuffer, offset: number, length: number, zeroCheck = false): Promise<HashResult> {
-    return (await this.#piscina.run({ op: 'hash', memory: buf.memory, offset, length, zeroCheck, transforms: this.#transforms })) as HashResult;
+    return (await this.#piscina.run({ op: 'hash', memory: buf.memory, offset: buf.payloadOffset, length, zeroCheck, transforms: this.#transforms })) as HashResult;
   }
 
   /**

@@ -52,24 +52,20 @@ export function isMounted(dir: string): boolean {
  * the store in RAM, `dd` of a version: 1.2–1.4 GB/s at 128 KiB, 1.6–1.8 GB/s at 512 KiB, no
  * better at 1 MiB, slower from 2 MiB on.
  */
-export const MOUNT_READ_AHEAD_KIB = 512;
+const MOUNT_READ_AHEAD_KIB = 512;
 
 /**
  * Raises the read-ahead of the file system mounted at `dir` (its device's entry in
  * /sys/class/bdi) to `kib`. Best effort: only root may, and a failure costs only speed.
- * @returns true when the read-ahead is at least `kib` afterwards
  */
-export function raiseReadAhead(dir: string, kib = MOUNT_READ_AHEAD_KIB): boolean {
+export function raiseReadAhead(dir: string, kib = MOUNT_READ_AHEAD_KIB): void {
   try {
     const device = mountInfo(dir)?.[2];
-    if (!device || !/^\d+:\d+$/.test(device)) return false;
+    if (!device || !/^\d+:\d+$/.test(device)) return;
     const file = `/sys/class/bdi/${device}/read_ahead_kb`;
-    if (Number(readFileSync(file, 'utf8')) >= kib) return true;
-    writeFileSync(file, String(kib));
-    return true;
+    if (Number(readFileSync(file, 'utf8')) < kib) writeFileSync(file, String(kib));
   } catch (err) {
     debug(`read-ahead of ${dir} left as it is: ${String(err)}`);
-    return false;
   }
 }
 

@@ -4,9 +4,17 @@ import { BIN } from './cli.js';
 import { deferCleanup } from './cleanup.js';
 import { run } from './system.js';
 
+/** The fields of a mount point's line in /proc/self/mountinfo (device at index 2), or undefined. */
+export function mountInfoOf(dir: string): string[] | undefined {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .find((fields) => fields[4] === dir);
+}
+
 /** Whether a directory is a mount point now. */
 export function isMountPoint(dir: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
+  return mountInfoOf(dir) !== undefined;
 }
 
 /** Polls until `check` holds (or throws after `ms`). */

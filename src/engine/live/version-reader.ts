@@ -111,7 +111,7 @@ export class VersionReader {
   /**
    * Reads like {@link read} when that needs no waiting: the range lies in one block that is
    * sparse or cached, and its map segment is loaded (FUSE reads are at most 128 KiB, so this is
-   * most of them). Serving those without promises halves the main thread's time per request.
+   * most of them), served without a promise on the one thread all FUSE requests go through.
    * @returns bytes read, or undefined when the read has to wait (call `read`)
    */
   readCached(offset: number, into: Uint8Array): number | undefined {

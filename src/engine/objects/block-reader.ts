@@ -3,7 +3,7 @@ import { OBJECT_HEADER_LENGTH } from './formats.js';
 import type { PooledBuffer } from '../pipeline/buffer-pool.js';
 import type { BlockWorkers } from '../pipeline/block-workers.js';
 import { StoreKeys } from './store-keys.js';
-import type { ReadProof, Transforms } from './object-seal.js';
+import { hasPlainPayload, type ReadProof, type Transforms } from './object-seal.js';
 
 /** What {@link fetchBlock} needs. */
 export interface BlockFetchContext {
@@ -15,8 +15,7 @@ export interface BlockFetchContext {
 
 /** The fetch context of a store. */
 export function fetchContextOf(store: { readonly blocks: BlockStore; readonly transforms: Transforms; workers(): BlockWorkers }): BlockFetchContext {
-  const t = store.transforms;
-  return { blocks: store.blocks, workers: store.workers(), plain: t.compression === 'none' && t.keys === undefined };
+  return { blocks: store.blocks, workers: store.workers(), plain: hasPlainPayload(store.transforms) };
 }
 
 /** Options of {@link fetchBlock}. */
@@ -31,10 +30,11 @@ export interface FetchOptions {
 const SLOT_HEAD = 4096;
 
 /**
- * Reads a stored block into a pooled buffer and proves it: header, length, and its SHA-256
- * digest, or with `proof: 'checksum'` its CRC where it has one (format 2).
- * The object is read around the page cache (O_DIRECT where possible) into the page-aligned slot,
- * so the payload lands 64 bytes in; with `aligned` it is moved to `buf.payload`.
+ * Reads a stored block into a pooled buffer and proves it in a block worker: header, length, and
+ * its SHA-256 digest (or tag), or with `proof: 'checksum'` its CRC where it has one (format 2).
+ * An object with a plain payload is read around the page cache (O_DIRECT where possible) into the
+ * page-aligned slot, so the payload lands 64 bytes in, and with `aligned` it is moved to
+ * `buf.payload`; a compressed or encrypted one is read whole and opened into `buf.payload`.
  * @param ctx block store and hash workers
  * @param digest the block's digest (its key)
  * @param length the block's plaintext length (from its position in the map)

@@ -57,6 +57,14 @@ export function isSealed(t: Transforms): boolean {
 }
 
 /**
+ * True when an object's payload is the plaintext as it is (neither compressed nor encrypted), so
+ * its stored length is known from the plaintext's: format 1, or format 2 with only a CRC.
+ */
+export function hasPlainPayload(t: Transforms): boolean {
+  return t.compression === 'none' && t.keys === undefined;
+}
+
+/**
  * How much of a stored object a read proves.
  * - `full`: everything, down to the naming digest of an unencrypted plaintext (SHA-256, about
  *   0.5 CPU-s per GB here): what scrub does.
@@ -144,7 +152,7 @@ export function sealObjectInto(t: Transforms, kind: ObjectKindValue, key: string
     encodeObjectHeader(kind, id, plaintext.length).copy(out, 0);
     return OBJECT_HEADER_LENGTH + plaintext.length;
   }
-  if (t.compression === 'none' && !t.keys) {
+  if (hasPlainPayload(t)) {
     // Format 2 plaintext: the payload is the plaintext, already in place when sealed in its slot.
     const payload = out.subarray(OBJECT_HEADER_LENGTH, OBJECT_HEADER_LENGTH + plaintext.length);
     if (!(plaintext.buffer === payload.buffer && plaintext.byteOffset === payload.byteOffset)) payload.set(plaintext);

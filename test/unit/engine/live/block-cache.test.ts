@@ -33,6 +33,8 @@ describe('BlockCache', () => {
     const cache = new BlockCache(fetchContextOf(s), { maxBytes: 2 * B, fetchers: 2 });
     const first = await cache.get(digest(0), B);
     expect(first.equals(data.subarray(0, B))).toBe(true);
+    // The memory the workers proved it in (shared), not a copy of it.
+    expect(first.buffer).toBeInstanceOf(SharedArrayBuffer);
     expect(cache.peek(digest(0), B)).toBe(first);
     const memories = new Set([first.buffer]);
     memories.add((await cache.get(digest(1), B)).buffer);

@@ -8,6 +8,12 @@ function errno(err: unknown): number {
   return err instanceof FsError ? -err.errno : -E.EIO;
 }
 
+/**
+ * The I/O size a file advertises (st_blksize). cp sizes its buffer by it: with 128 KiB, `cp
+ * latest.img /dev/loop0` wrote the device in 128 KiB pieces and took twice as long as with 4 MiB.
+ */
+const PREFERRED_IO_SIZE = 4 * 1024 * 1024;
+
 function toStat(a: Attributes, ids: { uid: number; gid: number }): FuseStat {
   const perm = a.kind === 'dir' ? 0o40555 : a.kind === 'symlink' ? 0o120777 : a.writable ? 0o100644 : 0o100444;
   return {
@@ -17,7 +23,7 @@ function toStat(a: Attributes, ids: { uid: number; gid: number }): FuseStat {
     size: a.size,
     nlink: a.kind === 'dir' ? 2 : 1,
     blocks: Math.ceil(a.allocated / 512),
-    blksize: 128 * 1024,
+    blksize: PREFERRED_IO_SIZE,
     mtime: a.mtime,
     atime: a.mtime,
     ctime: a.mtime,

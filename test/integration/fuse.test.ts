@@ -165,6 +165,12 @@ for name in ('system.posix_acl_access', 'security.selinux', 'user.nope'):
     expect(readAhead()).toBe(128);
   });
 
+  it('version files advertise 4 MiB as their I/O size, so cp copies them in whole blocks', async () => {
+    const uid = await backupOf(image);
+    await startMount(mnt, env);
+    expect(statSync(path.join(mnt, 'vm1', `${uid}.img`)).blksize).toBe(4 * 1024 * 1024);
+  });
+
   it('refuses writes on a read-only mount', async () => {
     const uid = await backupOf(image);
     await startMount(mnt, env);

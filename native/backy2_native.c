@@ -2,7 +2,8 @@
 // and zeroing a byte range of a file or block device. Synchronous; each call is one syscall.
 // Also AES-256-GCM between caller-given buffers, through the OpenSSL that Node.js itself
 // carries: node:crypto returns a new buffer per call, which the block workers would otherwise
-// allocate and leave to the garbage collector for every 4 MiB block.
+// allocate and leave to the garbage collector for every 4 MiB block. And a CRC-32 that folds
+// with carry-less multiplication (crc32.c), three times as fast as zlib's here.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +20,8 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "crc32.h"
 
 static napi_value throw_errno(napi_env env, const char *call, int err) {
   char message[160];
@@ -232,7 +235,26 @@ static napi_value aes_gcm(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// crc32(data, value = 0): zlib's crc32 of data, continuing from value.
+static napi_value crc32(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  uint8_t *data;
+  size_t length;
+  uint32_t value = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !bytes_of(env, argv[0], &data, &length) ||
+      (argc > 1 && napi_get_value_uint32(env, argv[1], &value) != napi_ok)) {
+    napi_throw_type_error(env, NULL, "crc32(data, value) takes a Uint8Array and an unsigned 32-bit number");
+    return NULL;
+  }
+  napi_value result;
+  napi_create_uint32(env, backy2_crc32(value, data, length), &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  napi_value folds;
+  napi_get_boolean(env, backy2_crc32_folds(), &folds);
   napi_property_descriptor props[] = {
       {"fadvise", NULL, fadvise, NULL, NULL, NULL, napi_default, NULL},
       {"fadviseAsync", NULL, fadvise_async, NULL, NULL, NULL, napi_default, NULL},
@@ -240,6 +262,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
       {"resident", NULL, resident, NULL, NULL, NULL, napi_default, NULL},
       {"aesGcm", NULL, aes_gcm, NULL, NULL, NULL, napi_default, NULL},
+      {"crc32", NULL, crc32, NULL, NULL, NULL, napi_default, NULL},
+      {"crc32Folds", NULL, NULL, NULL, NULL, folds, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -5,7 +5,6 @@
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { crc32 } from 'node:zlib';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { CorruptBlockError } from '../errors.js';
 import {
@@ -19,7 +18,7 @@ import {
   ObjectKind,
   type ObjectKindValue,
 } from './formats.js';
-import { native } from '../sys/native.js';
+import { crc32, native } from '../sys/native.js';
 import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
 import { StoreKeys } from './store-keys.js';
 

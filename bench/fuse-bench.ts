@@ -169,6 +169,10 @@ async function loopDevice(file: string, withMount: (work: (pid: number) => Promi
   sh('truncate', ['-s', String(bench.size), backing]);
   const device = sh('losetup', ['-f', '--show', backing]).trim();
   try {
+    // The first buffered write through a new loop device is several times slower than the next
+    // ones (here 3.1 against 0.55 s for 2 GiB of zeros), and the first run is a cp: written once first.
+    sh('dd', ['if=/dev/zero', `of=${device}`, 'bs=4M', `count=${Math.ceil(bench.size / (4 << 20))}`, 'status=none']);
+    sh('sync', []);
     await withMount(async (pid) => {
       const cp = await cold(() => {
         sh('cp', [file, device]);

@@ -40,6 +40,17 @@ export interface TargetOptions {
 }
 
 /**
+ * Whether a new file at `file` would land in the file system of /dev (devtmpfs): /dev/sdx,
+ * /dev/mapper/vg-lv. A file system mounted below /dev (/dev/shm) holds ordinary files.
+ */
+async function inDeviceDirectory(file: string): Promise<boolean> {
+  const resolved = path.resolve(file);
+  if (!resolved.startsWith('/dev/')) return false;
+  const [dir, dev] = await Promise.all([fsp.stat(path.dirname(resolved)).catch(() => undefined), fsp.stat('/dev').catch(() => undefined)]);
+  return dir === undefined || dev === undefined || dir.dev === dev.dev;
+}
+
+/**
  * Opens a regular file (created when missing) or a block device as a restore target.
  * @throws {ConflictError} when the target exists and `force` is not set, or is smaller than `size`
  * @throws {UsageError} when the target is neither a file nor a block device, or cannot be opened
@@ -51,7 +62,7 @@ export async function openFileTarget(file: string, options: TargetOptions): Prom
   });
   if (!st) {
     // A device that is not there (unplugged, a typo) must not become a file in /dev's tmpfs.
-    if (path.resolve(file).startsWith('/dev/')) {
+    if (await inDeviceDirectory(file)) {
       throw new NotFoundError(`Target "${file}" does not exist: no such device`, { hint: 'check the device name (lsblk lists them)' });
     }
     const handle = await open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL);

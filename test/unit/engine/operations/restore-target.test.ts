@@ -1,4 +1,4 @@
-import { existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { backup } from '../../../../src/engine/operations/backup.js';
@@ -32,4 +32,34 @@ describe('restore() targets', () => {
       rmSync(image, { force: true });
     }
   });
+
+  it('a missing device is not created as a file in /dev, also below it (/dev/mapper/…)', async () => {
+    const s = (store = makeMemoryStore());
+    const v = await backup(s, { source: writeImage(), image: 'vm1' });
+    for (const target of [`/dev/backy2-no-such-device-${process.pid}`, `/dev/mapper/backy2-no-such-${process.pid}`, `/dev/no-such-dir-${process.pid}/disk`]) {
+      await expect(restore(s, { uid: v.uid, target })).rejects.toMatchObject({ code: 'E_NOT_FOUND', message: `Target "${target}" does not exist: no such device` });
+      expect(existsSync(target)).toBe(false);
+    }
+  });
+
+  // /dev/shm is a tmpfs of its own: restoring a version into RAM for a quick look is fair.
+  it.skipIf(!existsSync('/dev/shm') || statSync('/dev/shm').dev === statSync('/dev').dev)('a new file on a file system mounted below /dev (/dev/shm) is an ordinary target', async () => {
+    const s = (store = makeMemoryStore());
+    const source = writeImage();
+    const v = await backup(s, { source, image: 'vm1' });
+    const target = path.join('/dev/shm', `backy2-restored-${process.pid}.img`);
+    try {
+      await restore(s, { uid: v.uid, target });
+      expect(readFileSync(target).equals(readFileSync(source))).toBe(true);
+    } finally {
+      rmSync(target, { force: true });
+    }
+  });
 });
+
+/** A 1 MiB image of a repeated pattern, in a temporary directory. */
+function writeImage(): string {
+  const image = path.join(makeTempDir(), 'disk.img');
+  writeFileSync(image, Buffer.alloc(1 << 20, 'restore target '));
+  return image;
+}

@@ -28,7 +28,7 @@ describe('the Debian package (scripts/build-deb)', () => {
     const version = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
     expect(path.basename(deb)).toMatch(new RegExp(`^backy2_${version.replace(/\./g, '\\.')}_\\w+\\.deb$`));
     const control = execFileSync('dpkg-deb', ['-f', deb], { encoding: 'utf8' });
-    expect(control).toMatch(/^Depends: nodejs \(>= 20\), libfuse2 \| libfuse2t64$/m);
+    expect(control).toMatch(/^Depends: nodejs \(>= 20\.15\), libfuse2 \| libfuse2t64$/m);
     const contents = execFileSync('dpkg-deb', ['-c', deb], { encoding: 'utf8', maxBuffer: 64 << 20 });
     for (const file of ['./usr/bin/backy2', './etc/backy2.yaml', './usr/share/man/man1/backy2.1.gz', './usr/share/bash-completion/completions/backy2', './usr/lib/backy2/node_modules/better-sqlite3/build/Release/better_sqlite3.node']) {
       expect(contents, file).toContain(file);

@@ -5,6 +5,7 @@
  * use, chains are bounded, and nothing here throws for any byte pattern (only `read` may throw).
  * docs/formats.md mirrors the layouts below.
  */
+import { crc32 } from '../sys/native.js';
 
 /**
  * Reads `length` bytes at byte `offset` of the disk image (never called past `size`).
@@ -292,22 +293,4 @@ function utf16Name(bytes: Uint8Array): string {
     units += String.fromCharCode(unit);
   }
   return units;
-}
-
-let crcTable: Uint32Array | undefined;
-
-/**
- * CRC-32 (IEEE 802.3, as GPT uses). node:zlib has one only from Node 20.15; we support 20.12.
- * @param data the bytes
- * @returns the checksum as an unsigned 32-bit number
- */
-export function crc32(data: Uint8Array): number {
-  crcTable ??= Uint32Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  let crc = 0xffffffff;
-  for (const byte of data) crc = crcTable[(crc ^ byte) & 0xff]! ^ (crc >>> 8);
-  return (crc ^ 0xffffffff) >>> 0;
 }

@@ -5,7 +5,12 @@
 // here; this about three times that.
 #include "crc32.h"
 
+// PCLMULQDQ is x86's: elsewhere (or built with BACKY2_CRC32_BYTEWISE) this CRC goes byte by byte,
+// and JavaScript uses zlib's instead (native.ts).
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(BACKY2_CRC32_BYTEWISE)
+#define FOLDS_ON_THIS_ARCH 1
 #include <immintrin.h>
+#endif
 
 // The constants, each the bit-reflected remainder of a power of x modulo P = 0x104C11DB7,
 // shifted left by one (a reflected product lands one bit low):
@@ -30,8 +35,10 @@ __attribute__((constructor)) static void init(void) {
     for (int k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
     table[n] = c;
   }
+#ifdef FOLDS_ON_THIS_ARCH
   __builtin_cpu_init();
   folds = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+#endif
 }
 
 bool backy2_crc32_folds(void) { return folds; }
@@ -42,6 +49,7 @@ static uint32_t bytewise(uint32_t state, const uint8_t *p, size_t len) {
   return state;
 }
 
+#ifdef FOLDS_ON_THIS_ARCH
 // a * b where a is one 64-bit half of x (imm bit 0) and b one half of k (imm bit 4).
 #define CLMUL(x, k, imm) _mm_clmulepi64_si128((x), (k), (imm))
 
@@ -80,14 +88,17 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t folded(uint32_t state, 
   t = CLMUL(_mm_and_si128(t, low32), barrett, 0x00);
   return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x, t), 1);
 }
+#endif
 
 uint32_t backy2_crc32(uint32_t crc, const uint8_t *p, size_t len) {
   uint32_t state = ~crc;
+#ifdef FOLDS_ON_THIS_ARCH
   if (folds && len >= 64) {
     size_t whole = len & ~(size_t)15;
     state = folded(state, p, whole);
     p += whole;
     len -= whole;
   }
+#endif
   return ~bytewise(state, p, len);
 }

@@ -3,6 +3,8 @@
  * - sequential `dd bs=1M` of a whole version through `backy2 mount` (page cache and block cache
  *   cold), against the raw ceiling of fuse-native here (bench/fuse-ceiling.ts: a trivial file
  *   system serving a prebuilt buffer) and a cold `dd` of the raw image from the same file system;
+ * - the same with every block of the version in the mount's block cache (read once before): what
+ *   the FUSE path costs without fetching blocks from the store;
  * - the same with O_DIRECT, and random 4 KiB O_DIRECT reads at depth 1 and 8;
  * - `cp` of the version file to a loop device (+ sync) against `backy2 restore --force` to it;
  * - the sequential read from an encrypted store and from a compressed and encrypted one.
@@ -111,8 +113,8 @@ async function main(): Promise<void> {
     sh(backy2, ['--password-file', passwordFile, 'init', store, ...flags]);
     sh(backy2, ['--store', store, '--password-file', passwordFile, 'backup', bench.baseImage, 'vm1']);
   };
-  const withMount = async (work: (pid: number) => Promise<string>): Promise<void> => {
-    const daemon = spawn(backy2, ['--store', store, '--password-file', passwordFile, 'mount', mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const withMount = async (work: (pid: number) => Promise<string>, global: string[] = []): Promise<void> => {
+    const daemon = spawn(backy2, [...global, '--store', store, '--password-file', passwordFile, 'mount', mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
     // Its "mounted" line comes once the mount is ready, read-ahead included.
     let log = '';
     daemon.stderr?.on('data', (chunk: Buffer) => {
@@ -135,6 +137,15 @@ async function main(): Promise<void> {
     const again = await measure(() => dd(file), pid);
     return `backy2 mount, sequential          ${describeCost(bench.size, seq)}: ${pct(rate(seq), rate(ceilingSeq))} of the ceiling, ${pct(rate(seq), rate(raw))} of the raw image; re-read from the page cache ${rate(again).toFixed(0)} MB/s`;
   });
+  // A block cache larger than the version: once read, no block is fetched from the store again.
+  const bigCache = path.join(bench.dir, 'fuse-bench-cache.yaml');
+  writeFileSync(bigCache, `mount:\n  cacheSize: ${bench.size + (256 << 20)}\n`);
+  await withMount(async (pid) => {
+    dd(file);
+    const cached = await cold(() => dd(file), pid);
+    return `backy2 mount, all blocks cached    ${describeCost(bench.size, cached)}: ${pct(rate(cached), rate(ceilingSeq))} of the ceiling (no fetching from the store)`;
+  }, ['--config', bigCache]);
+  rmSync(bigCache, { force: true });
   await withMount(async (pid) => {
     const direct = await cold(() => dd(file, ['iflag=direct']), pid);
     return `backy2 mount, O_DIRECT            ${describeCost(bench.size, direct)}: ${pct(rate(direct), rate(ceilingDirect))} of the ceiling`;

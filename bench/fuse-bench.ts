@@ -15,8 +15,9 @@
  *   BENCH_DIR=/dev/shm/backy2-bench BENCH_GIB=2 npm run bench:fuse   # store in RAM: CPU and copies only
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { constants, mkdirSync, promises as fsp, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { constants, mkdirSync, promises as fsp, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { isMounted } from '../src/fs/mount.js';
 import { bench, buildImages, dropCaches, sh } from './images.js';
 import { describeCost, measure, medianCost, peakRssMiB, type Cost } from './measure.js';
 
@@ -26,10 +27,6 @@ const store = path.join(bench.dir, 'store-fuse');
 const mnt = path.join(bench.dir, 'mnt');
 const passwordFile = path.join(bench.dir, 'bench.pass');
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-
-function mounted(dir: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
-}
 
 async function waitFor(check: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -88,7 +85,7 @@ const rate = (c: Cost) => bench.size / c.seconds / 1e6;
 async function main(): Promise<void> {
   buildImages();
   mkdirSync(mnt, { recursive: true });
-  if (mounted(mnt)) sh('fusermount', ['-uz', mnt]);
+  if (isMounted(mnt)) sh('fusermount', ['-uz', mnt]);
   console.log(`# FUSE: ${bench.gib} GiB version in ${bench.dir} (${fsType(bench.dir)}), dd bs=1M, page cache and block cache cold, median of ${RUNS}; node ${process.version}`);
 
   const raw = await cold(() => dd(bench.baseImage));
@@ -97,13 +94,13 @@ async function main(): Promise<void> {
   const ceiling = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'bench/fuse-ceiling.ts'), mnt, String(bench.size)], { stdio: ['ignore', 'pipe', 'inherit'] });
   // "ready" comes once it is mounted and its read-ahead set.
   await new Promise((resolve) => ceiling.stdout?.once('data', resolve));
-  await waitFor(() => mounted(mnt), 'the ceiling mount');
+  await waitFor(() => isMounted(mnt), 'the ceiling mount');
   const ceilingFile = path.join(mnt, 'disk.img');
   const ceilingSeq = await cold(() => dd(ceilingFile), ceiling.pid);
   const ceilingDirect = await cold(() => dd(ceilingFile, ['iflag=direct']), ceiling.pid);
   const ceilingIops = await randomIops(ceilingFile, bench.size, 8);
   await stop(ceiling, 'SIGTERM');
-  await waitFor(() => !mounted(mnt), 'the ceiling unmount');
+  await waitFor(() => !isMounted(mnt), 'the ceiling unmount');
   console.log(`fuse-native ceiling, sequential    ${describeCost(bench.size, ceilingSeq)}`);
   console.log(`fuse-native ceiling, O_DIRECT      ${describeCost(bench.size, ceilingDirect)}; random 4 KiB depth 8: ${ceilingIops.toFixed(0)} IOPS`);
 
@@ -121,12 +118,12 @@ async function main(): Promise<void> {
       log += chunk.toString();
       process.stderr.write(chunk);
     });
-    await waitFor(() => mounted(mnt) && log.includes('mounted'), 'backy2 mount');
+    await waitFor(() => isMounted(mnt) && log.includes('mounted'), 'backy2 mount');
     const pid = daemon.pid ?? 0;
     const figures = await work(pid);
     console.log(`${figures}; mount daemon peak RSS ${peakRssMiB(pid).toFixed(0)} MiB`);
     await stop(daemon, 'SIGINT');
-    await waitFor(() => !mounted(mnt), 'backy2 unmount');
+    await waitFor(() => !isMounted(mnt), 'backy2 unmount');
   };
   const file = path.join(mnt, 'vm1', 'latest.img');
   makeStore([]);

@@ -18,7 +18,7 @@
  *                                            catalogs here: piling up a version costs 5-12 ms)
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { buildVersion } from '../src/engine/objects/publish.js';
 import { initStore } from '../src/engine/operations/init-store.js';
@@ -26,6 +26,7 @@ import { backup } from '../src/engine/operations/backup.js';
 import { openStore, type Store } from '../src/engine/store.js';
 import { loadConfig } from '../src/engine/support/config.js';
 import { lockNewVersion } from '../src/engine/catalog/locking.js';
+import { isMounted } from '../src/fs/mount.js';
 import { bench, makeSparseImage } from './images.js';
 import { startPostgres, writePgConfig } from './postgres.js';
 
@@ -51,17 +52,13 @@ function cli(env: NodeJS.ProcessEnv, args: string[]): { seconds: number; stdout:
   return { seconds: seconds(t), stdout: r.stdout };
 }
 
-function mounted(mnt: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === mnt);
-}
-
 /** `ls -la` of the image directory through a fresh mount (first listing, nothing cached). */
 async function mountListing(env: NodeJS.ProcessEnv): Promise<{ seconds: number; files: number; again: number }> {
   const mnt = path.join(dir, 'mnt');
   mkdirSync(mnt, { recursive: true });
   const child: ChildProcess = spawn(backy2, ['mount', mnt], { env: { ...process.env, ...env }, stdio: 'ignore' });
   try {
-    for (let i = 0; !mounted(mnt); i++) {
+    for (let i = 0; !isMounted(mnt); i++) {
       if (i > 600) throw new Error('the mount did not come up');
       await new Promise((r) => setTimeout(r, 50));
     }

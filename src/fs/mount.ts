@@ -31,8 +31,8 @@ export interface MountOptions {
   readonly onMounted?: () => void;
 }
 
-/** The fields of `dir`'s line in /proc/self/mountinfo, or undefined when nothing is mounted there. */
-function mountInfo(dir: string): string[] | undefined {
+/** The fields of `dir`'s line in /proc/self/mountinfo (its device at index 2), or undefined when nothing is mounted there. */
+export function mountInfo(dir: string): string[] | undefined {
   const escaped = dir.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
   return readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
@@ -56,14 +56,15 @@ const MOUNT_READ_AHEAD_KIB = 512;
 
 /**
  * Raises the read-ahead of the file system mounted at `dir` (its device's entry in
- * /sys/class/bdi) to `kib`. Best effort: only root may, and a failure costs only speed.
+ * /sys/class/bdi) to MOUNT_READ_AHEAD_KIB. Best effort: only root may, and a failure costs only
+ * speed.
  */
-export function raiseReadAhead(dir: string, kib = MOUNT_READ_AHEAD_KIB): void {
+export function raiseReadAhead(dir: string): void {
   try {
     const device = mountInfo(dir)?.[2];
     if (!device || !/^\d+:\d+$/.test(device)) return;
     const file = `/sys/class/bdi/${device}/read_ahead_kb`;
-    if (Number(readFileSync(file, 'utf8')) < kib) writeFileSync(file, String(kib));
+    if (Number(readFileSync(file, 'utf8')) < MOUNT_READ_AHEAD_KIB) writeFileSync(file, String(MOUNT_READ_AHEAD_KIB));
   } catch (err) {
     debug(`read-ahead of ${dir} left as it is: ${String(err)}`);
   }

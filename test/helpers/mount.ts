@@ -1,21 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { isMounted as isMountPoint } from '../../src/fs/mount.js';
 import { BIN } from './cli.js';
 import { deferCleanup } from './cleanup.js';
 import { run } from './system.js';
 
-/** The fields of a mount point's line in /proc/self/mountinfo (device at index 2), or undefined. */
-export function mountInfoOf(dir: string): string[] | undefined {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' '))
-    .find((fields) => fields[4] === dir);
-}
-
-/** Whether a directory is a mount point now. */
-export function isMountPoint(dir: string): boolean {
-  return mountInfoOf(dir) !== undefined;
-}
+// Whether a directory is a mount point now: the daemon's own check, from /proc/self/mountinfo.
+export { isMountPoint };
 
 /** Polls until `check` holds (or throws after `ms`). */
 export async function eventually(check: () => boolean | Promise<boolean>, ms = 10_000, what = 'condition'): Promise<void> {

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { initStoreFor, spawnCli } from '../helpers/cli.js';
 import { makeDiskImage, makePartitionedImage, sha256File } from '../helpers/image.js';
-import { eventually, isMountPoint, mountInfoOf, startMount } from '../helpers/mount.js';
+import { mountInfo } from '../../src/fs/mount.js';
+import { eventually, isMountPoint, startMount } from '../helpers/mount.js';
 import { attachLoop, mount, mountLoop, run } from '../helpers/system.js';
 import { makeTempDir } from '../helpers/temp.js';
 
@@ -157,7 +158,7 @@ for name in ('system.posix_acl_access', 'security.selinux', 'user.nope'):
 
   it('a read-only mount reads ahead 512 KiB (the kernel gives FUSE 128), a writable one is left as it is', async () => {
     await backupOf(image);
-    const readAhead = () => Number(readFileSync(`/sys/class/bdi/${mountInfoOf(mnt)?.[2]}/read_ahead_kb`, 'utf8'));
+    const readAhead = () => Number(readFileSync(`/sys/class/bdi/${mountInfo(mnt)?.[2]}/read_ahead_kb`, 'utf8'));
     const daemon = await startMount(mnt, env);
     expect(readAhead()).toBe(512);
     await daemon.stop();

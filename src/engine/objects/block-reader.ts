@@ -27,8 +27,6 @@ export interface FetchOptions {
   readonly proof?: ReadProof;
 }
 
-const SLOT_HEAD = 4096;
-
 /**
  * Reads a stored block into a pooled buffer and proves it in a block worker: header, length, and
  * its SHA-256 digest (or tag), or with `proof: 'checksum'` its CRC where it has one (format 2).
@@ -55,7 +53,7 @@ export async function fetchBlock(ctx: BlockFetchContext, digest: Buffer, length:
     // moved to the page-aligned payload when `aligned`). Format 1 objects have their digest
     // re-derived whatever the proof asked.
     const object = await ctx.blocks.get(key, { length: OBJECT_HEADER_LENGTH + length, into: buf.slotView, direct: true, ...signal });
-    const objectOffset = buf.payloadOffset - SLOT_HEAD;
+    const objectOffset = buf.slotView.byteOffset;
     const payloadOffset = options.aligned ? buf.payloadOffset : objectOffset + OBJECT_HEADER_LENGTH;
     await ctx.workers.open(buf, object.length, length, key, digest, what, proof, { objectOffset, payloadOffset });
     return Buffer.from(buf.memory, payloadOffset, length);

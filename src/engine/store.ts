@@ -133,7 +133,7 @@ export async function openBlockStore(config: Config, options: OpenStoreOptions &
 export async function blockStoreSettings(config: Config, blocks: BlockStore): Promise<StoreSettings> {
   const settings = await loadStoreSettings(blocks);
   if (settings) return settings;
-  for await (const _ of blocks.list(KeyPrefix.manifests)) return newStoreSettings({ checksum: 'none' });
+  for await (const _ of blocks.list(KeyPrefix.manifests)) return newStoreSettings({ checksum: 'none', digest: 'sha256' });
   throw noStore(config.store.path);
 }
 
@@ -251,8 +251,8 @@ async function bindCatalog(blocks: BlockStore, catalog: Catalog, found: StoreSet
       });
     }
     // A store made before `backy2 init` existed: it describes itself from now on (its objects
-    // are format 1, and new ones stay so).
-    settings = newStoreSettings({ checksum: 'none' });
+    // are format 1 and named by SHA-256, and new ones stay so).
+    settings = newStoreSettings({ checksum: 'none', digest: 'sha256' });
     if (writable) await saveStoreSettings(blocks, settings);
   }
   if (storeId !== null && storeId !== settings.storeId) {

@@ -2,6 +2,7 @@ import { MemoryStore } from '../../src/engine/blockstore/memory-store.js';
 import { SqliteCatalog } from '../../src/engine/catalog/sqlite-catalog.js';
 import { defaultConfig, type Config } from '../../src/engine/support/config.js';
 import { initStore } from '../../src/engine/operations/init-store.js';
+import { objectId } from '../../src/engine/objects/object-seal.js';
 import { assembleStore, openStore, type Store } from '../../src/engine/store.js';
 import { makeTempDir } from './temp.js';
 
@@ -24,4 +25,9 @@ export async function makeTempStore(overrides: Partial<Config> = {}): Promise<{ 
   const config = testConfig(dir, overrides);
   await initStore(config);
   return { store: await openStore(config), dir };
+}
+
+/** The digest a store names `data` by (its blocks' object keys): BLAKE3 in new stores. */
+export function nameOf(store: Store, data: Uint8Array): Buffer {
+  return objectId(store.transforms, data);
 }

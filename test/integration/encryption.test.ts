@@ -7,6 +7,7 @@ import { crc32 } from 'node:zlib';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { BlockMap, blockCount } from '../../src/engine/objects/block-map.js';
 import { OBJECT_HEADER_LENGTH } from '../../src/engine/objects/formats.js';
+import { namingDigest } from '../../src/engine/objects/naming-digest.js';
 import { StoreKeys } from '../../src/engine/objects/store-keys.js';
 import { loadStoreSettings, saveStoreSettings } from '../../src/engine/objects/store-settings.js';
 import { loadConfig } from '../../src/engine/support/config.js';
@@ -76,12 +77,13 @@ function filesUnder(root: string): string[] {
 }
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest();
+const blake3 = (data: Buffer) => namingDigest('blake3', undefined, data);
 
-/** The SHA-256 of every 1 MiB block of a file. */
+/** The unkeyed digests (SHA-256 and BLAKE3) of every 1 MiB block of a file: what a plaintext store names blocks by. */
 function blockHashes(file: string): Buffer[] {
   const data = readFileSync(file);
   const out: Buffer[] = [];
-  for (let at = 0; at < data.length; at += MiB) out.push(sha256(data.subarray(at, at + MiB)));
+  for (let at = 0; at < data.length; at += MiB) out.push(sha256(data.subarray(at, at + MiB)), blake3(data.subarray(at, at + MiB)));
   return out;
 }
 
@@ -125,9 +127,9 @@ async function readError(file: string, offset: number, length: number): Promise<
 }
 
 describe('an encrypted store reveals nothing of the data', () => {
-  it('no object holds the pattern or its SHA-256, and no object is named by the SHA-256 of a block; a plaintext store would', async () => {
+  it('no object holds the pattern or its unkeyed digest, and no object is named by the unkeyed digest of a block; a plaintext store would', async () => {
     const hashes = blockHashes(image);
-    const patternHash = sha256(PATTERN);
+    const patternHashes = [sha256(PATTERN), blake3(PATTERN)];
     const probe = PATTERN.subarray(4096, 4096 + 64);
     /** Which of the three leaks the store shows. */
     const leaks = () => {
@@ -135,7 +137,7 @@ describe('an encrypted store reveals nothing of the data', () => {
       const names = new Set(files.map((f) => path.basename(f)));
       return {
         pattern: files.some((f) => readFileSync(f).includes(probe)),
-        patternHash: files.some((f) => readFileSync(f).includes(patternHash)),
+        patternHash: files.some((f) => patternHashes.some((h) => readFileSync(f).includes(h))),
         namedBySha: hashes.some((h) => names.has(h.toString('hex'))),
       };
     };
@@ -468,7 +470,7 @@ describe('keys', () => {
     const blocks = await openBlockStore(await loadConfig({ env }));
     try {
       const { check: _check, ...settings } = (await loadStoreSettings(blocks))!;
-      await saveStoreSettings(blocks, { ...settings, digest: 'sha256', encryption: 'none' });
+      await saveStoreSettings(blocks, { ...settings, digest: 'blake3', encryption: 'none' });
       for await (const info of blocks.list('keys/')) await blocks.delete(info.key);
     } finally {
       await blocks.close();
@@ -477,7 +479,7 @@ describe('keys', () => {
     for (const command of [['backup', image, 'vm1'], ['restore', uid, path.join(dir, 'out')], ['ls']]) {
       const r = await runCli(command, env);
       expect(r.code, command[0]).toBe(10);
-      expect(r.stderr).toMatch(/^backy2: The settings of store .* are not those catalog .* was made with \(digest sha256 instead of hmac-sha256, encryption none instead of aes-256-gcm\): they were changed/);
+      expect(r.stderr).toMatch(/^backy2: The settings of store .* are not those catalog .* was made with \(digest blake3 instead of keyed-blake3, encryption none instead of aes-256-gcm\): they were changed/);
     }
     expect(filesUnder(path.join(storeDir, 'blocks'))).toHaveLength(objects);
     expect(existsSync(path.join(dir, 'out'))).toBe(false);
@@ -485,12 +487,12 @@ describe('keys', () => {
 });
 
 describe('a plaintext store', () => {
-  it('no key asked, SHA-256 names, the plaintext as payload with its CRC (format 2)', async () => {
+  it('no key asked, BLAKE3 names, the plaintext as payload with its CRC (format 2)', async () => {
     await init([]);
     const { BACKY2_PASSWORD_FILE: _password, ...bare } = env;
     const uid = (await runCli(['backup', image, 'vm1'], bare)).stdout.trim();
     const object = await blockObject(uid, PATTERN_BLOCK);
-    expect(path.basename(object)).toBe(sha256(PATTERN).toString('hex'));
+    expect(path.basename(object)).toBe(blake3(PATTERN).toString('hex'));
     const bytes = readFileSync(object);
     expect(bytes[4]).toBe(2);
     expect(bytes.subarray(64).equals(PATTERN)).toBe(true);

@@ -6,10 +6,14 @@
  * them and what older data reads as, and mirror every change in docs/formats.md.
  */
 
-/** Length of a content digest (SHA-256) in bytes. */
+/** Length of a content digest (SHA-256 or BLAKE3) in bytes. */
 export const DIGEST_LENGTH = 32;
 
-/** Hash algorithm of block and segment digests (node:crypto name). */
+/**
+ * Hash algorithm (node:crypto name) of the header digest of JSON objects (settings, owner, key
+ * files, manifests), whatever the store's naming digest: the settings must be readable before
+ * that digest is known. Blocks and segments are named by the settings' `digest`.
+ */
 export const DIGEST_ALGORITHM = 'sha256';
 
 /**
@@ -24,7 +28,7 @@ export const DIGEST_ALGORITHM = 'sha256';
  * | 7 | 1 | encryption | {@link Encryption}; 0 = none |
  * | 8 | 8 | plain length | u64 little-endian, length of the plaintext payload |
  * | 16 | 8 | stored length | u64 little-endian, length of the payload as stored after the header |
- * | 24 | 32 | id | the digest that names the object: SHA-256 of the plaintext, or with encryption HMAC-SHA-256 of it under the store's id key |
+ * | 24 | 32 | id | the digest that names the object (the settings' `digest`): SHA-256 or BLAKE3 of the plaintext, or with encryption HMAC-SHA-256 or keyed BLAKE3 of it under the store's id key |
  * | 56 | 4 | stored CRC | format 2: CRC-32 (IEEE) of the stored payload, checked without the key; zero in format 1 |
  * | 60 | 4 | reserved | zero |
  *
@@ -89,8 +93,14 @@ export const SEGMENT_HEADER_LENGTH = 8;
 /** Version manifest (object kind 3): UTF-8 JSON, see docs/formats.md. */
 export const MANIFEST_FORMAT_VERSION = 1;
 
-/** Store settings (object kind 4): UTF-8 JSON, see docs/formats.md and store-settings.ts. */
-export const STORE_FORMAT_VERSION = 1;
+/**
+ * Store settings (object kind 4): UTF-8 JSON, see docs/formats.md and store-settings.ts. Format 1
+ * stores name objects by SHA-256 (or HMAC-SHA-256); format 2, added with BLAKE3 naming, by BLAKE3
+ * (or keyed BLAKE3), so that older programs refuse them as newer instead of misreading them.
+ */
+export const STORE_FORMAT_VERSION = 2;
+/** The store format of stores named by SHA-256. */
+export const STORE_FORMAT_SHA256 = 1;
 
 /** Block sizes we accept: powers of two between 64 KiB and 64 MiB. */
 export const MIN_BLOCK_SIZE = 64 * 1024;

@@ -22,14 +22,14 @@ export interface ObjectHeader {
   readonly encryption: EncryptionValue;
   readonly plainLength: number;
   readonly storedLength: number;
-  /** SHA-256 of the plaintext payload. */
+  /** The id: the digest that names the object (for JSON objects, SHA-256 of the payload). */
   readonly digest: Buffer;
 }
 
 /**
  * Encodes an object header for an uncompressed, unencrypted payload.
  * @param kind what the object holds
- * @param digest SHA-256 of the payload
+ * @param digest the id that names the payload (the store's naming digest; SHA-256 for JSON objects)
  * @param plainLength payload length in bytes
  * @returns a fresh 64-byte buffer
  */

@@ -3,13 +3,12 @@
  * authenticated encryption of format 2 (layout in formats.ts). Pure and synchronous, so the
  * block workers and the main thread (segments, manifests) run the very same code.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { BlockStore } from '../blockstore/block-store.js';
 import { CorruptBlockError } from '../errors.js';
 import {
   Compression,
-  DIGEST_ALGORITHM,
   Encryption,
   GCM_NONCE_LENGTH,
   GCM_TAG_LENGTH,
@@ -19,12 +18,13 @@ import {
   type ObjectKindValue,
 } from './formats.js';
 import { crc32, native } from '../sys/native.js';
+import { namingDigest, type DigestAlgorithm } from './naming-digest.js';
 import { decodeObjectHeader, encodeObjectHeader } from './object-codec.js';
 import { StoreKeys } from './store-keys.js';
 
 /** The keys an encrypted store's objects are made with (derived from its master key). */
 export interface SealKeys {
-  /** Names objects: HMAC-SHA-256 of the plaintext, so names reveal nothing of the content. */
+  /** Names objects: the keyed digest of the plaintext, so names reveal nothing of the content. */
   readonly idKey: Buffer;
   /** Encrypts objects with AES-256-GCM. */
   readonly dataKey: Buffer;
@@ -32,6 +32,8 @@ export interface SealKeys {
 
 /** How a store's objects are made. Plain-copyable, so it can go to a worker with a task. */
 export interface Transforms {
+  /** What names objects (keyed with `keys.idKey` when encrypted). @default 'sha256' (store format 1) */
+  readonly digest?: DigestAlgorithm;
   readonly compression: 'none' | 'zstd';
   /** zstd level. @default 1 */
   readonly level: number;
@@ -65,8 +67,8 @@ export function hasPlainPayload(t: Transforms): boolean {
 
 /**
  * How much of a stored object a read proves.
- * - `full`: everything, down to the naming digest of an unencrypted plaintext (SHA-256, about
- *   0.5 CPU-s per GB here): what scrub does.
+ * - `full`: everything, down to the naming digest of an unencrypted plaintext (SHA-256 about
+ *   0.5 CPU-s per GB here, BLAKE3 about 0.1): what scrub does.
  * - `checksum`: what proves an object intact without re-deriving its digest, where the object can
  *   be proven so: the CRC-32 of its stored bytes (format 2; about 0.15 CPU-s per GB) with its
  *   header naming the digest asked for, or the tag of an encrypted one. Format 1 objects have no
@@ -75,9 +77,9 @@ export function hasPlainPayload(t: Transforms): boolean {
  */
 export type ReadProof = 'full' | 'checksum';
 
-/** The digest that names `data` in this store: SHA-256, or with encryption HMAC-SHA-256. */
+/** The digest that names `data` in this store (naming-digest.ts): SHA-256 or BLAKE3, keyed when encrypted. */
 export function objectId(t: Transforms, data: Uint8Array): Buffer {
-  return t.keys ? createHmac(DIGEST_ALGORITHM, t.keys.idKey).update(data).digest() : createHash(DIGEST_ALGORITHM).update(data).digest();
+  return namingDigest(t.digest ?? 'sha256', t.keys?.idKey, data);
 }
 
 interface Zstd {

@@ -6,9 +6,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { BlockStore } from '../blockstore/block-store.js';
-import { StoreUnavailableError, isBackyError } from '../errors.js';
+import { StoreUnavailableError, UsageError, isBackyError } from '../errors.js';
 import { PACKAGE_VERSION } from '../support/package-version.js';
-import { DIGEST_ALGORITHM, ObjectKind, STORE_FORMAT_VERSION } from './formats.js';
+import { ObjectKind, STORE_FORMAT_SHA256, STORE_FORMAT_VERSION } from './formats.js';
+import { blake3Available, type DigestAlgorithm } from './naming-digest.js';
 import { PLAIN, PLAIN_CHECKSUMMED, type SealKeys, type Transforms } from './object-seal.js';
 import { decodeJsonObject, encodeJsonObject } from './object-codec.js';
 import { StoreKeys } from './store-keys.js';
@@ -22,8 +23,11 @@ export interface StoreSettings {
   readonly createdAt: number;
   /** The program that created the store, e.g. `backy2 0.1.0`. */
   readonly createdBy: string;
-  /** What names objects: SHA-256 of the plaintext, or (encrypted) HMAC-SHA-256 under a key. */
-  readonly digest: 'sha256' | 'hmac-sha256';
+  /**
+   * What names objects: BLAKE3 (store format 2) or SHA-256 (format 1) of the plaintext; when
+   * encrypted, keyed BLAKE3 or HMAC-SHA-256 under the store's id key.
+   */
+  readonly digest: 'blake3' | 'keyed-blake3' | 'sha256' | 'hmac-sha256';
   /** Compression of stored objects (each kept only when it saves space). */
   readonly compression: 'none' | 'zstd';
   /** zstd level; absent with compression `none`. */
@@ -49,6 +53,13 @@ export interface NewStoreOptions {
   readonly encryption?: 'none' | 'aes-256-gcm';
   /** `none` only for a store that existed before its settings did (format 1 objects). @default 'crc32' */
   readonly checksum?: 'crc32' | 'none';
+  /** What names objects (keyed when encrypted). @default 'blake3' */
+  readonly digest?: DigestAlgorithm;
+}
+
+/** The digest algorithm of a store's `digest` setting. */
+export function digestAlgorithmOf(s: StoreSettings): DigestAlgorithm {
+  return s.digest === 'blake3' || s.digest === 'keyed-blake3' ? 'blake3' : 'sha256';
 }
 
 /**
@@ -82,8 +93,9 @@ export function describeSettingsChange(recorded: string, now: StoreSettings): st
  * @param keys the sealing keys (derived from the master key) when the store is encrypted
  */
 export function transformsOf(s: StoreSettings, keys: SealKeys | undefined): Transforms {
-  if (s.compression === 'none' && s.encryption === 'none') return s.checksum === 'crc32' ? PLAIN_CHECKSUMMED : PLAIN;
-  return { compression: s.compression, level: s.compressionLevel ?? 1, keys: s.encryption === 'none' ? undefined : keys };
+  const digest = digestAlgorithmOf(s);
+  if (s.compression === 'none' && s.encryption === 'none') return { ...(s.checksum === 'crc32' ? PLAIN_CHECKSUMMED : PLAIN), digest };
+  return { digest, compression: s.compression, level: s.compressionLevel ?? 1, keys: s.encryption === 'none' ? undefined : keys };
 }
 
 /** The owner object (kind 5): the catalog that uses a block store. */
@@ -97,17 +109,26 @@ export interface StoreOwner {
   readonly since: number;
 }
 
-/** Settings of a new store (plaintext, uncompressed and checksummed unless told otherwise). */
+/**
+ * Settings of a new store (plaintext, uncompressed, checksummed and named by BLAKE3 unless told
+ * otherwise).
+ * @throws {UsageError} for BLAKE3 on a platform that cannot compute it
+ */
 export function newStoreSettings(options: NewStoreOptions = {}, now: number = Date.now()): StoreSettings {
   const encryption = options.encryption ?? 'none';
   const compression = options.compression ?? 'none';
   const checksum = options.checksum ?? 'crc32';
+  const algorithm = options.digest ?? 'blake3';
+  if (algorithm === 'blake3' && !blake3Available()) {
+    throw new UsageError(`BLAKE3 cannot be computed on ${process.platform}-${process.arch} (the @napi-rs/blake-hash package does not load)`, { hint: 'create the store with --digest sha256' });
+  }
+  const digest = algorithm === 'blake3' ? (encryption === 'none' ? 'blake3' : 'keyed-blake3') : encryption === 'none' ? 'sha256' : 'hmac-sha256';
   return {
-    format: STORE_FORMAT_VERSION,
+    format: algorithm === 'blake3' ? STORE_FORMAT_VERSION : STORE_FORMAT_SHA256,
     storeId: randomBytes(16).toString('hex'),
     createdAt: now,
     createdBy: `backy2 ${PACKAGE_VERSION}`,
-    digest: encryption === 'none' ? DIGEST_ALGORITHM : 'hmac-sha256',
+    digest,
     compression,
     ...(compression === 'zstd' ? { compressionLevel: options.compressionLevel ?? 1 } : {}),
     encryption,
@@ -130,11 +151,13 @@ export async function loadStoreSettings(blocks: BlockStore): Promise<StoreSettin
       hint: 'upgrade backy2',
     });
   }
-  if (s.format !== STORE_FORMAT_VERSION || typeof s.storeId !== 'string' || !/^[0-9a-f]{32}$/.test(s.storeId) || typeof s.createdAt !== 'number') {
+  if ((s.format !== STORE_FORMAT_VERSION && s.format !== STORE_FORMAT_SHA256) || typeof s.storeId !== 'string' || !/^[0-9a-f]{32}$/.test(s.storeId) || typeof s.createdAt !== 'number') {
     throw damaged(what);
   }
-  const plain = s.digest === DIGEST_ALGORITHM && s.encryption === 'none';
-  const encrypted = s.digest === 'hmac-sha256' && s.encryption === 'aes-256-gcm';
+  // Each format names objects by its own digest; the keyed form goes with encryption.
+  const [unkeyed, keyed] = s.format === STORE_FORMAT_SHA256 ? ['sha256', 'hmac-sha256'] : ['blake3', 'keyed-blake3'];
+  const plain = s.digest === unkeyed && s.encryption === 'none';
+  const encrypted = s.digest === keyed && s.encryption === 'aes-256-gcm';
   const level = s.compressionLevel;
   const compression = (s.compression === 'none' && level === undefined) || (s.compression === 'zstd' && typeof level === 'number' && level >= 1 && level <= 19);
   if (!(plain || encrypted) || !compression || (s.checksum !== undefined && s.checksum !== 'crc32')) {

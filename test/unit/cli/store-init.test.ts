@@ -1,8 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { existsSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { namingDigest } from '../../../src/engine/objects/naming-digest.js';
 import { runCli } from '../../helpers/cli.js';
 import { makeImage } from '../../helpers/image.js';
 import { makeTempDir } from '../../helpers/temp.js';
@@ -159,7 +161,9 @@ describe('backy2 init: stores are created explicitly', () => {
       const store = path.join(dir, 'store');
       const before = new Set(blockObjects(store));
       expect((await runCli(at(store, 'backup', image, 'vm9'))).code).toBe(0);
-      expect(JSON.parse(readFileSync(path.join(store, 'settings')).subarray(64).toString())).not.toHaveProperty('checksum');
+      const settings = JSON.parse(readFileSync(path.join(store, 'settings')).subarray(64).toString()) as object;
+      expect(settings).not.toHaveProperty('checksum');
+      expect(settings).toMatchObject({ format: 1, digest: 'sha256' });
       const added = blockObjects(store).filter((f) => !before.has(f));
       expect(added).toHaveLength(3);
       for (const file of added) expect(readFileSync(file)[4]).toBe(1);
@@ -169,6 +173,49 @@ describe('backy2 init: stores are created explicitly', () => {
       const r = await runCli(at(store, 'restore', 'vm9', path.join(dir, 'out')));
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(/does not match its digest/);
+      // Named by SHA-256 still: the new blocks dedup against the old ones.
+      const chunks = [0, 1, 2].map((i) => createHash('sha256').update(readFileSync(image).subarray(i * B, (i + 1) * B)).digest('hex'));
+      expect(added.map((f) => path.basename(f)).sort()).toEqual(chunks.sort());
+    });
+  });
+
+  describe('what names blocks: BLAKE3 in new stores, SHA-256 when asked or in older stores', () => {
+    const chunkNames = (hash: (data: Buffer) => string) => [0, 1, 2].map((i) => hash(readFileSync(image).subarray(i * B, (i + 1) * B))).sort();
+    const blockNames = (store: string) => readdirSync(path.join(store, 'blocks'), { recursive: true }).map(String).filter((f) => f.includes('/')).map((f) => path.basename(f)).sort();
+
+    it('a new store is format 2 and names blocks by BLAKE3; a full scrub re-derives it, so a block forged with a matching CRC is found', async () => {
+      const store = path.join(dir, 'store');
+      const init = await runCli(at(store, 'init', '--json'));
+      expect(init.code, init.stderr).toBe(0);
+      expect(JSON.parse(init.stdout)).toMatchObject({ digest: 'blake3' });
+      expect(JSON.parse(readFileSync(path.join(store, 'settings')).subarray(64).toString())).toMatchObject({ format: 2, digest: 'blake3' });
+      expect((await runCli(at(store, 'backup', image, 'vm1'))).code).toBe(0);
+      expect(blockNames(store)).toEqual(chunkNames((d) => namingDigest('blake3', undefined, d).toString('hex')));
+      expect((await runCli(at(store, 'scrub', '--all'))).code).toBe(0);
+
+      // Another plaintext in a block's object, with the CRC a careful forger would write.
+      const victim = path.join(store, 'blocks', readdirSync(path.join(store, 'blocks'), { recursive: true }).map(String).find((f) => f.includes('/'))!);
+      const bytes = readFileSync(victim);
+      bytes[64 + 7]! ^= 0x01;
+      bytes.writeUInt32LE(crc32(bytes.subarray(64)), 56);
+      writeFileSync(victim, bytes);
+      const scrub = await runCli(at(store, 'scrub', '--all'));
+      expect(scrub.code).not.toBe(0);
+      expect(scrub.stdout + scrub.stderr).toMatch(/1 bad block/);
+    });
+
+    it('init --digest sha256 makes a format 1 store named by SHA-256, which backs up and restores', async () => {
+      const store = path.join(dir, 'store');
+      expect((await runCli(at(store, 'init', '--digest', 'sha256'))).code).toBe(0);
+      expect(JSON.parse(readFileSync(path.join(store, 'settings')).subarray(64).toString())).toMatchObject({ format: 1, digest: 'sha256', checksum: 'crc32' });
+      expect((await runCli(at(store, 'backup', image, 'vm1'))).code).toBe(0);
+      expect(blockNames(store)).toEqual(chunkNames((d) => createHash('sha256').update(d).digest('hex')));
+      const out = path.join(dir, 'out');
+      expect((await runCli(at(store, 'restore', 'vm1', out))).code).toBe(0);
+      expect(sha(out)).toBe(sha(image));
+      const typo = await runCli(at(path.join(dir, 'other'), 'init', '--digest', 'sha1'));
+      expect(typo.code).toBe(2);
+      expect(typo.stderr).toMatch(/Allowed choices are blake3, sha256/);
     });
   });
 });

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -8,7 +7,7 @@ import { fetchContextOf } from '../../../../src/engine/objects/block-reader.js';
 import { backup } from '../../../../src/engine/operations/backup.js';
 import type { Store } from '../../../../src/engine/store.js';
 import { makeImage } from '../../../helpers/image.js';
-import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../../helpers/store.js';
+import { TEST_BLOCK_SIZE as B, makeMemoryStore, nameOf } from '../../../helpers/store.js';
 import { makeTempDir } from '../../../helpers/temp.js';
 
 let store: Store | undefined;
@@ -23,7 +22,7 @@ async function setup(blocks: number) {
   makeImage(image, [{ kind: 'random', length: blocks * B }, { kind: 'zero', length: B }]);
   const version = (await s.catalog.getVersion((await backup(s, { source: image, image: 'vm1' })).uid))!;
   const data = readFileSync(image);
-  const digest = (i: number) => createHash('sha256').update(data.subarray(i * B, (i + 1) * B)).digest();
+  const digest = (i: number) => nameOf(s, data.subarray(i * B, (i + 1) * B));
   return { s, version, data, digest };
 }
 

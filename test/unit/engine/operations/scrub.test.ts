@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -9,7 +9,7 @@ import { SqliteCatalog } from '../../../../src/engine/catalog/sqlite-catalog.js'
 import { assembleStore, type Store } from '../../../../src/engine/store.js';
 import { makeImage } from '../../../helpers/image.js';
 import { runScrub } from '../../../helpers/scrub.js';
-import { TEST_BLOCK_SIZE as B, makeMemoryStore } from '../../../helpers/store.js';
+import { TEST_BLOCK_SIZE as B, makeMemoryStore, nameOf } from '../../../helpers/store.js';
 import { makeTempDir } from '../../../helpers/temp.js';
 
 let store: Store | undefined;
@@ -19,8 +19,9 @@ afterEach(async () => {
 });
 
 
+/** The key of the object that holds `data` in the test's store. */
 const keyOf = (data: Buffer) => {
-  const hex = createHash('sha256').update(data).digest('hex');
+  const hex = nameOf(store!, data).toString('hex');
   return `blocks/${hex.slice(0, 2)}/${hex}`;
 };
 

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -8,7 +7,7 @@ import { scrub, type ScrubResult } from '../../../../src/engine/operations/scrub
 import { StoreKeys } from '../../../../src/engine/objects/store-keys.js';
 import type { Store } from '../../../../src/engine/store.js';
 import { makeImage } from '../../../helpers/image.js';
-import { TEST_BLOCK_SIZE as B, makeTempStore } from '../../../helpers/store.js';
+import { TEST_BLOCK_SIZE as B, makeTempStore, nameOf } from '../../../helpers/store.js';
 import { makeTempDir } from '../../../helpers/temp.js';
 
 let store: Store | undefined;
@@ -31,7 +30,7 @@ describe('an object that cannot be read is a bad block; a store that is gone sto
     const image = path.join(makeTempDir(), 'img');
     makeImage(image, [{ kind: 'random', length: 6 * B }]);
     const v = await backup(s, { source: image, image: 'vm1' });
-    const block2 = createHash('sha256').update(readFileSync(image).subarray(2 * B, 3 * B)).digest();
+    const block2 = nameOf(s, readFileSync(image).subarray(2 * B, 3 * B));
     const object = path.join(dir, StoreKeys.block(block2));
     rmSync(object);
     mkdirSync(object);

@@ -35,7 +35,7 @@ export function registerInit(program: Command, ctx: CommandContext): void {
     .addOption(new Option('--encryption <cipher>', 'encrypt every object (blocks, maps, manifests)').choices(['aes-256-gcm', 'none']).default('none'))
     .addOption(new Option('--compression <codec>', 'compress objects, each kept only when it saves space (default: zstd for S3 block stores, none for file stores)').choices(['zstd', 'none']))
     .option('--compression-level <n>', 'zstd level, 1 (fast) to 19 (small)', level)
-    .addOption(new Option('--digest <hash>', 'what names (and dedups) blocks: blake3 (about 5x faster to compute here), or sha256 for stores older backy2 versions must read').choices(['blake3', 'sha256']).default('blake3'))
+    .addOption(new Option('--digest <hash>', 'what names (and dedups) blocks, fixed for the store: blake3 (several times faster than sha256), or sha256 for a store backy2 versions before blake3 must read').choices(['blake3', 'sha256']).default('blake3'))
     .option('--export-key <file>', 'also write the master key to this raw key file (mode 0600), for unattended hosts')
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
@@ -45,6 +45,7 @@ export function registerInit(program: Command, ctx: CommandContext): void {
           'backy2 init /srv/backy2',
           'backy2 --config /etc/backy2.yaml init      # the catalog and block store the config names (e.g. S3)',
           'backy2 init /srv/backy2 --encryption aes-256-gcm --compression zstd --password-file /root/backy2.pass',
+          'backy2 init /srv/backy2 --digest sha256    # readable by backy2 versions before blake3',
         ],
         'Every other command refuses a path that holds no store, so a typo never creates an empty\n' +
           'store. The store directory, catalog and objects are private to their owner (0700/0600,\n' +

@@ -29,7 +29,7 @@ export interface FetchOptions {
 
 /**
  * Reads a stored block into a pooled buffer and proves it in a block worker: header, length, and
- * its SHA-256 digest (or tag), or with `proof: 'checksum'` its CRC where it has one (format 2).
+ * its naming digest (or tag), or with `proof: 'checksum'` its CRC where it has one (format 2).
  * An object with a plain payload is read around the page cache (O_DIRECT where possible) into the
  * page-aligned slot, so the payload lands 64 bytes in, and with `aligned` it is moved to
  * `buf.payload`; a compressed or encrypted one is read whole and opened into `buf.payload`.

@@ -68,7 +68,7 @@ export class BlockWriter {
 
   /**
    * Makes sure the block with `digest` is stored.
-   * @param digest SHA-256 of the block
+   * @param digest the block's naming digest (the store's: BLAKE3 or SHA-256)
    * @param buf pooled buffer holding the block's plaintext in `payload`; its header room is used
    * @param length block length in bytes
    * @returns true when the block was written, false when it was already stored

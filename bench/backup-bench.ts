@@ -1,8 +1,9 @@
 /**
  * Backup benchmark: backy2 against restic and borg (Debian packages; borg also with fixed 4 MiB
  * chunks, backy2's unit of work) on the same images, in the same run, plus `cp --sparse=always`
- * as the physical reference for restores. backy2 runs on four
- * stores — plaintext, zstd, AES-256-GCM, both — next to restic, which always encrypts (and, with
+ * as the physical reference for restores. backy2 runs on five
+ * stores — plaintext, plaintext named by SHA-256 (as stores before BLAKE3), zstd, AES-256-GCM,
+ * both — next to restic, which always encrypts (and, with
  * repository version 2, compresses). Prints times, peak RSS and bytes stored; it asserts nothing.
  *
  *   npm run bench                 # 4 GiB image, results on stdout
@@ -67,6 +68,8 @@ function medians(): Row[] {
 /** The kinds of store backy2 is measured on: `backy2 init` flags. */
 const MODES: Record<string, string[]> = {
   plain: [],
+  /** A plaintext store named by SHA-256, as stores before BLAKE3 were (and `--digest sha256` makes). */
+  sha256: ['--digest', 'sha256'],
   zstd: ['--compression', 'zstd'],
   aes: ['--encryption', 'aes-256-gcm'],
   'zstd+aes': ['--compression', 'zstd', '--encryption', 'aes-256-gcm'],

@@ -6,10 +6,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { BlockStore } from '../blockstore/block-store.js';
-import { StoreUnavailableError, UsageError, isBackyError } from '../errors.js';
+import { StoreUnavailableError, isBackyError } from '../errors.js';
 import { PACKAGE_VERSION } from '../support/package-version.js';
 import { ObjectKind, STORE_FORMAT_SHA256, STORE_FORMAT_VERSION } from './formats.js';
-import { blake3Available, type DigestAlgorithm } from './naming-digest.js';
+import type { DigestAlgorithm } from './naming-digest.js';
 import { PLAIN, PLAIN_CHECKSUMMED, type SealKeys, type Transforms } from './object-seal.js';
 import { decodeJsonObject, encodeJsonObject } from './object-codec.js';
 import { StoreKeys } from './store-keys.js';
@@ -109,19 +109,12 @@ export interface StoreOwner {
   readonly since: number;
 }
 
-/**
- * Settings of a new store (plaintext, uncompressed, checksummed and named by BLAKE3 unless told
- * otherwise).
- * @throws {UsageError} for BLAKE3 on a platform that cannot compute it
- */
+/** Settings of a new store (plaintext, uncompressed, checksummed and named by BLAKE3 unless told otherwise). */
 export function newStoreSettings(options: NewStoreOptions = {}, now: number = Date.now()): StoreSettings {
   const encryption = options.encryption ?? 'none';
   const compression = options.compression ?? 'none';
   const checksum = options.checksum ?? 'crc32';
   const algorithm = options.digest ?? 'blake3';
-  if (algorithm === 'blake3' && !blake3Available()) {
-    throw new UsageError(`BLAKE3 cannot be computed on ${process.platform}-${process.arch} (the @napi-rs/blake-hash package does not load)`, { hint: 'create the store with --digest sha256' });
-  }
   const digest = algorithm === 'blake3' ? (encryption === 'none' ? 'blake3' : 'keyed-blake3') : encryption === 'none' ? 'sha256' : 'hmac-sha256';
   return {
     format: algorithm === 'blake3' ? STORE_FORMAT_VERSION : STORE_FORMAT_SHA256,
@@ -154,8 +147,13 @@ export async function loadStoreSettings(blocks: BlockStore): Promise<StoreSettin
   if ((s.format !== STORE_FORMAT_VERSION && s.format !== STORE_FORMAT_SHA256) || typeof s.storeId !== 'string' || !/^[0-9a-f]{32}$/.test(s.storeId) || typeof s.createdAt !== 'number') {
     throw damaged(what);
   }
-  // Each format names objects by its own digest; the keyed form goes with encryption.
+  // Each format names objects by its own digest; the keyed form goes with encryption. A digest
+  // of the other format was never written by any backy2: the object was edited.
   const [unkeyed, keyed] = s.format === STORE_FORMAT_SHA256 ? ['sha256', 'hmac-sha256'] : ['blake3', 'keyed-blake3'];
+  const [otherUnkeyed, otherKeyed] = s.format === STORE_FORMAT_SHA256 ? ['blake3', 'keyed-blake3'] : ['sha256', 'hmac-sha256'];
+  if (s.digest === otherUnkeyed || s.digest === otherKeyed) {
+    throw new StoreUnavailableError(`${what} is damaged: store format ${s.format} never goes with digest "${s.digest}"`, { hint: 'restore that object from a copy of the store' });
+  }
   const plain = s.digest === unkeyed && s.encryption === 'none';
   const encrypted = s.digest === keyed && s.encryption === 'aes-256-gcm';
   const level = s.compressionLevel;

@@ -5,7 +5,7 @@ import { existsSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSyn
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { namingDigest } from '../../../src/engine/objects/naming-digest.js';
-import { runCli } from '../../helpers/cli.js';
+import { runCli, spawnCli } from '../../helpers/cli.js';
 import { makeImage } from '../../helpers/image.js';
 import { makeTempDir } from '../../helpers/temp.js';
 
@@ -202,6 +202,22 @@ describe('backy2 init: stores are created explicitly', () => {
       const scrub = await runCli(at(store, 'scrub', '--all'));
       expect(scrub.code).not.toBe(0);
       expect(scrub.stdout + scrub.stderr).toMatch(/1 bad block/);
+    });
+
+    it('where the native BLAKE3 has no build, the portable one restores, scrubs and dedups against the same store', async () => {
+      const store = path.join(dir, 'store');
+      expect((await runCli(at(store, 'init'))).code).toBe(0);
+      expect((await runCli(at(store, 'backup', image, 'vm1'))).code).toBe(0);
+      const portable = { BACKY2_BLAKE3: 'portable' };
+      const out = path.join(dir, 'out');
+      const restored = await spawnCli(at(store, 'restore', 'vm1', out), portable);
+      expect(restored.code, restored.stderr).toBe(0);
+      expect(sha(out)).toBe(sha(image));
+      const scrub = await spawnCli(at(store, 'scrub', '--all'), portable);
+      expect(scrub.code, scrub.stderr).toBe(0);
+      const again = await spawnCli(at(store, 'backup', image, 'vm1', '--json'), portable);
+      expect(again.code, again.stderr).toBe(0);
+      expect(JSON.parse(again.stdout)).toMatchObject({ bytesWritten: 0 });
     });
 
     it('init --digest sha256 makes a format 1 store named by SHA-256, which backs up and restores', async () => {

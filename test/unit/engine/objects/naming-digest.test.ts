@@ -1,6 +1,7 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../../../src/engine/blockstore/memory-store.js';
+import { blake3Portable } from '../../../../src/engine/objects/blake3.js';
 import { ObjectKind } from '../../../../src/engine/objects/formats.js';
 import { namingDigest } from '../../../../src/engine/objects/naming-digest.js';
 import { encodeJsonObject } from '../../../../src/engine/objects/object-codec.js';
@@ -34,6 +35,24 @@ describe('the naming digest', () => {
     const input = vectorInput(length);
     expect(namingDigest('blake3', undefined, input).toString('hex')).toBe(hash);
     expect(namingDigest('blake3', VECTOR_KEY, input).toString('hex')).toBe(keyed);
+  });
+
+  it.each(VECTORS)('the portable BLAKE3 (no native build) gives the published vectors for %i bytes', (length, hash, keyed) => {
+    const input = vectorInput(length);
+    expect(blake3Portable(input).toString('hex')).toBe(hash);
+    expect(blake3Portable(input, VECTOR_KEY).toString('hex')).toBe(keyed);
+  });
+
+  it('the portable BLAKE3 equals the native one at every tree shape: chunk and block edges, 4 MiB, odd lengths', () => {
+    const lengths = [63, 64, 65, 1023, 2047, 2048, 3 * 1024 + 1, 8 * 1024, 8 * 1024 + 1, 63 * 1024 + 5, 4 << 20, (4 << 20) - 1, 1_234_567];
+    for (let i = 0; i < 20; i++) lengths.push(1 + Math.floor(Math.random() * 200_000));
+    const key = randomBytes(32);
+    for (const length of lengths) {
+      const data = randomBytes(length);
+      expect(blake3Portable(data).equals(namingDigest('blake3', undefined, data)), `${length} bytes`).toBe(true);
+      expect(blake3Portable(data, key).equals(namingDigest('blake3', key, data)), `${length} bytes, keyed`).toBe(true);
+    }
+    expect(() => blake3Portable(Buffer.alloc(1), Buffer.alloc(16))).toThrow(RangeError);
   });
 
   it('hashes a view of shared memory (a block buffer) as its bytes', () => {
@@ -85,14 +104,20 @@ describe('store settings name their digest, and the store format follows it', ()
   it('a digest that does not belong to the format is refused, not guessed; a newer format asks for an upgrade', async () => {
     const blake3 = newStoreSettings();
     const sha = newStoreSettings({ digest: 'sha256' });
-    for (const wrong of [
+    // Digests of the other format: never written so, the object was edited.
+    for (const edited of [
       { ...sha, digest: 'blake3' },
       { ...blake3, digest: 'sha256' },
       { ...blake3, digest: 'hmac-sha256', encryption: 'aes-256-gcm' },
+    ]) {
+      await expect(loadStoreSettings(await storeWith(edited)), JSON.stringify(edited)).rejects.toThrow(/settings object .* is damaged: store format \d never goes with digest/);
+    }
+    // A keyed digest without encryption, or one this program does not know: perhaps a newer program's.
+    for (const unknown of [
       { ...blake3, digest: 'keyed-blake3' },
       { ...blake3, digest: 'blake2b' },
     ]) {
-      await expect(loadStoreSettings(await storeWith(wrong)), JSON.stringify(wrong)).rejects.toThrow(/which this backy2 cannot read/);
+      await expect(loadStoreSettings(await storeWith(unknown)), JSON.stringify(unknown)).rejects.toThrow(/which this backy2 cannot read/);
     }
     await expect(loadStoreSettings(await storeWith({ ...blake3, format: 3 }))).rejects.toThrow(/has format 3, newer than this backy2 understands \(2\)/);
   });

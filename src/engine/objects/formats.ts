@@ -10,9 +10,9 @@
 export const DIGEST_LENGTH = 32;
 
 /**
- * Hash algorithm (node:crypto name) of the header digest of JSON objects (settings, owner, key
- * files, manifests), whatever the store's naming digest: the settings must be readable before
- * that digest is known. Blocks and segments are named by the settings' `digest`.
+ * Hash algorithm (node:crypto name) of the header digest of settings, owner and key files,
+ * whatever the store's naming digest: they must be readable before that digest is known. Blocks,
+ * segments, manifests and sealed invalid markers carry the settings' `digest`.
  */
 export const DIGEST_ALGORITHM = 'sha256';
 

@@ -22,14 +22,14 @@ export interface ObjectHeader {
   readonly encryption: EncryptionValue;
   readonly plainLength: number;
   readonly storedLength: number;
-  /** The id: the digest that names the object (for JSON objects, SHA-256 of the payload). */
+  /** The id: the store's naming digest of the payload (SHA-256 for settings, owner and key files). */
   readonly digest: Buffer;
 }
 
 /**
  * Encodes an object header for an uncompressed, unencrypted payload.
  * @param kind what the object holds
- * @param digest the id that names the payload (the store's naming digest; SHA-256 for JSON objects)
+ * @param digest the id that names the payload (the store's naming digest; SHA-256 for settings, owner and key files)
  * @param plainLength payload length in bytes
  * @returns a fresh 64-byte buffer
  */
@@ -84,8 +84,9 @@ export function decodeObjectHeader(bytes: Uint8Array, what: string): ObjectHeade
 }
 
 /**
- * Encodes a small JSON object (manifest, settings, owner) with its header; the digest of the
- * payload lets a reader tell a damaged object from a good one.
+ * Encodes a small JSON object that must be readable before the store's digest and keys are known
+ * (settings, owner, key files) with its header; the SHA-256 of the payload lets a reader tell a
+ * damaged object from a good one. Manifests are sealed like blocks (object-seal.ts).
  * @param kind what the object holds
  * @param value anything JSON.stringify accepts
  * @returns the header and the payload, to be stored concatenated

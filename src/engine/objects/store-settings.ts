@@ -21,7 +21,7 @@ export interface StoreSettings {
   /** Random id, 32 hex digits; the catalog records it too. */
   readonly storeId: string;
   readonly createdAt: number;
-  /** The program that created the store, e.g. `backy2 0.1.0`. */
+  /** The program that created the store, e.g. `backy2 0.2.0`. */
   readonly createdBy: string;
   /**
    * What names objects: BLAKE3 (store format 2) or SHA-256 (format 1) of the plaintext; when

@@ -48,39 +48,57 @@ export async function openFileSource(file: string): Promise<BlockSource> {
     else if (st.isBlockDevice()) size = await blockDeviceSize(st.rdev, `"${file}"`);
     else throw new UsageError(`Source "${file}" is neither a regular file nor a block device`);
     // Holes are only worth looking for in files that have some (fewer blocks than bytes).
-    return new FileSource(file, handle, size, st.isFile() && st.blocks * 512 < st.size);
+    return new FileSource(file, handle, await openDirect(file), size, st.isFile() && st.blocks * 512 < st.size);
   } catch (err) {
     await handle.close();
     throw err;
   }
 }
 
+/** The source opened a second time with O_DIRECT, or undefined where the file system refuses it. */
+async function openDirect(file: string): Promise<fsp.FileHandle | undefined> {
+  try {
+    return await fsp.open(file, fsc.O_RDONLY | fsc.O_DIRECT);
+  } catch {
+    return undefined;
+  }
+}
+
+/** O_DIRECT needs offsets, lengths and memory aligned to the logical block size; a page covers every device's. */
+const DIRECT_ALIGNMENT = 4096;
+
 class FileSource implements BlockSource {
   readonly location: string;
   readonly size: number;
   readonly #handle: fsp.FileHandle;
+  /** The same file with O_DIRECT, for ranges not in the page cache. */
+  readonly #direct: fsp.FileHandle | undefined;
   readonly #sparse: boolean;
   /** Where the last extent lookup started. */
   #probe = 0;
   /** The data extent found from #probe on, [start, end); [size, size] when only holes follow. */
   #extent: [number, number] = [0, 0];
 
-  constructor(file: string, handle: fsp.FileHandle, size: number, sparse: boolean) {
+  constructor(file: string, handle: fsp.FileHandle, direct: fsp.FileHandle | undefined, size: number, sparse: boolean) {
     this.location = file;
     this.#handle = handle;
+    this.#direct = direct;
     this.size = size;
     this.#sparse = sparse;
   }
 
   async read(offset: number, into: Uint8Array): Promise<void> {
     const fd = this.#handle.fd;
-    // Leave the page cache as we found it: drop what this read brings in, keep what was there.
+    // Leave the page cache as we found it: what was not cached is read around it (O_DIRECT: no
+    // copy, nothing to drop), or where that cannot be, read and dropped again.
     const wasCached = isCached(fd, offset, into.length);
+    const direct = !wasCached && this.#direct !== undefined && offset % DIRECT_ALIGNMENT === 0 && into.length % DIRECT_ALIGNMENT === 0 && into.byteOffset % DIRECT_ALIGNMENT === 0;
+    let handle = direct ? this.#direct! : this.#handle;
     let done = 0;
     while (done < into.length) {
       let bytesRead: number;
       try {
-        ({ bytesRead } = await this.#handle.read(into, done, into.length - done, offset + done));
+        ({ bytesRead } = await handle.read(into, done, into.length - done, offset + done));
       } catch (err) {
         throw new IoError(`Cannot read source "${this.location}" at offset ${offset + done}: ${errnoCode(err) ?? String(err)}`, { cause: err });
       }
@@ -88,8 +106,10 @@ class FileSource implements BlockSource {
         throw new IoError(`Source "${this.location}" ended at offset ${offset + done}, before its size ${this.size}: it shrank during the backup`);
       }
       done += bytesRead;
+      // A short read leaves an unaligned offset, which O_DIRECT refuses: the rest goes buffered.
+      if (done < into.length && handle !== this.#handle) handle = this.#handle;
     }
-    if (!wasCached) await dropCache(fd, offset, into.length);
+    if (!wasCached && handle === this.#handle) await dropCache(fd, offset, into.length);
   }
 
   mayHaveData(offset: number, length: number): boolean {
@@ -105,5 +125,6 @@ class FileSource implements BlockSource {
 
   async close(): Promise<void> {
     await this.#handle.close().catch(() => undefined);
+    await this.#direct?.close().catch(() => undefined);
   }
 }

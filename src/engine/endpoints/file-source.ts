@@ -73,6 +73,8 @@ class FileSource implements BlockSource {
   readonly #handle: fsp.FileHandle;
   /** The same file with O_DIRECT, for ranges not in the page cache. */
   readonly #direct: fsp.FileHandle | undefined;
+  /** Set when the file system opened with O_DIRECT but refused a read so. */
+  #directRefused = false;
   readonly #sparse: boolean;
   /** Where the last extent lookup started. */
   #probe = 0;
@@ -92,7 +94,7 @@ class FileSource implements BlockSource {
     // Leave the page cache as we found it: what was not cached is read around it (O_DIRECT: no
     // copy, nothing to drop), or where that cannot be, read and dropped again.
     const wasCached = isCached(fd, offset, into.length);
-    const direct = !wasCached && this.#direct !== undefined && offset % DIRECT_ALIGNMENT === 0 && into.length % DIRECT_ALIGNMENT === 0 && into.byteOffset % DIRECT_ALIGNMENT === 0;
+    const direct = !wasCached && this.#direct !== undefined && !this.#directRefused && offset % DIRECT_ALIGNMENT === 0 && into.length % DIRECT_ALIGNMENT === 0 && into.byteOffset % DIRECT_ALIGNMENT === 0;
     let handle = direct ? this.#direct! : this.#handle;
     let done = 0;
     while (done < into.length) {
@@ -100,6 +102,12 @@ class FileSource implements BlockSource {
       try {
         ({ bytesRead } = await handle.read(into, done, into.length - done, offset + done));
       } catch (err) {
+        // A file system that opens with O_DIRECT but refuses its reads: buffered from now on.
+        if (handle === this.#direct && errnoCode(err) === 'EINVAL') {
+          this.#directRefused = true;
+          handle = this.#handle;
+          continue;
+        }
         throw new IoError(`Cannot read source "${this.location}" at offset ${offset + done}: ${errnoCode(err) ?? String(err)}`, { cause: err });
       }
       if (bytesRead === 0) {

@@ -1,8 +1,8 @@
 /**
  * BLAKE3 in plain JavaScript (hash and keyed hash, 32-byte output), written from the BLAKE3
  * specification. It is the fallback of naming-digest.ts where the native binding has no build
- * for the platform: a BLAKE3 store must stay readable, and restorable, wherever Node runs. It is
- * about 30 times slower than the binding (which uses SIMD), so it is never the fast path.
+ * for the platform: a BLAKE3 store must stay readable, and restorable, wherever Node runs. About
+ * 0.5 GB/s per core here, 20 times slower than the binding (which uses SIMD): never the fast path.
  */
 
 const IV = Uint32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);

@@ -14,7 +14,8 @@
  * A second image has 2% of its blocks changed, with an `rbd diff`-style hints file naming them.
  * Before every backup the page cache is dropped and the source image read once (every tool
  * starts from a warm source); before every restore the page cache is dropped (every tool reads
- * its repository cold).
+ * its repository cold). backy2 and borg with fixed chunks also make a "cold full backup" with the
+ * source not read first, into a new store: what a nightly backup of a volume meets.
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
@@ -107,6 +108,12 @@ function benchBackup2(mode: string): void {
   record(tool, 'incremental, hints', backupRun(changedImage, ['-f', fullUid, '-r', hintsFile], store));
   record(tool, 'incremental, no hints', backupRun(changedImage, ['-f', fullUid], storeB));
   rmSync(storeB, { recursive: true, force: true });
+  const storeCold = `${store}-cold`;
+  rmSync(storeCold, { recursive: true, force: true });
+  sh(backy2, ['--password-file', passwordFile, 'init', storeCold, ...(MODES[mode] ?? [])]);
+  dropCaches();
+  record(tool, 'cold full backup', timed(backy2, ['--store', storeCold, '--password-file', passwordFile, 'backup', baseImage, 'bench']));
+  rmSync(storeCold, { recursive: true, force: true });
   const out = path.join(dir, 'restore-backy2.img');
   rmSync(out, { force: true });
   dropCaches();
@@ -166,7 +173,15 @@ function benchBorg(tool: 'borg' | 'borg-fixed'): void {
   dropCaches();
   warm(changedImage);
   record(tool, 'incremental', timed('borg', ['create', '--compression', 'none', ...chunker, '::changed', changedImage], env));
-  if (tool === 'borg-fixed') return; // extraction does not depend on the chunker
+  if (tool === 'borg-fixed') {
+    const cold = `${repo}-cold`;
+    rmSync(cold, { recursive: true, force: true });
+    sh('borg', ['init', '--encryption=none', cold], env);
+    dropCaches();
+    record(tool, 'cold full backup', timed('borg', ['create', '--compression', 'none', ...chunker, `${cold}::base`, baseImage], env));
+    rmSync(cold, { recursive: true, force: true });
+    return; // extraction does not depend on the chunker
+  }
   const out = path.join(dir, 'borg-out');
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out);
@@ -204,13 +219,15 @@ function summary(): void {
     console.log(`${r.tool.padEnd(16)} ${r.op.padEnd(22)} ${r.t.seconds.toFixed(2).padStart(7)} s ${(size / r.t.seconds / 1e6).toFixed(0).padStart(6)} MB/s  ${cpu}  peak RSS ${r.t.peakRssMiB.toFixed(0).padStart(5)} MiB`);
   }
   const get = (tool: string, op: string) => table.find((r) => r.tool === tool && r.op.startsWith(op))?.t;
-  const ours = { full: get('backy2', 'full'), inc: get('backy2', 'incremental, no'), restore: get('backy2', 'restore') };
+  const ours = { full: get('backy2', 'full'), cold: get('backy2', 'cold full'), inc: get('backy2', 'incremental, no'), restore: get('backy2', 'restore') };
   console.log('\n# ratios (peer seconds / backy2 seconds; > 1 means backy2 is faster)');
   for (const peer of PEERS) {
     const full = get(peer, 'full');
     const inc = get(peer, 'incremental');
     const res = get(peer, 'restore');
-    if (full && ours.full) console.log(`${peer.padEnd(8)} full ${(full.seconds / ours.full.seconds).toFixed(1)}x, incremental ${inc && ours.inc ? (inc.seconds / ours.inc.seconds).toFixed(1) : '-'}x, restore ${res && ours.restore ? (res.seconds / ours.restore.seconds).toFixed(1) : '-'}x`);
+    const cold = get(peer, 'cold full');
+    const coldRatio = cold && ours.cold ? `, cold full ${(cold.seconds / ours.cold.seconds).toFixed(1)}x` : '';
+    if (full && ours.full) console.log(`${peer.padEnd(8)} full ${(full.seconds / ours.full.seconds).toFixed(1)}x${coldRatio}, incremental ${inc && ours.inc ? (inc.seconds / ours.inc.seconds).toFixed(1) : '-'}x, restore ${res && ours.restore ? (res.seconds / ours.restore.seconds).toFixed(1) : '-'}x`);
   }
   const cp = get('cp', 'copy --sparse');
   const cpSync = get('cp', 'copy + sync');

@@ -83,8 +83,9 @@ export async function runInit(options: InitCommandOptions, globals: Globals, io:
   if (globals.json) {
     printJson(io, { path: result.path, catalog: result.catalog, blockStore: result.blockStore, storeId: s.storeId, digest: s.digest, encryption: s.encryption, compression: s.compression });
   } else {
-    const how = [s.encryption !== 'none' ? `encrypted (${s.encryption})` : '', s.compression !== 'none' ? `compressed (${s.compression} level ${s.compressionLevel ?? 1})` : ''].filter(Boolean).join(', ');
-    io.stderr(`Created store ${s.storeId} at ${result.path}${how ? `, ${how}` : ''} (catalog ${result.catalog}, blocks in ${result.blockStore})\n`);
+    const named = `blocks named by ${s.digest === 'blake3' || s.digest === 'keyed-blake3' ? 'BLAKE3' : 'SHA-256'}`;
+    const how = [s.encryption !== 'none' ? `encrypted (${s.encryption})` : '', s.compression !== 'none' ? `compressed (${s.compression} level ${s.compressionLevel ?? 1})` : '', named].filter(Boolean).join(', ');
+    io.stderr(`Created store ${s.storeId} at ${result.path}, ${how} (catalog ${result.catalog}, blocks in ${result.blockStore})\n`);
   }
   return 0;
 }

@@ -188,6 +188,7 @@ describe('backy2 init: stores are created explicitly', () => {
       const init = await runCli(at(store, 'init', '--json'));
       expect(init.code, init.stderr).toBe(0);
       expect(JSON.parse(init.stdout)).toMatchObject({ digest: 'blake3' });
+      expect((await runCli(at(path.join(dir, 'human'), 'init'))).stderr).toMatch(/, blocks named by BLAKE3 \(catalog /);
       expect(JSON.parse(readFileSync(path.join(store, 'settings')).subarray(64).toString())).toMatchObject({ format: 2, digest: 'blake3' });
       expect((await runCli(at(store, 'backup', image, 'vm1'))).code).toBe(0);
       expect(blockNames(store)).toEqual(chunkNames((d) => namingDigest('blake3', undefined, d).toString('hex')));
@@ -222,7 +223,9 @@ describe('backy2 init: stores are created explicitly', () => {
 
     it('init --digest sha256 makes a format 1 store named by SHA-256, which backs up and restores', async () => {
       const store = path.join(dir, 'store');
-      expect((await runCli(at(store, 'init', '--digest', 'sha256'))).code).toBe(0);
+      const init = await runCli(at(store, 'init', '--digest', 'sha256'));
+      expect(init.code).toBe(0);
+      expect(init.stderr).toMatch(/^Created store [0-9a-f]{32} at .*, blocks named by SHA-256 \(catalog /);
       expect(JSON.parse(readFileSync(path.join(store, 'settings')).subarray(64).toString())).toMatchObject({ format: 1, digest: 'sha256', checksum: 'crc32' });
       expect((await runCli(at(store, 'backup', image, 'vm1'))).code).toBe(0);
       expect(blockNames(store)).toEqual(chunkNames((d) => createHash('sha256').update(d).digest('hex')));

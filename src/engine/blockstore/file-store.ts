@@ -54,6 +54,12 @@ export class FileStore implements BlockStore {
   /** Device and inode of the directory opened, to notice it being unmounted (see probe). */
   readonly #identity: string;
   #closed = false;
+  /**
+   * Set once the file system refused an O_DIRECT open (ramfs, FUSE file systems): its objects
+   * are read through the page cache without asking again (a refused open costs about 60 µs here,
+   * 6% of reading a 4 MiB object from RAM).
+   */
+  #directRefused = false;
 
   private constructor(root: string, options: FileStoreOptions, readOnly: boolean, identity: string) {
     this.#root = root;
@@ -117,6 +123,19 @@ export class FileStore implements BlockStore {
     });
   }
 
+  /** Opens for reading, with O_DIRECT when asked and the file system supports it. */
+  async #openForRead(file: string, direct: boolean): Promise<fsp.FileHandle> {
+    if (direct) {
+      try {
+        return await fsp.open(file, fsc.O_RDONLY | fsc.O_DIRECT);
+      } catch (err) {
+        if (errnoCode(err) !== 'EINVAL') throw err;
+        this.#directRefused = true;
+      }
+    }
+    return fsp.open(file, fsc.O_RDONLY);
+  }
+
   async get(key: string, options: GetOptions = {}): Promise<Uint8Array> {
     this.#checkOpen();
     assertValidKey(key);
@@ -124,7 +143,7 @@ export class FileStore implements BlockStore {
     const direct = options.direct === true && options.into !== undefined && options.length !== undefined && offset === 0 && options.into.byteOffset % DIRECT_ALIGNMENT === 0;
     let handle: fsp.FileHandle;
     try {
-      handle = await openForRead(path.join(this.#root, key), direct);
+      handle = await this.#openForRead(path.join(this.#root, key), direct && !this.#directRefused);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') throw new ObjectMissingError(`Object "${key}" is missing from ${this.properties.location}`);
       throw unreadableObject(err, key, this.properties.location);
@@ -284,17 +303,6 @@ export class FileStore implements BlockStore {
 
 const DIRECT_ALIGNMENT = 4096;
 
-/** Opens for reading, with O_DIRECT when asked and the file system supports it. */
-async function openForRead(file: string, direct: boolean): Promise<fsp.FileHandle> {
-  if (direct) {
-    try {
-      return await fsp.open(file, fsc.O_RDONLY | fsc.O_DIRECT);
-    } catch (err) {
-      if (errnoCode(err) !== 'EINVAL') throw err; // e.g. tmpfs: read through the page cache
-    }
-  }
-  return fsp.open(file, fsc.O_RDONLY);
-}
 
 async function writeAll(handle: fsp.FileHandle, body: readonly Uint8Array[]): Promise<void> {
   const total = bodyLength(body);

@@ -2,6 +2,7 @@ import { closeSync, constants as fsc, openSync, writeSync } from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { UsageError, errnoCode } from '../../engine/errors.js';
 import { formatRawKey } from '../../engine/objects/key-files.js';
+import { digestAlgorithmOf } from '../../engine/objects/store-settings.js';
 import { defaultCompression, initStore } from '../../engine/operations/init-store.js';
 import { loadConfig } from '../../engine/support/config.js';
 import { globalsOf, type CommandContext } from '../command-context.js';
@@ -83,7 +84,7 @@ export async function runInit(options: InitCommandOptions, globals: Globals, io:
   if (globals.json) {
     printJson(io, { path: result.path, catalog: result.catalog, blockStore: result.blockStore, storeId: s.storeId, digest: s.digest, encryption: s.encryption, compression: s.compression });
   } else {
-    const named = `blocks named by ${s.digest === 'blake3' || s.digest === 'keyed-blake3' ? 'BLAKE3' : 'SHA-256'}`;
+    const named = `blocks named by ${digestAlgorithmOf(s) === 'blake3' ? 'BLAKE3' : 'SHA-256'}`;
     const how = [s.encryption !== 'none' ? `encrypted (${s.encryption})` : '', s.compression !== 'none' ? `compressed (${s.compression} level ${s.compressionLevel ?? 1})` : '', named].filter(Boolean).join(', ');
     io.stderr(`Created store ${s.storeId} at ${result.path}, ${how} (catalog ${result.catalog}, blocks in ${result.blockStore})\n`);
   }

@@ -123,27 +123,29 @@ export class FileStore implements BlockStore {
     });
   }
 
-  /** Opens for reading, with O_DIRECT when asked and the file system supports it. */
-  async #openForRead(file: string, direct: boolean): Promise<fsp.FileHandle> {
-    if (direct) {
+  /** Opens for reading, with O_DIRECT when asked and the file system supports it; says which it got. */
+  async #openForRead(file: string, direct: boolean): Promise<{ handle: fsp.FileHandle; direct: boolean }> {
+    if (direct && !this.#directRefused) {
       try {
-        return await fsp.open(file, fsc.O_RDONLY | fsc.O_DIRECT);
+        return { handle: await fsp.open(file, fsc.O_RDONLY | fsc.O_DIRECT), direct: true };
       } catch (err) {
         if (errnoCode(err) !== 'EINVAL') throw err;
         this.#directRefused = true;
       }
     }
-    return fsp.open(file, fsc.O_RDONLY);
+    return { handle: await fsp.open(file, fsc.O_RDONLY), direct: false };
   }
 
   async get(key: string, options: GetOptions = {}): Promise<Uint8Array> {
     this.#checkOpen();
     assertValidKey(key);
     const offset = options.offset ?? 0;
-    const direct = options.direct === true && options.into !== undefined && options.length !== undefined && offset === 0 && options.into.byteOffset % DIRECT_ALIGNMENT === 0;
+    const wantDirect = options.direct === true && options.into !== undefined && options.length !== undefined && offset === 0 && options.into.byteOffset % DIRECT_ALIGNMENT === 0;
     let handle: fsp.FileHandle;
+    // Whether this read goes around the page cache: not where the file system refused O_DIRECT.
+    let direct: boolean;
     try {
-      handle = await this.#openForRead(path.join(this.#root, key), direct && !this.#directRefused);
+      ({ handle, direct } = await this.#openForRead(path.join(this.#root, key), wantDirect));
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') throw new ObjectMissingError(`Object "${key}" is missing from ${this.properties.location}`);
       throw unreadableObject(err, key, this.properties.location);

@@ -16,7 +16,9 @@ export interface BlockSource {
   /** Size in bytes. */
   readonly size: number;
   /**
-   * Fills `into` with the bytes at `offset`.
+   * Fills `into` with the bytes at `offset`. Page-aligned memory (pool slots, `alignedBuffer`)
+   * lets a file source read what is not cached around the page cache (O_DIRECT); other memory
+   * reads right too, through the cache.
    * @throws {IoError} when the source cannot be read
    */
   read(offset: number, into: Uint8Array): Promise<void>;

@@ -1,6 +1,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { NotFoundError, IoError, UsageError, errnoCode } from '../errors.js';
+import { debug } from '../support/debug.js';
 import { dropCache, isCached, nextData } from '../sys/native.js';
 import type { BlockSource } from './endpoints.js';
 
@@ -48,17 +49,22 @@ export async function openFileSource(file: string): Promise<BlockSource> {
     else if (st.isBlockDevice()) size = await blockDeviceSize(st.rdev, `"${file}"`);
     else throw new UsageError(`Source "${file}" is neither a regular file nor a block device`);
     // Holes are only worth looking for in files that have some (fewer blocks than bytes).
-    return new FileSource(file, handle, await openDirect(file), size, st.isFile() && st.blocks * 512 < st.size);
+    return new FileSource(file, handle, await openDirect(handle), size, st.isFile() && st.blocks * 512 < st.size);
   } catch (err) {
     await handle.close();
     throw err;
   }
 }
 
-/** The source opened a second time with O_DIRECT, or undefined where the file system refuses it. */
-async function openDirect(file: string): Promise<fsp.FileHandle | undefined> {
+/**
+ * The source opened a second time with O_DIRECT, or undefined where that cannot be (the file
+ * system refuses it, or no descriptor is left): it only saves work, so it is never an error.
+ * Through /proc/self/fd, so that it is the very file the first descriptor has, even if the path
+ * was renamed over or a symlink re-pointed since.
+ */
+async function openDirect(handle: fsp.FileHandle): Promise<fsp.FileHandle | undefined> {
   try {
-    return await fsp.open(file, fsc.O_RDONLY | fsc.O_DIRECT);
+    return await fsp.open(`/proc/self/fd/${handle.fd}`, fsc.O_RDONLY | fsc.O_DIRECT);
   } catch {
     return undefined;
   }
@@ -104,6 +110,7 @@ class FileSource implements BlockSource {
       } catch (err) {
         // A file system that opens with O_DIRECT but refuses its reads: buffered from now on.
         if (handle === this.#direct && errnoCode(err) === 'EINVAL') {
+          debug(`source ${this.location}: an O_DIRECT read was refused (EINVAL); reading through the page cache from now on`);
           this.#directRefused = true;
           handle = this.#handle;
           continue;

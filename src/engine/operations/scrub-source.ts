@@ -3,6 +3,7 @@ import { BlockMap, blockCount } from '../objects/block-map.js';
 import type { VersionRecord } from '../catalog/catalog.js';
 import { openSource, type BlockSource } from '../endpoints/endpoints.js';
 import { objectId } from '../objects/object-seal.js';
+import { alignedBuffer } from '../pipeline/buffer-pool.js';
 import type { Store } from '../store.js';
 import type { ScrubFinding } from './scrub.js';
 
@@ -20,7 +21,8 @@ export async function* compareSource(store: Store, version: VersionRecord, spec:
     }
     const blocks = blockCount(version.size, version.blockSize);
     const map = new BlockMap(store, await store.catalog.versionSegments(version.uid), blocks);
-    const buf = Buffer.alloc(version.blockSize);
+    // Page-aligned, so that a file source reads what is not cached around the page cache.
+    const buf = alignedBuffer(version.blockSize);
     const zeros = Buffer.alloc(version.blockSize);
     for (let i = 0; i < blocks; i++) {
       if (signal?.aborted) return;

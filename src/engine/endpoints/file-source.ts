@@ -2,7 +2,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { NotFoundError, IoError, UsageError, errnoCode } from '../errors.js';
 import { debug } from '../support/debug.js';
-import { dropCache, isCached, nextData } from '../sys/native.js';
+import { dropCache, isCached, nextData, noReadahead } from '../sys/native.js';
 import type { BlockSource } from './endpoints.js';
 
 /**
@@ -48,6 +48,8 @@ export async function openFileSource(file: string): Promise<BlockSource> {
     if (st.isFile()) size = st.size;
     else if (st.isBlockDevice()) size = await blockDeviceSize(st.rdev, `"${file}"`);
     else throw new UsageError(`Source "${file}" is neither a regular file nor a block device`);
+    // Buffered reads of what was not cached are dropped again: without readahead, they bring in only that.
+    await noReadahead(handle.fd);
     // Holes are only worth looking for in files that have some (fewer blocks than bytes).
     return new FileSource(file, handle, await openDirect(handle), size, st.isFile() && st.blocks * 512 < st.size);
   } catch (err) {

@@ -20,6 +20,7 @@ interface NativeHelpers {
   readonly crc32Folds: boolean;
 }
 
+const POSIX_FADV_RANDOM = 1;
 const POSIX_FADV_DONTNEED = 4;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
@@ -58,6 +59,19 @@ export const crc32: (data: Uint8Array, value?: number) => number = native?.crc32
 export async function dropCache(fd: number, offset: number, length: number): Promise<void> {
   try {
     await native?.fadviseAsync(fd, offset, length, POSIX_FADV_DONTNEED);
+  } catch {
+    // advice only
+  }
+}
+
+/**
+ * Turns the kernel's readahead off for one open file: a read brings into the page cache only
+ * what it asked for. A reader that drops what it read needs this, or the readahead of one block
+ * makes the next one look cached before. Best effort.
+ */
+export async function noReadahead(fd: number): Promise<void> {
+  try {
+    await native?.fadviseAsync(fd, 0, 0, POSIX_FADV_RANDOM);
   } catch {
     // advice only
   }

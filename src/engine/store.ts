@@ -15,6 +15,7 @@ import {
   newStoreSettings,
   saveStoreOwner,
   saveStoreSettings,
+  settingsOfStoreBeforeInit,
   transformsOf,
   type StoreSettings,
 } from './objects/store-settings.js';
@@ -133,7 +134,7 @@ export async function openBlockStore(config: Config, options: OpenStoreOptions &
 export async function blockStoreSettings(config: Config, blocks: BlockStore): Promise<StoreSettings> {
   const settings = await loadStoreSettings(blocks);
   if (settings) return settings;
-  for await (const _ of blocks.list(KeyPrefix.manifests)) return newStoreSettings({ checksum: 'none', digest: 'sha256' });
+  for await (const _ of blocks.list(KeyPrefix.manifests)) return settingsOfStoreBeforeInit();
   throw noStore(config.store.path);
 }
 
@@ -250,9 +251,9 @@ async function bindCatalog(blocks: BlockStore, catalog: Catalog, found: StoreSet
         hint: 'restore the object "settings" from a copy of the store',
       });
     }
-    // A store made before `backy2 init` existed: it describes itself from now on (its objects
-    // are format 1 and named by SHA-256, and new ones stay so).
-    settings = newStoreSettings({ checksum: 'none', digest: 'sha256' });
+    // A store made before `backy2 init` existed: it describes itself from now on (new objects
+    // stay as its old ones are).
+    settings = settingsOfStoreBeforeInit();
     if (writable) await saveStoreSettings(blocks, settings);
   }
   if (storeId !== null && storeId !== settings.storeId) {

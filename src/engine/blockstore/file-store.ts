@@ -20,6 +20,7 @@ import {
   type ObjectInfo,
   type PutOptions,
 } from './block-store.js';
+import { DIRECT_ALIGNMENT } from '../sys/direct-io.js';
 import { dropCache, isCached } from '../sys/native.js';
 
 /** Prefix of temp files of unfinished puts; `list` never shows them. */
@@ -55,7 +56,7 @@ export class FileStore implements BlockStore {
   readonly #identity: string;
   #closed = false;
   /**
-   * Set once the file system refused an O_DIRECT open (ramfs, FUSE file systems): its objects
+   * Set once the file system refused an O_DIRECT open (ramfs, for one): its objects
    * are read through the page cache without asking again (a refused open costs about 60 µs here,
    * 6% of reading a 4 MiB object from RAM).
    */
@@ -302,8 +303,6 @@ export class FileStore implements BlockStore {
     if (this.#closed) throw new TypeError(`Block store ${this.properties.location} is closed`);
   }
 }
-
-const DIRECT_ALIGNMENT = 4096;
 
 
 async function writeAll(handle: fsp.FileHandle, body: readonly Uint8Array[]): Promise<void> {

@@ -2,6 +2,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { NotFoundError, IoError, UsageError, errnoCode } from '../errors.js';
 import { debug } from '../support/debug.js';
+import { isDirectAligned, reopenDirect } from '../sys/direct-io.js';
 import { dropCache, isCached, nextData, noReadahead } from '../sys/native.js';
 import type { BlockSource } from './endpoints.js';
 
@@ -51,29 +52,12 @@ export async function openFileSource(file: string): Promise<BlockSource> {
     // Buffered reads of what was not cached are dropped again: without readahead, they bring in only that.
     await noReadahead(handle.fd);
     // Holes are only worth looking for in files that have some (fewer blocks than bytes).
-    return new FileSource(file, handle, await openDirect(handle), size, st.isFile() && st.blocks * 512 < st.size);
+    return new FileSource(file, handle, await reopenDirect(handle, fsc.O_RDONLY), size, st.isFile() && st.blocks * 512 < st.size);
   } catch (err) {
     await handle.close();
     throw err;
   }
 }
-
-/**
- * The source opened a second time with O_DIRECT, or undefined where that cannot be (the file
- * system refuses it, or no descriptor is left): it only saves work, so it is never an error.
- * Through /proc/self/fd, so that it is the very file the first descriptor has, even if the path
- * was renamed over or a symlink re-pointed since.
- */
-async function openDirect(handle: fsp.FileHandle): Promise<fsp.FileHandle | undefined> {
-  try {
-    return await fsp.open(`/proc/self/fd/${handle.fd}`, fsc.O_RDONLY | fsc.O_DIRECT);
-  } catch {
-    return undefined;
-  }
-}
-
-/** O_DIRECT needs offsets, lengths and memory aligned to the logical block size; a page covers every device's. */
-const DIRECT_ALIGNMENT = 4096;
 
 class FileSource implements BlockSource {
   readonly location: string;
@@ -102,7 +86,7 @@ class FileSource implements BlockSource {
     // Leave the page cache as we found it: what was not cached is read around it (O_DIRECT: no
     // copy, nothing to drop), or where that cannot be, read and dropped again.
     const wasCached = isCached(fd, offset, into.length);
-    const direct = !wasCached && this.#direct !== undefined && !this.#directRefused && offset % DIRECT_ALIGNMENT === 0 && into.length % DIRECT_ALIGNMENT === 0 && into.byteOffset % DIRECT_ALIGNMENT === 0;
+    const direct = !wasCached && this.#direct !== undefined && !this.#directRefused && isDirectAligned(offset, into);
     let handle = direct ? this.#direct! : this.#handle;
     let done = 0;
     while (done < into.length) {

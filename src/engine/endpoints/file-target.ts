@@ -1,6 +1,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { ConflictError, IoError, NotFoundError, UsageError, errnoCode } from '../errors.js';
+import { isDirectAligned, reopenDirect } from '../sys/direct-io.js';
 import { dropCache, zeroRange } from '../sys/native.js';
 import { alignedBuffer } from '../pipeline/buffer-pool.js';
 import { formatBytes } from '../support/units.js';
@@ -68,7 +69,7 @@ export async function openFileTarget(file: string, options: TargetOptions): Prom
     const handle = await open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL);
     try {
       await truncate(handle, file, options.size);
-      return new FileTarget(file, handle, await openDirect(file, 0), true, true);
+      return new FileTarget(file, handle, await reopenDirect(handle, fsc.O_WRONLY), true, true);
     } catch (err) {
       // Created here: a failure leaves nothing behind (a retry would find it "exists").
       await fsp.unlink(file).catch(() => undefined);
@@ -89,28 +90,14 @@ export async function openFileTarget(file: string, options: TargetOptions): Prom
   if (st.isBlockDevice()) {
     // O_EXCL on a block device fails while it is mounted or otherwise claimed.
     const handle = await open(file, fsc.O_WRONLY | fsc.O_EXCL);
-    return new FileTarget(file, handle, await openDirect(file, 0), false, false);
+    return new FileTarget(file, handle, await reopenDirect(handle, fsc.O_WRONLY), false, false);
   }
   const handle = await open(file, fsc.O_WRONLY);
   if (options.sparse) await truncate(handle, file, 0);
   await truncate(handle, file, options.size);
-  return new FileTarget(file, handle, await openDirect(file, 0), options.sparse === true, false);
+  return new FileTarget(file, handle, await reopenDirect(handle, fsc.O_WRONLY), options.sparse === true, false);
 }
 
-/**
- * A second, O_DIRECT handle for the aligned bulk of the writes: data goes to the disk while the
- * restore runs instead of piling up as dirty pages for the final fsync, and the page cache stays
- * clean. Undefined where O_DIRECT is not supported (tmpfs); then buffered writes are used.
- */
-async function openDirect(file: string, flags: number): Promise<fsp.FileHandle | undefined> {
-  return fsp.open(file, fsc.O_WRONLY | fsc.O_DIRECT | flags).catch(() => undefined);
-}
-
-const DIRECT_ALIGNMENT = 4096;
-
-function isAligned(offset: number, data: Uint8Array): boolean {
-  return offset % DIRECT_ALIGNMENT === 0 && data.length % DIRECT_ALIGNMENT === 0 && data.byteOffset % DIRECT_ALIGNMENT === 0;
-}
 
 async function open(file: string, flags: number): Promise<fsp.FileHandle> {
   try {
@@ -140,6 +127,11 @@ class FileTarget implements RestoreTarget {
   readonly zeroed: boolean;
   readonly created: boolean;
   readonly #handle: fsp.FileHandle;
+  /**
+   * A second, O_DIRECT handle for the aligned bulk of the writes: data goes to the disk while the
+   * restore runs instead of piling up as dirty pages for the final fsync, and the page cache
+   * stays clean. Undefined where O_DIRECT is refused; then buffered writes are used.
+   */
   readonly #direct: fsp.FileHandle | undefined;
 
   constructor(file: string, handle: fsp.FileHandle, direct: fsp.FileHandle | undefined, zeroed: boolean, created: boolean) {
@@ -151,7 +143,7 @@ class FileTarget implements RestoreTarget {
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
-    const handle = this.#direct && isAligned(offset, data) ? this.#direct : this.#handle;
+    const handle = this.#direct && isDirectAligned(offset, data) ? this.#direct : this.#handle;
     let done = 0;
     try {
       while (done < data.length) {

@@ -57,9 +57,18 @@ export interface NewStoreOptions {
   readonly digest?: DigestAlgorithm;
 }
 
+/**
+ * Each naming digest: the store format it goes with, and its `digest` setting without and with
+ * encryption (keyed). The one place that pairs them.
+ */
+const DIGESTS: Readonly<Record<DigestAlgorithm, { readonly format: number; readonly names: readonly [StoreSettings['digest'], StoreSettings['digest']] }>> = {
+  sha256: { format: STORE_FORMAT_SHA256, names: ['sha256', 'hmac-sha256'] },
+  blake3: { format: STORE_FORMAT_VERSION, names: ['blake3', 'keyed-blake3'] },
+};
+
 /** The digest algorithm of a store's `digest` setting. */
 export function digestAlgorithmOf(s: StoreSettings): DigestAlgorithm {
-  return s.digest === 'blake3' || s.digest === 'keyed-blake3' ? 'blake3' : 'sha256';
+  return DIGESTS.blake3.names.includes(s.digest) ? 'blake3' : 'sha256';
 }
 
 /**
@@ -114,10 +123,10 @@ export function newStoreSettings(options: NewStoreOptions = {}, now: number = Da
   const encryption = options.encryption ?? 'none';
   const compression = options.compression ?? 'none';
   const checksum = options.checksum ?? 'crc32';
-  const algorithm = options.digest ?? 'blake3';
-  const digest = algorithm === 'blake3' ? (encryption === 'none' ? 'blake3' : 'keyed-blake3') : encryption === 'none' ? 'sha256' : 'hmac-sha256';
+  const { format, names } = DIGESTS[options.digest ?? 'blake3'];
+  const digest = names[encryption === 'none' ? 0 : 1];
   return {
-    format: algorithm === 'blake3' ? STORE_FORMAT_VERSION : STORE_FORMAT_SHA256,
+    format,
     storeId: randomBytes(16).toString('hex'),
     createdAt: now,
     createdBy: `backy2 ${PACKAGE_VERSION}`,
@@ -127,6 +136,14 @@ export function newStoreSettings(options: NewStoreOptions = {}, now: number = Da
     encryption,
     ...(checksum === 'crc32' ? { checksum } : {}),
   };
+}
+
+/**
+ * The settings a store made before `backy2 init` existed reads with: format 1 objects (no CRC),
+ * named by SHA-256, plaintext and uncompressed.
+ */
+export function settingsOfStoreBeforeInit(): StoreSettings {
+  return newStoreSettings({ checksum: 'none', digest: 'sha256' });
 }
 
 /**
@@ -144,14 +161,14 @@ export async function loadStoreSettings(blocks: BlockStore): Promise<StoreSettin
       hint: 'upgrade backy2',
     });
   }
-  if ((s.format !== STORE_FORMAT_VERSION && s.format !== STORE_FORMAT_SHA256) || typeof s.storeId !== 'string' || !/^[0-9a-f]{32}$/.test(s.storeId) || typeof s.createdAt !== 'number') {
+  const own = Object.values(DIGESTS).find((d) => d.format === s.format);
+  if (!own || typeof s.storeId !== 'string' || !/^[0-9a-f]{32}$/.test(s.storeId) || typeof s.createdAt !== 'number') {
     throw damaged(what);
   }
   // Each format names objects by its own digest; the keyed form goes with encryption. A digest
   // of the other format was never written by any backy2: the object was edited.
-  const [unkeyed, keyed] = s.format === STORE_FORMAT_SHA256 ? ['sha256', 'hmac-sha256'] : ['blake3', 'keyed-blake3'];
-  const [otherUnkeyed, otherKeyed] = s.format === STORE_FORMAT_SHA256 ? ['blake3', 'keyed-blake3'] : ['sha256', 'hmac-sha256'];
-  if (s.digest === otherUnkeyed || s.digest === otherKeyed) {
+  const [unkeyed, keyed] = own.names;
+  if (Object.values(DIGESTS).some((d) => d !== own && d.names.includes(s.digest as StoreSettings['digest']))) {
     throw new StoreUnavailableError(`${what} is damaged: store format ${s.format} never goes with digest "${s.digest}"`, { hint: 'restore that object from a copy of the store' });
   }
   const plain = s.digest === unkeyed && s.encryption === 'none';

@@ -31,6 +31,19 @@ interface BackupJson {
   snapshot?: string;
 }
 
+/** Our helper processes still reading this image (export-diff streams, qemu-nbd servers), after a short grace. */
+async function helpersLeft(image: string): Promise<string[]> {
+  const list = () => {
+    try {
+      return execFileSync('pgrep', ['-af', `export-diff.*rbd/${image}@|qemu-nbd.*file.image=${image},`], { encoding: 'utf8' }).trim().split('\n');
+    } catch {
+      return []; // pgrep: no match
+    }
+  };
+  for (let waited = 0; waited < 2000 && list().length > 0; waited += 100) await new Promise((r) => setTimeout(r, 100));
+  return list();
+}
+
 async function backupJson(args: string[]): Promise<BackupJson> {
   const r = await spawnCli(['backup', ...args, '--json'], env);
   expect(r.code, r.stderr).toBe(0);
@@ -55,6 +68,8 @@ describe('RBD sources and targets (real cluster)', () => {
     // changed objects [40,44) and [88,92) MiB, plus 3 sampled unchanged blocks
     expect(inc.bytesRead).toBe(2 * 4 * MiB + 3 * 4 * MiB);
     expect(inc.bytesWritten).toBe(2 * 4 * MiB);
+    // The stream and the sample reader start before the reads (while rbd diff runs): both end with the backup.
+    expect(await helpersLeft(name)).toEqual([]);
 
     for (const [version, snap] of [[full.uid, 's1'], [inc.uid, 's2']] as const) {
       const file = path.join(dir, `${snap}.raw`);
@@ -66,6 +81,23 @@ describe('RBD sources and targets (real cluster)', () => {
       expect(r.code, r.stderr).toBe(0);
       expect(rbdSha(`rbd/${target}`)).toBe(expected);
     }
+  });
+
+  it('an incremental that fails after its reads started leaves no rbd export-diff or qemu-nbd behind', async () => {
+    writeRbd(`rbd/${name}`, SIZE, [{ offset: 0, data: randomBytes(64 * MiB) }]);
+    rbd(['snap', 'create', `rbd/${name}@s1`]);
+    await backupJson([`rbd:rbd/${name}@s1`, name, '-s', 's1']);
+    writeRbd(`rbd/${name}`, SIZE, [{ offset: 41 * MiB, data: randomBytes(4096) }]);
+    rbd(['snap', 'create', `rbd/${name}@s2`]);
+    // Hints that miss the change; every unhinted block is sampled, so the backup finds them wrong.
+    const hints = path.join(dir, 'wrong-hints.json');
+    writeFileSync(hints, JSON.stringify([{ offset: 100 * MiB, length: 4096, exists: 'true' }]));
+    const config = path.join(dir, 'sample-all.yaml');
+    writeFileSync(config, `ceph:\n  conf: ${ceph().conf}\nbackup:\n  hintSample: 1000\n`);
+    const r = await spawnCli(['backup', `rbd:rbd/${name}@s2`, name, '-r', hints, '--hints-from', 's1'], { ...env, BACKY2_CONFIG: config });
+    expect(r.code, r.stderr).not.toBe(0);
+    expect(r.stderr).toMatch(/are wrong: block 10 /);
+    expect(await helpersLeft(name)).toEqual([]);
   });
 
   it('--snapshot auto diffs against the previous backy2 snapshot and removes older ones', async () => {

@@ -139,12 +139,12 @@ export class FileStore implements BlockStore {
    * the tail of less than a page buffered. That spares the kernel's copy into the cache and the
    * writeback: a full backup to this machine's disk used half the system CPU (0.8-1.2 against
    * 1.6-1.9 s), and nothing is left in the cache to drop. Any other body, or where O_DIRECT is
-   * refused, or in a store in memory (tmpfs, ramfs), is written buffered.
+   * refused, is written buffered.
    */
   async #writeBody(handle: fsp.FileHandle, body: readonly Uint8Array[]): Promise<void> {
     const only = body.length === 1 ? body[0] : undefined;
     const pages = only ? Math.floor(only.length / DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT : 0;
-    if (only && pages > 0 && only.byteOffset % DIRECT_ALIGNMENT === 0 && this.properties.alignedPuts === true && !this.#directRefused) {
+    if (only && pages > 0 && only.byteOffset % DIRECT_ALIGNMENT === 0 && !this.#directRefused) {
       let direct: fsp.FileHandle | undefined;
       try {
         direct = await fsp.open(`/proc/self/fd/${handle.fd}`, fsc.O_WRONLY | fsc.O_DIRECT);

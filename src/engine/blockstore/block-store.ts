@@ -16,11 +16,6 @@ export interface BlockStoreProperties {
   readonly atomicOverwrite: boolean;
   /** True when the store can only be read (read-only media, another user's files): puts and deletes fail. */
   readonly readOnly: boolean;
-  /**
-   * True when `put` writes a body of one page-aligned buffer around the page cache (O_DIRECT on
-   * a local file system): callers that can hand it so should. Other bodies are written as well.
-   */
-  readonly alignedPuts?: boolean;
 }
 
 /** What `stat` and `list` report about one object. */

@@ -50,27 +50,24 @@ export class BlockWorkers {
   }
 
   /**
-   * Turns the block in `buf.payload` into its stored object (its CRC, or compressed, encrypted),
-   * in place; the plaintext is gone afterwards. The object starts in the header room before the
-   * payload, or with `pageAligned` on the payload's own page (for writes around the page cache:
-   * a plain payload then moves 64 bytes up, in the worker).
-   * @returns the object, a view of `buf.memory`
+   * Turns the block in `buf.payload` into its stored object (compressed, encrypted), written over
+   * `buf.sealed` from its start; the plaintext is gone afterwards.
+   * @returns the object's length (header included)
    */
-  async seal(buf: PooledBuffer, length: number, key: string, id: Uint8Array, pageAligned = false): Promise<Buffer> {
-    const objectOffset = pageAligned ? buf.payloadOffset : buf.payloadOffset - OBJECT_HEADER_LENGTH;
+  async seal(buf: PooledBuffer, length: number, key: string, id: Uint8Array): Promise<number> {
     const result = await this.#piscina.run({
       op: 'seal',
       memory: buf.memory,
       payloadOffset: buf.payloadOffset,
       length,
-      objectOffset,
-      capacity: buf.sealed.length - (objectOffset - (buf.payloadOffset - OBJECT_HEADER_LENGTH)),
+      objectOffset: buf.payloadOffset - OBJECT_HEADER_LENGTH,
+      capacity: buf.sealed.length,
       key,
       id,
       transforms: this.#transforms,
     });
     if ('failed' in result) throw new RangeError(result.failed);
-    return Buffer.from(buf.memory, objectOffset, OBJECT_HEADER_LENGTH + (result as { storedLength: number }).storedLength);
+    return OBJECT_HEADER_LENGTH + (result as { storedLength: number }).storedLength;
   }
 
   /**

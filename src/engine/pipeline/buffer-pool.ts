@@ -47,20 +47,6 @@ export function blockBuffer(blockSize: number): PooledBuffer {
   return slotAt(sharedPages(stride), 0, stride, blockSize);
 }
 
-/**
- * The stored object of the plaintext block in `buf` (header room, then the block), made to start
- * on the page where the payload starts, as writes around the page cache need: the block moves
- * 64 bytes up, into the slot's tail page. `buf.payload` no longer holds the block afterwards.
- * @param buf pooled buffer with the block's plaintext in `payload`
- * @param length block length in bytes
- * @returns a page-aligned view of header room and block; the caller fills in the header
- */
-export function pageAlignedObject(buf: PooledBuffer, length: number): Buffer {
-  const object = Buffer.from(buf.memory, buf.payloadOffset, OBJECT_HEADER_LENGTH + length);
-  object.copyWithin(OBJECT_HEADER_LENGTH, 0, length);
-  return object;
-}
-
 /** One reusable block buffer of a {@link BufferPool}. */
 export interface PooledBuffer {
   readonly slot: number;

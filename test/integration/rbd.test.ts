@@ -1,10 +1,12 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { backup } from '../../src/engine/operations/backup.js';
 import { initStoreFor, spawnCli } from '../helpers/cli.js';
 import { ceph, rbd, rbdSha, writeRbd } from '../helpers/ceph.js';
+import { makeTempStore } from '../helpers/store.js';
 import { makeTempDir } from '../helpers/temp.js';
 
 const MiB = 1024 * 1024;
@@ -36,8 +38,9 @@ async function helpersLeft(image: string): Promise<string[]> {
   const list = () => {
     try {
       return execFileSync('pgrep', ['-af', `export-diff.*rbd/${image}@|qemu-nbd.*file.image=${image},`], { encoding: 'utf8' }).trim().split('\n');
-    } catch {
-      return []; // pgrep: no match
+    } catch (err) {
+      if ((err as { status?: number }).status === 1) return []; // pgrep: no match
+      throw err;
     }
   };
   for (let waited = 0; waited < 2000 && list().length > 0; waited += 100) await new Promise((r) => setTimeout(r, 100));
@@ -98,6 +101,32 @@ describe('RBD sources and targets (real cluster)', () => {
     expect(r.code, r.stderr).not.toBe(0);
     expect(r.stderr).toMatch(/are wrong: block 10 /);
     expect(await helpersLeft(name)).toEqual([]);
+  });
+
+  it('a catalog error after the commit still ends the helper processes (the source is closed first)', async () => {
+    const { store } = await makeTempStore({ ceph: { conf: ceph().conf }, blockSize: 4 * MiB, hintSample: 3, spillDir: dir });
+    try {
+      writeRbd(`rbd/${name}`, SIZE, [{ offset: 0, data: randomBytes(64 * MiB) }]);
+      rbd(['snap', 'create', `rbd/${name}@s1`]);
+      await backup(store, { source: `rbd:rbd/${name}@s1`, image: name });
+      writeRbd(`rbd/${name}`, SIZE, [{ offset: 41 * MiB, data: randomBytes(4096) }]);
+      rbd(['snap', 'create', `rbd/${name}@s2`]);
+      // The one listing a backup makes after its commit (of the image's snapshots to remove) fails.
+      const catalog = new Proxy(store.catalog, {
+        get(target, prop) {
+          const value: unknown = Reflect.get(target, prop, target);
+          if (prop === 'listVersions') {
+            return (options?: object) => (options && Object.keys(options).join() === 'image' ? Promise.reject(new Error('catalog gone')) : target.listVersions(options));
+          }
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+      await expect(backup({ ...store, catalog }, { source: `rbd:rbd/${name}@s2`, image: name })).rejects.toThrow('catalog gone');
+      expect(await helpersLeft(name)).toEqual([]);
+    } finally {
+      await store.close();
+      spawnSync('pkill', ['-f', `qemu-nbd.*file.image=${name},`]);
+    }
   });
 
   it('--snapshot auto diffs against the previous backy2 snapshot and removes older ones', async () => {

@@ -112,8 +112,10 @@ export class RbdSource implements BlockSource {
    * @returns the changed extents, or undefined when there is no usable base snapshot
    */
   async changedExtents(base: { readonly snapshot: string | null; readonly snapshotId: string | null; readonly source: string | null } | null): Promise<Extent[] | undefined> {
-    // The listing made when the source was opened: a base snapshot removed since then makes the
-    // export-diff below fail, which fails the backup.
+    // The listing made when the source was opened, moments ago: a base snapshot removed since
+    // makes rbd diff and export-diff fail, which fails the backup. One removed and made again
+    // under the same name within those moments would not be noticed (nor was it when the
+    // listing came right before rbd diff: the window is as short).
     const imageId = this.snapshotId?.split('@')[0];
     const baseSnapshot = base?.source?.startsWith(`rbd:${this.#spec.pool}/${this.#spec.image}@`) ? base.snapshot : null;
     const current = this.#snapshots.find((s) => s.name === baseSnapshot);

@@ -133,11 +133,17 @@ export async function backup(store: Store, options: BackupOptions): Promise<Back
         await baseLock?.release();
       }
     } finally {
-      if (source.finish) {
-        const earlier = (await catalog.listVersions({ image })).flatMap((v) => (v.snapshot !== null && v.uid !== uid ? [v.snapshot] : []));
-        await source.finish(committed, earlier).catch((err: unknown) => debug(`backup: finishing the source failed: ${String(err)}`));
+      // Closed first, whatever comes after: an RBD source's helper processes (export-diff,
+      // qemu-nbd) end before its snapshot may be removed, and a catalog error below cannot
+      // leave them running (their pipes would keep this process alive).
+      try {
+        await source.close();
+      } finally {
+        if (source.finish) {
+          const earlier = (await catalog.listVersions({ image })).flatMap((v) => (v.snapshot !== null && v.uid !== uid ? [v.snapshot] : []));
+          await source.finish(committed, earlier).catch((err: unknown) => debug(`backup: finishing the source failed: ${String(err)}`));
+        }
       }
-      await source.close();
     }
   } finally {
     await locks.release();

@@ -20,6 +20,7 @@ import { initStore } from '../src/engine/operations/init-store.js';
 import { openStore } from '../src/engine/store.js';
 import { DIFF_END, encodeDiffRecord, encodeDiffStart } from '../src/engine/endpoints/rbd-diff-format.js';
 import { bench, buildImages, sh } from './images.js';
+import { median } from './measure.js';
 
 const cephDir = path.join(bench.dir, 'ceph');
 const script = path.resolve(import.meta.dirname, '../scripts/ceph-dev');
@@ -53,28 +54,24 @@ async function main(): Promise<void> {
   try {
     rbd('import', '--no-progress', bench.baseImage, 'rbd/bench');
     rbd('snap', 'create', 'rbd/bench@s1');
-    // The changed image's differences (2% of the blocks), written as an import-diff stream.
+    // The hinted ranges (2% of the blocks) written as an import-diff stream, then snapshotted:
+    // first the changed image's data, then twice more fresh random data in the same ranges
+    // (three incrementals per store, each storing as many new blocks, for a median).
     const hints = JSON.parse(readFileSync(bench.hintsFile, 'utf8')) as { offset: number; length: number }[];
     const changed = openSync(bench.changedImage, 'r');
-    const parts = [encodeDiffStart(bench.size)];
-    for (const h of hints) {
+    const fromChanged = (h: { offset: number; length: number }) => {
       const data = Buffer.alloc(h.length);
       readSync(changed, data, 0, h.length, h.offset);
-      parts.push(encodeDiffRecord('w', h.offset, h.length), data);
-    }
-    closeSync(changed);
-    parts.push(DIFF_END);
-    execFileSync('rbd', ['--conf', conf, 'import-diff', '--no-progress', '-', 'rbd/bench'], { input: Buffer.concat(parts) });
-    rbd('snap', 'create', 'rbd/bench@s2');
-    // Two more snapshots with the same blocks changed again (fresh random data): three
-    // incrementals per store, each storing as many new blocks, for a median.
-    for (const snap of INCREMENTALS.slice(1)) {
-      const again = [encodeDiffStart(bench.size)];
-      for (const h of hints) again.push(encodeDiffRecord('w', h.offset, h.length), randomBytes(h.length));
-      again.push(DIFF_END);
-      execFileSync('rbd', ['--conf', conf, 'import-diff', '--no-progress', '-', 'rbd/bench'], { input: Buffer.concat(again) });
+      return data;
+    };
+    for (const snap of INCREMENTALS) {
+      const parts = [encodeDiffStart(bench.size)];
+      for (const h of hints) parts.push(encodeDiffRecord('w', h.offset, h.length), snap === INCREMENTALS[0] ? fromChanged(h) : randomBytes(h.length));
+      parts.push(DIFF_END);
+      execFileSync('rbd', ['--conf', conf, 'import-diff', '--no-progress', '-', 'rbd/bench'], { input: Buffer.concat(parts) });
       rbd('snap', 'create', `rbd/bench@${snap}`);
     }
+    closeSync(changed);
 
     console.log(`# RBD (${bench.gib} GiB image, ${(statSync(bench.baseImage).blocks * 512 / 1e9).toFixed(1)} GB allocated) into S3 on radosgw, memstore OSD, one node; node ${process.version}`);
     const modes = (process.env.BENCH_MODES ?? 'plain,zstd,zstd+aes').split(',');
@@ -112,7 +109,7 @@ async function main(): Promise<void> {
           inc = await backup(store, { source: `rbd:rbd/bench@${snap}`, image: 'bench' });
           runs.push((Date.now() - t) / 1000);
         }
-        s = [...runs].sort((a, b) => a - b)[Math.floor(runs.length / 2)] as number;
+        s = median(runs);
         console.log(`incremental backup   ${s.toFixed(2)} s  ${(bench.size / s / 1e6).toFixed(0)} MB/s of image (median of ${runs.map((r) => r.toFixed(2)).join(', ')} s); each read ${(inc.bytesRead / 1e6).toFixed(0)} MB, stored ${inc.blocksWritten} blocks`);
         console.log(`S3 requests per stored block (incremental): ${((Object.values(counts).reduce((a, b) => a + b, 0)) / Math.max(1, runs.length * inc.blocksWritten)).toFixed(2)}`);
         console.log(`  its floor here: ${await putFloor(store.blocks, inc.blocksWritten, store.config.writers)}`);

@@ -41,6 +41,7 @@ import { openStore, type Store } from '../src/engine/store.js';
 import { loadConfig } from '../src/engine/support/config.js';
 import { GiB, MiB, bench, dropCaches, makeChangedImage, makeDiskImage, makeSparseImage, sh, warm } from './images.js';
 import { startPostgres, writePgConfig, type BenchPostgres } from './postgres.js';
+import { median } from './measure.js';
 
 const BLOCK = 4 * MiB;
 const TiB = 1024 * GiB;
@@ -66,10 +67,6 @@ const configEnv = (file: string) => storeEnv({ BACKY2_CONFIG: file });
 
 function seconds(since: number): number {
   return (performance.now() - since) / 1000;
-}
-
-function median(values: readonly number[]): number {
-  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
 }
 
 /**

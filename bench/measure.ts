@@ -47,6 +47,11 @@ export async function measure(work: () => unknown, serverPid?: number): Promise<
   return { seconds, machineCpu: machineBusySeconds() - machine0, serverCpu: serverPid ? cpuSeconds(serverPid) - server0 : 0 };
 }
 
+/** The median of some figures (the upper one of an even count); NaN for none. */
+export function median(values: readonly number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
+}
+
 /** The run with the median time. */
 export function medianCost(costs: Cost[]): Cost {
   const sorted = [...costs].sort((a, b) => a.seconds - b.seconds);

@@ -12,7 +12,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { cpuSeconds } from './measure.js';
+import { cpuSeconds, median } from './measure.js';
 
 // Its own directory and size unless told otherwise: images.ts rebuilds a directory made for another size.
 process.env.BENCH_DIR ??= '/var/tmp/backy2-bench-nbd-tls';
@@ -47,8 +47,6 @@ async function stop(child: ChildProcess): Promise<void> {
   child.kill('SIGINT');
   await exited;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 
 interface Run {
   /** MB/s of the export size. */

@@ -38,7 +38,7 @@ function loadBlake3(): Blake3 {
       // no build for this platform: the portable one reads and writes the same stores, slower
     }
   }
-  return (data, key) => blake3Portable(data, key);
+  return blake3Portable;
 }
 
 /**

@@ -16,6 +16,7 @@ import { backup } from '../src/engine/operations/backup.js';
 import type { BlockStore } from '../src/engine/blockstore/block-store.js';
 import { defaultConfig } from '../src/engine/support/config.js';
 import { restore } from '../src/engine/operations/restore.js';
+import { Semaphore } from '../src/engine/pipeline/semaphore.js';
 import { initStore } from '../src/engine/operations/init-store.js';
 import { openStore } from '../src/engine/store.js';
 import { DIFF_END, encodeDiffRecord, encodeDiffStart } from '../src/engine/endpoints/rbd-diff-format.js';
@@ -156,10 +157,8 @@ function warmUp(rbd: (...args: string[]) => string): void {
 async function emptyStore(blocks: BlockStore): Promise<void> {
   const keys: string[] = [];
   for await (const o of blocks.list('')) keys.push(o.key);
-  let next = 0;
-  await Promise.all(Array.from({ length: 8 }, async () => {
-    while (next < keys.length) await blocks.delete(keys[next++] as string);
-  }));
+  const deletes = new Semaphore(8);
+  await Promise.all(keys.map((k) => deletes.run(() => blocks.delete(k))));
 }
 
 /**

@@ -190,7 +190,9 @@ export class RbdSource implements BlockSource {
 
   /** Copies [offset, offset + into.length) from the export-diff stream; gaps and `z` records read as zeros. */
   async #readStream(offset: number, into: Uint8Array): Promise<void> {
-    const s = (this.#stream ??= this.#startStream(this.#plan?.fromSnap ?? null));
+    // Only a planned extent routes a read here, and planning (changedExtents) started the stream.
+    const s = this.#stream;
+    if (!s) throw new Error(`Internal error: ${this.location} read from its export-diff stream before rbd diff planned it`);
     if (!s.started) {
       await s.reader.start();
       s.started = true;
